@@ -1,0 +1,71 @@
+"""Conversions between protobuf messages and domain objects (the only place that knows both)."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from coordinator.core import JobView
+from coordinator.models import ProviderRecord, ProviderTier
+from coordinator.sessions import ProviderSession
+from gpumesh._convert import spec_from_proto, spec_to_proto, timestamp
+from gpumesh.v1 import common_pb2, jobs_pb2
+
+__all__ = ["job_to_proto", "provider_to_proto", "spec_from_proto", "spec_to_proto", "timestamp"]
+
+
+def job_to_proto(view: JobView, *, with_tasks: bool = True) -> jobs_pb2.Job:
+    job = view.job
+    done = sum(1 for t in view.tasks if t.state.is_done())
+    running = sum(1 for t in view.tasks if t.state.value == "LEASED")
+    msg = jobs_pb2.Job(
+        job_id=job.job_id,
+        spec=spec_to_proto(job.spec),
+        state=common_pb2.JobState.Value(f"JOB_STATE_{job.state.value}"),
+        tasks_total=job.tasks_total,
+        tasks_done=done,
+        tasks_running=running,
+        output_cid=job.output_cid,
+        error=job.error,
+        created_at=timestamp(job.created_at),
+        updated_at=timestamp(job.updated_at),
+        prompts_total=job.prompts_total,
+        pending_reason=view.pending_reason,
+    )
+    if with_tasks:
+        msg.tasks.extend(
+            jobs_pb2.TaskSummary(
+                task_id=t.task_id,
+                index=t.index,
+                state=common_pb2.TaskState.Value(f"TASK_STATE_{t.state.value}"),
+                provider_id=t.provider_id,
+                attempts=t.attempts,
+                output_cid=t.output_cid,
+                error=t.error,
+            )
+            for t in view.tasks
+        )
+    return msg
+
+
+def provider_to_proto(record: ProviderRecord, session: ProviderSession | None) -> jobs_pb2.ProviderInfo:
+    hardware = json_format.Parse(record.hardware_json, common_pb2.Hardware())
+    msg = jobs_pb2.ProviderInfo(
+        provider_id=record.provider_id,
+        address=record.address,
+        name=record.name,
+        hardware=hardware,
+        price_per_hour=record.price_per_hour,
+        tier=common_pb2.PROVIDER_TIER_CENTRALIZED
+        if record.tier is ProviderTier.CENTRALIZED
+        else common_pb2.PROVIDER_TIER_OPEN,
+        connected=session is not None,
+        slots=record.slots,
+        running=len(session.running) if session else 0,
+        runtime=record.runtime,
+        isolated=record.isolated,
+        last_seen=timestamp(session.last_seen if session else record.last_seen),
+        tasks_completed=record.tasks_completed,
+    )
+    if session is not None:
+        msg.telemetry.extend(session.telemetry)
+    return msg

@@ -1,0 +1,96 @@
+"""Provider authentication: one-time signed challenges and opaque session tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from typing import Callable
+
+from coordinator.config import CoordinatorSettings
+from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
+from coordinator.store.base import Store
+from gpumesh.errors import InvalidArgument, Unauthenticated
+from gpumesh.identity import challenge_text, normalize_address, verify_signature
+from gpumesh.v1 import common_pb2, provider_pb2
+from google.protobuf import json_format
+
+MAX_SLOTS = 256
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ProviderAuth:
+    def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    def issue_challenge(self, address: str) -> tuple[str, float]:
+        address = normalize_address(address)
+        now = self.clock()
+        text = challenge_text(address, secrets.token_hex(16), int(now))
+        expires = now + self.settings.challenge_ttl_s
+        self.store.put_challenge(address=address, text=text, expires_at=expires)
+        return text, expires
+
+    def register(self, req: provider_pb2.RegisterRequest) -> tuple[ProviderRecord, str, float]:
+        """Check the signed challenge (used once), upsert the provider, mint a session token."""
+        address = normalize_address(req.address)
+        _validate_offer(req)
+        verify_signature(req.challenge, req.signature, address)
+        now = self.clock()
+        if not self.store.take_challenge(address=address, text=req.challenge, now=now):
+            raise Unauthenticated("challenge unknown, expired or already used; request a new one")
+        tier = (
+            ProviderTier.CENTRALIZED
+            if req.tier == common_pb2.PROVIDER_TIER_CENTRALIZED
+            else ProviderTier.OPEN
+        )
+        record = self.store.upsert_provider(
+            ProviderRecord(
+                provider_id="prov_" + uuid.uuid4().hex[:16],
+                address=address,
+                name=req.name or address[:10],
+                hardware_json=json_format.MessageToJson(req.hardware, indent=None),
+                gpus=tuple(GpuSpec(g.name, g.memory_total_mb) for g in req.hardware.gpus),
+                cpu_count=req.hardware.cpu_count,
+                memory_total_mb=req.hardware.memory_total_mb,
+                price_per_hour=req.price_per_hour,
+                tier=tier,
+                slots=req.slots or 1,
+                runtime=req.runtime or "unknown",
+                isolated=req.isolated,
+                cached_models=tuple(req.cached_model_cids),
+                registered_at=now,
+                last_seen=now,
+            )
+        )
+        token = secrets.token_urlsafe(32)
+        expires = now + self.settings.session_ttl_s
+        self.store.put_session(token_hash=token_hash(token), provider_id=record.provider_id, expires_at=expires)
+        return record, token, expires
+
+    def authenticate(self, metadata: tuple[tuple[str, str], ...] | None) -> ProviderRecord:
+        """Resolve the ``authorization: Bearer <token>`` metadata to a provider."""
+        header = dict(metadata or ()).get("authorization", "")
+        if not header.startswith("Bearer "):
+            raise Unauthenticated("missing 'authorization: Bearer <session token>' metadata; call Register first")
+        provider_id = self.store.session_provider(token_hash(header[7:]), now=self.clock())
+        if provider_id is None:
+            raise Unauthenticated("session token unknown or expired; register again")
+        return self.store.get_provider(provider_id)
+
+
+def _validate_offer(req: provider_pb2.RegisterRequest) -> None:
+    if req.slots > MAX_SLOTS:
+        raise InvalidArgument(f"at most {MAX_SLOTS} slots", field="slots")
+    if len(req.name) > 128:
+        raise InvalidArgument("at most 128 characters", field="name")
+    if len(req.cached_model_cids) > 10_000:
+        raise InvalidArgument("too many cached models", field="cached_model_cids")
+    for i, gpu in enumerate(req.hardware.gpus):
+        if not gpu.name:
+            raise InvalidArgument("GPU name is empty", field=f"hardware.gpus[{i}].name")

@@ -1,0 +1,38 @@
+"""Typed coordinator settings: defaults here, overridden by env (GPUMESH_COORDINATOR_*) and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    return Path.home() / ".gpumesh"
+
+
+class CoordinatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUMESH_COORDINATOR_", extra="forbid")
+
+    listen: str = "127.0.0.1:50051"
+    data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
+    store: str = "sqlite"  # the only adapter so far; "postgresql" comes with scale-out
+    lease_ttl_s: float = Field(30.0, gt=0)
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+    challenge_ttl_s: float = Field(300.0, gt=0)
+    session_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    max_artifact_bytes: int = Field(8 * 1024**3, gt=0)
+    max_prompts_per_job: int = Field(1_000_000, gt=0)
+    max_prompt_bytes: int = Field(256 * 1024, gt=0)
+    schedule_batch: int = Field(1000, gt=0)
+    sweep_interval_s: float = Field(1.0, gt=0)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "coordinator.db"
+
+    @property
+    def blocks_dir(self) -> Path:
+        return self.data_dir / "ipfs"

@@ -1,0 +1,357 @@
+"""The coordinator's application layer: jobs, leases, results, and the background loops.
+
+gRPC servicers are thin adapters over this class; everything durable goes through the Store,
+so a restarted coordinator picks up exactly where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from coordinator.auth import ProviderAuth
+from coordinator.config import CoordinatorSettings
+from coordinator.events import SCHEDULER, Signals
+from coordinator.models import Job, JobState, Lease, Task, TaskState
+from coordinator.scheduling.rules import Demand
+from coordinator.scheduling.scheduler import PendingTask, schedule
+from coordinator.sessions import ProviderSession, SessionRegistry
+from coordinator.splitter import parse_prompts, split
+from coordinator.store.base import Store
+from gpumesh._convert import timestamp
+from gpumesh.artifacts import ArtifactStore
+from gpumesh.errors import InvalidArgument, NotFound, Unauthenticated
+from gpumesh.identity import result_text, verify_signature
+from gpumesh.jobspec import JobSpec
+from gpumesh.v1 import provider_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobView:
+    job: Job
+    tasks: list[Task]
+    pending_reason: str
+
+
+class Coordinator:
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        store: Store,
+        artifacts: ArtifactStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+        self.clock = clock
+        self.auth = ProviderAuth(store, settings, clock)
+        self.sessions = SessionRegistry()
+        self.signals = Signals()
+        self._pending_reason: dict[str, str] = {}
+        self._loops: list[asyncio.Task] = []
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._recover()
+        self._loops = [
+            asyncio.create_task(self._scheduler_loop(), name="scheduler"),
+            asyncio.create_task(self._sweeper_loop(), name="lease-sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for session in self.sessions.sessions():
+            self.sessions.close(session)
+
+    async def _recover(self) -> None:
+        """Finish jobs a previous process left half-finalised."""
+        for job in self.store.jobs_in_state(JobState.VERIFYING):
+            await self._finalize(job.job_id)
+
+    # ---- submitter operations -----------------------------------------------------------------
+
+    async def submit_job(self, spec: JobSpec, idempotency_key: str = "") -> Job:
+        if idempotency_key:
+            if len(idempotency_key) > 128:
+                raise InvalidArgument("at most 128 characters", field="idempotency_key")
+            existing = self.store.find_job_by_key(idempotency_key)
+            if existing is not None:
+                return existing
+        for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
+            if not await asyncio.to_thread(self.artifacts.has, cid):
+                raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
+        shards = await asyncio.to_thread(self._shard_input, spec)
+        now = self.clock()
+        job_id = "job_" + uuid.uuid4().hex[:16]
+        tasks = []
+        for shard in shards:
+            cid = await asyncio.to_thread(self.artifacts.put_bytes, shard.data)
+            tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid, shard.prompts))
+        job = Job(
+            job_id=job_id,
+            spec=spec,
+            state=JobState.QUEUED,
+            tasks_total=len(tasks),
+            prompts_total=sum(t.prompts for t in tasks),
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+        )
+        job = self.store.create_job(job, tasks)
+        log.info("job %s queued: %d prompts in %d tasks", job.job_id, job.prompts_total, job.tasks_total)
+        self.signals.notify(SCHEDULER)
+        return job
+
+    def _shard_input(self, spec: JobSpec):
+        size = self.artifacts.size(spec.input_cid)
+        limit = self.settings.max_prompts_per_job * (self.settings.max_prompt_bytes + 64)
+        if size > limit:
+            raise InvalidArgument(f"input is {size} bytes, over the {limit}-byte limit", field="spec.input_cid")
+        records = parse_prompts(
+            self.artifacts.get_bytes(spec.input_cid),
+            max_prompts=self.settings.max_prompts_per_job,
+            max_prompt_bytes=self.settings.max_prompt_bytes,
+        )
+        return split(records, spec.shard_size)
+
+    def get_job(self, job_id: str) -> JobView:
+        job = self.store.get_job(job_id)
+        reason = self._pending_reason.get(job_id, "") if not job.state.is_terminal() else ""
+        return JobView(job, self.store.list_tasks(job_id), reason)
+
+    async def cancel_job(self, job_id: str, reason: str = "") -> Job:
+        job, leased = self.store.cancel_job(job_id, reason=reason or "cancelled by submitter", now=self.clock())
+        for task in leased:
+            self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job cancelled")
+        self.signals.notify(job_id)
+        return job
+
+    async def watch(self, job_id: str):
+        """Yield a JobView now and after each change until the job is terminal."""
+        last = None
+        while True:
+            view = self.get_job(job_id)
+            key = (view.job.state, view.job.updated_at, tuple((t.state, t.attempts) for t in view.tasks), view.pending_reason)
+            if key != last:
+                last = key
+                yield view
+            if view.job.state.is_terminal():
+                return
+            await self.signals.wait(job_id, timeout=1.0)
+
+    # ---- provider session -------------------------------------------------------------------
+
+    def open_session(self, metadata) -> ProviderSession:
+        record = self.auth.authenticate(metadata)
+        session = self.sessions.open(record, now=self.clock())
+        session.send(
+            provider_pb2.CoordinatorMessage(
+                accepted=provider_pb2.SessionAccepted(
+                    provider_id=record.provider_id,
+                    heartbeat_interval_s=max(1, int(self.settings.heartbeat_interval_s)),
+                    lease_ttl_s=max(1, int(self.settings.lease_ttl_s)),
+                )
+            )
+        )
+        self.store.touch_provider(record.provider_id, now=self.clock())
+        self.signals.notify(SCHEDULER)
+        log.info("provider %s (%s) connected", record.provider_id, record.name)
+        return session
+
+    def close_session(self, session: ProviderSession) -> None:
+        self.sessions.close(session)
+        log.info("provider %s disconnected", session.record.provider_id)
+
+    async def on_message(self, session: ProviderSession, msg: provider_pb2.ProviderMessage) -> None:
+        kind = msg.WhichOneof("body")
+        session.last_seen = self.clock()
+        if kind == "heartbeat":
+            self._on_heartbeat(session, msg.heartbeat)
+        elif kind == "result":
+            await self._on_result(session, msg.result)
+        elif kind == "failure":
+            self._on_failure(session, msg.failure)
+
+    def _on_heartbeat(self, session: ProviderSession, hb: provider_pb2.Heartbeat) -> None:
+        pid = session.record.provider_id
+        claimed = list(hb.lease_ids)
+        valid = set(self.store.extend_leases(pid, claimed, ttl=self.settings.lease_ttl_s, now=self.clock()))
+        for lease_id in set(claimed) - valid:
+            self._cancel_lease(pid, lease_id, "", "lease is no longer yours (expired or cancelled)")
+        before = session.free_slots
+        session.reconcile(valid, now=self.clock(), grace=2 * self.settings.heartbeat_interval_s)
+        del session.telemetry[:]
+        session.telemetry.extend(hb.telemetry)
+        if session.free_slots > before:
+            self.signals.notify(SCHEDULER)
+
+    async def _on_result(self, session: ProviderSession, res: provider_pb2.TaskResult) -> None:
+        pid = session.record.provider_id
+        ack = provider_pb2.ResultAck(task_id=res.task_id, accepted=False)
+        try:
+            verify_signature(result_text(res.task_id, res.output_cid), res.signature, session.record.address)
+            if not await asyncio.to_thread(self.artifacts.has, res.output_cid):
+                raise NotFound(f"output {res.output_cid} was not uploaded", field="output_cid")
+            outcome = self.store.submit_result(
+                lease_id=res.lease_id,
+                task_id=res.task_id,
+                provider_id=pid,
+                output_cid=res.output_cid,
+                signature=res.signature,
+                metrics_json=res.metrics_json,
+                now=self.clock(),
+            )
+            ack.accepted, ack.reason = outcome.accepted, outcome.reason
+        except (Unauthenticated, NotFound, InvalidArgument) as exc:
+            ack.reason = str(exc)
+            outcome = None
+        session.running.pop(res.lease_id, None)
+        session.send(provider_pb2.CoordinatorMessage(ack=ack))
+        self.signals.notify(SCHEDULER)
+        if outcome is not None and outcome.job_id:
+            self.signals.notify(outcome.job_id)
+            if outcome.job_ready:
+                await self._finalize(outcome.job_id)
+
+    def _on_failure(self, session: ProviderSession, failure: provider_pb2.TaskFailure) -> None:
+        pid = session.record.provider_id
+        outcome = self.store.fail_task(
+            lease_id=failure.lease_id,
+            task_id=failure.task_id,
+            provider_id=pid,
+            error=failure.error[:2000] or "unspecified failure",
+            retryable=failure.retryable,
+            now=self.clock(),
+        )
+        session.running.pop(failure.lease_id, None)
+        if outcome is not None:
+            log.warning("task %s failed on %s: %s", failure.task_id, pid, failure.error[:200])
+            self._after_failure([outcome])
+        self.signals.notify(SCHEDULER)
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _cancel_lease(self, provider_id: str, lease_id: str, task_id: str, reason: str) -> None:
+        self.sessions.forget_lease(provider_id, lease_id)
+        session = self.sessions.get(provider_id)
+        if session is not None:
+            session.send(
+                provider_pb2.CoordinatorMessage(
+                    cancel=provider_pb2.CancelLease(lease_id=lease_id, task_id=task_id, reason=reason)
+                )
+            )
+
+    def _after_failure(self, outcomes) -> None:
+        for outcome in outcomes:
+            self.signals.notify(outcome.job_id)
+            if outcome.job_failed:
+                for task in self.store.list_tasks(outcome.job_id):
+                    if task.lease_id and task.state is TaskState.CANCELLED:
+                        self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job failed")
+
+    async def _finalize(self, job_id: str) -> None:
+        """Merge task outputs in order into the job's output and complete it (idempotent)."""
+        tasks = self.store.list_tasks(job_id)
+        output_cid = await asyncio.to_thread(self._merge_outputs, tasks)
+        job = self.store.finish_job(job_id, output_cid=output_cid, now=self.clock())
+        self._pending_reason.pop(job_id, None)
+        log.info("job %s completed: output %s", job_id, job.output_cid)
+        self.signals.notify(job_id)
+
+    def _merge_outputs(self, tasks: Sequence[Task]) -> str:
+        def chunks():
+            for task in sorted(tasks, key=lambda t: t.index):
+                yield from self.artifacts.iter_bytes(task.output_cid)
+
+        return self.artifacts.put_stream(chunks())
+
+    def schedule_once(self) -> int:
+        """One scheduling round: plan over queued tasks and connected providers, then lease."""
+        queued = self.store.queued_tasks(self.settings.schedule_batch)
+        if not queued:
+            return 0
+        pending = [
+            PendingTask(
+                t.task_id,
+                j.job_id,
+                Demand(j.spec.requirements, j.spec.max_price_per_hour, j.spec.model_cid),
+            )
+            for t, j in queued
+        ]
+        plan = schedule(pending, self.sessions.candidates())
+        for task_id, reason in plan.unschedulable.items():
+            job_id = task_id.rsplit("-t", 1)[0]
+            if self._pending_reason.get(job_id) != reason:
+                self._pending_reason[job_id] = reason
+                self.signals.notify(job_id)
+        leased = 0
+        now = self.clock()
+        for a in plan.assignments:
+            self._pending_reason.pop(a.job_id, None)
+            lease = self.store.lease_task(a.task_id, a.provider_id, ttl=self.settings.lease_ttl_s, now=now)
+            if lease is None:
+                continue
+            leased += 1
+            self._dispatch(lease)
+            self.signals.notify(a.job_id)
+        return leased
+
+    def _dispatch(self, lease: Lease) -> None:
+        session = self.sessions.get(lease.provider_id)
+        if session is None:  # disconnected between planning and leasing: the lease will expire
+            return
+        spec = lease.job.spec
+        session.running[lease.lease_id] = self.clock()
+        session.send(
+            provider_pb2.CoordinatorMessage(
+                lease=provider_pb2.TaskLease(
+                    lease_id=lease.lease_id,
+                    task_id=lease.task.task_id,
+                    job_id=lease.job.job_id,
+                    kind=spec.kind,
+                    model_cid=spec.model_cid,
+                    input_cid=lease.task.input_cid,
+                    params_json=json.dumps(spec.inference.model_dump()),
+                    timeout_s=spec.task_timeout_s,
+                    expires_at=timestamp(lease.expires_at),
+                )
+            )
+        )
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            try:
+                while self.schedule_once() >= self.settings.schedule_batch:
+                    await asyncio.sleep(0)
+            except Exception:  # keep scheduling; the store is the source of truth
+                log.exception("scheduling round failed")
+            await self.signals.wait(SCHEDULER, timeout=self.settings.sweep_interval_s)
+
+    def sweep_once(self) -> int:
+        outcomes = self.store.expire_leases(now=self.clock())
+        for outcome in outcomes:
+            log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed")
+        self._after_failure(outcomes)
+        if outcomes:
+            self.signals.notify(SCHEDULER)
+        return len(outcomes)
+
+    async def _sweeper_loop(self) -> None:
+        while True:
+            try:
+                self.sweep_once()
+            except Exception:
+                log.exception("lease sweep failed")
+            await asyncio.sleep(self.settings.sweep_interval_s)

@@ -1,0 +1,173 @@
+"""Lifecycle states of jobs and tasks, their legal transitions, and the stored records."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from gpumesh.errors import FailedPrecondition
+from gpumesh.jobspec import JobSpec
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    VERIFYING = "VERIFYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_terminal(self) -> bool:
+        return self in _JOB_TERMINAL
+
+
+class TaskState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    LEASED = "LEASED"
+    SUBMITTED = "SUBMITTED"
+    VERIFIED = "VERIFIED"
+    REJECTED = "REJECTED"
+    SETTLED = "SETTLED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def is_terminal(self) -> bool:
+        return self in _TASK_TERMINAL
+
+    def is_done(self) -> bool:
+        """Finished with a result (counts towards job progress)."""
+        return self in (TaskState.SUBMITTED, TaskState.VERIFIED, TaskState.SETTLED)
+
+
+class ProviderTier(enum.StrEnum):
+    OPEN = "OPEN"
+    CENTRALIZED = "CENTRALIZED"
+
+
+_JOB_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+_TASK_TERMINAL = frozenset({TaskState.SETTLED, TaskState.FAILED, TaskState.CANCELLED})
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.FAILED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.QUEUED, JobState.VERIFYING, JobState.FAILED, JobState.CANCELLED}
+    ),
+    JobState.VERIFYING: frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    TaskState.QUEUED: frozenset({TaskState.LEASED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.LEASED: frozenset(
+        {TaskState.QUEUED, TaskState.SUBMITTED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
+    TaskState.SUBMITTED: frozenset({TaskState.VERIFIED, TaskState.REJECTED, TaskState.CANCELLED}),
+    TaskState.VERIFIED: frozenset({TaskState.SETTLED}),
+    TaskState.REJECTED: frozenset({TaskState.QUEUED, TaskState.FAILED}),
+    TaskState.SETTLED: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+
+
+def check_job_transition(src: JobState, dst: JobState) -> None:
+    if dst not in JOB_TRANSITIONS[src]:
+        raise FailedPrecondition(f"job cannot go from {src} to {dst}", field="state")
+
+
+def check_task_transition(src: TaskState, dst: TaskState) -> None:
+    if dst not in TASK_TRANSITIONS[src]:
+        raise FailedPrecondition(f"task cannot go from {src} to {dst}", field="state")
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    memory_total_mb: int
+
+
+@dataclass(frozen=True)
+class ProviderRecord:
+    """A registered provider as the coordinator stores it."""
+
+    provider_id: str
+    address: str
+    name: str
+    hardware_json: str
+    gpus: tuple[GpuSpec, ...]
+    cpu_count: int
+    memory_total_mb: int
+    price_per_hour: int
+    tier: ProviderTier
+    slots: int
+    runtime: str
+    isolated: bool
+    cached_models: tuple[str, ...] = ()
+    registered_at: float = 0.0
+    last_seen: float = 0.0
+    tasks_completed: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    spec: JobSpec
+    state: JobState
+    tasks_total: int
+    prompts_total: int
+    created_at: float
+    updated_at: float
+    output_cid: str = ""
+    error: str = ""
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    job_id: str
+    index: int
+    state: TaskState
+    input_cid: str
+    prompts: int
+    attempts: int = 0
+    provider_id: str = ""
+    lease_id: str = ""
+    lease_expires_at: float = 0.0
+    output_cid: str = ""
+    signature: bytes = b""
+    metrics_json: str = ""
+    error: str = ""
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A task handed to a provider until ``expires_at`` (extended by heartbeats)."""
+
+    lease_id: str
+    task: Task
+    job: Job
+    provider_id: str
+    expires_at: float
+
+
+@dataclass
+class JobProgress:
+    """Counts of a job's tasks by state, for progress reporting."""
+
+    counts: dict[TaskState, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return sum(n for s, n in self.counts.items() if s.is_done())
+
+    @property
+    def running(self) -> int:
+        return self.counts.get(TaskState.LEASED, 0)

@@ -1,0 +1,82 @@
+"""Feasibility rules: each checks one requirement and says why a provider fails it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from coordinator.models import GpuSpec
+from gpumesh.jobspec import Requirements
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A connected provider as the scheduler sees it."""
+
+    provider_id: str
+    gpus: tuple[GpuSpec, ...]
+    memory_total_mb: int
+    price_per_hour: int
+    free_slots: int
+    cached_models: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one task asks for."""
+
+    requirements: Requirements
+    max_price_per_hour: int  # 0 = any price
+    model_cid: str = ""
+
+
+Rule = Callable[[Demand, Candidate], str | None]  # None = passes, else the reason it fails
+
+
+def _gpu_matches(req: Requirements, gpu: GpuSpec) -> bool:
+    if gpu.memory_total_mb < req.min_vram_mb:
+        return False
+    name = gpu.name.lower()
+    return not req.gpu_models or any(m.lower() in name for m in req.gpu_models)
+
+
+def gpus_rule(demand: Demand, cand: Candidate) -> str | None:
+    req = demand.requirements
+    need = req.min_gpus
+    if need == 0:
+        return None
+    have = sum(1 for g in cand.gpus if _gpu_matches(req, g))
+    if have >= need:
+        return None
+    what = f"{need} GPU(s)"
+    if req.gpu_models:
+        what += f" of model {'/'.join(req.gpu_models)}"
+    if req.min_vram_mb:
+        what += f" with >= {req.min_vram_mb} MiB VRAM"
+    return f"needs {what}, provider has {have} matching of {len(cand.gpus)}"
+
+
+def memory_rule(demand: Demand, cand: Candidate) -> str | None:
+    need = demand.requirements.min_memory_mb
+    if cand.memory_total_mb >= need:
+        return None
+    return f"needs {need} MiB host memory, provider has {cand.memory_total_mb}"
+
+
+def price_rule(demand: Demand, cand: Candidate) -> str | None:
+    cap = demand.max_price_per_hour
+    if cap == 0 or cand.price_per_hour <= cap:
+        return None
+    return f"price {cand.price_per_hour}/h exceeds max {cap}/h"
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, price_rule)
+
+
+def reasons(demand: Demand, cand: Candidate, rules: Sequence[Rule] = DEFAULT_RULES) -> list[str]:
+    """Every rule the candidate fails (empty = feasible)."""
+    return [r for rule in rules if (r := rule(demand, cand)) is not None]
+
+
+def feasible(demand: Demand, cand: Candidate, rules: Sequence[Rule] = DEFAULT_RULES) -> bool:
+    return all(rule(demand, cand) is None for rule in rules)

@@ -1,0 +1,108 @@
+"""Composition root of the coordinator process: wires the store, artifacts and gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from coordinator.api.artifacts import ArtifactServicer
+from coordinator.api.errors import ErrorInterceptor
+from coordinator.api.provider import ProviderServicer
+from coordinator.api.submitter import SubmitterServicer
+from coordinator.config import CoordinatorSettings
+from coordinator.core import Coordinator
+from coordinator.store.sqlite import SqliteStore
+from gpumesh.artifacts import EmbeddedBlockstore
+from gpumesh.errors import InvalidArgument
+from gpumesh.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    jobs_pb2,
+    jobs_pb2_grpc,
+    provider_pb2,
+    provider_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    jobs_pb2.DESCRIPTOR.services_by_name["SubmitterService"].full_name,
+    provider_pb2.DESCRIPTOR.services_by_name["ProviderService"].full_name,
+    artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+)
+
+
+def build_store(settings: CoordinatorSettings):
+    if settings.store == "sqlite":
+        return SqliteStore(settings.db_path)
+    raise InvalidArgument(f"unknown store {settings.store!r} (available: sqlite)", field="store")
+
+
+class CoordinatorServer:
+    """A running coordinator: ``await start()``, ``port``, ``await stop()``."""
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.store = build_store(settings)
+        self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
+        self.core = Coordinator(settings, self.store, self.artifacts)
+        self.health = health.aio.HealthServicer()
+        limit = settings.max_message_bytes
+        self.server = aio.server(
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+        jobs_pb2_grpc.add_SubmitterServiceServicer_to_server(SubmitterServicer(self.core), self.server)
+        provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(self.core), self.server)
+        artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
+            ArtifactServicer(self.artifacts, max_bytes=settings.max_artifact_bytes), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+
+    async def start(self) -> None:
+        await self.core.start()
+        await self.server.start()
+        for name in ("", *SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("coordinator listening on port %d (data in %s)", self.port, self.settings.data_dir)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        await self.core.stop()
+        await self.server.stop(grace)
+        self.store.close()
+
+
+async def serve(settings: CoordinatorSettings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM."""
+    server = CoordinatorServer(settings)
+    await server.start()
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+    await server.stop()

@@ -1,0 +1,88 @@
+"""Connected provider sessions: their outbound queues, running leases and telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+from coordinator.models import ProviderRecord
+from coordinator.scheduling.rules import Candidate
+from gpumesh.v1 import common_pb2, provider_pb2
+
+
+@dataclass(eq=False)
+class ProviderSession:
+    """One live Session stream. ``outbox`` feeds the stream's writer."""
+
+    session_no: int
+    record: ProviderRecord
+    outbox: asyncio.Queue[provider_pb2.CoordinatorMessage | None] = field(default_factory=asyncio.Queue)
+    running: dict[str, float] = field(default_factory=dict)  # lease id -> when dispatched
+    telemetry: list[common_pb2.GpuTelemetry] = field(default_factory=list)
+    last_seen: float = 0.0
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.record.slots - len(self.running))
+
+    def reconcile(self, confirmed: set[str], *, now: float, grace: float) -> None:
+        """Running = leases the provider confirmed plus those sent too recently to be confirmed."""
+        self.running = {
+            lid: at for lid, at in self.running.items() if lid in confirmed or now - at < grace
+        } | {lid: self.running.get(lid, now) for lid in confirmed}
+
+    def send(self, message: provider_pb2.CoordinatorMessage) -> None:
+        self.outbox.put_nowait(message)
+
+    def close(self) -> None:
+        self.outbox.put_nowait(None)
+
+
+class SessionRegistry:
+    """Which providers are connected right now (one session each; a new one replaces the old)."""
+
+    def __init__(self) -> None:
+        self._by_provider: dict[str, ProviderSession] = {}
+        self._numbers = itertools.count(1)
+
+    def open(self, record: ProviderRecord, *, now: float) -> ProviderSession:
+        old = self._by_provider.get(record.provider_id)
+        session = ProviderSession(next(self._numbers), record, last_seen=now)
+        if old is not None:
+            session.running = dict(old.running)
+            old.close()
+        self._by_provider[record.provider_id] = session
+        return session
+
+    def close(self, session: ProviderSession) -> None:
+        if self._by_provider.get(session.record.provider_id) is session:
+            del self._by_provider[session.record.provider_id]
+        session.close()
+
+    def get(self, provider_id: str) -> ProviderSession | None:
+        return self._by_provider.get(provider_id)
+
+    def is_connected(self, provider_id: str) -> bool:
+        return provider_id in self._by_provider
+
+    def sessions(self) -> list[ProviderSession]:
+        return list(self._by_provider.values())
+
+    def forget_lease(self, provider_id: str, lease_id: str) -> None:
+        session = self._by_provider.get(provider_id)
+        if session is not None:
+            session.running.pop(lease_id, None)
+
+    def candidates(self) -> list[Candidate]:
+        return [
+            Candidate(
+                provider_id=s.record.provider_id,
+                gpus=s.record.gpus,
+                memory_total_mb=s.record.memory_total_mb,
+                price_per_hour=s.record.price_per_hour,
+                free_slots=s.free_slots,
+                cached_models=frozenset(s.record.cached_models),
+            )
+            for s in self._by_provider.values()
+        ]

@@ -1,0 +1,539 @@
+"""SQLite adapter of the Store port (WAL, one connection, short IMMEDIATE transactions).
+
+``synchronous=NORMAL`` under WAL keeps every committed transaction across a process crash
+(the failure this project tests); set ``durability="full"`` to also survive power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from coordinator.models import (
+    GpuSpec,
+    Job,
+    JobProgress,
+    JobState,
+    Lease,
+    ProviderRecord,
+    ProviderTier,
+    Task,
+    TaskState,
+    check_job_transition,
+)
+from coordinator.store.base import FailureOutcome, ResultOutcome
+from gpumesh.errors import NotFound
+from gpumesh.jobspec import JobSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    idempotency_key TEXT UNIQUE,
+    spec_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    tasks_total INTEGER NOT NULL,
+    prompts_total INTEGER NOT NULL,
+    output_cid TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    input_cid TEXT NOT NULL,
+    prompts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    provider_id TEXT NOT NULL DEFAULT '',
+    lease_id TEXT NOT NULL DEFAULT '',
+    lease_expires_at REAL NOT NULL DEFAULT 0,
+    output_cid TEXT NOT NULL DEFAULT '',
+    signature BLOB NOT NULL DEFAULT x'',
+    metrics_json TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    queued_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, idx);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(state, queued_at, idx);
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_expires_at);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_lease_id ON tasks(lease_id) WHERE lease_id != '';
+CREATE TABLE IF NOT EXISTS providers (
+    provider_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    hardware_json TEXT NOT NULL,
+    gpus_json TEXT NOT NULL,
+    cpu_count INTEGER NOT NULL,
+    memory_total_mb INTEGER NOT NULL,
+    price_per_hour INTEGER NOT NULL,
+    tier TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    runtime TEXT NOT NULL,
+    isolated INTEGER NOT NULL,
+    cached_models_json TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    tasks_completed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS challenges (
+    address TEXT NOT NULL,
+    text TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (address, text)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    provider_id TEXT NOT NULL REFERENCES providers(provider_id),
+    expires_at REAL NOT NULL
+);
+"""
+
+_TASK_COLS = (
+    "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
+    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at"
+)
+_JOB_COLS = (
+    "job_id, spec_json, state, tasks_total, prompts_total, created_at, updated_at, output_cid, "
+    "error, idempotency_key"
+)
+_DONE = tuple(s.value for s in TaskState if s.is_done())
+_OPEN = (TaskState.QUEUED.value, TaskState.LEASED.value)
+
+
+def _task(row: sqlite3.Row | tuple) -> Task:
+    return Task(
+        task_id=row[0],
+        job_id=row[1],
+        index=row[2],
+        state=TaskState(row[3]),
+        input_cid=row[4],
+        prompts=row[5],
+        attempts=row[6],
+        provider_id=row[7],
+        lease_id=row[8],
+        lease_expires_at=row[9],
+        output_cid=row[10],
+        signature=bytes(row[11]),
+        metrics_json=row[12],
+        error=row[13],
+        updated_at=row[14],
+    )
+
+
+def _job(row: sqlite3.Row | tuple) -> Job:
+    return Job(
+        job_id=row[0],
+        spec=JobSpec.model_validate_json(row[1]),
+        state=JobState(row[2]),
+        tasks_total=row[3],
+        prompts_total=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        output_cid=row[7],
+        error=row[8],
+        idempotency_key=row[9] or "",
+    )
+
+
+def _provider(row: sqlite3.Row | tuple) -> ProviderRecord:
+    return ProviderRecord(
+        provider_id=row[0],
+        address=row[1],
+        name=row[2],
+        hardware_json=row[3],
+        gpus=tuple(GpuSpec(g["name"], g["memory_total_mb"]) for g in json.loads(row[4])),
+        cpu_count=row[5],
+        memory_total_mb=row[6],
+        price_per_hour=row[7],
+        tier=ProviderTier(row[8]),
+        slots=row[9],
+        runtime=row[10],
+        isolated=bool(row[11]),
+        cached_models=tuple(json.loads(row[12])),
+        registered_at=row[13],
+        last_seen=row[14],
+        tasks_completed=row[15],
+    )
+
+
+class SqliteStore:
+    """The Store port over one SQLite file (``:memory:`` for unit tests)."""
+
+    def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- jobs -------------------------------------------------------------------------------
+
+    def create_job(self, job: Job, tasks: Sequence[Task]) -> Job:
+        with self._tx() as db:
+            if job.idempotency_key:
+                row = db.execute(
+                    f"SELECT {_JOB_COLS} FROM jobs WHERE idempotency_key = ?",
+                    (job.idempotency_key,),
+                ).fetchone()
+                if row:
+                    return _job(row)
+            db.execute(
+                "INSERT INTO jobs (job_id, idempotency_key, spec_json, state, tasks_total, "
+                "prompts_total, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    job.job_id,
+                    job.idempotency_key or None,
+                    job.spec.model_dump_json(),
+                    job.state.value,
+                    job.tasks_total,
+                    job.prompts_total,
+                    job.created_at,
+                    job.updated_at,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO tasks (task_id, job_id, idx, state, input_cid, prompts, queued_at, "
+                "updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (t.task_id, t.job_id, t.index, t.state.value, t.input_cid, t.prompts,
+                     job.created_at, job.created_at)
+                    for t in tasks
+                ],
+            )
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        rows = self._read(f"SELECT {_JOB_COLS} FROM jobs WHERE job_id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"job {job_id!r} not found", field="job_id")
+        return _job(rows[0])
+
+    def find_job_by_key(self, idempotency_key: str) -> Job | None:
+        rows = self._read(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+        )
+        return _job(rows[0]) if rows else None
+
+    def list_tasks(self, job_id: str) -> list[Task]:
+        rows = self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? ORDER BY idx", (job_id,))
+        return [_task(r) for r in rows]
+
+    def job_progress(self, job_id: str) -> JobProgress:
+        rows = self._read("SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,))
+        return JobProgress({TaskState(s): n for s, n in rows})
+
+    def jobs_in_state(self, state: JobState) -> list[Job]:
+        rows = self._read(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE state = ? ORDER BY created_at", (state.value,)
+        )
+        return [_job(r) for r in rows]
+
+    def finish_job(self, job_id: str, *, output_cid: str, now: float) -> Job:
+        """VERIFYING -> COMPLETED with the merged output; marks the tasks VERIFIED."""
+        with self._tx() as db:
+            job = self._job_tx(db, job_id)
+            if job.state is JobState.COMPLETED:
+                return job
+            check_job_transition(job.state, JobState.COMPLETED)
+            db.execute(
+                "UPDATE tasks SET state = ?, updated_at = ? WHERE job_id = ? AND state = ?",
+                (TaskState.VERIFIED.value, now, job_id, TaskState.SUBMITTED.value),
+            )
+            self._set_job(db, job_id, JobState.COMPLETED, now, output_cid=output_cid)
+            return self._job_tx(db, job_id)
+
+    def cancel_job(self, job_id: str, *, reason: str, now: float) -> tuple[Job, list[Task]]:
+        """Cancel a job and its unfinished tasks; returns the job and the tasks that were leased."""
+        with self._tx() as db:
+            job = self._job_tx(db, job_id)
+            check_job_transition(job.state, JobState.CANCELLED)
+            leased = [
+                _task(r)
+                for r in db.execute(
+                    f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND state = ?",
+                    (job_id, TaskState.LEASED.value),
+                )
+            ]
+            self._cancel_open_tasks(db, job_id, now)
+            self._set_job(db, job_id, JobState.CANCELLED, now, error=reason or "cancelled")
+            return self._job_tx(db, job_id), leased
+
+    # ---- tasks and leases ---------------------------------------------------------------------
+
+    def queued_tasks(self, limit: int) -> list[tuple[Task, Job]]:
+        rows = self._read(
+            f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLS.split(','))}, "
+            f"{', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} "
+            "FROM tasks t JOIN jobs j ON j.job_id = t.job_id "
+            "WHERE t.state = ? ORDER BY t.queued_at, t.idx LIMIT ?",
+            (TaskState.QUEUED.value, limit),
+        )
+        n = len(_TASK_COLS.split(","))
+        return [(_task(r[:n]), _job(r[n:])) for r in rows]
+
+    def lease_task(self, task_id: str, provider_id: str, *, ttl: float, now: float) -> Lease | None:
+        lease_id = uuid.uuid4().hex
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tasks SET state = ?, provider_id = ?, lease_id = ?, lease_expires_at = ?, "
+                "attempts = attempts + 1, updated_at = ? WHERE task_id = ? AND state = ?",
+                (TaskState.LEASED.value, provider_id, lease_id, now + ttl, now, task_id,
+                 TaskState.QUEUED.value),
+            )
+            if cur.rowcount != 1:
+                return None
+            task = self._task_tx(db, task_id)
+            job = self._job_tx(db, task.job_id)
+            if job.state is JobState.QUEUED:
+                self._set_job(db, job.job_id, JobState.RUNNING, now)
+                job = self._job_tx(db, job.job_id)
+            return Lease(lease_id, task, job, provider_id, now + ttl)
+
+    def extend_leases(
+        self, provider_id: str, lease_ids: Sequence[str], *, ttl: float, now: float
+    ) -> list[str]:
+        if not lease_ids:
+            return []
+        marks = ",".join("?" * len(lease_ids))
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE tasks SET lease_expires_at = ? WHERE state = ? AND provider_id = ? "
+                f"AND lease_id IN ({marks})",
+                (now + ttl, TaskState.LEASED.value, provider_id, *lease_ids),
+            )
+            rows = db.execute(
+                f"SELECT lease_id FROM tasks WHERE state = ? AND provider_id = ? "
+                f"AND lease_id IN ({marks})",
+                (TaskState.LEASED.value, provider_id, *lease_ids),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def submit_result(
+        self,
+        *,
+        lease_id: str,
+        task_id: str,
+        provider_id: str,
+        output_cid: str,
+        signature: bytes,
+        metrics_json: str,
+        now: float,
+    ) -> ResultOutcome:
+        with self._tx() as db:
+            row = db.execute(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is None:
+                return ResultOutcome(False, f"unknown task {task_id}")
+            task = _task(row)
+            if task.lease_id != lease_id or task.provider_id != provider_id:
+                return ResultOutcome(False, "lease is no longer held (expired or reassigned)", job_id=task.job_id)
+            if task.state.is_done():
+                same = task.output_cid == output_cid
+                return ResultOutcome(same, "" if same else "a different result was already accepted",
+                                     duplicate=True, job_id=task.job_id)
+            if task.state is not TaskState.LEASED:
+                return ResultOutcome(False, f"task is {task.state}", job_id=task.job_id)
+            db.execute(
+                "UPDATE tasks SET state = ?, output_cid = ?, signature = ?, metrics_json = ?, "
+                "error = '', updated_at = ? WHERE task_id = ?",
+                (TaskState.SUBMITTED.value, output_cid, signature, metrics_json, now, task_id),
+            )
+            db.execute(
+                "UPDATE providers SET tasks_completed = tasks_completed + 1, last_seen = ? "
+                "WHERE provider_id = ?",
+                (now, provider_id),
+            )
+            remaining = db.execute(
+                f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state NOT IN ({','.join('?' * len(_DONE))})",
+                (task.job_id, *_DONE),
+            ).fetchone()[0]
+            ready = False
+            if remaining == 0:
+                job = self._job_tx(db, task.job_id)
+                if job.state is JobState.RUNNING:
+                    self._set_job(db, job.job_id, JobState.VERIFYING, now)
+                    ready = True
+            return ResultOutcome(True, job_ready=ready, job_id=task.job_id)
+
+    def fail_task(
+        self, *, lease_id: str, task_id: str, provider_id: str, error: str, retryable: bool, now: float
+    ) -> FailureOutcome | None:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ? AND lease_id = ? AND provider_id = ? "
+                "AND state = ?",
+                (task_id, lease_id, provider_id, TaskState.LEASED.value),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._fail_tx(db, _task(row), error, retryable, now)
+
+    def expire_leases(self, *, now: float) -> list[FailureOutcome]:
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {_TASK_COLS} FROM tasks WHERE state = ? AND lease_expires_at <= ?",
+                (TaskState.LEASED.value, now),
+            ).fetchall()
+            return [
+                self._fail_tx(db, _task(r), f"lease expired on provider {r[7]}", True, now)
+                for r in rows
+            ]
+
+    def next_lease_expiry(self) -> float | None:
+        rows = self._read(
+            "SELECT MIN(lease_expires_at) FROM tasks WHERE state = ?", (TaskState.LEASED.value,)
+        )
+        return rows[0][0]
+
+    # ---- providers and auth -------------------------------------------------------------------
+
+    def upsert_provider(self, record: ProviderRecord) -> ProviderRecord:
+        gpus = json.dumps([{"name": g.name, "memory_total_mb": g.memory_total_mb} for g in record.gpus])
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO providers (provider_id, address, name, hardware_json, gpus_json, cpu_count, "
+                "memory_total_mb, price_per_hour, tier, slots, runtime, isolated, cached_models_json, "
+                "registered_at, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(address) DO UPDATE SET name = excluded.name, "
+                "hardware_json = excluded.hardware_json, gpus_json = excluded.gpus_json, "
+                "cpu_count = excluded.cpu_count, memory_total_mb = excluded.memory_total_mb, "
+                "price_per_hour = excluded.price_per_hour, tier = excluded.tier, slots = excluded.slots, "
+                "runtime = excluded.runtime, isolated = excluded.isolated, "
+                "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen",
+                (record.provider_id, record.address, record.name, record.hardware_json, gpus,
+                 record.cpu_count, record.memory_total_mb, record.price_per_hour, record.tier.value,
+                 record.slots, record.runtime, int(record.isolated), json.dumps(list(record.cached_models)),
+                 record.registered_at, record.last_seen),
+            )
+            row = db.execute(
+                "SELECT * FROM providers WHERE address = ?", (record.address,)
+            ).fetchone()
+        return _provider(row)
+
+    def get_provider(self, provider_id: str) -> ProviderRecord:
+        rows = self._read("SELECT * FROM providers WHERE provider_id = ?", (provider_id,))
+        if not rows:
+            raise NotFound(f"provider {provider_id!r} not found", field="provider_id")
+        return _provider(rows[0])
+
+    def list_providers(self) -> list[ProviderRecord]:
+        return [_provider(r) for r in self._read("SELECT * FROM providers ORDER BY registered_at")]
+
+    def touch_provider(self, provider_id: str, *, now: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE providers SET last_seen = ? WHERE provider_id = ?", (now, provider_id))
+
+    def put_challenge(self, *, address: str, text: str, expires_at: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM challenges WHERE expires_at < ?", (expires_at - 3600,))
+            db.execute(
+                "INSERT OR REPLACE INTO challenges (address, text, expires_at) VALUES (?,?,?)",
+                (address, text, expires_at),
+            )
+
+    def take_challenge(self, *, address: str, text: str, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM challenges WHERE address = ? AND text = ? AND expires_at >= ?",
+                (address, text, now),
+            )
+            return cur.rowcount == 1
+
+    def put_session(self, *, token_hash: str, provider_id: str, expires_at: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions (token_hash, provider_id, expires_at) VALUES (?,?,?)",
+                (token_hash, provider_id, expires_at),
+            )
+
+    def session_provider(self, token_hash: str, *, now: float) -> str | None:
+        rows = self._read(
+            "SELECT provider_id FROM sessions WHERE token_hash = ? AND expires_at >= ?",
+            (token_hash, now),
+        )
+        return rows[0][0] if rows else None
+
+    # ---- helpers (inside a transaction) ---------------------------------------------------------
+
+    def _job_tx(self, db: sqlite3.Connection, job_id: str) -> Job:
+        row = db.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found", field="job_id")
+        return _job(row)
+
+    def _task_tx(self, db: sqlite3.Connection, task_id: str) -> Task:
+        return _task(db.execute(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone())
+
+    def _set_job(
+        self, db: sqlite3.Connection, job_id: str, state: JobState, now: float, *,
+        output_cid: str | None = None, error: str | None = None,
+    ) -> None:
+        current = JobState(db.execute("SELECT state FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0])
+        check_job_transition(current, state)
+        db.execute(
+            "UPDATE jobs SET state = ?, updated_at = ?, output_cid = COALESCE(?, output_cid), "
+            "error = COALESCE(?, error) WHERE job_id = ?",
+            (state.value, now, output_cid, error, job_id),
+        )
+
+    def _cancel_open_tasks(self, db: sqlite3.Connection, job_id: str, now: float) -> None:
+        db.execute(
+            "UPDATE tasks SET state = ?, updated_at = ? WHERE job_id = ? AND state IN (?, ?)",
+            (TaskState.CANCELLED.value, now, job_id, *_OPEN),
+        )
+
+    def _fail_tx(
+        self, db: sqlite3.Connection, task: Task, error: str, retryable: bool, now: float
+    ) -> FailureOutcome:
+        """Requeue a leased task, or fail it (and its job) when out of attempts or not retryable."""
+        job = self._job_tx(db, task.job_id)
+        if retryable and task.attempts < job.spec.max_attempts:
+            db.execute(
+                "UPDATE tasks SET state = ?, lease_id = '', provider_id = '', lease_expires_at = 0, "
+                "error = ?, updated_at = ? WHERE task_id = ?",
+                (TaskState.QUEUED.value, error, now, task.task_id),
+            )
+            return FailureOutcome(task.task_id, task.job_id, requeued=True, job_failed=False)
+        db.execute(
+            "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE task_id = ?",
+            (TaskState.FAILED.value, error, now, task.task_id),
+        )
+        failed = not job.state.is_terminal()
+        if failed:
+            self._cancel_open_tasks(db, job.job_id, now)
+            why = f"task {task.index} failed after {task.attempts} attempt(s): {error}"
+            self._set_job(db, job.job_id, JobState.FAILED, now, error=why)
+        return FailureOutcome(task.task_id, task.job_id, requeued=False, job_failed=failed)

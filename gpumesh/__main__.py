@@ -1,0 +1,3 @@
+from gpumesh.cli.main import main
+
+main()

@@ -1,0 +1,70 @@
+"""Conversions between the job spec and its protobuf message, shared by SDK and coordinator."""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gpumesh.jobspec import JobSpec, validate_spec
+from gpumesh.v1 import common_pb2, jobs_pb2
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
+    """Proto3 zero values mean "default"; validation errors name the offending field."""
+    data: dict = {"model_cid": msg.model_cid, "input_cid": msg.input_cid}
+    if msg.name:
+        data["name"] = msg.name
+    if msg.kind:
+        data["kind"] = msg.kind
+    if msg.HasField("inference"):
+        inf = {k: v for k, v in (("max_new_tokens", msg.inference.max_new_tokens),
+                                 ("batch_size", msg.inference.batch_size)) if v}
+        inf["chat"] = msg.inference.chat
+        data["inference"] = inf
+    if msg.HasField("requirements"):
+        r = msg.requirements
+        data["requirements"] = {
+            "gpu_count": r.gpu_count,
+            "gpu_models": tuple(r.gpu_models),
+            "min_vram_mb": r.min_vram_mb,
+            "allow_cpu": r.allow_cpu,
+            "min_memory_mb": r.min_memory_mb,
+        }
+    for name in ("max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s"):
+        if value := getattr(msg, name):
+            data[name] = value
+    if msg.HasField("deadline"):
+        data["deadline"] = msg.deadline.ToDatetime(tzinfo=timezone.utc)
+    return validate_spec(data)
+
+
+def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
+    r = spec.requirements
+    msg = jobs_pb2.JobSpec(
+        name=spec.name,
+        kind=spec.kind,
+        model_cid=spec.model_cid,
+        input_cid=spec.input_cid,
+        inference=jobs_pb2.InferenceParams(**spec.inference.model_dump()),
+        requirements=common_pb2.Requirements(
+            gpu_count=r.gpu_count,
+            gpu_models=list(r.gpu_models),
+            min_vram_mb=r.min_vram_mb,
+            allow_cpu=r.allow_cpu,
+            min_memory_mb=r.min_memory_mb,
+        ),
+        max_price_per_hour=spec.max_price_per_hour,
+        shard_size=spec.shard_size,
+        max_attempts=spec.max_attempts,
+        task_timeout_s=spec.task_timeout_s,
+    )
+    if spec.deadline is not None:
+        msg.deadline.FromDatetime(spec.deadline)
+    return msg

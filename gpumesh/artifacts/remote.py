@@ -1,0 +1,95 @@
+"""ArtifactStore over the coordinator's ArtifactService (gRPC). Every fetch is verified:
+the bytes are re-imported locally and must hash to the CID that was asked for."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import grpc
+
+from gpumesh.artifacts.cid import parse_cid
+from gpumesh.artifacts.unixfs import FileImporter
+from gpumesh.errors import IntegrityError, NotFound
+from gpumesh.rpc import translate_rpc_error
+from gpumesh.v1 import artifacts_pb2, artifacts_pb2_grpc
+
+CHUNK = 1024 * 1024
+
+
+def _discard(_cid, _data) -> None:
+    return None
+
+
+class RemoteArtifactStore:
+    """Talks to a coordinator's ArtifactService over an existing channel."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float | None = None) -> None:
+        self._stub = artifacts_pb2_grpc.ArtifactServiceStub(channel)
+        self._timeout = timeout
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    def put_stream(self, chunks: Iterable[bytes]) -> str:
+        def requests() -> Iterator[artifacts_pb2.PutChunk]:
+            for chunk in chunks:
+                for i in range(0, len(chunk), CHUNK):
+                    yield artifacts_pb2.PutChunk(data=chunk[i : i + CHUNK])
+
+        with translate_rpc_error():
+            return self._stub.Put(requests(), timeout=self._timeout).cid
+
+    def put_bytes(self, data: bytes) -> str:
+        return self.put_stream([data])
+
+    def put_file(self, path: Path) -> str:
+        def read() -> Iterator[bytes]:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+
+        return self.put_stream(read())
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def iter_bytes(self, cid: str) -> Iterator[bytes]:
+        """Stream the content; raises IntegrityError at the end if it does not match ``cid``."""
+        want = parse_cid(cid)
+        importer = FileImporter(_discard)
+        with translate_rpc_error():
+            for chunk in self._stub.Get(artifacts_pb2.GetRequest(cid=cid), timeout=self._timeout):
+                importer.update(chunk.data)
+                yield chunk.data
+        got = importer.finish()
+        if str(got) != str(want):
+            raise IntegrityError(f"fetched bytes hash to {got}, not {cid}", field="cid")
+
+    def get_bytes(self, cid: str) -> bytes:
+        return b"".join(self.iter_bytes(cid))
+
+    def get_file(self, cid: str, dest: Path) -> None:
+        """Download to ``dest`` atomically; nothing is left behind when verification fails."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in self.iter_bytes(cid):
+                    fh.write(chunk)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def size(self, cid: str) -> int:
+        with translate_rpc_error():
+            return self._stub.Stat(artifacts_pb2.GetRequest(cid=cid), timeout=self._timeout).size
+
+    def has(self, cid: str) -> bool:
+        try:
+            self.size(cid)
+            return True
+        except NotFound:
+            return False

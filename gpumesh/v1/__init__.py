@@ -1,0 +1,2 @@
+"""Generated protobuf/gRPC stubs for the gpumesh.v1 API (see proto/; regenerate with
+``python proto/generate.py``)."""

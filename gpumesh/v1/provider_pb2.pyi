@@ -1,0 +1,177 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from gpumesh.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetChallengeRequest(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    def __init__(self, address: _Optional[str] = ...) -> None: ...
+
+class GetChallengeResponse(_message.Message):
+    __slots__ = ("challenge", "expires_at")
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    challenge: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, challenge: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("address", "challenge", "signature", "name", "hardware", "price_per_hour", "tier", "slots", "cached_model_cids", "runtime", "isolated")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_MODEL_CIDS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    ISOLATED_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    challenge: str
+    signature: bytes
+    name: str
+    hardware: _common_pb2.Hardware
+    price_per_hour: int
+    tier: _common_pb2.ProviderTier
+    slots: int
+    cached_model_cids: _containers.RepeatedScalarFieldContainer[str]
+    runtime: str
+    isolated: bool
+    def __init__(self, address: _Optional[str] = ..., challenge: _Optional[str] = ..., signature: _Optional[bytes] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("provider_id", "session_token", "token_expires_at", "heartbeat_interval_s", "lease_ttl_s")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    session_token: str
+    token_expires_at: _timestamp_pb2.Timestamp
+    heartbeat_interval_s: int
+    lease_ttl_s: int
+    def __init__(self, provider_id: _Optional[str] = ..., session_token: _Optional[str] = ..., token_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_interval_s: _Optional[int] = ..., lease_ttl_s: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("lease_ids", "telemetry", "free_slots")
+    LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
+    TELEMETRY_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    lease_ids: _containers.RepeatedScalarFieldContainer[str]
+    telemetry: _containers.RepeatedCompositeFieldContainer[_common_pb2.GpuTelemetry]
+    free_slots: int
+    def __init__(self, lease_ids: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., free_slots: _Optional[int] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_CID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    task_id: str
+    output_cid: str
+    signature: bytes
+    metrics_json: str
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ...) -> None: ...
+
+class TaskFailure(_message.Message):
+    __slots__ = ("lease_id", "task_id", "error", "retryable")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    task_id: str
+    error: str
+    retryable: bool
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
+
+class ProviderMessage(_message.Message):
+    __slots__ = ("heartbeat", "result", "failure")
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    heartbeat: Heartbeat
+    result: TaskResult
+    failure: TaskFailure
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ...) -> None: ...
+
+class TaskLease(_message.Message):
+    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_CID_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    task_id: str
+    job_id: str
+    kind: str
+    model_cid: str
+    input_cid: str
+    params_json: str
+    timeout_s: int
+    expires_at: _timestamp_pb2.Timestamp
+    requirements: _common_pb2.Requirements
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ...) -> None: ...
+
+class SessionAccepted(_message.Message):
+    __slots__ = ("provider_id", "heartbeat_interval_s", "lease_ttl_s")
+    PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    provider_id: str
+    heartbeat_interval_s: int
+    lease_ttl_s: int
+    def __init__(self, provider_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[int] = ..., lease_ttl_s: _Optional[int] = ...) -> None: ...
+
+class ResultAck(_message.Message):
+    __slots__ = ("task_id", "accepted", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    accepted: bool
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelLease(_message.Message):
+    __slots__ = ("lease_id", "task_id", "reason")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    task_id: str
+    reason: str
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CoordinatorMessage(_message.Message):
+    __slots__ = ("accepted", "lease", "ack", "cancel")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    accepted: SessionAccepted
+    lease: TaskLease
+    ack: ResultAck
+    cancel: CancelLease
+    def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., cancel: _Optional[_Union[CancelLease, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,36 @@
+"""Typed provider settings: defaults here, env (GPUMESH_PROVIDER_*) and CLI flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProviderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUMESH_PROVIDER_", extra="forbid")
+
+    coordinator: str = "127.0.0.1:50051"
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".gpumesh" / "provider")
+    name: str = ""
+    price_per_hour: int = Field(0, ge=0)  # payment-token base units per hour
+    slots: int = Field(1, ge=1, le=256)
+    tier: Literal["open", "centralized"] = "open"
+    runtime: Literal["auto", "bwrap", "process"] = "auto"
+    model_cache_mb: int = Field(20_000, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    threads_per_task: int = Field(0, ge=0)  # 0 = cores / slots
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "wallet.key"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"

@@ -1,0 +1,219 @@
+"""The provider daemon: registers with a signed challenge, holds one Session stream to the
+coordinator (reconnecting with backoff), and runs one asyncio task per lease.
+
+Results survive a broken stream: they are kept until the coordinator acknowledges them and are
+re-sent after reconnecting, while heartbeats keep their leases alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+import grpc
+from grpc import aio
+
+from gpumesh.errors import Unauthenticated
+from gpumesh.identity import Wallet
+from gpumesh.rpc import CHANNEL_OPTIONS
+from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+from provider_node.config import ProviderSettings
+from provider_node.executor import TaskExecutor
+from provider_node.hardware import HardwareInfo, gpu_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionState:
+    provider_id: str = ""
+    token: str = ""
+    heartbeat_interval_s: float = 5.0
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ProviderDaemon:
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        *,
+        wallet: Wallet,
+        hardware: HardwareInfo,
+        executor: TaskExecutor,
+    ) -> None:
+        self.settings = settings
+        self.wallet = wallet
+        self.hardware = hardware
+        self.executor = executor
+        self.state = SessionState()
+        self._running: dict[str, asyncio.Task] = {}  # lease id -> task
+        self._unacked: dict[str, provider_pb2.ProviderMessage] = {}  # task id -> result
+        self._outbox: asyncio.Queue[provider_pb2.ProviderMessage] | None = None
+        self.completed = 0
+
+    @property
+    def provider_id(self) -> str:
+        return self.state.provider_id
+
+    # ---- main loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with jittered backoff until cancelled."""
+        backoff = 0.5
+        async with aio.insecure_channel(self.settings.coordinator, options=CHANNEL_OPTIONS) as channel:
+            stub = provider_pb2_grpc.ProviderServiceStub(channel)
+            while True:
+                try:
+                    if not self.state.token:
+                        await self._register(stub)
+                    await self._session(stub)
+                    backoff = 0.5
+                except Unauthenticated as exc:
+                    log.warning("session rejected (%s); registering again", exc)
+                    self.state.token = ""
+                except aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                        self.state.token = ""
+                    log.warning("coordinator %s: %s %s", self.settings.coordinator, exc.code().name, exc.details())
+                self.state.connected.clear()
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.settings.reconnect_max_s)
+
+    async def _register(self, stub: provider_pb2_grpc.ProviderServiceStub) -> None:
+        address = self.wallet.address
+        challenge = await stub.GetChallenge(provider_pb2.GetChallengeRequest(address=address), timeout=10)
+        resp = await stub.Register(
+            provider_pb2.RegisterRequest(
+                address=address,
+                challenge=challenge.challenge,
+                signature=self.wallet.sign_text(challenge.challenge),
+                name=self.settings.name or f"provider-{address[2:8].lower()}",
+                hardware=hardware_to_proto(self.hardware),
+                price_per_hour=self.settings.price_per_hour,
+                tier=common_pb2.PROVIDER_TIER_CENTRALIZED
+                if self.settings.tier == "centralized"
+                else common_pb2.PROVIDER_TIER_OPEN,
+                slots=self.settings.slots,
+                cached_model_cids=self.executor.models.cached_cids(),
+                runtime=self.executor.runtime.name,
+                isolated=self.executor.runtime.isolated,
+            ),
+            timeout=10,
+        )
+        self.state.provider_id = resp.provider_id
+        self.state.token = resp.session_token
+        self.state.heartbeat_interval_s = resp.heartbeat_interval_s or 5
+        log.info("registered as %s (%s)", resp.provider_id, address)
+
+    async def _session(self, stub: provider_pb2_grpc.ProviderServiceStub) -> None:
+        call = stub.Session(metadata=(("authorization", f"Bearer {self.state.token}"),))
+        outbox: asyncio.Queue[provider_pb2.ProviderMessage] = asyncio.Queue()
+        self._outbox = outbox
+        for msg in self._unacked.values():  # results the previous session did not confirm
+            outbox.put_nowait(msg)
+        writer = asyncio.create_task(self._write(call, outbox))
+        heartbeats = asyncio.create_task(self._heartbeat(outbox))
+        try:
+            while True:
+                msg = await call.read()
+                if msg is aio.EOF:
+                    raise aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, None, None, "session closed by coordinator")
+                self._on_message(msg)
+        finally:
+            self._outbox = None
+            writer.cancel()
+            heartbeats.cancel()
+            call.cancel()
+            await asyncio.gather(writer, heartbeats, return_exceptions=True)
+
+    async def _write(self, call, outbox: asyncio.Queue) -> None:
+        while True:
+            await call.write(await outbox.get())
+
+    async def _heartbeat(self, outbox: asyncio.Queue) -> None:
+        while True:
+            outbox.put_nowait(self._heartbeat_message())
+            await asyncio.sleep(self.state.heartbeat_interval_s)
+
+    def _heartbeat_message(self) -> provider_pb2.ProviderMessage:
+        leases = set(self._running) | {m.result.lease_id for m in self._unacked.values()}
+        return provider_pb2.ProviderMessage(
+            heartbeat=provider_pb2.Heartbeat(
+                lease_ids=sorted(leases),
+                telemetry=[telemetry_to_proto(t) for t in gpu_telemetry()],
+                free_slots=max(0, self.settings.slots - len(self._running)),
+            )
+        )
+
+    # ---- messages from the coordinator ----------------------------------------------------------
+
+    def _on_message(self, msg: provider_pb2.CoordinatorMessage) -> None:
+        kind = msg.WhichOneof("body")
+        if kind == "accepted":
+            self.state.provider_id = msg.accepted.provider_id
+            self.state.heartbeat_interval_s = msg.accepted.heartbeat_interval_s or 5
+            self.state.connected.set()
+            log.info("session open as %s", self.state.provider_id)
+        elif kind == "lease":
+            lease = msg.lease
+            if lease.lease_id in self._running:
+                return
+            log.info("leased task %s (lease %s)", lease.task_id, lease.lease_id[:8])
+            self._running[lease.lease_id] = asyncio.create_task(self._run_lease(lease), name=lease.task_id)
+        elif kind == "cancel":
+            task = self._running.pop(msg.cancel.lease_id, None)
+            if task is not None:
+                log.info("lease %s cancelled: %s", msg.cancel.lease_id[:8], msg.cancel.reason)
+                task.cancel()
+        elif kind == "ack":
+            self._unacked.pop(msg.ack.task_id, None)
+            if not msg.ack.accepted:
+                log.warning("result for %s refused: %s", msg.ack.task_id, msg.ack.reason)
+            else:
+                self.completed += 1
+
+    async def _run_lease(self, lease: provider_pb2.TaskLease) -> None:
+        try:
+            message = await self.executor.execute(lease)
+        except asyncio.CancelledError:
+            return
+        finally:
+            self._running.pop(lease.lease_id, None)
+        if message.WhichOneof("body") == "result":
+            self._unacked[lease.task_id] = message
+        if self._outbox is not None:
+            self._outbox.put_nowait(message)
+            self._outbox.put_nowait(self._heartbeat_message())  # report the free slot now
+
+
+def hardware_to_proto(hw: HardwareInfo) -> common_pb2.Hardware:
+    return common_pb2.Hardware(
+        gpus=[
+            common_pb2.GpuInfo(
+                index=g.index,
+                uuid=g.uuid,
+                name=g.name,
+                memory_total_mb=g.memory_total_mb,
+                compute_capability=g.compute_capability,
+                driver_version=g.driver_version,
+                cuda_version=g.cuda_version,
+            )
+            for g in hw.gpus
+        ],
+        cpu_count=hw.cpu_count,
+        memory_total_mb=hw.memory_total_mb,
+        cpu_model=hw.cpu_model,
+        platform=hw.platform,
+    )
+
+
+def telemetry_to_proto(t) -> common_pb2.GpuTelemetry:
+    return common_pb2.GpuTelemetry(
+        index=t.index,
+        utilization_pct=t.utilization_pct,
+        memory_used_mb=t.memory_used_mb,
+        temperature_c=t.temperature_c,
+        power_w=t.power_w,
+    )

@@ -1,0 +1,112 @@
+"""Run one leased task: fetch inputs by CID, run the workload in the sandbox runtime, upload
+the output, and sign the result commitment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from gpumesh.artifacts import ArtifactStore
+from gpumesh.errors import GpumeshError
+from gpumesh.identity import Wallet, result_text
+from gpumesh.v1 import provider_pb2
+from provider_node.hardware import HardwareInfo
+from provider_node.model_cache import ModelCache
+from provider_node.runtime import RunSpec, Runtime
+
+log = logging.getLogger(__name__)
+
+WORKLOADS = {"inference": "provider_node.workloads.inference"}
+
+
+class TaskExecutor:
+    def __init__(
+        self,
+        *,
+        artifacts: ArtifactStore,
+        models: ModelCache,
+        runtime: Runtime,
+        wallet: Wallet,
+        hardware: HardwareInfo,
+        work_dir: Path,
+        threads: int,
+    ) -> None:
+        self.artifacts = artifacts
+        self.models = models
+        self.runtime = runtime
+        self.wallet = wallet
+        self.hardware = hardware
+        self.work_dir = work_dir
+        self.threads = max(1, threads)
+
+    async def execute(self, lease: provider_pb2.TaskLease) -> provider_pb2.ProviderMessage:
+        """Always returns a result or a failure message; cancellation kills the workload."""
+        workdir = self.work_dir / lease.lease_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            return await self._execute(lease, workdir)
+        except GpumeshError as exc:
+            return _failure(lease, str(exc), exc.retryable)
+        except (OSError, ValueError) as exc:
+            log.exception("task %s failed", lease.task_id)
+            return _failure(lease, f"{type(exc).__name__}: {exc}", True)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _execute(self, lease: provider_pb2.TaskLease, workdir: Path) -> provider_pb2.ProviderMessage:
+        module = WORKLOADS.get(lease.kind)
+        if module is None:
+            return _failure(lease, f"unsupported task kind {lease.kind!r}", False)
+        model = await asyncio.to_thread(self.models.get, lease.model_cid)
+        inp, out, res = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "result.json"
+        await asyncio.to_thread(self.artifacts.get_file, lease.input_cid, inp)
+        spec = RunSpec(
+            argv=(sys.executable, "-m", module, "--model", str(model), "--input", str(inp),
+                  "--output", str(out), "--params", lease.params_json or "{}", "--result", str(res)),
+            workdir=workdir,
+            ro_paths=(model.parent if model.is_file() else model,),
+            env={"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)},
+            timeout_s=float(lease.timeout_s or 3600),
+            gpus=tuple(g.index for g in self.hardware.gpus),
+        )
+        run = await self.runtime.run(spec)
+        report = _read_report(res)
+        if run.timed_out:
+            return _failure(lease, f"workload timed out after {spec.timeout_s:.0f}s", True)
+        if run.exit_code != 0 or not report.get("ok"):
+            error = report.get("error") or f"workload exited {run.exit_code}: {run.stderr_tail[-1000:]}"
+            return _failure(lease, error, bool(report.get("retryable", True)))
+        output_cid = await asyncio.to_thread(self.artifacts.put_file, out)
+        metrics = {**report, "runtime": self.runtime.name, "isolated": self.runtime.isolated,
+                   "wall_s": round(run.duration_s, 3)}
+        metrics.pop("ok", None)
+        log.info("task %s done: %s (%s tok/s)", lease.task_id, output_cid, metrics.get("tokens_per_s"))
+        return provider_pb2.ProviderMessage(
+            result=provider_pb2.TaskResult(
+                lease_id=lease.lease_id,
+                task_id=lease.task_id,
+                output_cid=output_cid,
+                signature=self.wallet.sign_text(result_text(lease.task_id, output_cid)),
+                metrics_json=json.dumps(metrics, sort_keys=True),
+            )
+        )
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _failure(lease: provider_pb2.TaskLease, error: str, retryable: bool) -> provider_pb2.ProviderMessage:
+    log.warning("task %s failed (%s): %s", lease.task_id, "retryable" if retryable else "final", error[:300])
+    return provider_pb2.ProviderMessage(
+        failure=provider_pb2.TaskFailure(
+            lease_id=lease.lease_id, task_id=lease.task_id, error=error[:4000], retryable=retryable
+        )
+    )

@@ -1,0 +1,44 @@
+"""Composition root of the provider process: wires identity, hardware, runtime, artifacts."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from gpumesh.artifacts.remote import RemoteArtifactStore
+from gpumesh.identity import Wallet
+from gpumesh.rpc import insecure_channel
+from provider_node.config import ProviderSettings
+from provider_node.daemon import ProviderDaemon
+from provider_node.executor import TaskExecutor
+from provider_node.hardware import HardwareInfo, discover
+from provider_node.model_cache import ModelCache
+from provider_node.runtime import select_runtime
+
+log = logging.getLogger(__name__)
+
+
+def build_daemon(settings: ProviderSettings, *, hardware: HardwareInfo | None = None) -> ProviderDaemon:
+    hardware = hardware or discover()
+    wallet = Wallet.load_or_create(settings.key_file)
+    runtime = select_runtime(settings.runtime)
+    channel = insecure_channel(settings.coordinator)
+    artifacts = RemoteArtifactStore(channel)
+    models = ModelCache(settings.cache_dir, artifacts, max_bytes=settings.model_cache_mb * 1024 * 1024)
+    threads = settings.threads_per_task or max(1, (os.cpu_count() or 1) // settings.slots)
+    executor = TaskExecutor(
+        artifacts=artifacts,
+        models=models,
+        runtime=runtime,
+        wallet=wallet,
+        hardware=hardware,
+        work_dir=settings.work_dir,
+        threads=threads,
+    )
+    gpus = ", ".join(f"{g.name} ({g.memory_total_mb} MiB)" for g in hardware.gpus) or "none (CPU only)"
+    log.info(
+        "provider %s: GPUs %s; %d CPUs; runtime %s (%s)",
+        wallet.address, gpus, hardware.cpu_count, runtime.name,
+        "isolated" if runtime.isolated else "NOT isolated",
+    )
+    return ProviderDaemon(settings, wallet=wallet, hardware=hardware, executor=executor)

@@ -1,0 +1,150 @@
+"""The Store port's contract: every adapter (SQLite now, PostgreSQL later) must pass it.
+
+A test module binds it with ``from tests.store_contract import *`` and a ``store`` fixture.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.models import GpuSpec, Job, JobState, ProviderRecord, ProviderTier, Task, TaskState
+from gpumesh.errors import FailedPrecondition, NotFound
+from gpumesh.jobspec import JobSpec
+
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+
+
+def make_job(store, job_id="job_1", n=3, key="", max_attempts=3, now=100.0):
+    spec = JobSpec(model_cid=CID, input_cid=CID, max_attempts=max_attempts)
+    job = Job(job_id, spec, JobState.QUEUED, n, n * 2, now, now, idempotency_key=key)
+    tasks = [Task(f"{job_id}-t{i}", job_id, i, TaskState.QUEUED, CID, 2) for i in range(n)]
+    return store.create_job(job, tasks)
+
+
+def make_provider(store, address="0x0000000000000000000000000000000000000001", pid="prov_a"):
+    return store.upsert_provider(
+        ProviderRecord(pid, address, "a", "{}", (GpuSpec("H100", 80_000),), 8, 64_000, 10,
+                       ProviderTier.OPEN, 2, "bwrap", True)
+    )
+
+
+def lease_all(store, provider_id="prov_a", now=101.0, ttl=10.0):
+    return [store.lease_task(t.task_id, provider_id, ttl=ttl, now=now) for t, _ in store.queued_tasks(100)]
+
+
+def submit(store, lease, now=102.0, cid=CID, provider_id="prov_a"):
+    return store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id=provider_id,
+                               output_cid=cid, signature=b"s", metrics_json="{}", now=now)
+
+
+def test_create_get_and_idempotency_key(store):
+    job = make_job(store, key="k1")
+    assert store.get_job("job_1") == job
+    again = make_job(store, job_id="job_2", key="k1")
+    assert again.job_id == "job_1"
+    assert store.find_job_by_key("k1").job_id == "job_1"
+    with pytest.raises(NotFound):
+        store.get_job("job_2")
+    assert [t.index for t in store.list_tasks("job_1")] == [0, 1, 2]
+
+
+def test_lease_is_exclusive_and_starts_the_job(store):
+    make_job(store)
+    make_provider(store)
+    t = store.queued_tasks(10)[0][0]
+    lease = store.lease_task(t.task_id, "prov_a", ttl=5, now=101)
+    assert lease is not None and lease.task.attempts == 1 and lease.expires_at == 106
+    assert store.lease_task(t.task_id, "prov_b", ttl=5, now=101) is None
+    assert store.get_job("job_1").state is JobState.RUNNING
+    assert len(store.queued_tasks(10)) == 2
+
+
+def test_results_accepted_once_and_job_ready_when_all_done(store):
+    make_job(store, n=2)
+    make_provider(store)
+    l1, l2 = lease_all(store)
+    first = submit(store, l1)
+    assert first.accepted and not first.job_ready
+    dup = submit(store, l1)
+    assert dup.accepted and dup.duplicate
+    other = submit(store, l1, cid="bafkreiother")
+    assert not other.accepted and "different result" in other.reason
+    assert not submit(store, l2, provider_id="prov_x").accepted  # not the lease holder
+    last = submit(store, l2)
+    assert last.accepted and last.job_ready
+    assert store.get_job("job_1").state is JobState.VERIFYING
+    assert store.get_provider("prov_a").tasks_completed == 2
+    job = store.finish_job("job_1", output_cid=CID, now=103)
+    assert job.state is JobState.COMPLETED and job.output_cid == CID
+    assert {t.state for t in store.list_tasks("job_1")} == {TaskState.VERIFIED}
+    assert store.finish_job("job_1", output_cid=CID, now=104).state is JobState.COMPLETED  # idempotent
+
+
+def test_expired_leases_requeue_then_fail_the_job_after_max_attempts(store):
+    make_job(store, n=1, max_attempts=2)
+    make_provider(store)
+    (lease,) = lease_all(store, now=101, ttl=5)
+    assert store.extend_leases("prov_a", [lease.lease_id], ttl=5, now=104) == [lease.lease_id]
+    assert store.expire_leases(now=108) == []  # extended to 109
+    assert store.next_lease_expiry() == 109
+    (out,) = store.expire_leases(now=110)
+    assert out.requeued and not out.job_failed
+    assert not submit(store, lease).accepted  # the expired lease's late result is refused
+    (lease2,) = lease_all(store, now=111, ttl=5)
+    assert lease2.task.attempts == 2
+    (out,) = store.expire_leases(now=120)
+    assert not out.requeued and out.job_failed
+    job = store.get_job("job_1")
+    assert job.state is JobState.FAILED and "lease expired" in job.error
+
+
+def test_non_retryable_failure_fails_job_and_cancels_siblings(store):
+    make_job(store, n=3)
+    make_provider(store)
+    l1, l2, _ = lease_all(store)
+    assert store.fail_task(lease_id="nope", task_id=l1.task.task_id, provider_id="prov_a",
+                           error="x", retryable=True, now=102) is None
+    out = store.fail_task(lease_id=l1.lease_id, task_id=l1.task.task_id, provider_id="prov_a",
+                          error="input line 3: bad", retryable=False, now=102)
+    assert out.job_failed
+    states = [t.state for t in store.list_tasks("job_1")]
+    assert states == [TaskState.FAILED, TaskState.CANCELLED, TaskState.CANCELLED]
+    assert "input line 3" in store.get_job("job_1").error
+
+
+def test_cancel_returns_leased_tasks_and_blocks_results(store):
+    make_job(store, n=2)
+    make_provider(store)
+    t0 = store.queued_tasks(1)[0][0]
+    l1 = store.lease_task(t0.task_id, "prov_a", ttl=10, now=101)
+    job, leased = store.cancel_job("job_1", reason="user", now=105)
+    assert job.state is JobState.CANCELLED and [t.task_id for t in leased] == [l1.task.task_id]
+    assert not submit(store, l1).accepted
+    assert {t.state for t in store.list_tasks("job_1")} == {TaskState.CANCELLED}
+    assert store.queued_tasks(10) == []
+    with pytest.raises(FailedPrecondition):
+        store.cancel_job("job_1", reason="again", now=106)
+
+
+def test_provider_upsert_by_address_keeps_id(store):
+    p = make_provider(store)
+    again = make_provider(store, pid="prov_new")
+    assert again.provider_id == p.provider_id == "prov_a"
+    assert store.get_provider("prov_a").gpus == (GpuSpec("H100", 80_000),)
+
+
+def test_challenges_are_single_use_and_expire(store):
+    store.put_challenge(address="0xA", text="c1", expires_at=200)
+    assert not store.take_challenge(address="0xB", text="c1", now=100)
+    assert store.take_challenge(address="0xA", text="c1", now=100)
+    assert not store.take_challenge(address="0xA", text="c1", now=100)
+    store.put_challenge(address="0xA", text="c2", expires_at=200)
+    assert not store.take_challenge(address="0xA", text="c2", now=201)
+
+
+def test_sessions_resolve_until_expiry(store):
+    make_provider(store)
+    store.put_session(token_hash="h", provider_id="prov_a", expires_at=200)
+    assert store.session_provider("h", now=199) == "prov_a"
+    assert store.session_provider("h", now=201) is None
+    assert store.session_provider("other", now=1) is None
