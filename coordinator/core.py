@@ -57,6 +57,7 @@ class Coordinator:
         self.sessions = SessionRegistry()
         self.signals = Signals()
         self._pending_reason: dict[str, str] = {}
+        self._specs: dict[str, JobSpec] = {}
         self._loops: list[asyncio.Task] = []
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -279,18 +280,25 @@ class Coordinator:
 
     def schedule_once(self) -> int:
         """One scheduling round: plan over queued tasks and connected providers, then lease."""
-        queued = self.store.queued_tasks(self.settings.schedule_batch)
+        candidates = self.sessions.candidates()
+        free = sum(c.free_slots for c in candidates)
+        if candidates and free == 0:
+            return 0  # nothing can be placed; wait for a slot
+        limit = min(self.settings.schedule_batch, max(64, 4 * free))
+        queued = self.store.queued_tasks(limit)
         if not queued:
             return 0
+        specs = {}
+        for task in queued:
+            if task.job_id not in specs:
+                specs[task.job_id] = self._spec(task.job_id)
         pending = [
-            PendingTask(
-                t.task_id,
-                j.job_id,
-                Demand(j.spec.requirements, j.spec.max_price_per_hour, j.spec.model_cid),
-            )
-            for t, j in queued
+            PendingTask(t.task_id, t.job_id, Demand(specs[t.job_id].requirements,
+                                                      specs[t.job_id].max_price_per_hour,
+                                                      specs[t.job_id].model_cid))
+            for t in queued
         ]
-        plan = schedule(pending, self.sessions.candidates())
+        plan = schedule(pending, candidates)
         for task_id, reason in plan.unschedulable.items():
             job_id = task_id.rsplit("-t", 1)[0]
             if self._pending_reason.get(job_id) != reason:
@@ -307,6 +315,15 @@ class Coordinator:
             self._dispatch(lease)
             self.signals.notify(a.job_id)
         return leased
+
+    def _spec(self, job_id: str) -> JobSpec:
+        """Job specs never change: cache them for the scheduler (bounded)."""
+        spec = self._specs.get(job_id)
+        if spec is None:
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            spec = self._specs[job_id] = self.store.get_job(job_id).spec
+        return spec
 
     def _dispatch(self, lease: Lease) -> None:
         session = self.sessions.get(lease.provider_id)

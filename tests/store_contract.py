@@ -29,7 +29,7 @@ def make_provider(store, address="0x0000000000000000000000000000000000000001", p
 
 
 def lease_all(store, provider_id="prov_a", now=101.0, ttl=10.0):
-    return [store.lease_task(t.task_id, provider_id, ttl=ttl, now=now) for t, _ in store.queued_tasks(100)]
+    return [store.lease_task(t.task_id, provider_id, ttl=ttl, now=now) for t in store.queued_tasks(100)]
 
 
 def submit(store, lease, now=102.0, cid=CID, provider_id="prov_a"):
@@ -51,7 +51,7 @@ def test_create_get_and_idempotency_key(store):
 def test_lease_is_exclusive_and_starts_the_job(store):
     make_job(store)
     make_provider(store)
-    t = store.queued_tasks(10)[0][0]
+    t = store.queued_tasks(10)[0]
     lease = store.lease_task(t.task_id, "prov_a", ttl=5, now=101)
     assert lease is not None and lease.task.attempts == 1 and lease.expires_at == 106
     assert store.lease_task(t.task_id, "prov_b", ttl=5, now=101) is None
@@ -115,7 +115,7 @@ def test_non_retryable_failure_fails_job_and_cancels_siblings(store):
 def test_cancel_returns_leased_tasks_and_blocks_results(store):
     make_job(store, n=2)
     make_provider(store)
-    t0 = store.queued_tasks(1)[0][0]
+    t0 = store.queued_tasks(1)[0]
     l1 = store.lease_task(t0.task_id, "prov_a", ttl=10, now=101)
     job, leased = store.cancel_job("job_1", reason="user", now=105)
     assert job.state is JobState.CANCELLED and [t.task_id for t in leased] == [l1.task.task_id]

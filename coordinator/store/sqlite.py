@@ -294,16 +294,13 @@ class SqliteStore:
 
     # ---- tasks and leases ---------------------------------------------------------------------
 
-    def queued_tasks(self, limit: int) -> list[tuple[Task, Job]]:
+    def queued_tasks(self, limit: int) -> list[Task]:
+        """Queued tasks, oldest first (a requeued task keeps its place)."""
         rows = self._read(
-            f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLS.split(','))}, "
-            f"{', '.join('j.' + c.strip() for c in _JOB_COLS.split(','))} "
-            "FROM tasks t JOIN jobs j ON j.job_id = t.job_id "
-            "WHERE t.state = ? ORDER BY t.queued_at, t.idx LIMIT ?",
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state = ? ORDER BY queued_at, idx LIMIT ?",
             (TaskState.QUEUED.value, limit),
         )
-        n = len(_TASK_COLS.split(","))
-        return [(_task(r[:n]), _job(r[n:])) for r in rows]
+        return [_task(r) for r in rows]
 
     def lease_task(self, task_id: str, provider_id: str, *, ttl: float, now: float) -> Lease | None:
         lease_id = uuid.uuid4().hex

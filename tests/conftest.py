@@ -1,0 +1,68 @@
+"""Shared fixtures: an in-process coordinator on a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from coordinator.config import CoordinatorSettings
+from coordinator.server import CoordinatorServer
+from gpumesh.localnet import free_port
+
+
+class ServerThread:
+    """Runs a CoordinatorServer on its own event loop in a background thread."""
+
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.server: CoordinatorServer | None = None
+
+    def call(self, coro, timeout: float = 30.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+
+        async def boot():
+            self.server = CoordinatorServer(self.settings)
+            await self.server.start()
+
+        self.call(boot())
+        return self
+
+    def stop(self) -> None:
+        self.call(self.server.stop(grace=0.5))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def core(self):
+        return self.server.core
+
+
+@pytest.fixture
+def coordinator_settings(tmp_path) -> CoordinatorSettings:
+    return CoordinatorSettings(
+        listen=f"127.0.0.1:{free_port()}",
+        data_dir=tmp_path / "coordinator",
+        lease_ttl_s=3,
+        heartbeat_interval_s=0.5,
+        sweep_interval_s=0.2,
+        max_message_bytes=256 * 1024,
+        max_prompts_per_job=1000,
+    )
+
+
+@pytest.fixture
+def server(coordinator_settings):
+    srv = ServerThread(coordinator_settings).start()
+    yield srv
+    srv.stop()
