@@ -90,6 +90,8 @@ class Coordinator:
             existing = self.store.find_job_by_key(idempotency_key)
             if existing is not None:
                 return existing
+        if spec.deadline is not None and spec.deadline.timestamp() <= self.clock():
+            raise InvalidArgument("the deadline has already passed", field="spec.deadline")
         for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
             if not await asyncio.to_thread(self.artifacts.has, cid):
                 raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
@@ -357,6 +359,12 @@ class Coordinator:
             await self.signals.wait(SCHEDULER, timeout=self.settings.sweep_interval_s)
 
     def sweep_once(self) -> int:
+        """Expire overdue leases (requeue or fail) and fail jobs past their deadline."""
+        for job, leased in self.store.fail_overdue_jobs(now=self.clock()):
+            log.warning("job %s failed: deadline passed", job.job_id)
+            for task in leased:
+                self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job deadline passed")
+            self.signals.notify(job.job_id)
         outcomes = self.store.expire_leases(now=self.clock())
         for outcome in outcomes:
             log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed")

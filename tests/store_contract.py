@@ -14,8 +14,8 @@ from gpumesh.jobspec import JobSpec
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
 
-def make_job(store, job_id="job_1", n=3, key="", max_attempts=3, now=100.0):
-    spec = JobSpec(model_cid=CID, input_cid=CID, max_attempts=max_attempts)
+def make_job(store, job_id="job_1", n=3, key="", max_attempts=3, now=100.0, deadline=None):
+    spec = JobSpec(model_cid=CID, input_cid=CID, max_attempts=max_attempts, deadline=deadline)
     job = Job(job_id, spec, JobState.QUEUED, n, n * 2, now, now, idempotency_key=key)
     tasks = [Task(f"{job_id}-t{i}", job_id, i, TaskState.QUEUED, CID, 2) for i in range(n)]
     return store.create_job(job, tasks)
@@ -148,3 +148,20 @@ def test_sessions_resolve_until_expiry(store):
     assert store.session_provider("h", now=199) == "prov_a"
     assert store.session_provider("h", now=201) is None
     assert store.session_provider("other", now=1) is None
+
+
+def test_jobs_past_their_deadline_fail_and_release_leases(store):
+    from datetime import datetime, timezone
+
+    make_job(store, n=2, deadline=datetime.fromtimestamp(150, timezone.utc))
+    make_job(store, job_id="job_2", n=1)
+    make_provider(store)
+    t0 = store.queued_tasks(1)[0]
+    lease = store.lease_task(t0.task_id, "prov_a", ttl=100, now=101)
+    assert store.fail_overdue_jobs(now=149) == []
+    ((job, leased),) = store.fail_overdue_jobs(now=151)
+    assert job.job_id == "job_1" and job.state is JobState.FAILED and "deadline" in job.error
+    assert [t.lease_id for t in leased] == [lease.lease_id]
+    assert {t.state for t in store.list_tasks("job_1")} == {TaskState.CANCELLED}
+    assert store.get_job("job_2").state is JobState.QUEUED
+    assert store.fail_overdue_jobs(now=500) == []

@@ -41,6 +41,7 @@ def job_to_proto(view: JobView, *, with_tasks: bool = True) -> jobs_pb2.Job:
                 attempts=t.attempts,
                 output_cid=t.output_cid,
                 error=t.error,
+                metrics_json=t.metrics_json,
             )
             for t in view.tasks
         )

@@ -40,10 +40,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     prompts_total INTEGER NOT NULL,
     output_cid TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
+    deadline REAL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs(deadline) WHERE deadline IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL REFERENCES jobs(job_id),
@@ -213,7 +215,7 @@ class SqliteStore:
                     return _job(row)
             db.execute(
                 "INSERT INTO jobs (job_id, idempotency_key, spec_json, state, tasks_total, "
-                "prompts_total, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                "prompts_total, deadline, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     job.job_id,
                     job.idempotency_key or None,
@@ -221,6 +223,7 @@ class SqliteStore:
                     job.state.value,
                     job.tasks_total,
                     job.prompts_total,
+                    job.spec.deadline.timestamp() if job.spec.deadline else None,
                     job.created_at,
                     job.updated_at,
                 ),
@@ -291,6 +294,28 @@ class SqliteStore:
             self._cancel_open_tasks(db, job_id, now)
             self._set_job(db, job_id, JobState.CANCELLED, now, error=reason or "cancelled")
             return self._job_tx(db, job_id), leased
+
+    def fail_overdue_jobs(self, *, now: float) -> list[tuple[Job, list[Task]]]:
+        """Fail unfinished jobs whose deadline has passed; returns them with their leased tasks."""
+        out = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT job_id FROM jobs WHERE deadline IS NOT NULL AND deadline < ? "
+                "AND state IN (?, ?)",
+                (now, JobState.QUEUED.value, JobState.RUNNING.value),
+            ).fetchall()
+            for (job_id,) in rows:
+                leased = [
+                    _task(r)
+                    for r in db.execute(
+                        f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND state = ?",
+                        (job_id, TaskState.LEASED.value),
+                    )
+                ]
+                self._cancel_open_tasks(db, job_id, now)
+                self._set_job(db, job_id, JobState.FAILED, now, error="deadline passed before the job finished")
+                out.append((self._job_tx(db, job_id), leased))
+        return out
 
     # ---- tasks and leases ---------------------------------------------------------------------
 

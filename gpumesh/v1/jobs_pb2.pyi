@@ -61,7 +61,7 @@ class SubmitJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class TaskSummary(_message.Message):
-    __slots__ = ("task_id", "index", "state", "provider_id", "attempts", "output_cid", "error")
+    __slots__ = ("task_id", "index", "state", "provider_id", "attempts", "output_cid", "error", "metrics_json")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class TaskSummary(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     index: int
     state: _common_pb2.TaskState
@@ -76,7 +77,8 @@ class TaskSummary(_message.Message):
     attempts: int
     output_cid: str
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., provider_id: _Optional[str] = ..., attempts: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    metrics_json: str
+    def __init__(self, task_id: _Optional[str] = ..., index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., provider_id: _Optional[str] = ..., attempts: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., metrics_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason")

@@ -1,0 +1,189 @@
+"""Model artifact formats, detected by content.
+
+* ``gguf``: one GGUF file (magic ``b"GGUF"``), loaded by transformers' GGUF reader.
+* ``hf-tar``: an uncompressed tar of a Hugging Face model directory (``config.json``,
+  safetensors weights, tokenizer files), as made by :func:`pack_model_dir`.
+* ``hf-dir``: such a directory already on disk (an extracted ``hf-tar``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+from gpumesh.errors import WorkloadError
+
+if TYPE_CHECKING:
+    import torch
+
+ModelFormat = Literal["gguf", "hf-tar", "hf-dir"]
+
+GGUF_MAGIC = b"GGUF"
+_TAR_MAGIC_OFFSET = 257  # "ustar" in the first header block (POSIX and GNU tars)
+_CHUNK = 1 << 20
+
+
+def _model_error(message: str) -> WorkloadError:
+    return WorkloadError(message, field="model", retryable=False)
+
+
+def detect_format(path: Path) -> ModelFormat:
+    """Classify a model artifact by its content; raise ``WorkloadError(field="model")`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "hf-dir"
+        raise _model_error(f"{path} is a directory without config.json")
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise _model_error(f"cannot read model {path}: {exc.strerror or exc}") from exc
+    if head[:4] == GGUF_MAGIC:
+        return "gguf"
+    if len(head) == 512 and head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar":
+        return "hf-tar"
+    raise _model_error(f"{path.name} is neither a GGUF file nor an uncompressed model tar")
+
+
+def _iter_files(src_dir: Path) -> list[tuple[str, Path]]:
+    """Regular files under ``src_dir`` (symlinks followed), as sorted POSIX relative names."""
+    files = []
+    for root, dirs, names in os.walk(src_dir, followlinks=True):
+        dirs.sort()
+        for name in names:
+            full = Path(root, name)
+            if full.is_file():
+                files.append((full.relative_to(src_dir).as_posix(), full))
+    return sorted(files)
+
+
+def pack_model_dir(src_dir: Path) -> bytes:
+    """A deterministic uncompressed tar of a model directory: equal trees give equal bytes.
+
+    Names are sorted, only regular files are stored (symlinks by their content), and every
+    header has mtime 0, uid/gid 0, no owner names and mode 0o644 (plain ustar, no pax headers).
+    """
+    src_dir = Path(src_dir)
+    if not (src_dir / "config.json").is_file():
+        raise _model_error(f"{src_dir} has no config.json")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, full in _iter_files(src_dir):
+            info = tarfile.TarInfo(name)
+            info.size = full.stat().st_size
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with full.open("rb") as f:
+                tar.addfile(info, f)
+    return buf.getvalue()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
+    name = PurePosixPath(member.name)
+    if not (member.isfile() or member.isdir()):
+        raise _model_error(f"model tar member {member.name!r} is not a regular file or directory")
+    if name.is_absolute() or ".." in name.parts or "\\" in member.name or not name.parts:
+        raise _model_error(f"model tar member {member.name!r} escapes the model directory")
+    return name
+
+
+def _extract(artifact: Path, dest: Path) -> None:
+    """Extract every member under ``dest`` after checking it cannot escape it."""
+    try:
+        with tarfile.open(artifact, mode="r:") as tar:
+            for member in tar:
+                rel = _safe_member_path(member)
+                target = dest.joinpath(*rel.parts)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                src = tar.extractfile(member)
+                assert src is not None  # regular file
+                with src, target.open("wb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+    except tarfile.TarError as exc:
+        raise _model_error(f"corrupt model tar: {exc}") from exc
+    if not (dest / "config.json").is_file():
+        raise _model_error("model tar has no config.json at its root")
+
+
+def materialize(artifact: Path, cache_dir: Path) -> Path:
+    """A loadable path for ``artifact``: a GGUF file or model directory as is, a tar extracted.
+
+    A tar is extracted once into ``cache_dir/hf-<sha256 prefix>``: into a temporary
+    directory first, then renamed, so a half-extracted model is never seen.
+    """
+    artifact = Path(artifact)
+    fmt = detect_format(artifact)
+    if fmt != "hf-tar":
+        return artifact
+    dest = Path(cache_dir) / f"hf-{_file_digest(artifact)[:32]}"
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+    try:
+        _extract(artifact, tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the sandboxed workload must read it
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not dest.is_dir():  # lost a race with another extractor: theirs is complete
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def load_causal_lm(
+    path: Path, *, device: str = "cpu", dtype: torch.dtype | None = None
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer pads on the left.
+
+    Accepts all three formats (a tar is extracted to a temporary directory for the load).
+    Unloadable models raise ``WorkloadError(field="model")``; out-of-memory propagates.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "hf-tar":
+        with tempfile.TemporaryDirectory(prefix="gpumesh-model-") as tmp:
+            return load_causal_lm(materialize(path, Path(tmp)), device=device, dtype=dtype)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if fmt == "gguf":
+        where, kwargs = str(path.parent), {"gguf_file": path.name}
+    else:
+        where, kwargs = str(path), {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kwargs)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:  # transformers raises many types for a broken model
+        raise _model_error(f"cannot load {fmt} model: {type(exc).__name__}: {exc}") from exc
+    model.to(device=device, dtype=dtype or torch.float32)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
