@@ -18,6 +18,7 @@ from gpumesh.errors import WorkloadError
 from provider_node.workloads.models import detect_format, load_causal_lm
 
 EngineName = Literal["transformers", "vllm"]
+MAX_NEW_TOKENS = 4096
 
 
 class GenerationParams(BaseModel):
@@ -25,7 +26,7 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    max_new_tokens: int = Field(32, ge=1, le=4096)
+    max_new_tokens: int = Field(32, ge=1, le=MAX_NEW_TOKENS)
     batch_size: int = Field(8, ge=1, le=1024)
     chat: bool = False  # wrap each prompt as a user message in the model's chat template
     temperature: float = Field(0.0, ge=0.0, le=100.0)  # 0 = greedy (deterministic)

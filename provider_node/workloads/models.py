@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import shutil
@@ -166,6 +167,10 @@ def load_causal_lm(
     if fmt == "hf-tar":
         with tempfile.TemporaryDirectory(prefix="gpumesh-model-") as tmp:
             return load_causal_lm(materialize(path, Path(tmp)), device=device, dtype=dtype)
+
+    if fmt == "gguf" and importlib.util.find_spec("accelerate") is None:
+        # A provider setup problem, not a bad model: another provider may run it.
+        raise WorkloadError("loading GGUF models needs the accelerate package", retryable=True)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

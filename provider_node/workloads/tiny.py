@@ -36,6 +36,7 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     """Write a 2-layer Llama (hidden 64) with weights from ``torch.manual_seed(seed)`` to ``out_dir``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
 
     out_dir = Path(out_dir)
     tokenizer = PreTrainedTokenizerFast(
@@ -60,7 +61,13 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
-    model.save_pretrained(out_dir, safe_serialization=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out_dir, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out_dir)
     _strip_version_stamps(out_dir)
     return out_dir

@@ -1,0 +1,189 @@
+"""Batch-inference workload, run by the provider daemon inside the sandbox:
+
+    python -m provider_node.workloads.inference --model PATH --input PATH --output PATH \\
+        --params JSON --result PATH
+
+Input JSONL: one object per line with ``"prompt"`` (required), optional ``"id"`` and
+``"max_new_tokens"``; blank lines are skipped. Output JSONL, in input order:
+``{"id", "prompt", "completion", "prompt_tokens", "completion_tokens"}``. The result JSON is
+always written; exit codes: 0 ok, 2 bad input or params, 3 bad model (both final), 1 other
+(retryable, e.g. out of memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpumesh.errors import WorkloadError
+from provider_node.workloads.engines import (
+    MAX_NEW_TOKENS,
+    Completion,
+    GenerationParams,
+    InferenceEngine,
+    select_engine,
+)
+
+EXIT_OK, EXIT_RETRYABLE, EXIT_BAD_REQUEST, EXIT_BAD_MODEL = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLine:
+    id: Any
+    prompt: str
+    max_new_tokens: int | None
+
+
+def _input_error(lineno: int, message: str) -> WorkloadError:
+    return WorkloadError(f"input line {lineno}: {message}", field="input")
+
+
+def _line_max_new_tokens(lineno: int, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NEW_TOKENS:
+        raise _input_error(lineno, f'"max_new_tokens" must be an integer from 1 to {MAX_NEW_TOKENS}')
+    return value
+
+
+def read_prompts(path: Path) -> list[PromptLine]:
+    """Parse the input JSONL; errors name the (1-based) line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkloadError(f"cannot read input: {exc}", field="input") from exc
+    prompts = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _input_error(lineno, f"invalid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise _input_error(lineno, "must be a JSON object")
+        if "prompt" not in obj:
+            raise _input_error(lineno, 'missing "prompt"')
+        if not isinstance(obj["prompt"], str):
+            raise _input_error(lineno, '"prompt" must be a string')
+        prompts.append(PromptLine(obj.get("id"), obj["prompt"], _line_max_new_tokens(lineno, obj.get("max_new_tokens"))))
+    return prompts
+
+
+def generate_all(engine: InferenceEngine, prompts: list[PromptLine], params: GenerationParams) -> list[Completion]:
+    """Completions in input order; lines with their own ``max_new_tokens`` run as separate groups."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        groups[p.max_new_tokens or params.max_new_tokens].append(i)
+    results: list[Completion | None] = [None] * len(prompts)
+    for max_new_tokens, indices in sorted(groups.items()):
+        group_params = params.model_copy(update={"max_new_tokens": max_new_tokens})
+        for i, completion in zip(indices, engine.generate([prompts[i].prompt for i in indices], group_params), strict=True):
+            results[i] = completion
+    return [c for c in results if c is not None]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _output_jsonl(prompts: list[PromptLine], completions: list[Completion]) -> bytes:
+    lines = (
+        json.dumps({
+            "id": p.id,
+            "prompt": p.prompt,
+            "completion": c.text,
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+        })
+        + "\n"
+        for p, c in zip(prompts, completions, strict=True)
+    )
+    return "".join(lines).encode()
+
+
+def run_inference(
+    model_path: Path,
+    input_path: Path,
+    output_path: Path,
+    params: GenerationParams | Mapping[str, Any] | str | None = None,
+    *,
+    engine: str = "auto",
+) -> dict[str, Any]:
+    """Run the workload in this process and return the success report (errors raise)."""
+    if not isinstance(params, GenerationParams):
+        params = GenerationParams.parse(params)
+    prompts = read_prompts(input_path)
+    started = time.perf_counter()
+    eng = select_engine(Path(model_path), engine)
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    completions = generate_all(eng, prompts, params)
+    duration_s = time.perf_counter() - started
+    _write_atomic(Path(output_path), _output_jsonl(prompts, completions))
+    tokens = sum(c.completion_tokens for c in completions)
+    return {
+        "ok": True,
+        "engine": eng.name,
+        "device": eng.device,
+        "prompts": len(prompts),
+        "completion_tokens": tokens,
+        "duration_s": round(duration_s, 4),
+        "tokens_per_s": round(tokens / duration_s, 2) if duration_s > 0 else 0.0,
+        "load_s": round(load_s, 4),
+    }
+
+
+def _failure(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    if isinstance(exc, WorkloadError):
+        field = exc.field
+        code = {"input": EXIT_BAD_REQUEST, "params": EXIT_BAD_REQUEST, "model": EXIT_BAD_MODEL}.get(field or "")
+        code = code if code is not None and not exc.retryable else EXIT_RETRYABLE
+        return code, {"ok": False, "error": exc.message, "field": field, "retryable": code == EXIT_RETRYABLE}
+    return EXIT_RETRYABLE, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "field": None, "retryable": True}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m provider_node.workloads.inference", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, type=Path, help="GGUF file, model tar or model directory")
+    p.add_argument("--input", required=True, type=Path, help="prompts, JSONL")
+    p.add_argument("--output", required=True, type=Path, help="completions, JSONL (written atomically)")
+    p.add_argument("--params", default="{}", help="GenerationParams as a JSON object")
+    p.add_argument("--result", required=True, type=Path, help="report JSON, always written")
+    p.add_argument("--engine", default="auto", choices=("auto", "transformers", "vllm"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the workload's stderr
+    try:
+        report, code = run_inference(args.model, args.input, args.output, args.params, engine=args.engine), EXIT_OK
+        print(f"inference: {report['prompts']} prompts, {report['tokens_per_s']} tokens/s on "
+              f"{report['engine']}/{report['device']}", file=sys.stderr)
+    except Exception as exc:  # every failure becomes a report; the exit code says how final it is
+        code, report = _failure(exc)
+        print(f"inference failed: {report['error']}", file=sys.stderr)
+    _write_atomic(args.result, (json.dumps(report, sort_keys=True) + "\n").encode())
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
