@@ -70,12 +70,15 @@ def test_chat_template_and_seeded_sampling(engine):
     plain = engine.generate(["hi"], GenerationParams(max_new_tokens=4))
     chat = engine.generate(["hi"], GenerationParams(max_new_tokens=4, chat=True))
     assert chat[0].prompt_tokens > plain[0].prompt_tokens
-    sampled = [engine.generate(PROMPTS[:2], GenerationParams(max_new_tokens=8, temperature=1.0, seed=s)) for s in (1, 1, 2)]
+    sampled = [
+        engine.generate(PROMPTS[:2], GenerationParams(max_new_tokens=8, temperature=1.0, seed=s)) for s in (1, 1, 2)
+    ]
     assert sampled[0] == sampled[1] != sampled[2]
 
 
 def test_generation_params_validation():
-    assert GenerationParams.parse('{"max_new_tokens": 5, "chat": true}') == GenerationParams(max_new_tokens=5, chat=True)
+    parsed = GenerationParams.parse('{"max_new_tokens": 5, "chat": true}')
+    assert parsed == GenerationParams(max_new_tokens=5, chat=True)
     for bad, message in [
         ({"max_new_token": 5}, "unknown parameter 'max_new_token'"),
         ({"max_new_tokens": 0}, "max_new_tokens"),

@@ -97,6 +97,14 @@ def test_materialize_extracts_once_and_leaves_no_temporaries(tmp_path, archive_f
     assert materialize(gguf, cache) == gguf
 
 
+def test_materialize_accepts_a_tar_made_with_dot_root(tmp_path, archive_file):
+    model_dir = materialize(archive_file, tmp_path / "a")
+    artifact = tmp_path / "dot.tar"
+    with tarfile.open(artifact, "w") as tar:
+        tar.add(model_dir, arcname=".")
+    assert pack_model_dir(materialize(artifact, tmp_path / "b")) == archive_file.read_bytes()
+
+
 def _tar_with(member: tarfile.TarInfo, data: bytes = b"x") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:

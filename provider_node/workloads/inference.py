@@ -75,7 +75,8 @@ def read_prompts(path: Path) -> list[PromptLine]:
             raise _input_error(lineno, 'missing "prompt"')
         if not isinstance(obj["prompt"], str):
             raise _input_error(lineno, '"prompt" must be a string')
-        prompts.append(PromptLine(obj.get("id"), obj["prompt"], _line_max_new_tokens(lineno, obj.get("max_new_tokens"))))
+        limit = _line_max_new_tokens(lineno, obj.get("max_new_tokens"))
+        prompts.append(PromptLine(obj.get("id"), obj["prompt"], limit))
     return prompts
 
 
@@ -87,7 +88,8 @@ def generate_all(engine: InferenceEngine, prompts: list[PromptLine], params: Gen
     results: list[Completion | None] = [None] * len(prompts)
     for max_new_tokens, indices in sorted(groups.items()):
         group_params = params.model_copy(update={"max_new_tokens": max_new_tokens})
-        for i, completion in zip(indices, engine.generate([prompts[i].prompt for i in indices], group_params), strict=True):
+        completions = engine.generate([prompts[i].prompt for i in indices], group_params)
+        for i, completion in zip(indices, completions, strict=True):
             results[i] = completion
     return [c for c in results if c is not None]
 
@@ -161,7 +163,9 @@ def _failure(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m provider_node.workloads.inference", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m provider_node.workloads.inference", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", required=True, type=Path, help="GGUF file, model tar or model directory")
     p.add_argument("--input", required=True, type=Path, help="prompts, JSONL")
     p.add_argument("--output", required=True, type=Path, help="completions, JSONL (written atomically)")

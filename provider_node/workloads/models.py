@@ -100,8 +100,10 @@ def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
     name = PurePosixPath(member.name)
     if not (member.isfile() or member.isdir()):
         raise _model_error(f"model tar member {member.name!r} is not a regular file or directory")
-    if name.is_absolute() or ".." in name.parts or "\\" in member.name or not name.parts:
+    if name.is_absolute() or ".." in name.parts or "\\" in member.name:
         raise _model_error(f"model tar member {member.name!r} escapes the model directory")
+    if not name.parts and member.isfile():
+        raise _model_error(f"model tar member {member.name!r} has no name")
     return name
 
 
@@ -112,7 +114,7 @@ def _extract(artifact: Path, dest: Path) -> None:
             for member in tar:
                 rel = _safe_member_path(member)
                 target = dest.joinpath(*rel.parts)
-                if member.isdir():
+                if member.isdir():  # "./" (as ``tar -C dir -cf x.tar .`` writes) is the root itself
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
