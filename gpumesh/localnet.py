@@ -123,13 +123,15 @@ class LocalNetwork:
         return self.coordinator
 
     def start_provider(self, name: str, *, price: int = 100, slots: int = 1, runtime: str = "auto",
-                       extra_env: dict[str, str] | None = None) -> Proc:
+                       threads: int = 0, extra_env: dict[str, str] | None = None) -> Proc:
+        """Start a provider daemon; ``threads`` per task (0 = cores / slots) keeps several
+        providers on one machine from oversubscribing its cores."""
         env = self._env() | (extra_env or {})
         proc = Proc(
             name,
             [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,
              "--data-dir", str(self.root / name), "--name", name, "--price", str(price),
-             "--slots", str(slots), "--runtime", runtime],
+             "--slots", str(slots), "--runtime", runtime, "--threads", str(threads)],
             self.root / f"{name}.log",
             env,
         ).start()

@@ -8,6 +8,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from gpumesh.artifacts import ArtifactStore
@@ -61,7 +62,7 @@ class TaskExecutor:
         module = WORKLOADS.get(lease.kind)
         if module is None:
             return _failure(lease, f"unsupported task kind {lease.kind!r}", False)
-        model = await asyncio.to_thread(self.models.get, lease.model_cid)
+        model = await self._prepare_model(lease.model_cid)
         inp, out, res = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "result.json"
         await asyncio.to_thread(self.artifacts.get_file, lease.input_cid, inp)
         spec = RunSpec(
@@ -94,6 +95,38 @@ class TaskExecutor:
                 metrics_json=json.dumps(metrics, sort_keys=True),
             )
         )
+
+
+    async def _prepare_model(self, cid: str) -> Path:
+        """The model's fastest loadable form: a GGUF is converted once (in the sandbox) to a
+        safetensors directory kept beside it in the cache; a failed conversion falls back to
+        loading the GGUF itself."""
+        from provider_node.workloads.models import detect_format
+
+        model = await asyncio.to_thread(self.models.get, cid)
+        if not model.is_file() or detect_format(model) != "gguf":
+            return model
+        converted = self.models.entry(cid) / "hf"
+        if converted.is_dir():
+            return converted
+        staging = Path(tempfile.mkdtemp(prefix="hf.", dir=self.models.entry(cid)))
+        try:
+            run = await self.runtime.run(RunSpec(
+                argv=(sys.executable, "-m", "provider_node.workloads.convert", "--model", str(model),
+                      "--out", str(staging / "out")),
+                workdir=staging, ro_paths=(model.parent,),
+                env={"OMP_NUM_THREADS": str(self.threads)}, timeout_s=1800,
+            ))
+            if run.exit_code != 0:
+                log.warning("GGUF conversion failed, tasks load the GGUF directly: %s", run.stderr_tail[-500:])
+                return model
+            try:
+                (staging / "out").rename(converted)
+            except OSError:  # another lease converted it first
+                pass
+            return converted if converted.is_dir() else model
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
 
 
 def _read_report(path: Path) -> dict:

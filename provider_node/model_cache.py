@@ -38,9 +38,13 @@ class ModelCache:
     def cached_cids(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if (p / READY).exists())
 
+    def entry(self, cid: str) -> Path:
+        """The cache directory of one model (the fetched artifact and derived forms)."""
+        return self.root / str(parse_cid(cid))
+
     def get(self, cid: str) -> Path:
-        cid = str(parse_cid(cid))
-        entry = self.root / cid
+        entry = self.entry(cid)
+        cid = entry.name
         with self._guard:
             lock = self._locks[cid]
         with lock:

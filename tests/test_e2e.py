@@ -77,8 +77,8 @@ def _check_outputs(client: Client, job_id: str, expected: list[dict]) -> None:
 
 
 def test_job_runs_on_two_providers(net, tiny_model, expected):
-    net.start_provider("alice", price=100)
-    net.start_provider("bob", price=100)
+    net.start_provider("alice", price=100, threads=1)
+    net.start_provider("bob", price=100, threads=1)
     net.wait_providers(2)
     with Client.connect(net.target) as client:
         job_id = _submit(client, tiny_model)

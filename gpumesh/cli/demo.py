@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -56,8 +57,9 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=2) as net:
         console.print(f"coordinator   grpc://{net.target}  (SQLite + embedded IPFS blockstore in {root})")
         net.start_coordinator()
-        net.start_provider("alice", price=120)
-        net.start_provider("bob", price=100)
+        threads = max(1, (os.cpu_count() or 2) // 2)  # two providers share this machine
+        net.start_provider("alice", price=120, threads=threads)
+        net.start_provider("bob", price=100, threads=threads)
         net.wait_providers(2)
         with Client.connect(net.target) as client:
             providers_table(client.list_providers())

@@ -85,8 +85,9 @@ def provider() -> None:
 @click.option("--slots", type=int, default=None, help="Tasks run at once.")
 @click.option("--runtime", type=click.Choice(["auto", "bwrap", "process"]), default=None)
 @click.option("--tier", type=click.Choice(["open", "centralized"]), default=None)
+@click.option("--threads", "threads_per_task", type=int, default=None, help="CPU threads per task (0 = cores/slots).")
 @click.option("-v", "--verbose", is_flag=True)
-def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, verbose) -> None:
+def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, threads_per_task, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
@@ -94,7 +95,7 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, v
     _logging(verbose)
     overrides = {k: v for k, v in dict(
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
-        slots=slots, runtime=runtime, tier=tier,
+        slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task,
     ).items() if v is not None}
     daemon = build_daemon(ProviderSettings(**overrides))
     try:
