@@ -204,3 +204,21 @@ def test_smollm2_gguf_generates(tmp_path):
     assert row["id"] == "fr" and row["completion_tokens"] <= 8 and row["completion"].strip()
     assert "Paris" in row["completion"]
     assert report["ok"] and report["engine"] == "transformers"
+
+
+def test_smollm2_converted_once_gives_identical_completions(tmp_path):
+    """The provider's model cache converts a GGUF to safetensors once; outputs must not change."""
+    pytest.importorskip("accelerate", reason="GGUF loading needs accelerate")
+    from provider_node.workloads.convert import convert
+
+    try:
+        gguf = smollm2_gguf(download=os.environ.get("GPUMESH_FETCH_MODELS") == "1")
+    except NotFound as exc:
+        pytest.skip(f"SmolLM2 GGUF not available offline ({exc}); set GPUMESH_FETCH_MODELS=1 to fetch it")
+    inp = _write_input(tmp_path / "in.jsonl", [{"prompt": "Name a primary color."}, {"prompt": "2+2="}])
+    convert(gguf, tmp_path / "hf")
+    outputs = {}
+    for name, model in (("gguf", gguf), ("hf", tmp_path / "hf")):
+        run_inference(model, inp, tmp_path / f"{name}.jsonl", {"max_new_tokens": 6, "chat": True})
+        outputs[name] = (tmp_path / f"{name}.jsonl").read_text()
+    assert outputs["gguf"] == outputs["hf"]
