@@ -1,0 +1,52 @@
+"""What each provider earns for a job, and what goes back to the submitter. Pure; no I/O.
+
+A task is paid at its provider's hourly price for the time the coordinator measured between
+lease and accepted result, rounded up to whole base units. If a job's costs exceed its
+escrowed budget, every payout is scaled down by the same factor, so the escrow is never
+overdrawn; whatever the payouts leave of the budget is refunded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+SECONDS_PER_HOUR = 3600
+
+
+@dataclass(frozen=True)
+class TaskCharge:
+    task_id: str
+    provider: str  # the provider's payout address
+    price_per_hour: int  # token base units
+    seconds: float  # lease -> accepted result, as the coordinator measured it
+
+
+@dataclass(frozen=True)
+class JobPayout:
+    payouts: tuple[tuple[str, int], ...]  # (provider address, amount), sorted by address
+    refund: int
+
+    @property
+    def paid(self) -> int:
+        return sum(amount for _, amount in self.payouts)
+
+
+def task_cost(charge: TaskCharge) -> int:
+    """Price x time, rounded up to a whole base unit (integer arithmetic on microseconds)."""
+    micros = max(0, round(charge.seconds * 1_000_000))
+    return -(-charge.price_per_hour * micros // (SECONDS_PER_HOUR * 1_000_000))
+
+
+def job_payout(charges: Sequence[TaskCharge], budget: int) -> JobPayout:
+    if budget < 0:
+        raise ValueError("budget must be >= 0")
+    owed: dict[str, int] = defaultdict(int)
+    for charge in charges:
+        owed[charge.provider] += task_cost(charge)
+    total = sum(owed.values())
+    if total > budget:  # scale down proportionally; flooring keeps the sum <= budget
+        owed = {p: amount * budget // total for p, amount in owed.items()}
+    payouts = tuple(sorted((p, a) for p, a in owed.items() if a > 0))
+    return JobPayout(payouts, budget - sum(a for _, a in payouts))
