@@ -44,6 +44,15 @@ class ProviderTier(enum.StrEnum):
     CENTRALIZED = "CENTRALIZED"
 
 
+class SettlementState(enum.StrEnum):
+    """A job's on-chain settlement: NONE (no escrow) -> PENDING -> SENT -> SETTLED."""
+
+    NONE = ""
+    PENDING = "PENDING"
+    SENT = "SENT"
+    SETTLED = "SETTLED"
+
+
 _JOB_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 _TASK_TERMINAL = frozenset({TaskState.SETTLED, TaskState.FAILED, TaskState.CANCELLED})
 
@@ -122,6 +131,11 @@ class Job:
     output_cid: str = ""
     error: str = ""
     idempotency_key: str = ""
+    escrow_key: str = ""  # hex bytes32 of the on-chain deposit ("" when settlement is off)
+    budget: int = 0  # escrowed amount, token base units
+    submitter: str = ""  # the depositing address (refunds go there)
+    settlement: SettlementState = SettlementState.NONE
+    settle_tx: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,7 @@ class Task:
     metrics_json: str = ""
     error: str = ""
     updated_at: float = 0.0
+    leased_at: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,35 @@ def test_jobs_past_their_deadline_fail_and_release_leases(store):
     assert {t.state for t in store.list_tasks("job_1")} == {TaskState.CANCELLED}
     assert store.get_job("job_2").state is JobState.QUEUED
     assert store.fail_overdue_jobs(now=500) == []
+
+
+def test_settlement_states_move_once_and_settle_tasks(store):
+    from dataclasses import replace
+
+    from coordinator.models import SettlementState as S
+
+    spec = JobSpec(model_cid=CID, input_cid=CID)
+    job = Job("job_e", spec, JobState.QUEUED, 1, 1, 100.0, 100.0, escrow_key="0x" + "ab" * 32,
+              budget=500, submitter="0x00000000000000000000000000000000000000aa")
+    store.create_job(job, [Task("job_e-t0", "job_e", 0, TaskState.QUEUED, CID, 1)])
+    make_job(store, job_id="job_free", n=1)  # no escrow: never settled on chain
+    make_provider(store)
+    assert store.find_job_by_escrow("0x" + "ab" * 32).job_id == "job_e"
+    assert not store.queue_settlement("job_e", now=101)  # not terminal yet
+    (lease,) = [store.lease_task(t.task_id, "prov_a", ttl=10, now=102) for t in store.queued_tasks(10)
+                if t.job_id == "job_e"]
+    assert store.list_tasks("job_e")[0].leased_at == 102
+    assert submit(store, lease, now=105).job_ready
+    store.finish_job("job_e", output_cid=CID, now=106)
+    assert store.queue_settlement("job_e", now=107) and not store.queue_settlement("job_e", now=108)
+    assert [j.job_id for j in store.jobs_in_settlement(S.PENDING)] == ["job_e"]
+    assert store.get_job("job_e").budget == 500
+    assert store.set_settlement(["job_e"], S.PENDING, S.SENT, now=109) == 1
+    assert store.set_settlement(["job_e"], S.PENDING, S.SENT, now=109) == 0  # conditional
+    assert store.set_settlement(["job_e"], S.SENT, S.SETTLED, now=110, tx="0xfeed") == 1
+    job = store.get_job("job_e")
+    assert job.settlement is S.SETTLED and job.settle_tx == "0xfeed"
+    assert [t.state for t in store.list_tasks("job_e")] == [TaskState.SETTLED]
+    store.cancel_job("job_free", reason="x", now=111)
+    assert not store.queue_settlement("job_free", now=112)
+    assert replace(job, settle_tx="") != job

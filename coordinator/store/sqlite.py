@@ -22,6 +22,7 @@ from coordinator.models import (
     Lease,
     ProviderRecord,
     ProviderTier,
+    SettlementState,
     Task,
     TaskState,
     check_job_transition,
@@ -41,10 +42,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_cid TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
     deadline REAL,
+    escrow_key TEXT UNIQUE,
+    budget INTEGER NOT NULL DEFAULT 0,
+    submitter TEXT NOT NULL DEFAULT '',
+    settlement TEXT NOT NULL DEFAULT '',
+    settle_tx TEXT NOT NULL DEFAULT '',
+    settle_since REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement, settle_since) WHERE settlement != '';
 CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs(deadline) WHERE deadline IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -61,6 +69,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     signature BLOB NOT NULL DEFAULT x'',
     metrics_json TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
+    leased_at REAL NOT NULL DEFAULT 0,
     queued_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -101,11 +110,11 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 _TASK_COLS = (
     "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
-    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at"
+    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at"
 )
 _JOB_COLS = (
     "job_id, spec_json, state, tasks_total, prompts_total, created_at, updated_at, output_cid, "
-    "error, idempotency_key"
+    "error, idempotency_key, escrow_key, budget, submitter, settlement, settle_tx"
 )
 _DONE = tuple(s.value for s in TaskState if s.is_done())
 _OPEN = (TaskState.QUEUED.value, TaskState.LEASED.value)
@@ -128,6 +137,7 @@ def _task(row: sqlite3.Row | tuple) -> Task:
         metrics_json=row[12],
         error=row[13],
         updated_at=row[14],
+        leased_at=row[15],
     )
 
 
@@ -143,6 +153,11 @@ def _job(row: sqlite3.Row | tuple) -> Job:
         output_cid=row[7],
         error=row[8],
         idempotency_key=row[9] or "",
+        escrow_key=row[10] or "",
+        budget=row[11],
+        submitter=row[12],
+        settlement=SettlementState(row[13]),
+        settle_tx=row[14],
     )
 
 
@@ -215,7 +230,8 @@ class SqliteStore:
                     return _job(row)
             db.execute(
                 "INSERT INTO jobs (job_id, idempotency_key, spec_json, state, tasks_total, "
-                "prompts_total, deadline, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                "prompts_total, deadline, escrow_key, budget, submitter, created_at, updated_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job.job_id,
                     job.idempotency_key or None,
@@ -224,6 +240,9 @@ class SqliteStore:
                     job.tasks_total,
                     job.prompts_total,
                     job.spec.deadline.timestamp() if job.spec.deadline else None,
+                    job.escrow_key or None,
+                    job.budget,
+                    job.submitter,
                     job.created_at,
                     job.updated_at,
                 ),
@@ -332,8 +351,8 @@ class SqliteStore:
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE tasks SET state = ?, provider_id = ?, lease_id = ?, lease_expires_at = ?, "
-                "attempts = attempts + 1, updated_at = ? WHERE task_id = ? AND state = ?",
-                (TaskState.LEASED.value, provider_id, lease_id, now + ttl, now, task_id,
+                "attempts = attempts + 1, updated_at = ?, leased_at = ? WHERE task_id = ? AND state = ?",
+                (TaskState.LEASED.value, provider_id, lease_id, now + ttl, now, now, task_id,
                  TaskState.QUEUED.value),
             )
             if cur.rowcount != 1:
@@ -439,6 +458,50 @@ class SqliteStore:
             "SELECT MIN(lease_expires_at) FROM tasks WHERE state = ?", (TaskState.LEASED.value,)
         )
         return rows[0][0]
+
+    # ---- settlement ---------------------------------------------------------------------------
+
+    def find_job_by_escrow(self, escrow_key: str) -> Job | None:
+        rows = self._read(f"SELECT {_JOB_COLS} FROM jobs WHERE escrow_key = ?", (escrow_key,))
+        return _job(rows[0]) if rows else None
+
+    def queue_settlement(self, job_id: str, *, now: float) -> bool:
+        """A terminal job with an escrow becomes PENDING settlement (once)."""
+        terminal = tuple(s.value for s in JobState if s.is_terminal())
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET settlement = ?, settle_since = ? WHERE job_id = ? AND settlement = '' "
+                f"AND escrow_key IS NOT NULL AND state IN ({','.join('?' * len(terminal))})",
+                (SettlementState.PENDING.value, now, job_id, *terminal),
+            )
+            return cur.rowcount == 1
+
+    def jobs_in_settlement(self, state: SettlementState, limit: int = 1000) -> list[Job]:
+        rows = self._read(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE settlement = ? ORDER BY settle_since LIMIT ?",
+            (state.value, limit),
+        )
+        return [_job(r) for r in rows]
+
+    def set_settlement(
+        self, job_ids: Sequence[str], src: SettlementState, dst: SettlementState, *, now: float, tx: str = ""
+    ) -> int:
+        """Move jobs from ``src`` to ``dst`` (conditional); SETTLED also settles verified tasks."""
+        if not job_ids:
+            return 0
+        marks = ",".join("?" * len(job_ids))
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET settlement = ?, settle_since = ?, settle_tx = CASE WHEN ? != '' THEN ? "
+                f"ELSE settle_tx END WHERE settlement = ? AND job_id IN ({marks})",
+                (dst.value, now, tx, tx, src.value, *job_ids),
+            )
+            if dst is SettlementState.SETTLED:
+                db.execute(
+                    f"UPDATE tasks SET state = ?, updated_at = ? WHERE state = ? AND job_id IN ({marks})",
+                    (TaskState.SETTLED.value, now, TaskState.VERIFIED.value, *job_ids),
+                )
+            return cur.rowcount
 
     # ---- providers and auth -------------------------------------------------------------------
 
