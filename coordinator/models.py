@@ -156,6 +156,8 @@ class Task:
     error: str = ""
     updated_at: float = 0.0
     leased_at: float = 0.0
+    submitted_at: float = 0.0
+    price_per_hour: int = 0  # the provider's price when it took the lease
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,8 @@ def test_settlement_states_move_once_and_settle_tasks(store):
                 if t.job_id == "job_e"]
     assert store.list_tasks("job_e")[0].leased_at == 102
     assert submit(store, lease, now=105).job_ready
+    task = store.list_tasks("job_e")[0]
+    assert (task.submitted_at, task.price_per_hour) == (105, 10)  # price as of the lease
     store.finish_job("job_e", output_cid=CID, now=106)
     assert store.queue_settlement("job_e", now=107) and not store.queue_settlement("job_e", now=108)
     assert [j.job_id for j in store.jobs_in_settlement(S.PENDING)] == ["job_e"]

@@ -70,6 +70,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     metrics_json TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT '',
     leased_at REAL NOT NULL DEFAULT 0,
+    submitted_at REAL NOT NULL DEFAULT 0,
+    price_per_hour INTEGER NOT NULL DEFAULT 0,
     queued_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -110,7 +112,7 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 _TASK_COLS = (
     "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
-    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at"
+    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at, submitted_at, price_per_hour"
 )
 _JOB_COLS = (
     "job_id, spec_json, state, tasks_total, prompts_total, created_at, updated_at, output_cid, "
@@ -138,6 +140,8 @@ def _task(row: sqlite3.Row | tuple) -> Task:
         error=row[13],
         updated_at=row[14],
         leased_at=row[15],
+        submitted_at=row[16],
+        price_per_hour=row[17],
     )
 
 
@@ -351,8 +355,10 @@ class SqliteStore:
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE tasks SET state = ?, provider_id = ?, lease_id = ?, lease_expires_at = ?, "
-                "attempts = attempts + 1, updated_at = ?, leased_at = ? WHERE task_id = ? AND state = ?",
-                (TaskState.LEASED.value, provider_id, lease_id, now + ttl, now, now, task_id,
+                "attempts = attempts + 1, updated_at = ?, leased_at = ?, price_per_hour = COALESCE("
+                "(SELECT price_per_hour FROM providers WHERE provider_id = ?), 0) "
+                "WHERE task_id = ? AND state = ?",
+                (TaskState.LEASED.value, provider_id, lease_id, now + ttl, now, now, provider_id, task_id,
                  TaskState.QUEUED.value),
             )
             if cur.rowcount != 1:
@@ -409,8 +415,8 @@ class SqliteStore:
                 return ResultOutcome(False, f"task is {task.state}", job_id=task.job_id)
             db.execute(
                 "UPDATE tasks SET state = ?, output_cid = ?, signature = ?, metrics_json = ?, "
-                "error = '', updated_at = ? WHERE task_id = ?",
-                (TaskState.SUBMITTED.value, output_cid, signature, metrics_json, now, task_id),
+                "error = '', updated_at = ?, submitted_at = ? WHERE task_id = ?",
+                (TaskState.SUBMITTED.value, output_cid, signature, metrics_json, now, now, task_id),
             )
             db.execute(
                 "UPDATE providers SET tasks_completed = tasks_completed + 1, last_seen = ? "
