@@ -27,6 +27,14 @@ class CoordinatorSettings(BaseSettings):
     max_prompts_per_job: int = Field(1_000_000, gt=0)
     max_prompt_bytes: int = Field(256 * 1024, gt=0)
     schedule_batch: int = Field(1000, gt=0)
+    # On-chain settlement: off unless a JSON-RPC endpoint and a deployment are given.
+    chain_url: str = ""
+    chain_key_file: Path | None = None  # hex key of the account holding COORDINATOR_ROLE
+    deployment_file: Path | None = None  # JSON with the token, registry and escrow addresses
+    settle_batch_size: int = Field(100, ge=1, le=500)
+    settle_interval_s: float = Field(30.0, gt=0)
+    min_escrow_window_s: float = Field(3600.0, ge=0)
+    settle_margin_s: float = Field(600.0, ge=0)
     sweep_interval_s: float = Field(1.0, gt=0)
 
     @property

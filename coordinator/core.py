@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from coordinator.auth import ProviderAuth
@@ -20,12 +22,13 @@ from coordinator.events import SCHEDULER, Signals
 from coordinator.models import Job, JobState, Lease, Task, TaskState
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
+from coordinator.settlement.settler import BatchPolicy, EscrowView, SettlementChain, Settler
 from coordinator.sessions import ProviderSession, SessionRegistry
 from coordinator.splitter import parse_prompts, split
 from coordinator.store.base import Store
 from gpumesh._convert import timestamp
 from gpumesh.artifacts import ArtifactStore
-from gpumesh.errors import InvalidArgument, NotFound, Unauthenticated
+from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from gpumesh.identity import result_text, verify_signature
 from gpumesh.jobspec import JobSpec
 from gpumesh.v1 import provider_pb2
@@ -47,12 +50,19 @@ class Coordinator:
         store: Store,
         artifacts: ArtifactStore,
         *,
+        chain: SettlementChain | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.artifacts = artifacts
+        self.chain = chain
         self.clock = clock
+        self.settler = (
+            Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s),
+                    clock=clock, on_settled=lambda job_id: self.signals.notify(job_id))
+            if chain is not None else None
+        )
         self.auth = ProviderAuth(store, settings, clock)
         self.sessions = SessionRegistry()
         self.signals = Signals()
@@ -68,6 +78,9 @@ class Coordinator:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._sweeper_loop(), name="lease-sweeper"),
         ]
+        if self.settler is not None:
+            self._loops.append(asyncio.create_task(self.settler.run(tick_s=self.settings.sweep_interval_s),
+                                                   name="settler"))
 
     async def stop(self) -> None:
         for task in self._loops:
@@ -83,13 +96,18 @@ class Coordinator:
 
     # ---- submitter operations -----------------------------------------------------------------
 
-    async def submit_job(self, spec: JobSpec, idempotency_key: str = "") -> Job:
+    async def submit_job(self, spec: JobSpec, idempotency_key: str = "", escrow_key: str = "") -> Job:
         if idempotency_key:
             if len(idempotency_key) > 128:
                 raise InvalidArgument("at most 128 characters", field="idempotency_key")
             existing = self.store.find_job_by_key(idempotency_key)
             if existing is not None:
                 return existing
+        escrow = await self._check_escrow(escrow_key) if self.chain is not None else None
+        if escrow is not None and spec.deadline is None:
+            # Finish (or fail) in time to settle before the submitter may reclaim the deposit.
+            spec = spec.model_copy(update={"deadline": datetime.fromtimestamp(
+                escrow.deadline - self.settings.settle_margin_s, timezone.utc)})
         if spec.deadline is not None and spec.deadline.timestamp() <= self.clock():
             raise InvalidArgument("the deadline has already passed", field="spec.deadline")
         for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
@@ -111,11 +129,36 @@ class Coordinator:
             created_at=now,
             updated_at=now,
             idempotency_key=idempotency_key,
+            escrow_key=escrow_key if escrow is not None else "",
+            budget=escrow.amount if escrow is not None else 0,
+            submitter=escrow.submitter if escrow is not None else "",
         )
         job = self.store.create_job(job, tasks)
         log.info("job %s queued: %d prompts in %d tasks", job.job_id, job.prompts_total, job.tasks_total)
         self.signals.notify(SCHEDULER)
         return job
+
+    async def _check_escrow(self, escrow_key: str) -> EscrowView:
+        """A job on a settling coordinator needs its own confirmed, funded deposit."""
+        if not escrow_key:
+            raise FailedPrecondition(
+                "this coordinator settles on-chain: deposit the job budget into JobEscrow "
+                "(see GetSettlementInfo) and pass its key", field="escrow_key")
+        if not re.fullmatch(r"0x[0-9a-fA-F]{64}", escrow_key):
+            raise InvalidArgument("expected 0x followed by 64 hex digits (bytes32)", field="escrow_key")
+        if self.store.find_job_by_escrow(escrow_key) is not None:
+            raise AlreadyExists("this deposit already pays for another job", field="escrow_key")
+        view = await asyncio.to_thread(self.chain.escrow, escrow_key)
+        if view.status != "Funded":
+            raise FailedPrecondition(f"no confirmed deposit for this key (escrow status {view.status})",
+                                     field="escrow_key")
+        window = view.deadline - self.clock()
+        if window < self.settings.min_escrow_window_s:
+            raise FailedPrecondition(
+                f"the deposit can be reclaimed in {window:.0f}s; at least "
+                f"{self.settings.min_escrow_window_s:.0f}s are needed to run and settle the job",
+                field="escrow_key")
+        return view
 
     def _shard_input(self, spec: JobSpec):
         size = self.artifacts.size(spec.input_cid)
@@ -128,6 +171,12 @@ class Coordinator:
             max_prompt_bytes=self.settings.max_prompt_bytes,
         )
         return split(records, spec.shard_size)
+
+    def settlement_info(self) -> dict:
+        """Where deposits go; empty when this coordinator does not settle on-chain."""
+        if self.chain is None:
+            return {}
+        return {**self.chain.describe(), "min_escrow_window_s": int(self.settings.min_escrow_window_s)}
 
     def get_job(self, job_id: str) -> JobView:
         job = self.store.get_job(job_id)

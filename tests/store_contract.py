@@ -177,7 +177,7 @@ def test_settlement_states_move_once_and_settle_tasks(store):
     make_job(store, job_id="job_free", n=1)  # no escrow: never settled on chain
     make_provider(store)
     assert store.find_job_by_escrow("0x" + "ab" * 32).job_id == "job_e"
-    assert not store.queue_settlement("job_e", now=101)  # not terminal yet
+    assert store.queue_settlements(now=101) == 0  # not terminal yet
     (lease,) = [store.lease_task(t.task_id, "prov_a", ttl=10, now=102) for t in store.queued_tasks(10)
                 if t.job_id == "job_e"]
     assert store.list_tasks("job_e")[0].leased_at == 102
@@ -185,7 +185,7 @@ def test_settlement_states_move_once_and_settle_tasks(store):
     task = store.list_tasks("job_e")[0]
     assert (task.submitted_at, task.price_per_hour) == (105, 10)  # price as of the lease
     store.finish_job("job_e", output_cid=CID, now=106)
-    assert store.queue_settlement("job_e", now=107) and not store.queue_settlement("job_e", now=108)
+    assert store.queue_settlements(now=107) == 1 and store.queue_settlements(now=108) == 0
     assert [j.job_id for j in store.jobs_in_settlement(S.PENDING)] == ["job_e"]
     assert store.get_job("job_e").budget == 500
     assert store.set_settlement(["job_e"], S.PENDING, S.SENT, now=109) == 1
@@ -195,4 +195,4 @@ def test_settlement_states_move_once_and_settle_tasks(store):
     assert job.settlement is S.SETTLED and job.settle_tx == "0xfeed"
     assert [t.state for t in store.list_tasks("job_e")] == [TaskState.SETTLED]
     store.cancel_job("job_free", reason="x", now=111)
-    assert not store.queue_settlement("job_free", now=112)
+    assert store.queue_settlements(now=112) == 0  # terminal, but nothing escrowed

@@ -62,7 +62,7 @@ def finished_job(store, chain, n: int, *, seconds: float = 360.0) -> str:
     lease = store.lease_task(f"{job_id}-t0", "prov_a", ttl=10_000, now=100.0)
     submit(store, lease, now=100.0 + seconds)
     store.finish_job(job_id, output_cid=CID, now=999.0)
-    store.queue_settlement(job_id, now=999.0)
+    store.queue_settlements(now=999.0)
     chain.status[key] = "Funded"
     return job_id
 

@@ -30,6 +30,11 @@ def job_to_proto(view: JobView, *, with_tasks: bool = True) -> jobs_pb2.Job:
         updated_at=timestamp(job.updated_at),
         prompts_total=job.prompts_total,
         pending_reason=view.pending_reason,
+        escrow_key=job.escrow_key,
+        budget=str(job.budget) if job.escrow_key else "",
+        submitter=job.submitter,
+        settlement=job.settlement.value,
+        settle_tx=job.settle_tx,
     )
     if with_tasks:
         msg.tasks.extend(

@@ -22,7 +22,7 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         if not request.HasField("spec"):
             raise InvalidArgument("spec is required", field="spec")
         spec = spec_from_proto(request.spec)
-        job = await self.core.submit_job(spec, request.idempotency_key)
+        job = await self.core.submit_job(spec, request.idempotency_key, request.escrow_key)
         return jobs_pb2.SubmitJobResponse(job=job_to_proto(self.core.get_job(job.job_id)))
 
     async def GetJob(self, request, context):
@@ -35,6 +35,10 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
     async def CancelJob(self, request, context):
         await self.core.cancel_job(_job_id(request.job_id), request.reason)
         return job_to_proto(self.core.get_job(request.job_id))
+
+    async def GetSettlementInfo(self, request, context):
+        info = self.core.settlement_info()
+        return jobs_pb2.SettlementInfo(enabled=bool(info), **info)
 
     async def ListProviders(self, request, context):
         out = jobs_pb2.ListProvidersResponse()

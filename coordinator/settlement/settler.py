@@ -36,6 +36,7 @@ class SettlementChain(Protocol):
 
     def escrow(self, escrow_key: str) -> EscrowView: ...
     def settle(self, batch: Sequence[tuple[str, JobPayout]]) -> str: ...  # returns the tx hash
+    def describe(self) -> dict: ...  # chain_url, chain_id, token, escrow, registry
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class Settler:
     def settle_once(self, *, force: bool = False) -> int:
         """Send one batch if due (or ``force``); returns how many jobs it settled."""
         self.recover()
+        self.store.queue_settlements(now=self.clock())
         pending = self.store.jobs_in_settlement(S.PENDING, limit=self.policy.batch_size)
         if not pending:
             return 0

@@ -471,16 +471,16 @@ class SqliteStore:
         rows = self._read(f"SELECT {_JOB_COLS} FROM jobs WHERE escrow_key = ?", (escrow_key,))
         return _job(rows[0]) if rows else None
 
-    def queue_settlement(self, job_id: str, *, now: float) -> bool:
-        """A terminal job with an escrow becomes PENDING settlement (once)."""
+    def queue_settlements(self, *, now: float) -> int:
+        """Every terminal job with an escrow and no settlement yet becomes PENDING."""
         terminal = tuple(s.value for s in JobState if s.is_terminal())
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE jobs SET settlement = ?, settle_since = ? WHERE job_id = ? AND settlement = '' "
+                f"UPDATE jobs SET settlement = ?, settle_since = ? WHERE settlement = '' "
                 f"AND escrow_key IS NOT NULL AND state IN ({','.join('?' * len(terminal))})",
-                (SettlementState.PENDING.value, now, job_id, *terminal),
+                (SettlementState.PENDING.value, now, *terminal),
             )
-            return cur.rowcount == 1
+            return cur.rowcount
 
     def jobs_in_settlement(self, state: SettlementState, limit: int = 1000) -> list[Job]:
         rows = self._read(

@@ -10,6 +10,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetSettlementInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SettlementInfo(_message.Message):
+    __slots__ = ("enabled", "chain_url", "chain_id", "token", "escrow", "registry", "min_escrow_window_s")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_URL_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ESCROW_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    MIN_ESCROW_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    chain_url: str
+    chain_id: int
+    token: str
+    escrow: str
+    registry: str
+    min_escrow_window_s: int
+    def __init__(self, enabled: _Optional[bool] = ..., chain_url: _Optional[str] = ..., chain_id: _Optional[int] = ..., token: _Optional[str] = ..., escrow: _Optional[str] = ..., registry: _Optional[str] = ..., min_escrow_window_s: _Optional[int] = ...) -> None: ...
+
 class InferenceParams(_message.Message):
     __slots__ = ("max_new_tokens", "batch_size", "chat")
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -47,12 +69,14 @@ class JobSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[int] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "idempotency_key")
+    __slots__ = ("spec", "idempotency_key", "escrow_key")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ESCROW_KEY_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     idempotency_key: str
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    escrow_key: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., escrow_key: _Optional[str] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -81,7 +105,7 @@ class TaskSummary(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., provider_id: _Optional[str] = ..., attempts: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., metrics_json: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason")
+    __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason", "escrow_key", "budget", "submitter", "settlement", "settle_tx")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +119,11 @@ class Job(_message.Message):
     TASKS_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    ESCROW_KEY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTER_FIELD_NUMBER: _ClassVar[int]
+    SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
+    SETTLE_TX_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: _common_pb2.JobState
@@ -108,7 +137,12 @@ class Job(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSummary]
     prompts_total: int
     pending_reason: str
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., tasks_running: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., prompts_total: _Optional[int] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+    escrow_key: str
+    budget: str
+    submitter: str
+    settlement: str
+    settle_tx: str
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., tasks_running: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., prompts_total: _Optional[int] = ..., pending_reason: _Optional[str] = ..., escrow_key: _Optional[str] = ..., budget: _Optional[str] = ..., submitter: _Optional[str] = ..., settlement: _Optional[str] = ..., settle_tx: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

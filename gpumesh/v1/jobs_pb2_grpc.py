@@ -60,6 +60,11 @@ class SubmitterServiceStub:
                 request_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListProvidersRequest.SerializeToString,
                 response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListProvidersResponse.FromString,
                 _registered_method=True)
+        self.GetSettlementInfo = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/GetSettlementInfo',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.GetSettlementInfoRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.SettlementInfo.FromString,
+                _registered_method=True)
 
 
 class SubmitterServiceServicer:
@@ -97,6 +102,13 @@ class SubmitterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSettlementInfo(self, request, context):
+        """Where and how jobs are paid for: the chain, the escrow and token contracts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmitterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +136,11 @@ def add_SubmitterServiceServicer_to_server(servicer, server):
                     servicer.ListProviders,
                     request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListProvidersRequest.FromString,
                     response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListProvidersResponse.SerializeToString,
+            ),
+            'GetSettlementInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSettlementInfo,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.GetSettlementInfoRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.SettlementInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +279,33 @@ class SubmitterService:
             '/gpumesh.v1.SubmitterService/ListProviders',
             gpumesh_dot_v1_dot_jobs__pb2.ListProvidersRequest.SerializeToString,
             gpumesh_dot_v1_dot_jobs__pb2.ListProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSettlementInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/GetSettlementInfo',
+            gpumesh_dot_v1_dot_jobs__pb2.GetSettlementInfoRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.SettlementInfo.FromString,
             options,
             channel_credentials,
             insecure,
