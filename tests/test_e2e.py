@@ -12,6 +12,7 @@ import pytest
 from gpumesh.client import Client
 from gpumesh.jobspec import InferenceParams, JobSpec
 from gpumesh.localnet import LocalNetwork
+from gpumesh.v1 import common_pb2
 
 pytestmark = pytest.mark.e2e
 
@@ -129,3 +130,22 @@ def test_coordinator_restart_mid_job_loses_nothing(net, tiny_model, expected):
         assert states[-1] == "COMPLETED"
         _check_outputs(client, job_id, expected)
         assert client.get_job(job_id).raw.tasks_done == 4
+
+
+def test_cancel_stops_the_running_workload_and_frees_the_provider(net, tiny_model, expected):
+    net.start_provider("worker")
+    net.wait_providers(1)
+    with Client.connect(net.target) as client:
+        first = _submit(client, tiny_model, shard_size=8)
+        _wait_for(lambda: client.get_job(first).tasks_running == 1, 60, "the task to be leased")
+        assert client.cancel(first, "changed my mind").state == "CANCELLED"
+        # The provider gets the cancel, kills its workload and takes the next job right away.
+        second = _submit(client, tiny_model, shard_size=8)
+        status = None
+        for status in client.watch(second, timeout=120):
+            pass
+        assert status.state == "COMPLETED"
+        _check_outputs(client, second, expected)
+        first_task = client.get_job(first).raw.tasks[0]
+        assert first_task.state == common_pb2.TASK_STATE_CANCELLED  # a late result can never count
+    assert "cancelled: job cancelled" in net.providers["worker"].log_tail(20_000)
