@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from gpumesh.errors import FailedPrecondition
+from gpumesh.errors import FailedPrecondition, InvalidArgument
 from provider_node.runtime.base import RunResult, RunSpec, Runtime
 from provider_node.runtime.bwrap import BwrapRuntime
 from provider_node.runtime.process import ProcessRuntime
@@ -16,8 +16,12 @@ __all__ = ["BwrapRuntime", "ProcessRuntime", "RunResult", "RunSpec", "Runtime", 
 
 
 def select_runtime(preference: Literal["auto", "bwrap", "process"] = "auto") -> Runtime:
+    """``auto``: the bwrap sandbox when it works here, else plain processes (with a warning);
+    ``bwrap``: the sandbox or FailedPrecondition; ``process``: plain processes."""
+    if preference not in ("auto", "bwrap", "process"):
+        raise InvalidArgument(f"unknown runtime {preference!r}", field="runtime")
     if preference == "process":
-        log.warning("runtime 'process' chosen: workloads run UNISOLATED (network and host files reachable)")
+        log.warning("runtime 'process' configured: workloads run UNISOLATED (network and host files reachable)")
         return ProcessRuntime()
     ok, why = BwrapRuntime.available()
     if ok:

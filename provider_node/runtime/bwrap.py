@@ -1,47 +1,71 @@
-"""bubblewrap sandbox: new namespaces (no network), read-only system and Python, one writable
-work directory, nothing else of the host (the provider's wallet key is out of reach)."""
+"""bubblewrap sandbox: fresh namespaces (no network), a read-only root holding only the system
+libraries and the Python environment, one writable work directory, and nothing else of the host
+(so the provider's wallet key beside the work directory is out of reach)."""
 
 from __future__ import annotations
 
-import glob
+import functools
+import logging
+import os
 import shutil
+import site
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
+import gpumesh
+import provider_node
 from provider_node.runtime.base import RunResult, RunSpec, base_env, run_process
 
-SYSTEM_RO = ("/usr", "/etc/ssl", "/etc/ca-certificates", "/etc/ld.so.cache", "/etc/alternatives",
-             "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf")
-MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib64", "lib32")
+log = logging.getLogger(__name__)
+
+# Only what programs need from /etc: not shadow, ssh keys or the host's other configuration.
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives",
+             "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts")
+ROOT_DIRS = ("bin", "sbin", "lib", "lib64", "lib32")  # symlinks into /usr on merged-usr systems
 
 
-def _python_paths() -> list[Path]:
-    """What the workload's interpreter needs: its prefixes, site-packages and the directories
-    holding the gpumesh packages (an editable install keeps them in the source checkout).
-    Deliberately not ``sys.path`` as a whole: its first entry is the daemon's working directory."""
-    import site
+def _covered(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
 
-    import gpumesh
-    import provider_node
 
-    candidates = [sys.base_prefix, sys.prefix, *site.getsitepackages()]
-    if site.ENABLE_USER_SITE:
-        candidates.append(site.getusersitepackages())
-    candidates += [Path(next(iter(m.__path__))).resolve().parent for m in (gpumesh, provider_node)]
+def _python_roots(workdir: Path) -> list[Path]:
+    """What the workload's interpreter needs: both prefixes, site-packages, the gpumesh package
+    directories (an editable install maps them into the source checkout) and the other existing
+    ``sys.path`` entries, minimised to the outermost paths. Skipped: the daemon's cwd (``sys.path[0]``
+    under ``python -m``, possibly its data directory), the home directory and its ancestors, and
+    ancestors of the work directory (they would expose the work directory's siblings)."""
+    packages = [Path(p) for m in (gpumesh, provider_node) for p in m.__path__]
+    candidates = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
+                  *packages, *sys.path]
+    home, cwd = Path.home().resolve(), Path.cwd().resolve()
     roots: list[Path] = []
     for raw in candidates:
+        if not raw:  # "" is the cwd
+            continue
         path = Path(raw).resolve()
-        if path.exists() and not any(path == r or r in path.parents for r in roots):
+        if (not path.exists() or path == cwd or _covered(home, [path]) or _covered(path, [workdir])
+                or path in workdir.parents):
+            continue
+        if not _covered(path, roots):
             roots = [r for r in roots if path not in r.parents] + [path]
     return roots
 
 
-def _bind_args(paths, flag: str = "--ro-bind") -> list[str]:
-    args: list[str] = []
-    for path in paths:
-        args += [flag, str(path), str(path)]
-    return args
+@functools.cache
+def _supports_tmpfs_size(binary: str) -> bool:
+    """Whether this bubblewrap can size a tmpfs (``--size``; older releases cannot)."""
+    try:
+        done = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in done.stdout
+
+
+def _binds(flag: str, paths: Iterable[Path | str]) -> list[str]:
+    return [arg for p in paths for arg in (flag, str(p), str(p))]
 
 
 class BwrapRuntime:
@@ -52,52 +76,58 @@ class BwrapRuntime:
         self.binary = binary or shutil.which("bwrap") or "bwrap"
 
     def command(self, spec: RunSpec) -> list[str]:
-        args = [self.binary, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-                "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--tmpfs", "/dev/shm"]  # fresh mounts first: later binds may lie below /tmp
-        for p in SYSTEM_RO:
-            if Path(p).exists():
-                args += ["--ro-bind", p, p]
-        for link in MERGED_USR_LINKS:
-            target = Path("/") / link
-            if target.is_symlink():
-                args += ["--symlink", str(target.readlink()), str(target)]
+        """The full bwrap command line for ``spec``."""
         workdir = spec.workdir.resolve()
-        extra = [p.resolve() for p in spec.ro_paths]
-        python = [p for p in _python_paths() if p != workdir and workdir not in p.parents]
-        args += _bind_args(p for p in python if not str(p).startswith("/usr/"))
-        args += _bind_args(extra)
-        for dev in self._gpu_devices(spec.gpus):
-            args += ["--dev-bind", dev, dev]
-        args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+        args = [self.binary, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
+                "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev"]
+        # Fresh mounts first: later binds may lie below /tmp. A memory limit also bounds each tmpfs.
+        for tmpfs in ("/tmp", "/dev/shm"):
+            if spec.memory_limit_mb and _supports_tmpfs_size(self.binary):
+                args += ["--size", str(spec.memory_limit_mb * 1024 * 1024)]
+            args += ["--tmpfs", tmpfs]
+        args += _binds("--ro-bind", ["/usr", *(p for p in ETC_FILES if os.path.exists(p))])
+        for name in ROOT_DIRS:
+            path = Path("/", name)
+            if path.is_symlink():
+                args += ["--symlink", os.readlink(path), str(path)]
+            elif path.is_dir():
+                args += _binds("--ro-bind", [path])
+        python = [p for p in _python_roots(workdir) if not _covered(p, [Path("/usr")])]
+        args += _binds("--ro-bind", [*python, *(p.resolve() for p in spec.ro_paths)])
+        args += _binds("--dev-bind", gpu_devices(spec.gpus))
+        args += _binds("--bind", [workdir])
+        args += ["--remount-ro", "/", "--chdir", str(workdir)]
         for key, value in base_env(spec).items():
             args += ["--setenv", key, value]
         return [*args, "--", *spec.argv]
 
-    @staticmethod
-    def _gpu_devices(gpus: tuple[int, ...]) -> list[str]:
-        if not gpus:
-            return []
-        wanted = [f"/dev/nvidia{i}" for i in gpus] + ["/dev/nvidiactl", *glob.glob("/dev/nvidia-uvm*"),
-                                                       *glob.glob("/dev/nvidia-caps*")]
-        return [d for d in wanted if Path(d).exists()]
-
     async def run(self, spec: RunSpec) -> RunResult:
-        return await run_process(self.command(spec), spec, {}, spec.workdir)
+        return await run_process(self.command(spec), spec, {})
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        """Whether bwrap exists and can create its namespaces here, with the reason if not."""
+        """Whether bwrap is installed and can build the real sandbox here (probed with
+        ``true``), with the reason when not."""
         binary = shutil.which("bwrap")
         if binary is None:
             return False, "bubblewrap (bwrap) is not installed"
-        probe = [binary, "--unshare-all", "--die-with-parent", "--cap-drop", "ALL",
-                 "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-                 "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true"]
-        try:
-            done = subprocess.run(probe, capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return False, f"bwrap probe failed: {exc}"
+        with tempfile.TemporaryDirectory(prefix="gpumesh-bwrap-probe.") as tmp:
+            argv = cls(binary).command(RunSpec(argv=("true",), workdir=Path(tmp)))
+            try:
+                done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return False, f"bwrap probe failed: {exc}"
         if done.returncode != 0:
-            return False, f"bwrap cannot create a sandbox here: {done.stderr.decode(errors='replace').strip()}"
+            why = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+            return False, f"bwrap cannot create a sandbox here: {why}"
         return True, ""
+
+
+def gpu_devices(gpus: Iterable[int], dev: Path = Path("/dev")) -> list[Path]:
+    """The device nodes that CUDA needs for ``gpus``: /dev/nvidia{N}, the control and UVM
+    devices and the capability directory, where they exist."""
+    wanted = [dev / f"nvidia{i}" for i in gpus]
+    if not wanted:
+        return []
+    shared = [dev / "nvidiactl", *sorted(dev.glob("nvidia-uvm*")), dev / "nvidia-caps"]
+    return [p for p in [*wanted, *shared] if p.exists()]

@@ -1,4 +1,5 @@
-"""Plain subprocess runtime: a clean environment and a time limit, but NO isolation."""
+"""Plain subprocess runtime: a clean environment, a time limit and a process group, but NO
+isolation: the workload can reach the network and every host file the daemon's user can."""
 
 from __future__ import annotations
 
@@ -10,4 +11,4 @@ class ProcessRuntime:
     isolated = False
 
     async def run(self, spec: RunSpec) -> RunResult:
-        return await run_process(list(spec.argv), spec, base_env(spec), spec.workdir)
+        return await run_process(spec.argv, spec, base_env(spec))
