@@ -44,6 +44,16 @@ def build_store(settings: CoordinatorSettings):
     raise InvalidArgument(f"unknown store {settings.store!r} (available: sqlite)", field="store")
 
 
+def build_chain(settings: CoordinatorSettings):
+    """The settlement chain, or None (jobs run unpaid) when no chain is configured."""
+    if not settings.chain_url:
+        log.warning("no chain configured: jobs are not escrowed or paid (set chain_url to settle)")
+        return None
+    from coordinator.settlement.web3_chain import Web3SettlementChain
+
+    return Web3SettlementChain.connect(settings.chain_url, settings.deployment_file, settings.chain_key_file)
+
+
 class CoordinatorServer:
     """A running coordinator: ``await start()``, ``port``, ``await stop()``."""
 
@@ -51,7 +61,7 @@ class CoordinatorServer:
         self.settings = settings
         self.store = build_store(settings)
         self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
-        self.core = Coordinator(settings, self.store, self.artifacts)
+        self.core = Coordinator(settings, self.store, self.artifacts, chain=build_chain(settings))
         self.health = health.aio.HealthServicer()
         limit = settings.max_message_bytes
         self.server = aio.server(

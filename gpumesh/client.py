@@ -13,7 +13,8 @@ import grpc
 
 from gpumesh._convert import spec_to_proto
 from gpumesh.artifacts.remote import RemoteArtifactStore
-from gpumesh.errors import GpumeshError, Unavailable
+from gpumesh.errors import GpumeshError, InvalidArgument, Unavailable
+from gpumesh.identity import Wallet
 from gpumesh.jobspec import JobSpec
 from gpumesh.rpc import insecure_channel, translate_rpc_error
 from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
@@ -65,21 +66,24 @@ class JobFailed(GpumeshError):
 class Client:
     """A connection to one coordinator. Thread-safe; close it (or use ``with``) when done."""
 
-    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0) -> None:
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0, chain_url: str = "") -> None:
         self._channel = channel
         self._timeout = timeout
+        self._chain_url = chain_url  # overrides the coordinator's advertised JSON-RPC endpoint
         self._jobs = jobs_pb2_grpc.SubmitterServiceStub(channel)
         self.artifacts = RemoteArtifactStore(channel)
 
     @classmethod
-    def connect(cls, target: str = "127.0.0.1:50051", *, timeout: float = 30.0, wait_ready: float = 10.0) -> Client:
+    def connect(
+        cls, target: str = "127.0.0.1:50051", *, timeout: float = 30.0, wait_ready: float = 10.0, chain_url: str = ""
+    ) -> Client:
         channel = insecure_channel(target)
         try:
             grpc.channel_ready_future(channel).result(timeout=wait_ready)
         except grpc.FutureTimeoutError:
             channel.close()
             raise Unavailable(f"coordinator at {target} is not reachable") from None
-        return cls(channel, timeout=timeout)
+        return cls(channel, timeout=timeout, chain_url=chain_url)
 
     def close(self) -> None:
         self._channel.close()
@@ -107,14 +111,57 @@ class Client:
 
     # ---- jobs -----------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec, *, idempotency_key: str | None = None) -> JobHandle:
-        """Submit a job; retries are safe because of the idempotency key."""
-        request = jobs_pb2.SubmitJobRequest(
-            spec=spec_to_proto(spec), idempotency_key=idempotency_key or uuid.uuid4().hex
-        )
+    def settlement_info(self) -> jobs_pb2.SettlementInfo:
+        with translate_rpc_error():
+            return self._jobs.GetSettlementInfo(jobs_pb2.GetSettlementInfoRequest(), timeout=self._timeout)
+
+    def chain(self):
+        """A ChainClient on the coordinator's settlement chain (``None`` if it doesn't settle)."""
+        info = self.settlement_info()
+        if not info.enabled:
+            return None
+        from gpumesh.chain import ChainClient, Deployment
+
+        deployment = Deployment(chain_id=info.chain_id, token=info.token, registry=info.registry, escrow=info.escrow)
+        return ChainClient.connect(self._chain_url or info.chain_url, deployment)
+
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        idempotency_key: str | None = None,
+        budget: int | None = None,
+        wallet: Wallet | None = None,
+        deposit_window_s: int = 24 * 3600,
+    ) -> JobHandle:
+        """Submit a job; retries are safe because of the idempotency key.
+
+        On a coordinator that settles on-chain, ``budget`` (token base units) is first deposited
+        into the escrow from ``wallet``; whatever the job does not spend is refunded to it.
+        """
+        key = idempotency_key or uuid.uuid4().hex
+        escrow_key = self._deposit(key, budget, wallet, deposit_window_s)
+        request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), idempotency_key=key, escrow_key=escrow_key)
         with translate_rpc_error():
             resp = self._jobs.SubmitJob(request, timeout=self._timeout)
         return JobHandle(self, resp.job.job_id)
+
+    def _deposit(self, key: str, budget: int | None, wallet: Wallet | None, window_s: int) -> str:
+        chain = self.chain()
+        if chain is None:
+            return ""
+        if budget is None or budget <= 0 or wallet is None:
+            raise InvalidArgument("this coordinator settles on-chain: pass budget= (> 0) and wallet=",
+                                  field="budget" if wallet is not None else "wallet")
+        from eth_account import Account
+
+        from gpumesh.chain import JobStatus, job_key_hex
+
+        escrow_key = job_key_hex(key)
+        if chain.job(escrow_key).status is JobStatus.NONE:  # a retried submit must not pay twice
+            window = max(window_s, int(self.settlement_info().min_escrow_window_s) * 2)
+            chain.deposit(Account.from_key(wallet.private_key), escrow_key, budget, chain.block_timestamp() + window)
+        return escrow_key
 
     def submit_inference(
         self, *, model: Path | str, prompts: list[str] | Path, name: str = "inference", **options

@@ -94,6 +94,30 @@ class LocalNetwork:
     port: int = field(default_factory=free_port)
     coordinator: Proc | None = None
     providers: dict[str, Proc] = field(default_factory=dict)
+    chain: Proc | None = None
+    chain_port: int = 0
+
+    @property
+    def chain_url(self) -> str:
+        return f"http://127.0.0.1:{self.chain_port}" if self.chain_port else ""
+
+    def start_chain(self) -> Proc:
+        """A py-evm dev chain process with the contracts deployed (dev account 0 coordinates)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.chain_port = free_port()
+        self.chain = Proc(
+            "chain",
+            [sys.executable, "-m", "gpumesh", "chain", "serve", "--port", str(self.chain_port),
+             "--deploy-to", str(self.root / "chain")],
+            self.root / "chain.log",
+            self._env(),
+        ).start()
+        deadline = time.monotonic() + 60
+        while not (self.root / "chain" / "deployment.json").exists():
+            if not self.chain.alive or time.monotonic() > deadline:
+                raise Unavailable(f"chain failed to start:\n{self.chain.log_tail()}")
+            time.sleep(0.1)
+        return self.chain
 
     @property
     def target(self) -> str:
@@ -112,7 +136,10 @@ class LocalNetwork:
             "coordinator",
             [sys.executable, "-m", "gpumesh", "coordinator", "serve", "--listen", self.target,
              "--data-dir", str(self.root / "coordinator"), "--lease-ttl", str(self.lease_ttl_s),
-             "--heartbeat-interval", str(self.heartbeat_interval_s)],
+             "--heartbeat-interval", str(self.heartbeat_interval_s),
+             *(["--chain-url", self.chain_url, "--deployment", str(self.root / "chain" / "deployment.json"),
+                "--chain-key-file", str(self.root / "chain" / "coordinator.key"), "--settle-interval", "1"]
+               if self.chain_port else [])],
             self.root / "coordinator.log",
             self._env(),
         ).start()
@@ -155,6 +182,8 @@ class LocalNetwork:
             proc.stop()
         if self.coordinator is not None:
             self.coordinator.stop()
+        if self.chain is not None:
+            self.chain.stop()
 
     def __enter__(self) -> LocalNetwork:
         return self

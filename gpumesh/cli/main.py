@@ -56,15 +56,23 @@ def coordinator() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Database and blockstore.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds a lease lives without heartbeats.")
 @click.option("--heartbeat-interval", type=float, default=None)
+@click.option("--chain-url", default=None, help="JSON-RPC endpoint to settle on (omit: jobs run unpaid).")
+@click.option("--deployment", "deployment_file", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--chain-key-file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Hex key of the account holding COORDINATOR_ROLE.")
+@click.option("--settle-interval", "settle_interval_s", type=float, default=None)
 @click.option("-v", "--verbose", is_flag=True)
-def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, verbose) -> None:
+def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url, deployment_file,
+                      chain_key_file, settle_interval_s, verbose) -> None:
     """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
     from coordinator.config import CoordinatorSettings
     from coordinator.server import serve
 
     _logging(verbose)
     overrides = {k: v for k, v in dict(
-        listen=listen, data_dir=data_dir, lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat_interval
+        listen=listen, data_dir=data_dir, lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat_interval,
+        chain_url=chain_url, deployment_file=deployment_file, chain_key_file=chain_key_file,
+        settle_interval_s=settle_interval_s,
     ).items() if v is not None}
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 
@@ -241,6 +249,11 @@ def demo(model, workdir, max_new_tokens) -> None:
     from gpumesh.cli.demo import run_demo
 
     run_demo(model=model, workdir=workdir, max_new_tokens=max_new_tokens)
+
+
+from gpumesh.cli.chain_cmd import chain  # noqa: E402  (registered after the other groups)
+
+main.add_command(chain)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Gas per settled job: naive per-job settlement vs batched settlement, on py-evm in process.
+
+Every job has a budget, two payouts to providers drawn from a pool of 20 and a non-zero refund to its
+submitter (one of 5). For each mode the same 100 jobs are settled, either one `settleJob` transaction
+per job (push: two provider transfers plus the refund transfer) or `settleBatch` in transactions of
+1, 10 or 100 jobs (pull: internal credits); the figure is the sum of the receipts' gasUsed (which
+includes the 21k base cost and calldata) divided by the number of jobs.
+
+Two rounds per mode on the same contracts: "fresh" (the providers' and submitters' balances start at
+zero, so their first credit or transfer writes a new slot) and "steady" (another 100 jobs, when all
+of them already hold a balance).
+
+    python bench/settlement_gas.py
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from eth_tester import EthereumTester, PyEVMBackend
+from web3 import EthereumTesterProvider, Web3
+
+BUILD = Path(__file__).resolve().parents[1] / "contracts" / "build"
+JOBS = 100
+PROVIDERS = 20
+SUBMITTERS = 5
+PAYOUTS_PER_JOB = 2
+GAS = 29_000_000
+
+
+def artifact(name: str) -> dict:
+    return json.loads((BUILD / f"{name}.json").read_text())
+
+
+class Setup:
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
+        accounts = self.w3.eth.accounts
+        self.admin = accounts[0]
+        self.submitters = accounts[1 : 1 + SUBMITTERS]
+        self.providers = [Web3.to_checksum_address(self.rng.randbytes(20)) for _ in range(PROVIDERS)]
+        self.token = self.deploy("TestToken")
+        self.escrow = self.deploy("JobEscrow", self.token.address, self.admin)
+        role = self.escrow.functions.COORDINATOR_ROLE().call()
+        self.send(self.escrow.functions.grantRole(role, self.admin), self.admin)
+        for s in self.submitters:
+            self.send(self.token.functions.mint(s, 10**30), self.admin)
+            self.send(self.token.functions.approve(self.escrow.address, 2**256 - 1), s)
+        self.deadline = self.w3.eth.get_block("latest")["timestamp"] + 86_400
+        self.counter = 0
+        self.deposit_gas: list[int] = []
+
+    def deploy(self, name: str, *args):
+        a = artifact(name)
+        factory = self.w3.eth.contract(abi=a["abi"], bytecode=a["bytecode"])
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            factory.constructor(*args).transact({"from": self.admin, "gas": GAS}))
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=a["abi"])
+
+    def send(self, fn, sender: str) -> int:
+        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender, "gas": GAS}))
+        assert receipt["status"] == 1
+        return receipt["gasUsed"]
+
+    def funded_jobs(self, n: int) -> list[tuple[bytes, list[tuple[str, int]]]]:
+        """Deposits n jobs and returns their settlements (jobId, [(provider, amount)])."""
+        jobs = []
+        for _ in range(n):
+            self.counter += 1
+            job_id = Web3.keccak(text=f"job-{self.counter}")
+            budget = self.rng.randrange(10**18, 10**20)
+            submitter = self.rng.choice(self.submitters)
+            self.deposit_gas.append(self.send(self.escrow.functions.deposit(job_id, budget, self.deadline), submitter))
+            providers = self.rng.sample(self.providers, PAYOUTS_PER_JOB)
+            shares = [self.rng.randrange(budget // 4, budget // 2) for _ in providers]
+            jobs.append((job_id, list(zip(providers, shares))))
+        return jobs
+
+
+def settle_naive(setup: Setup, jobs) -> int:
+    return sum(setup.send(setup.escrow.functions.settleJob((j, p)), setup.admin) for j, p in jobs)
+
+
+def settle_batched(setup: Setup, jobs, size: int) -> int:
+    return sum(setup.send(setup.escrow.functions.settleBatch(list(jobs[i : i + size])), setup.admin)
+               for i in range(0, len(jobs), size))
+
+
+def main() -> None:
+    modes = [("settleJob (naive, push)", None), ("settleBatch x1", 1), ("settleBatch x10", 10),
+             ("settleBatch x100", 100)]
+    rows = []
+    deposits: list[int] = []
+    for label, size in modes:
+        setup = Setup(seed=7)
+        per_round = []
+        for _ in ("fresh", "steady"):
+            jobs = setup.funded_jobs(JOBS)
+            total = settle_naive(setup, jobs) if size is None else settle_batched(setup, jobs, size)
+            per_round.append(total / JOBS)
+        rows.append((label, size, *per_round))
+        deposits += setup.deposit_gas
+    naive_fresh, naive_steady = rows[0][2], rows[0][3]
+    print(f"{JOBS} jobs per round, {PAYOUTS_PER_JOB} payouts each from {PROVIDERS} providers, refunds to "
+          f"{SUBMITTERS} submitters; gas = sum(receipt.gasUsed) / jobs, 21k base + calldata included")
+    print(f"{'mode':<26}{'txs':>5}{'fresh gas/job':>15}{'vs naive':>10}{'steady gas/job':>16}{'vs naive':>10}")
+    for label, size, fresh, steady in rows:
+        txs = JOBS if size is None else JOBS // size
+        print(f"{label:<26}{txs:>5}{fresh:>15,.0f}{fresh / naive_fresh:>10.3f}"
+              f"{steady:>16,.0f}{steady / naive_steady:>10.3f}")
+    print(f"for reference, deposit (approve already given): {sum(deposits) / len(deposits):,.0f} gas/job")
+    best = rows[-1]
+    assert 0 < best[2] < naive_fresh and 0 < best[3] < naive_steady, "batching should be cheaper"
+    target = 15_000
+    print(f"target < {target:,} gas/job at batch 100: fresh {'met' if best[2] < target else 'MISSED'}, "
+          f"steady {'met' if best[3] < target else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

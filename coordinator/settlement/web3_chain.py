@@ -1,0 +1,48 @@
+"""The SettlementChain port over gpumesh.chain (web3.py against any JSON-RPC node)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from coordinator.settlement.payouts import JobPayout
+from coordinator.settlement.settler import EscrowView
+from gpumesh.errors import InvalidArgument
+
+
+class Web3SettlementChain:
+    def __init__(self, client, account, url: str) -> None:
+        self.client = client
+        self.account = account
+        self.url = url
+
+    @classmethod
+    def connect(cls, url: str, deployment_file: Path, key_file: Path) -> Web3SettlementChain:
+        from eth_account import Account
+
+        from gpumesh.chain import ChainClient, Deployment
+
+        if not deployment_file or not key_file:
+            raise InvalidArgument("settling on-chain needs a deployment file and a key file",
+                                  field="deployment_file" if not deployment_file else "chain_key_file")
+        client = ChainClient.connect(url, Deployment.load(deployment_file))
+        account = Account.from_key(Path(key_file).read_text().strip())
+        if not client.is_coordinator(account.address):
+            raise InvalidArgument(f"{account.address} lacks COORDINATOR_ROLE on the escrow", field="chain_key_file")
+        return cls(client, account, url)
+
+    def escrow(self, escrow_key: str) -> EscrowView:
+        job = self.client.job(escrow_key)
+        return EscrowView(job.submitter, job.amount, job.deadline, job.status.label)
+
+    def settle(self, batch: Sequence[tuple[str, JobPayout]]) -> str:
+        from gpumesh.chain import Payout, Settlement
+
+        settlements = [
+            Settlement(key, tuple(Payout(provider, amount) for provider, amount in payout.payouts))
+            for key, payout in batch
+        ]
+        return self.client.settle_batch(self.account, settlements).tx_hash
+
+    def describe(self) -> dict:
+        return {**self.client.describe(), "chain_url": self.url}

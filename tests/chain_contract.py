@@ -1,0 +1,301 @@
+"""The settlement client's contract: every chain backend (in-process py-evm, the DevNode over
+HTTP, anvil) must pass it.
+
+A test module binds it with ``from tests.chain_contract import *`` and a ``chain`` fixture that
+returns ``make_env(...)`` on a fresh deployment.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from gpumesh.chain import (
+    ChainClient,
+    ChainError,
+    ChainRevert,
+    Deployment,
+    JobStatus,
+    Payout,
+    Settlement,
+    increase_time,
+    job_key,
+    reason_text,
+)
+from gpumesh.errors import GpumeshError, InvalidArgument
+
+UNBONDING_DELAY = 3600
+E18 = 10**18
+
+
+@dataclass
+class ChainEnv:
+    backend: str
+    web3: Any
+    client: ChainClient
+    admin: Any
+    coordinator: Any
+    submitter: Any
+    providers: list
+    other: Any
+
+    def travel(self, seconds: int) -> int:
+        try:
+            return increase_time(self.web3, seconds)
+        except ChainError as exc:
+            pytest.skip(f"{self.backend} cannot move chain time: {exc}")
+
+    def fund(self, who: Any, amount: int) -> None:
+        self.client.mint(self.admin, who, amount)
+
+    def deadline(self, ahead: int = 3600) -> int:
+        return self.client.block_timestamp() + ahead
+
+
+def make_env(backend: str, web3: Any, keys: list[str]) -> ChainEnv:
+    accounts = [Account.from_key(k) for k in keys]
+    admin, coordinator, submitter = accounts[:3]
+    deployment = ChainClient.deploy(web3, admin, coordinator=coordinator.address,
+                                    unbonding_delay_s=UNBONDING_DELAY)
+    return ChainEnv(backend, web3, ChainClient(web3, deployment), admin, coordinator, submitter,
+                    accounts[3:6], accounts[6])
+
+
+def nonce(env: ChainEnv, who: Any) -> int:
+    return env.web3.eth.get_transaction_count(who.address, "pending")
+
+
+def test_deploy_wires_roles_and_round_trips(chain, tmp_path):
+    c = chain.client
+    d = c.deployment
+    assert d.chain_id == chain.web3.eth.chain_id
+    for address in (d.token, d.registry, d.escrow):
+        assert len(chain.web3.eth.get_code(address)) > 0
+    assert c.is_coordinator(chain.coordinator) and not c.is_coordinator(chain.submitter)
+    assert c.registry.functions.unbondingDelay().call() == UNBONDING_DELAY
+    assert c.escrow.functions.token().call() == d.token
+    d.save(tmp_path / "deployment.json")
+    assert Deployment.load(tmp_path / "deployment.json") == d
+    with pytest.raises(InvalidArgument):
+        ChainClient(chain.web3, Deployment(1, d.token, d.registry, d.escrow))  # wrong chain id
+
+
+def test_deposit_funds_the_job(chain):
+    c, sub = chain.client, chain.submitter
+    chain.fund(sub, 1_000)
+    assert c.job("job-a").status is JobStatus.NONE
+    deadline = chain.deadline()
+    result = c.deposit(sub, "job-a", 400, deadline)
+    assert result.gas_used > 0 and result.tx_hash.startswith("0x") and result.block_number > 0
+    (event,) = result.named("Deposited")
+    assert event == {"jobId": job_key("job-a"), "submitter": sub.address, "amount": 400, "deadline": deadline}
+    job = c.job("job-a")
+    assert (job.submitter, job.amount, job.deadline, job.status) == (sub.address, 400, deadline, JobStatus.FUNDED)
+    assert c.job(job_key("job-a")) == job == c.job("0x" + job_key("job-a").hex())
+    assert c.token_balance(sub) == 600 and c.token_balance(c.escrow.address) == 400
+    assert c.allowance(sub, c.escrow.address) == 0
+    (logged,) = c.deposits_for("job-a")
+    assert logged["args"] == event and logged["tx_hash"] == result.tx_hash
+    assert logged["block_number"] == result.block_number
+
+
+def test_settle_batch_pays_providers_and_refunds(chain):
+    c, sub, coord = chain.client, chain.submitter, chain.coordinator
+    p1, p2, p3 = chain.providers
+    chain.fund(sub, 10_000)
+    deadline = chain.deadline()
+    for job in ("j1", "j2", "j3"):
+        c.deposit(sub, job, 1_000, deadline)
+    result = c.settle_batch(coord, [
+        Settlement("j1", (Payout(p1.address, 300), Payout(p2.address, 700))),  # whole budget
+        Settlement("j2", (Payout(p1.address, 250), Payout(p3.address, 50))),  # 700 refunded
+        Settlement("j3", ()),  # nothing done: all refunded
+    ])
+    settled = result.named("JobSettled")
+    assert [(e["jobId"], e["paid"], e["refunded"]) for e in settled] == [
+        (job_key("j1"), 1_000, 0), (job_key("j2"), 300, 700), (job_key("j3"), 0, 1_000)]
+    assert all(c.job(j).status is JobStatus.SETTLED for j in ("j1", "j2", "j3"))
+    expected = {p1: 550, p2: 700, p3: 50, sub: 1_700}
+    assert {who: c.escrow_balance(who) for who in expected} == expected
+    assert c.token_balance(c.escrow.address) == 3_000
+    for who, amount in expected.items():
+        before = c.token_balance(who)
+        (withdrawn,) = c.withdraw(who).named("Withdrawn")
+        assert withdrawn == {"account": who.address, "amount": amount}
+        assert c.token_balance(who) == before + amount and c.escrow_balance(who) == 0
+    assert c.token_balance(c.escrow.address) == 0
+    assert c.token_balance(sub) == 10_000 - 3_000 + 1_700
+
+
+def test_settle_job_transfers_directly(chain):
+    c, sub = chain.client, chain.submitter
+    p1 = chain.providers[0]
+    chain.fund(sub, 500)
+    c.deposit(sub, "solo", 500, chain.deadline())
+    result = c.settle_job(chain.coordinator, Settlement("solo", (Payout(p1.address, 120),)))
+    assert result.named("JobSettled")[0]["refunded"] == 380
+    assert c.token_balance(p1) == 120 and c.token_balance(sub) == 380
+    assert c.escrow_balance(p1) == 0 and c.job("solo").status is JobStatus.SETTLED
+
+
+def test_reverts_are_named_and_nothing_is_sent(chain):
+    c, sub, coord = chain.client, chain.submitter, chain.coordinator
+    p1 = chain.providers[0]
+    chain.fund(sub, 1_000)
+    deadline = chain.deadline()
+    c.deposit(sub, "r1", 100, deadline)
+    sent_before = nonce(chain, coord)
+    with pytest.raises(ChainRevert) as over:
+        c.settle_batch(coord, [Settlement("r1", (Payout(p1.address, 60), Payout(p1.address, 41)))])
+    assert over.value.error == "PayoutExceedsBudget" and over.value.args == (job_key("r1"), 101, 100)
+    assert isinstance(over.value, GpumeshError) and over.value.grpc_code == "FAILED_PRECONDITION"
+    assert not over.value.retryable
+    assert nonce(chain, coord) == sent_before  # estimation reverted: no transaction was sent
+
+    c.settle_batch(coord, [Settlement("r1", (Payout(p1.address, 100),))])
+    with pytest.raises(ChainRevert) as twice:
+        c.settle_batch(coord, [Settlement("r1", ())])
+    assert twice.value.error == "JobClosed" and twice.value.args == (job_key("r1"), int(JobStatus.SETTLED))
+
+    c.deposit(sub, "r2", 100, deadline)
+    with pytest.raises(ChainRevert) as unauthorized:
+        c.settle_batch(sub, [Settlement("r2", ())])
+    assert unauthorized.value.error == "AccessControlUnauthorizedAccount"
+    assert unauthorized.value.args[0] == sub.address
+    with pytest.raises(ChainRevert) as early:
+        c.reclaim(sub, "r2")
+    assert early.value.error == "DeadlineNotReached" and early.value.args == (deadline,)
+    with pytest.raises(ChainRevert) as stranger:
+        c.reclaim(chain.other, "r2")
+    assert stranger.value.error == "NotSubmitter" and stranger.value.args == (chain.other.address,)
+
+    cases = [
+        (lambda: c.deposit(sub, "r2", 100, deadline), "JobExists"),
+        (lambda: c.deposit(sub, "r3", 100, c.block_timestamp() - 1), "DeadlineInPast"),
+        (lambda: c.deposit(sub, "r3", 0, deadline), "ZeroAmount"),
+        (lambda: c.settle_batch(coord, [Settlement("never", ())]), "UnknownJob"),
+        (lambda: c.withdraw(chain.other), "NothingToWithdraw"),
+    ]
+    for action, name in cases:
+        with pytest.raises(ChainRevert) as info:
+            action()
+        assert info.value.error == name, (name, info.value)
+
+
+def test_failed_transaction_is_named_from_its_receipt(chain):
+    """A transaction that is mined and fails (no estimation: fixed gas) is replayed to name it."""
+    c = chain.client
+    data = c.escrow.encode_abi("withdraw", args=[])
+    before = nonce(chain, chain.other)
+    with pytest.raises(ChainRevert) as info:
+        c.tx.send(chain.other, c.escrow.address, data, gas=100_000)
+    assert info.value.error == "NothingToWithdraw"
+    assert info.value.tx_hash and info.value.tx_hash.startswith("0x")
+    assert nonce(chain, chain.other) == before + 1  # it was mined
+    receipt = chain.web3.eth.get_transaction_receipt(info.value.tx_hash)
+    assert receipt["status"] == 0
+
+
+def test_reclaim_after_deadline(chain):
+    c, sub = chain.client, chain.submitter
+    chain.fund(sub, 300)
+    deadline = chain.deadline(600)
+    c.deposit(sub, "late", 300, deadline)
+    assert chain.travel(601) > deadline
+    (event,) = c.reclaim(sub, "late").named("Reclaimed")
+    assert event == {"jobId": job_key("late"), "submitter": sub.address, "amount": 300}
+    assert c.job("late").status is JobStatus.RECLAIMED and c.token_balance(sub) == 300
+    with pytest.raises(ChainRevert) as info:
+        c.settle_batch(chain.coordinator, [Settlement("late", ())])
+    assert info.value.error == "JobClosed" and info.value.args[1] == int(JobStatus.RECLAIMED)
+
+
+def test_stake_unbond_and_slash(chain):
+    c, coord = chain.client, chain.coordinator
+    prov, victim = chain.providers[0], chain.submitter
+    chain.fund(prov, 1_000)
+    assert c.stake(prov, 1_000).named("Staked") == [{"provider": prov.address, "amount": 1_000}]
+    assert c.stake_of(prov).active == 1_000 and c.token_balance(prov) == 0
+    result = c.request_unbond(prov, 300)
+    ts = c.block_timestamp(result.block_number)
+    stake = c.stake_of(prov)
+    assert (stake.active, stake.unbonding, stake.unlock_at) == (700, 300, ts + UNBONDING_DELAY)
+    with pytest.raises(ChainRevert) as bonded:
+        c.withdraw_unbonded(prov)
+    assert bonded.value.error == "StillBonding" and bonded.value.args == (ts + UNBONDING_DELAY,)
+    with pytest.raises(ChainRevert) as too_much:
+        c.request_unbond(prov, 701)
+    assert too_much.value.error == "InsufficientStake" and too_much.value.args == (700, 701)
+    with pytest.raises(ChainRevert) as not_coord:
+        c.slash(prov, prov, 1, victim, "self")
+    assert not_coord.value.error == "AccessControlUnauthorizedAccount"
+    with pytest.raises(ChainRevert) as exceeds:
+        c.slash(coord, prov, 1_001, victim, "x")
+    assert exceeds.value.error == "SlashExceedsStake" and exceeds.value.args == (1_000, 1_001)
+
+    (slashed,) = c.slash(coord, prov, 800, victim, "wrong-output").named("Slashed")  # 700 active + 100 unbonding
+    assert (slashed["provider"], slashed["amount"], slashed["beneficiary"]) == (prov.address, 800, victim.address)
+    assert reason_text(slashed["reason"]) == "wrong-output"
+    assert c.stake_of(prov).active == 0 and c.stake_of(prov).unbonding == 200
+    assert c.token_balance(victim) == 800
+    with pytest.raises(ChainRevert) as none_active:
+        c.request_unbond(prov, 1)
+    assert none_active.value.error == "InsufficientStake"
+
+    chain.travel(UNBONDING_DELAY + 1)
+    assert c.withdraw_unbonded(prov).named("Withdrawn") == [{"provider": prov.address, "amount": 200}]
+    assert c.token_balance(prov) == 200 and c.stake_of(prov).total == 0
+    with pytest.raises(ChainRevert) as nothing:
+        c.withdraw_unbonded(prov)
+    assert nothing.value.error == "NothingUnbonding"
+
+
+def test_events_are_decoded_and_filtered(chain):
+    c, sub = chain.client, chain.submitter
+    p1 = chain.providers[0]
+    chain.fund(sub, 1_000)
+    deadline = chain.deadline()
+    first = c.deposit(sub, "e1", 100, deadline)
+    c.deposit(sub, "e2", 200, deadline)
+    c.settle_batch(chain.coordinator, [Settlement("e2", (Payout(p1.address, 150),))])
+    deposits = c.events("JobEscrow", "Deposited")
+    assert [(e["args"]["jobId"], e["args"]["amount"]) for e in deposits] == [(job_key("e1"), 100), (job_key("e2"), 200)]
+    assert deposits[0]["event"] == "Deposited" and deposits[0]["contract"] == "JobEscrow"
+    assert [e["args"]["amount"] for e in c.events("JobEscrow", "Deposited", jobId=job_key("e2"))] == [200]
+    assert c.events("JobEscrow", "Deposited", from_block=first.block_number + 1)[0]["args"]["jobId"] == job_key("e2")
+    (settled,) = c.events("JobEscrow", "JobSettled")
+    assert (settled["args"]["paid"], settled["args"]["refunded"]) == (150, 50)
+    mints = c.events("TestToken", "Transfer", to=sub.address)
+    assert [m["args"]["value"] for m in mints] == [1_000]
+    with pytest.raises(InvalidArgument):
+        c.events("JobEscrow", "NoSuchEvent")
+
+
+def test_concurrent_senders_sharing_a_key_do_not_collide(chain):
+    c, sub, admin = chain.client, chain.submitter, chain.admin
+    chain.fund(sub, 10_000)
+    deadline = chain.deadline()
+    recipients = [Account.create().address for _ in range(6)]
+    errors: list[BaseException] = []
+
+    def run(fn, *args):
+        try:
+            fn(*args)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c.deposit, sub, f"cj{i}", 100 + i, deadline)) for i in range(8)]
+    threads += [threading.Thread(target=run, args=(c.mint, admin, r, 7)) for r in recipients]  # one key, six senders
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert all(c.job(f"cj{i}").amount == 100 + i for i in range(8))
+    assert c.token_balance(c.escrow.address) == sum(100 + i for i in range(8))
+    assert [c.token_balance(r) for r in recipients] == [7] * 6
+    assert len(c.deposits_for("cj3")) == 1
