@@ -163,9 +163,8 @@ def test_deployment_json_is_stable():
 
 def test_revert_decoder_names_every_shape():
     from eth_tester.exceptions import TransactionFailed
-    from web3.exceptions import ContractCustomError, ContractLogicError
-
     from eth_utils import keccak
+    from web3.exceptions import ContractCustomError, ContractLogicError
 
     decoder = RevertDecoder(a.abi for a in load_all().values())
     selector = keccak(text="PayoutExceedsBudget(bytes32,uint256,uint256)")[:4]
@@ -195,6 +194,35 @@ def test_package_import_does_not_load_web3():
     code = "import sys, gpumesh.chain as c; c.job_key('x'); print('web3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_devnode_serves_other_processes(tmp_path):
+    """``python -m gpumesh.chain.node`` in its own process; this process deploys and deposits."""
+    import subprocess
+    import sys
+
+    from eth_account import Account
+
+    from gpumesh.chain import JobStatus
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gpumesh.chain.node", "--port", str(port), "--accounts", "3"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith(f"DevNode listening on http://127.0.0.1:{port}")
+        keys = [proc.stdout.readline().split()[-1] for _ in range(3)]
+        assert keys == dev_keys(count=3)
+        web3 = json_rpc_web3(f"http://127.0.0.1:{port}")
+        deployment = ChainClient.deploy(web3, keys[0])
+        deployment.save(tmp_path / "d.json")
+        client = ChainClient.connect(f"http://127.0.0.1:{port}", Deployment.load(tmp_path / "d.json"))
+        client.mint(keys[1], Account.from_key(keys[1]), 5)
+        client.deposit(keys[1], "x", 5, client.block_timestamp() + 60)
+        assert client.job("x").status is JobStatus.FUNDED
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
 
 
 def test_zz_report_timings(capsys):

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from eth_tester.exceptions import TransactionFailed
 from web3 import Web3
 
-from tests.contracts_evm import COORDINATOR_ROLE, Chain
+from tests.contracts_evm import COORDINATOR_ROLE, Chain, revert_data
 
 E18 = 10**18
 ZERO = "0x" + "00" * 20
@@ -294,3 +295,20 @@ def test_withdraw_reverts_and_pays_once(env):
     # Later credits add up again.
     c.send(esc.functions.settleBatch([(jid("j2"), [(env.p1, 3 * E18)])]), env.coord)
     assert env.credit(env.p1) == 3 * E18
+
+
+def test_settle_batch_rejects_malformed_calldata(env):
+    """The assembly loop trusts Solidity's bounds check of the payouts array and checks address cleanliness."""
+    c, esc = env.chain, env.escrow
+    env.deposit(jid("j1"), 10 * E18)
+    data = bytes.fromhex(esc.functions.settleBatch([(jid("j1"), [(env.p1, 5)])])._encode_transaction_data()[2:])
+    length_at = 4 + 5 * 32  # selector, array offset, array length, element offset, jobId, payouts offset
+    provider_at = length_at + 32
+    assert int.from_bytes(data[length_at:provider_at], "big") == 1
+    too_long = data[:length_at] + (2).to_bytes(32, "big") + data[provider_at:]  # claims 2 payouts, holds 1
+    dirty = data[:provider_at] + b"\x01" + data[provider_at + 1:]  # provider with dirty upper bits
+    for bad in (too_long, dirty):
+        with pytest.raises(TransactionFailed) as failed:
+            c.w3.eth.call({"from": env.coord, "to": esc.address, "data": bad})
+        assert revert_data(failed.value) == b""
+    c.w3.eth.call({"from": env.coord, "to": esc.address, "data": data})  # the well-formed original passes

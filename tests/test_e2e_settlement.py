@@ -46,15 +46,6 @@ def _raw_submit(client: Client, spec: JobSpec, **request) -> None:
         client._jobs.SubmitJob(jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), **request))
 
 
-def _send_gas_money(w3, funder_key: str, to: str, wei: int = 10**17) -> None:
-    from eth_account import Account
-
-    funder = Account.from_key(funder_key)
-    tx = {"to": to, "value": wei, "gas": 21_000, "gasPrice": w3.eth.gas_price, "chainId": w3.eth.chain_id,
-          "nonce": w3.eth.get_transaction_count(funder.address, "pending")}
-    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(funder.sign_transaction(tx).raw_transaction))
-
-
 def _settled(client: Client, job_id: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while (job := client.get_job(job_id).raw).settlement != "SETTLED":
@@ -109,7 +100,7 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
 
             for name in ("alice", "bob"):
                 key = Wallet.from_hex((net.root / name / "wallet.key").read_text())
-                _send_gas_money(chain.web3, dev_keys()[2], key.address)
+                chain.send_value(Account.from_key(dev_keys()[2]), key.address, 10**17)  # gas money
                 chain.withdraw(Account.from_key(key.private_key))
                 assert chain.token_balance(key.address) == earned[name]
             chain.withdraw(Account.from_key(submitter.private_key))

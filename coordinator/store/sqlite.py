@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT NOT NULL DEFAULT '',
     deadline REAL,
     escrow_key TEXT UNIQUE,
-    budget INTEGER NOT NULL DEFAULT 0,
+    budget TEXT NOT NULL DEFAULT '0',  -- uint256 token amounts exceed SQLite's int64
     submitter TEXT NOT NULL DEFAULT '',
     settlement TEXT NOT NULL DEFAULT '',
     settle_tx TEXT NOT NULL DEFAULT '',
@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     error TEXT NOT NULL DEFAULT '',
     leased_at REAL NOT NULL DEFAULT 0,
     submitted_at REAL NOT NULL DEFAULT 0,
-    price_per_hour INTEGER NOT NULL DEFAULT 0,
+    price_per_hour TEXT NOT NULL DEFAULT '0',
     queued_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
@@ -87,7 +87,7 @@ CREATE TABLE IF NOT EXISTS providers (
     gpus_json TEXT NOT NULL,
     cpu_count INTEGER NOT NULL,
     memory_total_mb INTEGER NOT NULL,
-    price_per_hour INTEGER NOT NULL,
+    price_per_hour TEXT NOT NULL,
     tier TEXT NOT NULL,
     slots INTEGER NOT NULL,
     runtime TEXT NOT NULL,
@@ -141,7 +141,7 @@ def _task(row: sqlite3.Row | tuple) -> Task:
         updated_at=row[14],
         leased_at=row[15],
         submitted_at=row[16],
-        price_per_hour=row[17],
+        price_per_hour=int(row[17]),
     )
 
 
@@ -158,7 +158,7 @@ def _job(row: sqlite3.Row | tuple) -> Job:
         error=row[8],
         idempotency_key=row[9] or "",
         escrow_key=row[10] or "",
-        budget=row[11],
+        budget=int(row[11]),
         submitter=row[12],
         settlement=SettlementState(row[13]),
         settle_tx=row[14],
@@ -174,7 +174,7 @@ def _provider(row: sqlite3.Row | tuple) -> ProviderRecord:
         gpus=tuple(GpuSpec(g["name"], g["memory_total_mb"]) for g in json.loads(row[4])),
         cpu_count=row[5],
         memory_total_mb=row[6],
-        price_per_hour=row[7],
+        price_per_hour=int(row[7]),
         tier=ProviderTier(row[8]),
         slots=row[9],
         runtime=row[10],
@@ -245,7 +245,7 @@ class SqliteStore:
                     job.prompts_total,
                     job.spec.deadline.timestamp() if job.spec.deadline else None,
                     job.escrow_key or None,
-                    job.budget,
+                    str(job.budget),
                     job.submitter,
                     job.created_at,
                     job.updated_at,
@@ -356,7 +356,7 @@ class SqliteStore:
             cur = db.execute(
                 "UPDATE tasks SET state = ?, provider_id = ?, lease_id = ?, lease_expires_at = ?, "
                 "attempts = attempts + 1, updated_at = ?, leased_at = ?, price_per_hour = COALESCE("
-                "(SELECT price_per_hour FROM providers WHERE provider_id = ?), 0) "
+                "(SELECT price_per_hour FROM providers WHERE provider_id = ?), '0') "
                 "WHERE task_id = ? AND state = ?",
                 (TaskState.LEASED.value, provider_id, lease_id, now + ttl, now, now, provider_id, task_id,
                  TaskState.QUEUED.value),
@@ -525,7 +525,7 @@ class SqliteStore:
                 "runtime = excluded.runtime, isolated = excluded.isolated, "
                 "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen",
                 (record.provider_id, record.address, record.name, record.hardware_json, gpus,
-                 record.cpu_count, record.memory_total_mb, record.price_per_hour, record.tier.value,
+                 record.cpu_count, record.memory_total_mb, str(record.price_per_hour), record.tier.value,
                  record.slots, record.runtime, int(record.isolated), json.dumps(list(record.cached_models)),
                  record.registered_at, record.last_seen),
             )

@@ -76,5 +76,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ChainError", "ChainRevert", "Deployment", "EscrowJob", "JobStatus", "Payout", "Settlement",
-    "Stake", "TxResult", "deploy", "job_key", "job_key_hex", "reason_bytes", "reason_text", *_LAZY,
-]
+    "Stake", "TxResult", "deploy", "job_key", "job_key_hex", "reason_bytes", "reason_text",
+] + list(_LAZY)

@@ -8,7 +8,8 @@ revert raises ``ChainRevert`` named after the contract's custom error.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 
@@ -159,6 +160,10 @@ class ChainClient:
         return {"chain_id": d.chain_id, "token": d.token, "registry": d.registry, "escrow": d.escrow}
 
     # -- token -----------------------------------------------------------------------------
+
+    def send_value(self, sender: Any, to: Any, wei: int) -> TxResult:
+        """Send native currency (gas money), e.g. to a provider that wants to withdraw."""
+        return self._result(self.tx.send(sender, address_of(to), b"", value=int(wei)))
 
     def mint(self, sender: Any, to: Any, amount: int) -> TxResult:
         return self._send(sender, self.token, "mint", address_of(to), int(amount))

@@ -10,7 +10,8 @@ of them and ``RevertDecoder`` names the custom error from the contracts' ABIs.
 from __future__ import annotations
 
 import ast
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from gpumesh.errors import GpumeshError
 
@@ -26,9 +27,11 @@ class ChainError(GpumeshError):
     grpc_code = "UNAVAILABLE"
     retryable = True
 
-    def __init__(self, message: str, *, retryable: bool = True, field: str | None = None) -> None:
-        super().__init__(message, field=field)
+    def __init__(self, message: str, *, retryable: bool = True, field: str | None = None,
+                 tx_hash: str | None = None) -> None:
+        super().__init__(message + (f" (tx {tx_hash} may still be mined)" if tx_hash else ""), field=field)
         self.retryable = retryable
+        self.tx_hash = tx_hash
 
 
 class ChainRevert(GpumeshError):

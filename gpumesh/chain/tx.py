@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from gpumesh.chain.errors import ChainError, ChainRevert, RevertDecoder
 from gpumesh.errors import GpumeshError, InvalidArgument
@@ -69,7 +70,7 @@ def translate(exc: BaseException, decoder: RevertDecoder, *, tx_hash: str | None
         return revert
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, w3e.ProviderConnectionError,
                         w3e.RequestTimedOut, w3e.TimeExhausted, ConnectionError, TimeoutError)):
-        return ChainError(f"chain node unavailable: {type(exc).__name__}: {exc}")
+        return ChainError(f"chain node unavailable: {type(exc).__name__}: {exc}", tx_hash=tx_hash)
     if isinstance(exc, (w3e.Web3ValidationError, w3e.MismatchedABI, w3e.InvalidAddress)):
         return InvalidArgument(f"{type(exc).__name__}: {exc}")
     text = str(exc)
@@ -112,9 +113,8 @@ class TxSender:
             self._chain_id = int(self.guard(lambda: self.w3.eth.chain_id))
         return self._chain_id
 
-    def _fees(self) -> dict[str, int]:
+    def _fees(self, latest) -> dict[str, int]:
         eth = self.w3.eth
-        latest = eth.get_block("latest")
         base = latest.get("baseFeePerGas")
         if self._eip1559 is None:
             self._eip1559 = base is not None
@@ -159,12 +159,11 @@ class TxSender:
     def _sign_and_send(self, account, call: dict, gas: int | None) -> tuple[str, int]:
         eth = self.w3.eth
         nonce = self._nonce(account.address)
+        latest = eth.get_block("latest")
         if gas is None:
             estimate = int(eth.estimate_gas(call))
-            gas = int(estimate * self.gas_margin) + 5_000
-            limit = int(eth.get_block("latest")["gasLimit"])
-            gas = min(gas, limit)
-        tx = {**call, "gas": gas, "nonce": nonce, "chainId": self.chain_id, **self._fees()}
+            gas = min(int(estimate * self.gas_margin) + 5_000, int(latest["gasLimit"]))
+        tx = {**call, "gas": gas, "nonce": nonce, "chainId": self.chain_id, **self._fees(latest)}
         signed = account.sign_transaction(tx)
         tx_hash = eth.send_raw_transaction(signed.raw_transaction)
         self._next_nonce[account.address] = nonce + 1

@@ -48,6 +48,10 @@ def _model_file(choice: str, root: Path) -> tuple[Path, bool]:
     return path, False
 
 
+BUDGET = 5 * 10**18  # 5 GMT (18 decimals)
+PRICES = {"alice": 12 * 10**18, "bob": 10 * 10**18}  # GMT base units per provider-hour (uint64)
+
+
 def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tokens: int = 24) -> None:
     root = workdir or Path(tempfile.mkdtemp(prefix="gpumesh-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -55,14 +59,17 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
     model_path, chat = _model_file(model, root)
     started = time.monotonic()
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=2) as net:
+        net.start_chain()
+        console.print(f"chain         {net.chain_url}  (py-evm; TestToken, ProviderRegistry, JobEscrow deployed)")
         console.print(f"coordinator   grpc://{net.target}  (SQLite + embedded IPFS blockstore in {root})")
         net.start_coordinator()
         threads = max(1, (os.cpu_count() or 2) // 2)  # two providers share this machine
-        net.start_provider("alice", price=120, threads=threads)
-        net.start_provider("bob", price=100, threads=threads)
+        for name, price in PRICES.items():
+            net.start_provider(name, price=price, threads=threads)
         net.wait_providers(2)
         with Client.connect(net.target) as client:
             providers_table(client.list_providers())
+            wallet, ledger = _fund_submitter(client)
             model_cid = client.upload(model_path)
             prompts = "".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS).encode()
             input_cid = client.upload(prompts)
@@ -75,13 +82,20 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
                 inference=InferenceParams(max_new_tokens=max_new_tokens, chat=chat),
                 shard_size=2,
             )
-            handle = client.submit(spec)
-            console.print(f"submitted {handle.id}: {len(PROMPTS)} prompts in shards of {spec.shard_size}")
+            handle = client.submit(spec, budget=BUDGET, wallet=wallet)
+            ledger.snapshot("deposited")
+            console.print(f"submitted {handle.id}: {len(PROMPTS)} prompts in shards of {spec.shard_size}, "
+                          f"budget {BUDGET / 1e18:g} GMT escrowed")
             status = watch_job(client, handle.id)
             if status.state != "COMPLETED":
                 raise SystemExit(1)
             _print_outputs(handle.outputs(), status, client)
             providers_table(client.list_providers())
+            job = _wait_settled(client, handle.id)
+            ledger.snapshot("settled")
+            ledger.withdraw_all(net.root)
+            ledger.snapshot("withdrawn")
+            ledger.print(job)
     console.print(f"done in {time.monotonic() - started:.1f}s; logs and state in {root}")
 
 
@@ -97,3 +111,70 @@ def _print_outputs(records: list[dict], status, client: Client) -> None:
     for i, rec in enumerate(records):
         table.add_row(str(rec.get("id", i)), rec["prompt"], rec["completion"].strip(), ran_on.get(i // shard, "?"))
     console.print(table)
+
+
+def _wait_settled(client: Client, job_id: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    with console.status("settling on-chain ..."):
+        while (job := client.get_job(job_id).raw).settlement != "SETTLED":
+            if time.monotonic() > deadline:
+                raise SystemExit(f"job {job_id} not settled after {timeout:.0f}s ({job.settlement})")
+            time.sleep(0.3)
+    return job
+
+
+def _fund_submitter(client: Client):
+    """Dev account 1 is the submitter: mint it the job budget in the test token."""
+    from eth_account import Account
+
+    from gpumesh.chain import dev_keys
+    from gpumesh.identity import Wallet
+
+    wallet = Wallet.from_hex(dev_keys()[1])
+    chain = client.chain()
+    chain.mint(Account.from_key(wallet.private_key), wallet.address, BUDGET)
+    ledger = Ledger(chain, wallet, {p.name: p.address for p in client.list_providers()})
+    ledger.snapshot("minted")
+    return wallet, ledger
+
+
+class Ledger:
+    """Token (wallet) and escrow (credited, withdrawable) balances of everyone, over time."""
+
+    def __init__(self, chain, submitter, providers: dict[str, str]) -> None:
+        self.chain = chain
+        self.submitter = submitter
+        self.parties = {"submitter": submitter.address, **providers}
+        self.rows: list[tuple[str, dict[str, tuple[int, int]]]] = []
+
+    def snapshot(self, label: str) -> None:
+        self.rows.append((label, {name: (self.chain.token_balance(addr), self.chain.escrow_balance(addr))
+                                  for name, addr in self.parties.items()}))
+
+    def withdraw_all(self, root: Path) -> None:
+        from eth_account import Account
+
+        from gpumesh.chain import dev_keys
+        from gpumesh.identity import Wallet
+
+        gas = Account.from_key(dev_keys()[2])
+        for name, address in self.parties.items():
+            if not self.chain.escrow_balance(address):
+                continue
+            key = self.submitter if name == "submitter" else Wallet.from_hex((root / name / "wallet.key").read_text())
+            self.chain.send_value(gas, address, 10**17)  # gas money for the withdrawal
+            self.chain.withdraw(Account.from_key(key.private_key))
+
+    def print(self, job) -> None:
+        table = Table(title=f"settlement of {job.job_id}: tx {job.settle_tx[:18]}…")
+        table.add_column("after")
+        for name in self.parties:
+            table.add_column(f"{name} wallet", justify="right")
+            table.add_column(f"{name} escrow", justify="right")
+        for label, balances in self.rows:
+            table.add_row(label, *(f"{v / 1e18:.6f}" for name in self.parties for v in balances[name]))
+        console.print(table)
+        paid = {n: b[1] for n, b in self.rows[-2][1].items()}
+        console.print(f"budget {BUDGET / 1e18:g} GMT = paid to providers "
+                      f"{sum(v for n, v in paid.items() if n != 'submitter') / 1e18:.6f} + refunded "
+                      f"{paid['submitter'] / 1e18:.6f} (GMT)")
