@@ -164,15 +164,24 @@ class Client:
         return escrow_key
 
     def submit_inference(
-        self, *, model: Path | str, prompts: list[str] | Path, name: str = "inference", **options
+        self,
+        *,
+        model: Path | str,
+        prompts: list[str] | Path,
+        name: str = "inference",
+        budget: int | None = None,
+        wallet: Wallet | None = None,
+        **options,
     ) -> JobHandle:
-        """Convenience: upload a model file and prompts (a list or a JSONL path), then submit."""
+        """Convenience: upload a model file and prompts (a list or a JSONL path), then submit
+        (depositing ``budget`` from ``wallet`` when the coordinator settles on-chain)."""
         model_cid = model if isinstance(model, str) and not Path(model).exists() else self.upload(model)
         if isinstance(prompts, Path):
             input_cid = self.upload(prompts)
         else:
             input_cid = self.upload("".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode())
-        return self.submit(JobSpec(name=name, model_cid=model_cid, input_cid=input_cid, **options))
+        spec = JobSpec(name=name, model_cid=model_cid, input_cid=input_cid, **options)
+        return self.submit(spec, budget=budget, wallet=wallet)
 
     def get_job(self, job_id: str) -> JobStatus:
         with translate_rpc_error():

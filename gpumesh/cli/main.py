@@ -120,15 +120,20 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, t
 @TARGET
 @click.option("--watch/--no-watch", default=True, show_default=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the output JSONL here.")
-def submit(job_file, target, watch, output) -> None:
+@click.option("--budget", type=int, default=None, help="Escrowed budget, token base units (paid coordinators).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              envvar="GPUMESH_KEY_FILE", help="Hex private key of the wallet that deposits the budget.")
+def submit(job_file, target, watch, output, budget, key_file) -> None:
     """Submit a job described in a YAML file (local model/input paths are uploaded)."""
     from gpumesh.client import Client
     from gpumesh.cli.progress import watch_job
+    from gpumesh.identity import Wallet
     from gpumesh.jobfile import load_job_file
 
     with Client.connect(target) as client:
         spec = load_job_file(job_file, client.upload)
-        handle = client.submit(spec)
+        wallet = Wallet.from_hex(key_file.read_text()) if key_file else None
+        handle = client.submit(spec, budget=budget, wallet=wallet)
         click.echo(f"submitted {handle.id}")
         if watch:
             status = watch_job(client, handle.id)
