@@ -115,9 +115,9 @@ class Client:
         with translate_rpc_error():
             return self._jobs.GetSettlementInfo(jobs_pb2.GetSettlementInfoRequest(), timeout=self._timeout)
 
-    def chain(self):
+    def chain(self, info: jobs_pb2.SettlementInfo | None = None):
         """A ChainClient on the coordinator's settlement chain (``None`` if it doesn't settle)."""
-        info = self.settlement_info()
+        info = info or self.settlement_info()
         if not info.enabled:
             return None
         from gpumesh.chain import ChainClient, Deployment
@@ -147,7 +147,8 @@ class Client:
         return JobHandle(self, resp.job.job_id)
 
     def _deposit(self, key: str, budget: int | None, wallet: Wallet | None, window_s: int) -> str:
-        chain = self.chain()
+        info = self.settlement_info()
+        chain = self.chain(info)
         if chain is None:
             return ""
         if budget is None or budget <= 0 or wallet is None:
@@ -159,7 +160,7 @@ class Client:
 
         escrow_key = job_key_hex(key)
         if chain.job(escrow_key).status is JobStatus.NONE:  # a retried submit must not pay twice
-            window = max(window_s, int(self.settlement_info().min_escrow_window_s) * 2)
+            window = max(window_s, int(info.min_escrow_window_s) * 2)
             chain.deposit(Account.from_key(wallet.private_key), escrow_key, budget, chain.block_timestamp() + window)
         return escrow_key
 
