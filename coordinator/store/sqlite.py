@@ -305,17 +305,7 @@ class SqliteStore:
     def cancel_job(self, job_id: str, *, reason: str, now: float) -> tuple[Job, list[Task]]:
         """Cancel a job and its unfinished tasks; returns the job and the tasks that were leased."""
         with self._tx() as db:
-            job = self._job_tx(db, job_id)
-            check_job_transition(job.state, JobState.CANCELLED)
-            leased = [
-                _task(r)
-                for r in db.execute(
-                    f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND state = ?",
-                    (job_id, TaskState.LEASED.value),
-                )
-            ]
-            self._cancel_open_tasks(db, job_id, now)
-            self._set_job(db, job_id, JobState.CANCELLED, now, error=reason or "cancelled")
+            leased = self._close_job_tx(db, job_id, JobState.CANCELLED, now, reason or "cancelled")
             return self._job_tx(db, job_id), leased
 
     def fail_overdue_jobs(self, *, now: float) -> list[tuple[Job, list[Task]]]:
@@ -328,15 +318,8 @@ class SqliteStore:
                 (now, JobState.QUEUED.value, JobState.RUNNING.value),
             ).fetchall()
             for (job_id,) in rows:
-                leased = [
-                    _task(r)
-                    for r in db.execute(
-                        f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND state = ?",
-                        (job_id, TaskState.LEASED.value),
-                    )
-                ]
-                self._cancel_open_tasks(db, job_id, now)
-                self._set_job(db, job_id, JobState.FAILED, now, error="deadline passed before the job finished")
+                leased = self._close_job_tx(db, job_id, JobState.FAILED, now,
+                                            "deadline passed before the job finished")
                 out.append((self._job_tx(db, job_id), leased))
         return out
 
@@ -600,11 +583,22 @@ class SqliteStore:
             (state.value, now, output_cid, error, job_id),
         )
 
-    def _cancel_open_tasks(self, db: sqlite3.Connection, job_id: str, now: float) -> None:
+    def _close_job_tx(
+        self, db: sqlite3.Connection, job_id: str, state: JobState, now: float, error: str
+    ) -> list[Task]:
+        """End a job (CANCELLED or FAILED): cancel its open tasks; returns those that were leased."""
+        leased = [
+            _task(r)
+            for r in db.execute(
+                f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND state = ?", (job_id, TaskState.LEASED.value)
+            )
+        ]
         db.execute(
             "UPDATE tasks SET state = ?, updated_at = ? WHERE job_id = ? AND state IN (?, ?)",
             (TaskState.CANCELLED.value, now, job_id, *_OPEN),
         )
+        self._set_job(db, job_id, state, now, error=error)
+        return leased
 
     def _fail_tx(
         self, db: sqlite3.Connection, task: Task, error: str, retryable: bool, now: float
@@ -624,7 +618,6 @@ class SqliteStore:
         )
         failed = not job.state.is_terminal()
         if failed:
-            self._cancel_open_tasks(db, job.job_id, now)
             why = f"task {task.index} failed after {task.attempts} attempt(s): {error}"
-            self._set_job(db, job.job_id, JobState.FAILED, now, error=why)
+            self._close_job_tx(db, job.job_id, JobState.FAILED, now, why)
         return FailureOutcome(task.task_id, task.job_id, requeued=False, job_failed=failed)
