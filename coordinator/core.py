@@ -104,10 +104,11 @@ class Coordinator:
             if existing is not None:
                 return existing
         escrow = await self._check_escrow(escrow_key) if self.chain is not None else None
-        if escrow is not None and spec.deadline is None:
+        if escrow is not None:
             # Finish (or fail) in time to settle before the submitter may reclaim the deposit.
-            spec = spec.model_copy(update={"deadline": datetime.fromtimestamp(
-                escrow.deadline - self.settings.settle_margin_s, timezone.utc)})
+            latest = datetime.fromtimestamp(escrow.deadline - self.settings.settle_margin_s, timezone.utc)
+            if spec.deadline is None or spec.deadline > latest:
+                spec = spec.model_copy(update={"deadline": latest})
         if spec.deadline is not None and spec.deadline.timestamp() <= self.clock():
             raise InvalidArgument("the deadline has already passed", field="spec.deadline")
         for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):

@@ -196,3 +196,16 @@ def test_settlement_states_move_once_and_settle_tasks(store):
     assert [t.state for t in store.list_tasks("job_e")] == [TaskState.SETTLED]
     store.cancel_job("job_free", reason="x", now=111)
     assert store.queue_settlements(now=112) == 0  # terminal, but nothing escrowed
+
+
+def test_one_escrow_pays_for_one_job(store):
+    from gpumesh.errors import AlreadyExists
+
+    spec = JobSpec(model_cid=CID, input_cid=CID)
+    key = "0x" + "cd" * 32
+    store.create_job(Job("job_a", spec, JobState.QUEUED, 0, 0, 1.0, 1.0, escrow_key=key, budget=1), [])
+    with pytest.raises(AlreadyExists) as err:
+        store.create_job(Job("job_b", spec, JobState.QUEUED, 0, 0, 1.0, 1.0, escrow_key=key, budget=1), [])
+    assert err.value.field == "escrow_key"
+    with pytest.raises(NotFound):
+        store.get_job("job_b")

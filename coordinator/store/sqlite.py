@@ -28,7 +28,7 @@ from coordinator.models import (
     check_job_transition,
 )
 from coordinator.store.base import FailureOutcome, ResultOutcome
-from gpumesh.errors import NotFound
+from gpumesh.errors import AlreadyExists, NotFound
 from gpumesh.jobspec import JobSpec
 
 SCHEMA = """
@@ -232,6 +232,10 @@ class SqliteStore:
                 ).fetchone()
                 if row:
                     return _job(row)
+            if job.escrow_key and db.execute(
+                "SELECT 1 FROM jobs WHERE escrow_key = ?", (job.escrow_key,)
+            ).fetchone():
+                raise AlreadyExists("this deposit already pays for another job", field="escrow_key")
             db.execute(
                 "INSERT INTO jobs (job_id, idempotency_key, spec_json, state, tasks_total, "
                 "prompts_total, deadline, escrow_key, budget, submitter, created_at, updated_at) "
