@@ -10,6 +10,7 @@ from typing import Callable
 from coordinator.config import CoordinatorSettings
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
 from coordinator.store.base import Store
+from gpumesh.amounts import parse_amount
 from gpumesh.errors import InvalidArgument, Unauthenticated
 from gpumesh.identity import challenge_text, normalize_address, verify_signature
 from gpumesh.v1 import common_pb2, provider_pb2
@@ -40,6 +41,7 @@ class ProviderAuth:
         """Check the signed challenge (used once), upsert the provider, mint a session token."""
         address = normalize_address(req.address)
         _validate_offer(req)
+        price = parse_amount(req.price_per_hour, field="price_per_hour")  # before the challenge is spent
         verify_signature(req.challenge, req.signature, address)
         now = self.clock()
         if not self.store.take_challenge(address=address, text=req.challenge, now=now):
@@ -58,7 +60,7 @@ class ProviderAuth:
                 gpus=tuple(GpuSpec(g.name, g.memory_total_mb) for g in req.hardware.gpus),
                 cpu_count=req.hardware.cpu_count,
                 memory_total_mb=req.hardware.memory_total_mb,
-                price_per_hour=req.price_per_hour,
+                price_per_hour=price,
                 tier=tier,
                 slots=req.slots or 1,
                 runtime=req.runtime or "unknown",

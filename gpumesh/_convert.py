@@ -6,6 +6,7 @@ from datetime import timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gpumesh.amounts import parse_amount
 from gpumesh.jobspec import JobSpec, validate_spec
 from gpumesh.v1 import common_pb2, jobs_pb2
 
@@ -37,7 +38,9 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             "allow_cpu": r.allow_cpu,
             "min_memory_mb": r.min_memory_mb,
         }
-    for name in ("max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s"):
+    if msg.max_price_per_hour:
+        data["max_price_per_hour"] = parse_amount(msg.max_price_per_hour, field="spec.max_price_per_hour")
+    for name in ("shard_size", "max_attempts", "task_timeout_s"):
         if value := getattr(msg, name):
             data[name] = value
     if msg.HasField("deadline"):
@@ -60,7 +63,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
             allow_cpu=r.allow_cpu,
             min_memory_mb=r.min_memory_mb,
         ),
-        max_price_per_hour=spec.max_price_per_hour,
+        max_price_per_hour=str(spec.max_price_per_hour),
         shard_size=spec.shard_size,
         max_attempts=spec.max_attempts,
         task_timeout_s=spec.task_timeout_s,

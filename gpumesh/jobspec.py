@@ -43,7 +43,7 @@ class JobSpec(_Strict):
     input_cid: str
     inference: InferenceParams = InferenceParams()
     requirements: Requirements = Requirements()
-    max_price_per_hour: int = Field(0, ge=0)
+    max_price_per_hour: int = Field(0, ge=0, le=2**256 - 1)  # token base units; 0 = any
     shard_size: int = Field(16, ge=1, le=100_000)
     max_attempts: int = Field(3, ge=1, le=20)
     task_timeout_s: int = Field(3600, ge=1, le=7 * 24 * 3600)

@@ -91,7 +91,7 @@ class ProviderDaemon:
                 signature=self.wallet.sign_text(challenge.challenge),
                 name=self.settings.name or f"provider-{address[2:8].lower()}",
                 hardware=hardware_to_proto(self.hardware),
-                price_per_hour=self.settings.price_per_hour,
+                price_per_hour=str(self.settings.price_per_hour),
                 tier=common_pb2.PROVIDER_TIER_CENTRALIZED
                 if self.settings.tier == "centralized"
                 else common_pb2.PROVIDER_TIER_OPEN,

@@ -57,6 +57,8 @@ def test_malformed_specs_are_invalid_argument_naming_the_field(channel, client):
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spec.model_cid" in err.details()
     err = rpc_error(submit, channel, model_cid="not-a-cid", input_cid=cid)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spec.model_cid" in err.details()
+    err = rpc_error(submit, channel, model_cid=cid, input_cid=cid, max_price_per_hour="-5")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spec.max_price_per_hour" in err.details()
     err = rpc_error(submit, channel, model_cid=cid, input_cid=cid, kind="training")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spec.kind" in err.details()
     err = rpc_error(submit, channel, model_cid=cid, input_cid=cid,
@@ -113,10 +115,11 @@ def test_submit_is_idempotent_and_cancel_twice_is_failed_precondition(channel, c
         client.cancel(first.job.job_id)
 
 
-def _register(stub, wallet, *, challenge=None, signer=None):
+def _register(stub, wallet, *, challenge=None, signer=None, price=""):
     ch = challenge or stub.GetChallenge(provider_pb2.GetChallengeRequest(address=wallet.address)).challenge
     return stub.Register(provider_pb2.RegisterRequest(
         address=wallet.address, challenge=ch, signature=(signer or wallet).sign_text(ch), slots=1,
+        price_per_hour=price,
         hardware=common_pb2.Hardware(cpu_count=2, memory_total_mb=1000),
     )), ch
 
@@ -126,7 +129,9 @@ def test_provider_auth(channel):
     wallet, mallory = Wallet.generate(), Wallet.generate()
     err = rpc_error(_register, stub, wallet, signer=mallory)  # signature by another key
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-    resp, used = _register(stub, wallet)
+    err = rpc_error(_register, stub, wallet, price="12.5")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "price_per_hour" in err.details()
+    resp, used = _register(stub, wallet, price=str(150 * 10**18))  # uint256 amounts, beyond int64
     assert resp.session_token and resp.provider_id.startswith("prov_")
     err = rpc_error(_register, stub, wallet, challenge=used)  # replayed challenge
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "challenge" in err.details()
@@ -136,6 +141,9 @@ def test_provider_auth(channel):
         call = stub.Session(iter(()), metadata=metadata)
         err = rpc_error(next, call)
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    jobs = jobs_pb2_grpc.SubmitterServiceStub(channel)
+    (me,) = [p for p in jobs.ListProviders(jobs_pb2.ListProvidersRequest()).providers if p.address == wallet.address]
+    assert me.price_per_hour == str(150 * 10**18)
     call = stub.Session(iter(()), metadata=(("authorization", f"Bearer {resp.session_token}"),))
     first = next(call)
     assert first.accepted.provider_id == resp.provider_id

@@ -60,7 +60,7 @@ def provider_to_proto(record: ProviderRecord, session: ProviderSession | None) -
         address=record.address,
         name=record.name,
         hardware=hardware,
-        price_per_hour=record.price_per_hour,
+        price_per_hour=str(record.price_per_hour),
         tier=common_pb2.PROVIDER_TIER_CENTRALIZED
         if record.tier is ProviderTier.CENTRALIZED
         else common_pb2.PROVIDER_TIER_OPEN,

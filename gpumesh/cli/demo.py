@@ -49,7 +49,7 @@ def _model_file(choice: str, root: Path) -> tuple[Path, bool]:
 
 
 BUDGET = 5 * 10**18  # 5 GMT (18 decimals)
-PRICES = {"alice": 12 * 10**18, "bob": 10 * 10**18}  # GMT base units per provider-hour (uint64)
+PRICES = {"alice": 120 * 10**18, "bob": 100 * 10**18}  # GMT base units per provider-hour
 
 
 def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tokens: int = 24) -> None:

@@ -61,12 +61,12 @@ class JobSpec(_message.Message):
     input_cid: str
     inference: InferenceParams
     requirements: _common_pb2.Requirements
-    max_price_per_hour: int
+    max_price_per_hour: str
     shard_size: int
     max_attempts: int
     task_timeout_s: int
     deadline: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[int] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key", "escrow_key")
@@ -190,7 +190,7 @@ class ProviderInfo(_message.Message):
     address: str
     name: str
     hardware: _common_pb2.Hardware
-    price_per_hour: int
+    price_per_hour: str
     tier: _common_pb2.ProviderTier
     connected: bool
     slots: int
@@ -200,7 +200,7 @@ class ProviderInfo(_message.Message):
     telemetry: _containers.RepeatedCompositeFieldContainer[_common_pb2.GpuTelemetry]
     last_seen: _timestamp_pb2.Timestamp
     tasks_completed: int
-    def __init__(self, provider_id: _Optional[str] = ..., address: _Optional[str] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., connected: _Optional[bool] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks_completed: _Optional[int] = ...) -> None: ...
+    def __init__(self, provider_id: _Optional[str] = ..., address: _Optional[str] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., connected: _Optional[bool] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks_completed: _Optional[int] = ...) -> None: ...
 
 class ListProvidersResponse(_message.Message):
     __slots__ = ("providers",)

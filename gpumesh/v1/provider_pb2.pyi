@@ -42,13 +42,13 @@ class RegisterRequest(_message.Message):
     signature: bytes
     name: str
     hardware: _common_pb2.Hardware
-    price_per_hour: int
+    price_per_hour: str
     tier: _common_pb2.ProviderTier
     slots: int
     cached_model_cids: _containers.RepeatedScalarFieldContainer[str]
     runtime: str
     isolated: bool
-    def __init__(self, address: _Optional[str] = ..., challenge: _Optional[str] = ..., signature: _Optional[bytes] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[int] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., challenge: _Optional[str] = ..., signature: _Optional[bytes] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("provider_id", "session_token", "token_expires_at", "heartbeat_interval_s", "lease_ttl_s")

@@ -1,0 +1,20 @@
+"""Token amounts travel as decimal strings: uint256 values do not fit protobuf's 64-bit ints."""
+
+from __future__ import annotations
+
+from gpumesh.errors import InvalidArgument
+
+UINT256_MAX = 2**256 - 1
+
+
+def parse_amount(text: str, *, field: str) -> int:
+    """A non-negative integer amount from its decimal string ("" is 0); errors name ``field``."""
+    text = text.strip()
+    if not text:
+        return 0
+    if not text.isdigit() or len(text) > 78:
+        raise InvalidArgument(f"expected a non-negative decimal integer, got {text[:40]!r}", field=field)
+    value = int(text)
+    if value > UINT256_MAX:
+        raise InvalidArgument("exceeds uint256", field=field)
+    return value
