@@ -117,7 +117,9 @@ def test_run_inference_keeps_order_ids_and_per_line_limits(model_dir, tmp_path):
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", None]
     assert [r["prompt"] for r in rows] == PROMPTS
     assert [r["completion_tokens"] for r in rows] == [6, 3, 6, 6, 6]
-    assert all(set(r) == {"id", "prompt", "completion", "prompt_tokens", "completion_tokens"} for r in rows)
+    assert all(set(r) == {"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids"}
+               for r in rows)
+    assert all(len(r["completion_ids"]) == r["completion_tokens"] for r in rows)
     assert report["ok"] and report["engine"] == "transformers" and report["device"] == "cpu"
     assert report["prompts"] == 5 and report["completion_tokens"] == 27
     assert report["tokens_per_s"] > 0 and report["load_s"] < 5

@@ -51,3 +51,36 @@ def compare_exact(a: bytes, b: bytes) -> Verdict:
         shown = ", ".join(map(str, bad[:SHOWN])) + (" …" if len(bad) > SHOWN else "")
         return Verdict(False, bad, f"{len(bad)} of {len(left)} records differ (ids {shown})")
     return Verdict(True)
+
+
+@dataclass(frozen=True)
+class RescoreThresholds:
+    """When a teacher-forced re-score accepts a claimed output.
+
+    Under greedy decoding every claimed token should be the verifier's best; ``max_logprob_gap``
+    (nats) tolerates near-ties that numerics on another GPU can flip, and ``max_bad_fraction``
+    the share of tokens outside the verifier's top-k (0: none).
+    """
+
+    max_logprob_gap: float = 0.1
+    max_bad_fraction: float = 0.0
+
+
+def judge_rescore(reports: list[dict], thresholds: RescoreThresholds = RescoreThresholds()) -> Verdict:
+    """Decide from the per-record reports of ``provider_node.workloads.rescore``."""
+    bad, why = [], ""
+    for i, r in enumerate(reports):
+        n = max(1, r["n_tokens"])
+        problem = (
+            "text does not match its token ids" if not r["text_matches_ids"]
+            else "does not end where generation would" if not r["ended_properly"]
+            else f"a token {r['max_gap']:.3f} nats below the best" if r["max_gap"] > thresholds.max_logprob_gap
+            else f"{r['n_outside_topk']} tokens outside the top-k"
+            if r["n_outside_topk"] > thresholds.max_bad_fraction * n else ""
+        )
+        if problem:
+            bad.append(r.get("id", i))
+            why = why or f"record {r.get('id', i)}: {problem}"
+    if bad:
+        return Verdict(False, tuple(bad), f"{len(bad)} of {len(reports)} records rejected; first {why}")
+    return Verdict(True)

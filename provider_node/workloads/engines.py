@@ -58,6 +58,7 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    token_ids: tuple[int, ...] = ()  # the generated ids (text alone may not re-tokenize to them)
 
 
 class InferenceEngine(Protocol):
@@ -135,6 +136,7 @@ class TransformersEngine:
             text=self.tokenizer.decode(ids, skip_special_tokens=True),
             prompt_tokens=int(prompt_tokens),
             completion_tokens=len(ids),
+            token_ids=tuple(int(i) for i in ids),
         )
 
 
@@ -165,6 +167,7 @@ class VllmEngine:
                 text=o.outputs[0].text,
                 prompt_tokens=len(o.prompt_token_ids or ()),
                 completion_tokens=len(o.outputs[0].token_ids),
+                token_ids=tuple(int(i) for i in o.outputs[0].token_ids),
             )
             for o in outputs
         ]

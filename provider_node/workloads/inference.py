@@ -5,7 +5,8 @@
 
 Input JSONL: one object per line with ``"prompt"`` (required), optional ``"id"`` and
 ``"max_new_tokens"``; blank lines are skipped. Output JSONL, in input order:
-``{"id", "prompt", "completion", "prompt_tokens", "completion_tokens"}``. The result JSON is
+``{"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids"}``
+(the generated token ids, which a verifier re-scores). The result JSON is
 always written; exit codes: 0 ok, 2 bad input or params, 3 bad model (both final), 1 other
 (retryable, e.g. out of memory).
 """
@@ -114,6 +115,7 @@ def _output_jsonl(prompts: list[PromptLine], completions: list[Completion]) -> b
             "completion": c.text,
             "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens,
+            "completion_ids": list(c.token_ids),
         })
         + "\n"
         for p, c in zip(prompts, completions, strict=True)
