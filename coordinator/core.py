@@ -209,6 +209,7 @@ class Coordinator:
     def open_session(self, metadata) -> ProviderSession:
         record = self.auth.authenticate(metadata)
         session = self.sessions.open(record, now=self.clock())
+        session.reliability = record.reliability
         session.send(
             provider_pb2.CoordinatorMessage(
                 accepted=provider_pb2.SessionAccepted(
@@ -267,6 +268,8 @@ class Coordinator:
                 now=self.clock(),
             )
             ack.accepted, ack.reason = outcome.accepted, outcome.reason
+            if outcome.accepted and not outcome.duplicate:
+                session.reliability = self.store.get_provider(pid).reliability
         except (Unauthenticated, NotFound, InvalidArgument) as exc:
             ack.reason = str(exc)
             outcome = None
@@ -420,6 +423,8 @@ class Coordinator:
             log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed")
         self._after_failure(outcomes)
         if outcomes:
+            for session in self.sessions.sessions():  # abandoned leases lower reliability
+                session.reliability = self.store.get_provider(session.record.provider_id).reliability
             self.signals.notify(SCHEDULER)
         return len(outcomes)
 

@@ -117,6 +117,14 @@ class ProviderRecord:
     registered_at: float = 0.0
     last_seen: float = 0.0
     tasks_completed: int = 0
+    leases_abandoned: int = 0
+
+    @property
+    def reliability(self) -> float:
+        """Lower 5% quantile of the chance this provider finishes a lease (Beta(1,1) prior)."""
+        from coordinator.reputation import Reputation
+
+        return Reputation(completed=1 + self.tasks_completed, abandoned=1 + self.leases_abandoned).reliability()
 
 
 @dataclass(frozen=True)

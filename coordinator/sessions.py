@@ -21,6 +21,7 @@ class ProviderSession:
     running: dict[str, float] = field(default_factory=dict)  # lease id -> when dispatched
     telemetry: list[common_pb2.GpuTelemetry] = field(default_factory=list)
     last_seen: float = 0.0
+    reliability: float = 0.5  # refreshed from the store when the session opens
 
     @property
     def free_slots(self) -> int:
@@ -83,6 +84,7 @@ class SessionRegistry:
                 price_per_hour=s.record.price_per_hour,
                 free_slots=s.free_slots,
                 cached_models=frozenset(s.record.cached_models),
+                reliability=s.reliability,
             )
             for s in self._by_provider.values()
         ]

@@ -209,3 +209,19 @@ def test_one_escrow_pays_for_one_job(store):
     assert err.value.field == "escrow_key"
     with pytest.raises(NotFound):
         store.get_job("job_b")
+
+
+def test_abandoned_leases_lower_reliability(store):
+    make_job(store, n=3)
+    make_provider(store)
+    make_provider(store, address="0x0000000000000000000000000000000000000002", pid="prov_b")
+    assert store.get_provider("prov_a").reliability == pytest.approx(0.05, abs=1e-6)  # Beta(1,1) prior
+    la = [store.lease_task(t.task_id, "prov_a", ttl=5, now=101) for t in store.queued_tasks(2)]
+    (lb,) = [store.lease_task(t.task_id, "prov_b", ttl=5, now=101) for t in store.queued_tasks(1)]
+    submit(store, la[0], now=103)
+    submit(store, lb, now=103, provider_id="prov_b")
+    store.expire_leases(now=200)  # prov_a walks away from its second lease
+    a, b = store.get_provider("prov_a"), store.get_provider("prov_b")
+    assert (a.tasks_completed, a.leases_abandoned, b.tasks_completed, b.leases_abandoned) == (1, 1, 1, 0)
+    assert a.reliability == pytest.approx(0.1354, abs=1e-3)  # Beta(2, 2)
+    assert b.reliability == pytest.approx(0.05 ** 0.5, abs=1e-6)  # Beta(2, 1)

@@ -65,3 +65,12 @@ def test_gpu_task_lands_on_matching_gpu_node():
         [cand("cpu", price=1), cand("a10", gpus=[A10], price=2), cand("h100", gpus=[H100], price=9)],
     )
     assert [a.provider_id for a in plan.assignments] == ["h100"]
+
+
+def test_equal_price_prefers_the_provider_that_does_not_abandon_leases():
+    flaky = Candidate("flaky", (), 64_000, 10, 1, frozenset(), reliability=0.2)
+    steady = Candidate("steady", (), 64_000, 10, 1, frozenset(), reliability=0.9)
+    plan = schedule([PendingTask("t", "j", demand())], [flaky, steady])
+    assert plan.assignments[0].provider_id == "steady"
+    cheap_flaky = Candidate("cheap", (), 64_000, 5, 1, frozenset(), reliability=0.2)
+    assert schedule([PendingTask("t", "j", demand())], [cheap_flaky, steady]).assignments[0].provider_id == "cheap"

@@ -19,6 +19,7 @@ class Candidate:
     price_per_hour: int
     free_slots: int
     cached_models: frozenset[str] = frozenset()
+    reliability: float = 0.5  # lower quantile of finishing a lease (coordinator.reputation)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,8 @@ CREATE TABLE IF NOT EXISTS providers (
     cached_models_json TEXT NOT NULL,
     registered_at REAL NOT NULL,
     last_seen REAL NOT NULL,
-    tasks_completed INTEGER NOT NULL DEFAULT 0
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    leases_abandoned INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS challenges (
     address TEXT NOT NULL,
@@ -183,6 +184,7 @@ def _provider(row: sqlite3.Row | tuple) -> ProviderRecord:
         registered_at=row[13],
         last_seen=row[14],
         tasks_completed=row[15],
+        leases_abandoned=row[16],
     )
 
 
@@ -441,6 +443,9 @@ class SqliteStore:
                 f"SELECT {_TASK_COLS} FROM tasks WHERE state = ? AND lease_expires_at <= ?",
                 (TaskState.LEASED.value, now),
             ).fetchall()
+            for r in rows:  # reliability: an expired lease is an abandoned one
+                db.execute("UPDATE providers SET leases_abandoned = leases_abandoned + 1 WHERE provider_id = ?",
+                           (r[7],))
             return [
                 self._fail_tx(db, _task(r), f"lease expired on provider {r[7]}", True, now)
                 for r in rows
