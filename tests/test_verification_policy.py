@@ -1,47 +1,92 @@
+from itertools import pairwise
+
 import pytest
 
-from coordinator.verification.policy import ProviderTrack, ReplicationPolicy, p_floor
+from coordinator.verification import ProviderTrack, ReplicationPolicy, p_floor
 
 
-def test_p_floor_makes_cheating_unprofitable():
+def _cheat_income(p: float, reward: float, stake: float) -> float:
+    return (1 - p) * reward - p * stake  # skips the work: paid when unchecked, slashed when checked
+
+
+def test_p_floor_is_where_cheating_stops_paying():
     cost, reward, stake = 3.0, 5.0, 95.0
     p = p_floor(cost, reward, stake)
     assert p == pytest.approx(0.03)
-    # At the floor the cheater's expected income equals the honest one; below it cheating pays.
     honest = reward - cost
-    cheat = lambda q: (1 - q) * reward - q * stake  # noqa: E731
-    assert cheat(p) == pytest.approx(honest)
-    assert cheat(p * 0.9) > honest and cheat(p * 1.1) < honest
-    assert p_floor(1, 0, 0) == 1.0 and p_floor(100, 1, 1) == 1.0
-    with pytest.raises(ValueError):
-        p_floor(-1, 1, 1)
+    assert _cheat_income(p, reward, stake) == pytest.approx(honest)
+    assert _cheat_income(0.9 * p, reward, stake) > honest > _cheat_income(1.1 * p, reward, stake)
 
 
-def test_probation_then_halving_down_to_the_floor_and_reset_on_failure():
-    policy = ReplicationPolicy(p_new=1.0, probation=3, halving=2, floor=0.1)
-    track = ProviderTrack()
-    seen = []
-    for _ in range(12):
+def test_p_floor_edges():
+    assert p_floor(0, 5, 5) == 0.0  # nothing saved by skipping the work
+    assert p_floor(1, 0, 0) == 1.0  # nothing to lose: no rate deters, check everything
+    assert p_floor(100, 1, 1) == 1.0  # clamped
+    assert p_floor(1, 1, 0) == 1.0 and p_floor(1, 3, 1) == 0.25
+    for bad in ((-1, 1, 1), (1, -1, 1), (1, 1, -1)):
+        with pytest.raises(ValueError):
+            p_floor(*bad)
+
+
+def test_tracks_are_pure():
+    start = ProviderTrack()
+    two = start.after_valid().after_valid()
+    assert start == ProviderTrack() and two == ProviderTrack(2, 2, 0)
+    failed = two.after_invalid()
+    assert failed == ProviderTrack(0, 2, 1) and failed.verified == 3
+    assert two.consecutive_valid == 2
+
+
+def test_probation_then_halving_to_the_floor_and_back_to_probation_on_failure():
+    policy = ReplicationPolicy(p_new=1.0, probation=3, p_floor=0.1, halving=2)
+    track, seen = ProviderTrack(), []
+    for _ in range(14):
         seen.append(policy.probability(track))
         track = track.after_valid()
-    assert seen[:4] == [1.0, 1.0, 1.0, 1.0]  # probation, then the first step starts at p_new
-    assert seen[5] == pytest.approx(0.5) and seen[7] == pytest.approx(0.25)
-    assert min(seen) == 0.1 and seen[-1] == 0.1
+    assert seen[:3] == [1.0, 1.0, 1.0] and policy.on_probation(ProviderTrack(2))
+    assert not policy.on_probation(ProviderTrack(3))
+    assert seen[3] == 1.0 and seen[5] == pytest.approx(0.5) and seen[7] == pytest.approx(0.25)
+    assert seen[4] == pytest.approx(2 ** -0.5)  # halves smoothly: every `halving` results, x0.5
+    assert seen[-1] == 0.1 and min(seen) == 0.1
+    assert all(a >= b for a, b in pairwise(seen))
     track = track.after_invalid()
-    assert track.consecutive_valid == 0 and track.total_invalid == 1 and track.total_valid == 12
-    assert policy.probability(track) == 1.0
+    assert policy.probability(track) == 1.0 and policy.on_probation(track)
 
 
-def test_decide_uses_the_callers_uniform_draw():
-    policy = ReplicationPolicy(probation=0, halving=1, floor=0.25)
-    veteran = ProviderTrack(consecutive_valid=50)
-    assert policy.decide(veteran, 0.2) and not policy.decide(veteran, 0.3)
+def test_decide_compares_the_callers_uniform_draw():
+    policy = ReplicationPolicy(probation=0, p_floor=0.25, halving=1)
+    veteran = ProviderTrack(consecutive_valid=50, total_valid=50)
+    assert policy.probability(veteran) == 0.25
+    assert policy.decide(veteran, 0.0) and policy.decide(veteran, 0.2499)
+    assert not policy.decide(veteran, 0.25) and not policy.decide(veteran, 0.99)
+    assert policy.decide(ProviderTrack(), 0.999999)  # p_new = 1: a newcomer is always checked
+    never = ReplicationPolicy(p_new=0.0, probation=0, p_floor=0.0)
+    assert not never.decide(ProviderTrack(), 0.0)
 
 
-def test_jobs_may_ask_for_more_checking_but_not_less():
-    policy = ReplicationPolicy(floor=0.05)
-    assert policy.for_job(None) is policy and policy.for_job(0.01) is policy
+def test_jobs_may_ask_for_more_checking_but_never_less():
+    policy = ReplicationPolicy(p_floor=0.05)
+    assert policy.for_job(None) is policy and policy.for_job(0.01) is policy and policy.for_job(0.05) is policy
     strict = policy.for_job(0.5)
-    assert strict.floor == 0.5 and strict.probability(ProviderTrack(consecutive_valid=10_000)) == 0.5
+    assert strict.p_floor == 0.5 and strict.probability(ProviderTrack(consecutive_valid=10_000)) == 0.5
+    assert strict.probation == policy.probation and strict.halving == policy.halving
+    assert policy.for_job(3.0).p_floor == 1.0
+    gentle = ReplicationPolicy(p_new=0.4, probation=2, p_floor=0.1)
+    assert gentle.for_job(0.6).p_new == 0.6  # the new floor lifts probation's rate too
+    assert policy.for_job(p_floor(3, 5, 95)) is policy  # the market floor (0.03) is already met
+
+
+def test_defaults_check_newcomers_always_and_veterans_at_the_floor():
+    policy = ReplicationPolicy()
+    assert policy.p_new == 1.0 and policy.probation >= 1
+    assert policy.probability(ProviderTrack()) == 1.0
+    assert policy.probability(ProviderTrack(consecutive_valid=10_000)) == policy.p_floor > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"p_floor": 0.9, "p_new": 0.5}, {"p_floor": -0.1}, {"p_new": 1.5}, {"probation": -1}, {"halving": 0}],
+)
+def test_invalid_policies_are_rejected(kwargs):
     with pytest.raises(ValueError):
-        ReplicationPolicy(floor=0.9, p_new=0.5)
+        ReplicationPolicy(**kwargs)

@@ -1,4 +1,5 @@
-"""Spot-checked redundant execution: when to replicate a task, and how to compare results."""
+"""Spot-checked redundant execution: when to replicate a task (``policy``) and how to compare the
+results (``compare``)."""
 
 from coordinator.verification.policy import ProviderTrack, ReplicationPolicy, p_floor
 

@@ -1,127 +1,349 @@
-"""Teacher-forced re-scoring of claimed batch-inference outputs, run by a verifier:
+"""Teacher-forced re-scoring of a claimed batch-inference output, run by a verifier:
 
     python -m provider_node.workloads.rescore --model PATH --input CLAIMED.jsonl --output REPORT.jsonl \\
-        --params JSON --result PATH
+        --params JSON --result PATH [--prompts JOB_INPUT.jsonl] [--top-k 5]
 
-One forward pass over prompt + claimed completion per record (batched), instead of decoding
-``max_new_tokens`` steps: for each claimed token, its log-probability, the best log-probability
-at that position and whether it is the greedy choice. The decision rule lives in
-``coordinator.verification.compare.judge_rescore``. Exit codes and the result file follow
-``provider_node.workloads.inference``.
+One forward pass over prompt + claimed completion per record (left-padded batches, as the
+engine's prefill) instead of ``max_new_tokens`` decoding steps. ``--params`` are the job's
+``GenerationParams`` (``chat`` and ``max_new_tokens`` must be the ones generation used);
+``--prompts``, the job's input, supplies per-line ``max_new_tokens`` and checks that the claim
+answers the job's prompts. REPORT.jsonl has one object per claimed record, in order::
+
+    {"id", "n_tokens", "n_scored", "top_k", "n_outside_topk", "n_not_greedy", "greedy_consistent",
+     "max_gap", "mean_logprob", "end", "ended_properly", "text_matches_ids", "ids_in_vocab",
+     "counts_match", "prompt_matches", "logprobs", "best_logprobs", "ranks"}
+
+``logprobs``/``best_logprobs``/``ranks``: per scored token, its log-probability, the best one at
+that position and its rank (0 = the greedy choice); ``max_gap`` is the largest ``best - logprob``
+(nats). ``end`` is ``"eos"``/``"max_new_tokens"`` or what is wrong with the stop. The decision
+rule is ``coordinator.verification.compare.judge_rescore``. The result file and exit codes
+follow ``provider_node.workloads.inference``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from gpumesh.errors import WorkloadError
-from provider_node.workloads.engines import GenerationParams, render_prompts
-from provider_node.workloads.inference import EXIT_OK, _failure, _write_atomic
+from provider_node.workloads.engines import GenerationParams, TransformersEngine, render_prompts
+from provider_node.workloads.inference import EXIT_OK, PromptLine, _failure, _write_atomic, read_prompts
+
+DEFAULT_TOP_K = 5
 
 
-def read_claims(path: Path) -> list[dict]:
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One claimed output record. Scoring uses the generated ids: decoded text need not
+    re-tokenize to them (byte-level tokens, invalid UTF-8), so the text is only checked against them."""
+
+    id: Any
+    prompt: str
+    completion: str
+    completion_ids: tuple[int, ...]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    max_new_tokens: int | None = None  # this record's limit, from the job input
+    prompt_matches: bool | None = None  # None: not checked against the job input
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_claim(obj: Any, lineno: int = 0) -> Claim:
+    """Validate one claimed record (a parsed JSON object); errors name the line."""
+    def bad(message: str) -> WorkloadError:
+        return WorkloadError(f"input line {lineno}: {message}", field="input")
+
+    if not isinstance(obj, Mapping):
+        raise bad("must be a JSON object")
+    if not isinstance(obj.get("prompt"), str) or not isinstance(obj.get("completion"), str):
+        raise bad('needs "prompt" and "completion" strings')
+    ids = obj.get("completion_ids")
+    if not (isinstance(ids, list) and all(_count(i) for i in ids)):
+        raise bad('"completion_ids" must be a list of token ids')
+    for key in ("prompt_tokens", "completion_tokens"):
+        if obj.get(key) is not None and not _count(obj[key]):
+            raise bad(f'"{key}" must be a non-negative integer')
+    return Claim(obj.get("id"), obj["prompt"], obj["completion"], tuple(ids),
+                 obj.get("prompt_tokens"), obj.get("completion_tokens"))
+
+
+def read_claims(path: Path) -> list[Claim]:
+    """Parse a claimed output JSONL; blank lines are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkloadError(f"cannot read input: {exc}", field="input") from exc
     claims = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"input line {lineno}: invalid JSON ({exc.msg})", field="input") from exc
-        ids = rec.get("completion_ids") if isinstance(rec, dict) else None
-        if (not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str)
-                or not isinstance(rec.get("completion"), str) or not isinstance(ids, list)
-                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)):
-            raise WorkloadError(
-                f'input line {lineno}: needs "prompt", "completion" and "completion_ids"', field="input")
-        claims.append(rec)
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise WorkloadError(f"input line {lineno}: invalid JSON ({exc.msg})", field="input") from exc
+            claims.append(parse_claim(obj, lineno))
     return claims
 
 
-def rescore(model_path: Path, claims: list[dict], params: GenerationParams, *, top_k: int = 5) -> list[dict]:
-    """Per-record report: tokens, how many fall outside the top-k, the worst log-prob gap to the
-    best token, and whether every claimed token is the greedy choice."""
-    import torch
+def against_job(claims: Sequence[Claim], prompts: Sequence[PromptLine]) -> list[Claim]:
+    """The claims with the job's per-line limits and whether each answers the job's line."""
+    if len(claims) != len(prompts):
+        raise WorkloadError(f"the claim has {len(claims)} records, the job input {len(prompts)}", field="input")
+    return [replace(c, max_new_tokens=p.max_new_tokens, prompt_matches=(c.id, c.prompt) == (p.id, p.prompt))
+            for c, p in zip(claims, prompts, strict=True)]
 
-    from provider_node.workloads.models import load_causal_lm
 
-    model, tokenizer = load_causal_lm(Path(model_path))
+@dataclass(frozen=True)
+class Scorer:
+    """A causal LM loaded for scoring: float32 by default, since verdicts rest on small log-prob
+    gaps (bfloat16 logits are quantized in steps of up to 0.25 nats)."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    eos_ids: tuple[int, ...]
+
+    @classmethod
+    def load(cls, model_path: Path, *, device: str | None = None, dtype: str = "float32") -> Scorer:
+        import torch
+
+        from provider_node.workloads.models import load_causal_lm
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tokenizer = load_causal_lm(Path(model_path), device=device, dtype=getattr(torch, dtype))
+        return cls(model, tokenizer, device, _eos_ids(model, tokenizer))
+
+    @classmethod
+    def from_engine(cls, engine: TransformersEngine) -> Scorer:
+        """Score with an engine's loaded model (and its precision)."""
+        return cls(engine.model, engine.tokenizer, engine.device, _eos_ids(engine.model, engine.tokenizer))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.get_input_embeddings().num_embeddings
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """The ids that end generation, as ``TransformersEngine`` stops on them."""
     eos = model.generation_config.eos_token_id
-    eos_ids = sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None})
-    texts = render_prompts(tokenizer, [c["prompt"] for c in claims], params.chat)
-    reports = []
-    with torch.inference_mode():
-        for start in range(0, len(claims), params.batch_size):
-            batch = claims[start : start + params.batch_size]
-            reports += _score_batch(model, tokenizer, texts[start : start + params.batch_size], batch,
-                                    params, eos_ids, top_k)
-    return reports
+    return tuple(sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}))
 
 
-def _score_batch(model, tokenizer, texts, claims, params, eos_ids, top_k) -> list[dict]:
+@dataclass(frozen=True, slots=True)
+class _Item:
+    claim: Claim
+    prompt_ids: list[int]
+    ids: list[int]  # the claimed completion ids
+    limit: int
+
+    @property
+    def scored(self) -> int:
+        return min(len(self.ids), self.limit)
+
+
+def rescore(
+    model: Path | Scorer,
+    claims: Sequence[Claim | Mapping[str, Any]],
+    params: GenerationParams | Mapping[str, Any] | str | None = None,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+) -> list[dict[str, Any]]:
+    """The per-record reports (see the module docstring), in claim order.
+
+    ``model`` is a model path or a loaded :class:`Scorer`. Records are batched by length,
+    ``params.batch_size`` at a time; batching does not change the reports beyond float noise.
+    """
     import torch
 
-    vocab = model.config.vocab_size
-    seqs, spans = [], []
-    for text, claim in zip(texts, claims, strict=True):
-        prompt_ids = tokenizer(text, add_special_tokens=not params.chat)["input_ids"]
-        done = [i for i in claim["completion_ids"] if i < vocab]
-        seqs.append(prompt_ids + done)
-        spans.append((len(prompt_ids), len(done)))
+    if not isinstance(params, GenerationParams):
+        params = GenerationParams.parse(params)
+    scorer = model if isinstance(model, Scorer) else Scorer.load(Path(model))
+    claims = [c if isinstance(c, Claim) else parse_claim(c, i) for i, c in enumerate(claims, start=1)]
+    if not claims:
+        return []
+    items = _prepare(scorer, claims, params)
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt_ids) + items[i].scored)
+    reports: list[dict[str, Any] | None] = [None] * len(items)
+    with torch.inference_mode():
+        for start in range(0, len(order), params.batch_size):
+            batch = order[start : start + params.batch_size]
+            scored = _score_batch(scorer, [items[i] for i in batch], params.temperature)
+            for i, stats in zip(batch, scored, strict=True):
+                reports[i] = _report(scorer, items[i], stats, top_k, params.temperature)
+    return [r for r in reports if r is not None]
+
+
+def _prepare(scorer: Scorer, claims: list[Claim], params: GenerationParams) -> list[_Item]:
+    """Tokenize the prompts as generation did (rendered, special tokens only without chat)."""
+    texts = render_prompts(scorer.tokenizer, [c.prompt for c in claims], params.chat)
+    prompt_ids = scorer.tokenizer(texts, add_special_tokens=not params.chat)["input_ids"]
+    return [_Item(c, list(p), list(c.completion_ids), c.max_new_tokens or params.max_new_tokens)
+            for c, p in zip(claims, prompt_ids, strict=True)]
+
+
+def _score_batch(scorer: Scorer, items: list[_Item], temperature: float) -> list[dict[str, Any]]:
+    """One forward pass; per item its scored tokens' statistics (report fields)."""
+    import torch
+
+    seqs = [it.prompt_ids + [t if t < scorer.vocab_size else 0 for t in it.ids[: it.scored]] for it in items]
     width = max(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    pad = scorer.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):  # right padding: positions line up from the start
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+    for row, seq in enumerate(seqs):  # left padding, positions from the mask: the engine's prefill
+        if seq:
+            input_ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = {}
+    if "logits_to_keep" in inspect.signature(scorer.model.forward).parameters:
+        kwargs["logits_to_keep"] = max(it.scored for it in items) + 1  # only the completions' logits
+    dev = scorer.device
+    logits = scorer.model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
+                          position_ids=positions.to(dev), **kwargs).logits
+    keep = logits.shape[1]  # the last ``keep`` positions
     out = []
-    for row, (claim, (n_prompt, n_done)) in enumerate(zip(claims, spans, strict=True)):
-        positions = torch.arange(n_prompt - 1, n_prompt - 1 + n_done)
-        targets = ids[row, n_prompt : n_prompt + n_done]
-        lp = logprobs[row, positions]
-        chosen = lp.gather(1, targets[:, None]).squeeze(1)
-        best = lp.max(dim=1).values
-        rank = (lp > chosen[:, None]).sum(dim=1)
-        ended = n_done >= params.max_new_tokens or (n_done > 0 and int(targets[-1]) in eos_ids)
-        decoded = tokenizer.decode(claim["completion_ids"], skip_special_tokens=True)
-        out.append({
-            "id": claim.get("id"),
-            "n_tokens": n_done,
-            "n_outside_topk": int((rank >= top_k).sum()),
-            "max_gap": float((best - chosen).max()) if n_done else 0.0,
-            "mean_logprob": float(chosen.mean()) if n_done else 0.0,
-            "greedy_consistent": bool((rank == 0).all()),
-            "ended_properly": bool(ended) and n_done <= params.max_new_tokens,
-            # the text must be what the ids say, and no id may lie outside the vocabulary
-            "text_matches_ids": decoded == claim["completion"] and n_done == len(claim["completion_ids"]),
-        })
+    for row, it in enumerate(items):
+        n = max(0, min(it.scored, len(it.prompt_ids) + it.scored - 1))  # the first token needs a context
+        raw = logits[row, keep - 1 - n : keep - 1].float()
+        targets = input_ids[row, width - n :].to(raw.device)[:, None]
+        lp = torch.log_softmax(raw, dim=-1)
+        chosen = lp.gather(1, targets).squeeze(1)
+        stats = {"logprobs": chosen.tolist(), "best_logprobs": lp.max(dim=1).values.tolist(),
+                 "ranks": (lp > chosen[:, None]).sum(dim=1).tolist()}
+        if temperature > 0:
+            stats |= _sampling_stats(torch.log_softmax(raw / temperature, dim=-1), targets)
+        out.append(stats)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m provider_node.workloads.rescore")
-    ap.add_argument("--model", required=True, type=Path)
-    ap.add_argument("--input", required=True, type=Path, help="the claimed output JSONL")
-    ap.add_argument("--output", required=True, type=Path, help="per-record report JSONL")
-    ap.add_argument("--params", default="{}", help="the job's GenerationParams as JSON")
-    ap.add_argument("--result", required=True, type=Path)
-    ap.add_argument("--top-k", type=int, default=5)
-    args = ap.parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
+def _sampling_stats(lp_t: Any, targets: Any) -> dict[str, float]:
+    """Sums over tokens of the tempered log-prob of the claimed token, and of the mean and the
+    variance that log-prob has when the token is drawn from the tempered distribution."""
+    import torch
+
+    p_t = lp_t.exp()
+    plogp = torch.where(p_t > 0, p_t * lp_t, 0.0)
+    mean = plogp.sum(dim=1)  # minus the entropy
+    var = (torch.where(p_t > 0, plogp * lp_t, 0.0).sum(dim=1) - mean**2).clamp(min=0)
+    return {"sample_logprob": round(float(lp_t.gather(1, targets).sum()), 6),
+            "sample_expected": round(float(mean.sum()), 6), "sample_variance": round(float(var.sum()), 6)}
+
+
+def _end(ids: list[int], limit: int, eos_ids: Sequence[int]) -> str:
+    """Why generation stopped where the claim does, or what is wrong with the stop."""
+    first_eos = next((i for i, t in enumerate(ids) if t in eos_ids), None)
+    if first_eos is not None and first_eos < len(ids) - 1:
+        return "continues past an end-of-sequence token"
+    if len(ids) > limit:
+        return f"longer than max_new_tokens ({len(ids)} > {limit})"
+    if first_eos is not None:
+        return "eos"
+    if len(ids) == limit:
+        return "max_new_tokens"
+    return f"stops after {len(ids)} of {limit} tokens without an end-of-sequence token"
+
+
+def _report(scorer: Scorer, it: _Item, stats: dict[str, Any], top_k: int,
+            temperature: float) -> dict[str, Any]:
+    claim, logprobs, ranks = it.claim, stats["logprobs"], stats["ranks"]
+    in_vocab = all(t < scorer.vocab_size for t in it.ids)
+    decoded = scorer.tokenizer.decode(it.ids, skip_special_tokens=True) if in_vocab else None
+    end = _end(it.ids, it.limit, scorer.eos_ids)
+    n_not_greedy = sum(r > 0 for r in ranks)
+    report = {
+        "id": claim.id,
+        "n_tokens": len(it.ids),
+        "n_scored": len(ranks),
+        "top_k": top_k,
+        "n_outside_topk": sum(r >= top_k for r in ranks),
+        "n_not_greedy": n_not_greedy,
+        "greedy_consistent": n_not_greedy == 0,
+        "max_gap": round(max((b - lp for b, lp in zip(stats["best_logprobs"], logprobs)), default=0.0), 6),
+        "mean_logprob": round(sum(logprobs) / len(logprobs), 6) if logprobs else 0.0,
+        "end": end,
+        "ended_properly": end in ("eos", "max_new_tokens"),
+        "text_matches_ids": decoded == claim.completion,
+        "ids_in_vocab": in_vocab,
+        "counts_match": (claim.prompt_tokens in (None, len(it.prompt_ids))
+                         and claim.completion_tokens in (None, len(it.ids))),
+        "prompt_matches": claim.prompt_matches,
+        "temperature": temperature,
+    }
+    report |= {k: v for k, v in stats.items() if k.startswith("sample_")}
+    report |= {k: [round(x, 5) for x in stats[k]] for k in ("logprobs", "best_logprobs")}
+    return report | {"ranks": ranks}
+
+
+def run_rescore(
+    model_path: Path,
+    input_path: Path,
+    output_path: Path,
+    params: GenerationParams | Mapping[str, Any] | str | None = None,
+    *,
+    prompts_path: Path | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    dtype: str = "float32",
+) -> dict[str, Any]:
+    """Run the workload in this process and return the success result (errors raise)."""
+    if not isinstance(params, GenerationParams):
+        params = GenerationParams.parse(params)
+    claims = read_claims(input_path)
+    if prompts_path is not None:
+        claims = against_job(claims, read_prompts(prompts_path))
     started = time.perf_counter()
+    scorer = Scorer.load(Path(model_path), dtype=dtype)
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    reports = rescore(scorer, claims, params, top_k=top_k)
+    duration_s = time.perf_counter() - started
+    _write_atomic(Path(output_path), "".join(json.dumps(r) + "\n" for r in reports).encode())
+    tokens = sum(r["n_scored"] for r in reports)
+    return {
+        "ok": True,
+        "device": scorer.device,
+        "dtype": dtype,
+        "records": len(reports),
+        "scored_tokens": tokens,
+        "duration_s": round(duration_s, 4),
+        "tokens_per_s": round(tokens / duration_s, 2) if duration_s > 0 else 0.0,
+        "load_s": round(load_s, 4),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m provider_node.workloads.rescore", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, type=Path, help="GGUF file, model tar or model directory")
+    p.add_argument("--input", required=True, type=Path, help="the claimed output, JSONL")
+    p.add_argument("--output", required=True, type=Path, help="per-record report, JSONL (written atomically)")
+    p.add_argument("--params", default="{}", help="the job's GenerationParams as a JSON object")
+    p.add_argument("--result", required=True, type=Path, help="result JSON, always written")
+    p.add_argument("--prompts", type=Path, help="the job's input JSONL (per-line limits, prompt check)")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="count tokens outside this top-k")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="scoring precision (the judge's thresholds assume float32)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        reports = rescore(args.model, read_claims(args.input), GenerationParams.parse(args.params), top_k=args.top_k)
-        _write_atomic(args.output, "".join(json.dumps(r) + "\n" for r in reports).encode())
-        code, result = EXIT_OK, {"ok": True, "records": len(reports),
-                                 "duration_s": round(time.perf_counter() - started, 4)}
-    except Exception as exc:
+        result, code = run_rescore(args.model, args.input, args.output, args.params,
+                                   prompts_path=args.prompts, top_k=args.top_k, dtype=args.dtype), EXIT_OK
+        print(f"rescore: {result['records']} records, {result['tokens_per_s']} tokens/s on "
+              f"{result['device']}/{result['dtype']}", file=sys.stderr)
+    except Exception as exc:  # every failure becomes a result; the exit code says how final it is
         code, result = _failure(exc)
         print(f"rescore failed: {result['error']}", file=sys.stderr)
     _write_atomic(args.result, (json.dumps(result, sort_keys=True) + "\n").encode())
@@ -130,4 +352,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
