@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.verification.compare import RescoreThresholds, Verdict, compare_exact, judge_rescore
+from coordinator.verification.compare import (
+    RescoreThresholds,
+    Verdict,
+    compare_exact,
+    judge_rescore,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +45,8 @@ def test_changed_prompt_and_null_ids():
     assert v.mismatched_ids == (1,) and "line 2: prompt differs" in v.reason
     v = compare_exact(out("a", "b", ids=[None, None]), out("a", "c", ids=[None, None]))
     assert v.mismatched_ids == (1,)  # no id: the 0-based position
+    v = compare_exact(out("a", ids=[1], prompts=["p"]), out("a", ids=[True], prompts=["p"]))
+    assert v.mismatched_ids == (1,) and "id differs" in v.reason  # ids compare as JSON, not as Python values
 
 
 def test_reordered_records_disagree():
@@ -144,7 +151,9 @@ def test_judge_sampled_outputs_by_likelihood_not_greedy_rules():
     assert judge_rescore([sampled(0, -20.0), sampled(1, 5.0), sampled(2, 0.0)]).agree  # z = -15/sqrt(300)
     v = judge_rescore([sampled(0, -40.0), sampled(1, -60.0), sampled(2, 10.0)])  # z = -90/sqrt(300) = -5.2
     assert not v.agree and v.mismatched_ids == (0, 1)
-    assert "sampled tokens are 5.2 standard deviations less likely than expected (limit 5.0)" in v.reason
+    assert "sampled tokens are 5.2 standard deviations less likely than samples of the model (limit 5.0)" in v.reason
+    v = judge_rescore([sampled(0, 60.0), sampled(1, 40.0), sampled(2, -10.0)])  # too likely: not samples either
+    assert not v.agree and v.mismatched_ids == (0, 1) and "5.2 standard deviations more likely" in v.reason
     assert not judge_rescore([sampled(0, 0.0) | {"text_matches_ids": False}]).agree  # integrity still holds
 
 

@@ -134,7 +134,7 @@ def test_stops_are_checked(env, scorer):
 
 
 def test_job_input_gives_line_limits_and_prompt_check(env, scorer, tmp_path):
-    root, models, _ = env
+    _, models, _ = env
     lines = [{"prompt": p, "id": f"p{i}"} for i, p in enumerate(PROMPTS[:3])]
     lines[1]["max_new_tokens"] = 5
     job = _write_jsonl(tmp_path / "job.jsonl", lines)
@@ -163,7 +163,7 @@ def test_chat_param_is_respected(env, scorer, tmp_path):
 
 def test_sampled_outputs_are_judged_by_likelihood(env, scorer):
     root, models, _ = env
-    sampling = PARAMS.model_copy(update={"temperature": 0.3, "max_new_tokens": 24, "seed": 5})
+    sampling = PARAMS.model_copy(update={"temperature": 0.2, "max_new_tokens": 32, "seed": 5})
     prompts = read_prompts(root / "in.jsonl")
 
     def claims(model: Path) -> list[dict]:
@@ -172,15 +172,15 @@ def test_sampled_outputs_are_judged_by_likelihood(env, scorer):
                 for p, c in zip(prompts, out, strict=True)]
 
     honest = rescore(scorer, claims(models[0]), sampling)
-    assert all(r["temperature"] == 0.3 and r["sample_variance"] > 0 for r in honest)
+    assert all(r["temperature"] == 0.2 and r["sample_variance"] > 0 for r in honest)
     assert not all(r["greedy_consistent"] for r in honest)  # sampling leaves the greedy path
     assert judge_rescore(honest).agree
     v = judge_rescore(rescore(scorer, claims(models[1]), sampling))
-    assert not v.agree and "standard deviations less likely than expected" in v.reason
+    assert not v.agree and "standard deviations less likely" in v.reason
 
 
-def test_rescoring_is_cheaper_than_regenerating(env, scorer):
-    root, models, outputs = env
+def test_rescoring_is_cheaper_than_regenerating(env):
+    root, models, _ = env
     params = PARAMS.model_copy(update={"max_new_tokens": 64, "batch_size": 8})
     engine = TransformersEngine(models[0])
     prompts = read_prompts(root / "in.jsonl")
@@ -203,7 +203,7 @@ def test_cli_writes_report_and_result(env, tmp_path):
            "--input", str(root / "out0.jsonl"), "--output", str(tmp_path / "rep.jsonl"),
            "--params", PARAMS.model_dump_json(), "--result", str(tmp_path / "res.json"),
            "--prompts", str(root / "in.jsonl")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "res.json").read_text())
     assert result["ok"] and result["records"] == len(PROMPTS) and result["scored_tokens"] == 12 * len(PROMPTS)

@@ -29,6 +29,11 @@ def _name(record: Mapping[str, Any], index: int) -> Any:
     return index if record.get("id") is None else record["id"]
 
 
+def _key(record: Mapping[str, Any], key: str) -> str:
+    """A field in canonical JSON, so that ids 1, 1.0 and true differ."""
+    return json.dumps(record.get(key), sort_keys=True)
+
+
 def _shown(ids: Sequence[Any]) -> str:
     return ", ".join(map(repr, ids[:SHOWN])) + (", …" if len(ids) > SHOWN else "")
 
@@ -63,13 +68,13 @@ def compare_exact(a: bytes, b: bytes) -> Verdict:
                                             f"line {lineno} (id {extra[0]!r}) has no counterpart")
     bad, first = [], ""
     for i, ((lineno, x), (_, y)) in enumerate(zip(left, right, strict=True)):
-        what = next((f"{key} differs" for key in ("id", "prompt", "completion") if x.get(key) != y.get(key)), "")
+        what = next((f"{key} differs" for key in ("id", "prompt", "completion") if _key(x, key) != _key(y, key)), "")
         if what:
             bad.append(_name(x, i))
             first = first or f"line {lineno}: {what}"
     if not bad:
         return Verdict(True, (), f"{len(left)} records identical")
-    ids = [sorted(repr(r.get("id")) for _, r in side) for side in (left, right)]
+    ids = [sorted(_key(r, "id") for _, r in side) for side in (left, right)]
     hint = "; the same ids in another order" if ids[0] == ids[1] and "id differs" in first else ""
     return Verdict(False, tuple(bad), f"{len(bad)} of {len(left)} records differ (ids {_shown(bad)}); "
                                       f"first at {first}{hint}")
@@ -83,7 +88,9 @@ class RescoreThresholds:
     ``max_logprob_gap`` nats below the best token; across the output at most
     ``max_bad_fraction`` of the tokens (rounded up) may differ from the verifier's greedy choice.
     Sampled outputs (temperature > 0): the claimed tokens' tempered log-probabilities, summed
-    over the output, may lie at most ``max_sample_z`` standard deviations below their expectation.
+    over the output, may lie at most ``max_sample_z`` standard deviations from what samples of
+    the model would score, either way (a cut-down model sampled at temperature 1 can degenerate
+    into repetitive text that the real model finds *more* likely).
     """
 
     top_k: int = 5
@@ -125,18 +132,19 @@ def _output_problem(records: Sequence[Mapping[str, Any]], th: RescoreThresholds)
     """Output-wide statistics: the indices of the records blamed, and why."""
     if any(r["temperature"] > 0 for r in records):
         z = _z(records)
-        if z >= -th.max_sample_z:
+        if abs(z) <= th.max_sample_z:
             return [], ""
-        blamed = [i for i, r in enumerate(records) if _z([r]) < 0]
-        return blamed, f"sampled tokens are {-z:.1f} standard deviations less likely than expected " \
-                       f"(limit {th.max_sample_z})"
+        blamed = [i for i, r in enumerate(records) if _z([r]) * z > 0]
+        more = "less" if z < 0 else "more"
+        return blamed, (f"sampled tokens are {abs(z):.1f} standard deviations {more} likely than samples "
+                        f"of the model (limit {th.max_sample_z})")
     tokens = sum(r["n_scored"] for r in records)
     not_greedy = sum(r["n_not_greedy"] for r in records)
     if not_greedy <= math.ceil(th.max_bad_fraction * tokens):
         return [], ""
     blamed = [i for i, r in enumerate(records) if r["n_not_greedy"]]
-    return blamed, f"{not_greedy} of {tokens} tokens are not the verifier's greedy choice " \
-                   f"(limit {th.max_bad_fraction:.0%})"
+    return blamed, (f"{not_greedy} of {tokens} tokens are not the verifier's greedy choice "
+                    f"(limit {th.max_bad_fraction:.0%})")
 
 
 def judge_rescore(

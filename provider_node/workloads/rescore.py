@@ -11,13 +11,16 @@ answers the job's prompts. REPORT.jsonl has one object per claimed record, in or
 
     {"id", "n_tokens", "n_scored", "top_k", "n_outside_topk", "n_not_greedy", "greedy_consistent",
      "max_gap", "mean_logprob", "end", "ended_properly", "text_matches_ids", "ids_in_vocab",
-     "counts_match", "prompt_matches", "logprobs", "best_logprobs", "ranks"}
+     "counts_match", "prompt_matches", "temperature", "logprobs", "best_logprobs", "ranks"}
 
-``logprobs``/``best_logprobs``/``ranks``: per scored token, its log-probability, the best one at
-that position and its rank (0 = the greedy choice); ``max_gap`` is the largest ``best - logprob``
-(nats). ``end`` is ``"eos"``/``"max_new_tokens"`` or what is wrong with the stop. The decision
-rule is ``coordinator.verification.compare.judge_rescore``. The result file and exit codes
-follow ``provider_node.workloads.inference``.
+``logprobs``/``best_logprobs``/``ranks``: per scored token (at most ``max_new_tokens``), its
+log-probability, the best one at that position and its rank (0 = the greedy choice); ``max_gap``
+is the largest ``best - logprob`` (nats). ``end`` is ``"eos"``/``"max_new_tokens"`` or what is
+wrong with the stop. With ``temperature > 0`` a record also has ``sample_logprob`` (the claimed
+tokens' tempered log-probs, summed) and ``sample_expected``/``sample_variance`` (that sum's mean
+and variance were the tokens drawn from the model). The decision rule is
+``coordinator.verification.compare.judge_rescore``. The result file and exit codes follow
+``provider_node.workloads.inference``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from gpumesh.errors import WorkloadError
-from provider_node.workloads.engines import GenerationParams, TransformersEngine, render_prompts
-from provider_node.workloads.inference import EXIT_OK, PromptLine, _failure, _write_atomic, read_prompts
+from provider_node.workloads.engines import (
+    GenerationParams,
+    TransformersEngine,
+    render_prompts,
+)
+from provider_node.workloads.inference import (
+    EXIT_OK,
+    PromptLine,
+    _failure,
+    _write_atomic,
+    read_prompts,
+)
 
 DEFAULT_TOP_K = 5
 
@@ -204,13 +217,13 @@ def _score_batch(scorer: Scorer, items: list[_Item], temperature: float) -> list
         if seq:
             input_ids[row, width - len(seq) :] = torch.tensor(seq)
             mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    dev, accepted = scorer.device, inspect.signature(scorer.model.forward).parameters
     kwargs = {}
-    if "logits_to_keep" in inspect.signature(scorer.model.forward).parameters:
+    if "position_ids" in accepted:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(dev)
+    if "logits_to_keep" in accepted:
         kwargs["logits_to_keep"] = max(it.scored for it in items) + 1  # only the completions' logits
-    dev = scorer.device
-    logits = scorer.model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
-                          position_ids=positions.to(dev), **kwargs).logits
+    logits = scorer.model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), **kwargs).logits
     keep = logits.shape[1]  # the last ``keep`` positions
     out = []
     for row, it in enumerate(items):
@@ -343,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                                    prompts_path=args.prompts, top_k=args.top_k, dtype=args.dtype), EXIT_OK
         print(f"rescore: {result['records']} records, {result['tokens_per_s']} tokens/s on "
               f"{result['device']}/{result['dtype']}", file=sys.stderr)
-    except Exception as exc:  # every failure becomes a result; the exit code says how final it is
+    except Exception as exc:  # noqa: BLE001 -- every failure becomes a result; the exit code says how final
         code, result = _failure(exc)
         print(f"rescore failed: {result['error']}", file=sys.stderr)
     _write_atomic(args.result, (json.dumps(result, sort_keys=True) + "\n").encode())
