@@ -80,6 +80,12 @@ def render_prompts(tokenizer: Any, prompts: Sequence[str], chat: bool) -> list[s
     ]
 
 
+def eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    """Every token id that ends generation: the generation config's and the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    return tuple(sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}))
+
+
 class TransformersEngine:
     """transformers ``generate`` with left-padded batches; CUDA in half precision when present."""
 
@@ -94,9 +100,7 @@ class TransformersEngine:
         else:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.model, self.tokenizer = load_causal_lm(Path(model_path), device=self.device, dtype=dtype)
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
-        self._eos_ids = sorted(i for i in eos_ids if i is not None)
+        self._eos_ids = eos_ids(self.model, self.tokenizer)
 
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
         import torch
@@ -122,7 +126,7 @@ class TransformersEngine:
             top_k=None,
             top_p=None,
             pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self._eos_ids,
+            eos_token_id=list(self._eos_ids),
         )
         new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()

@@ -40,6 +40,7 @@ from gpumesh.errors import WorkloadError
 from provider_node.workloads.engines import (
     GenerationParams,
     TransformersEngine,
+    eos_ids,
     render_prompts,
 )
 from provider_node.workloads.inference import (
@@ -134,22 +135,16 @@ class Scorer:
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_causal_lm(Path(model_path), device=device, dtype=getattr(torch, dtype))
-        return cls(model, tokenizer, device, _eos_ids(model, tokenizer))
+        return cls(model, tokenizer, device, eos_ids(model, tokenizer))
 
     @classmethod
     def from_engine(cls, engine: TransformersEngine) -> Scorer:
         """Score with an engine's loaded model (and its precision)."""
-        return cls(engine.model, engine.tokenizer, engine.device, _eos_ids(engine.model, engine.tokenizer))
+        return cls(engine.model, engine.tokenizer, engine.device, eos_ids(engine.model, engine.tokenizer))
 
     @property
     def vocab_size(self) -> int:
         return self.model.get_input_embeddings().num_embeddings
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
-    """The ids that end generation, as ``TransformersEngine`` stops on them."""
-    eos = model.generation_config.eos_token_id
-    return tuple(sorted({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None}))
 
 
 @dataclass(frozen=True, slots=True)
