@@ -11,7 +11,7 @@ from coordinator.config import CoordinatorSettings
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
 from coordinator.store.base import Store
 from gpumesh.amounts import parse_amount
-from gpumesh.errors import InvalidArgument, Unauthenticated
+from gpumesh.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from gpumesh.identity import challenge_text, normalize_address, verify_signature
 from gpumesh.v1 import common_pb2, provider_pb2
 from google.protobuf import json_format
@@ -24,10 +24,12 @@ def token_hash(token: str) -> str:
 
 
 class ProviderAuth:
-    def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float],
+                 stake_of: Callable[[str], int] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.stake_of = stake_of  # active stake in the ProviderRegistry (settling coordinators)
 
     def issue_challenge(self, address: str) -> tuple[str, float]:
         address = normalize_address(address)
@@ -51,6 +53,7 @@ class ProviderAuth:
             if req.tier == common_pb2.PROVIDER_TIER_CENTRALIZED
             else ProviderTier.OPEN
         )
+        self._check_stake(address, tier)
         record = self.store.upsert_provider(
             ProviderRecord(
                 provider_id="prov_" + uuid.uuid4().hex[:16],
@@ -68,12 +71,23 @@ class ProviderAuth:
                 cached_models=tuple(req.cached_model_cids),
                 registered_at=now,
                 last_seen=now,
+                operator=req.operator.lower(),
             )
         )
         token = secrets.token_urlsafe(32)
         expires = now + self.settings.session_ttl_s
         self.store.put_session(token_hash=token_hash(token), provider_id=record.provider_id, expires_at=expires)
         return record, token, expires
+
+    def _check_stake(self, address: str, tier: ProviderTier) -> None:
+        """Open-market providers need slashable stake to take work (centralized ones are trusted)."""
+        if self.stake_of is None or self.settings.min_stake == 0 or tier is ProviderTier.CENTRALIZED:
+            return
+        active = self.stake_of(address)
+        if active < self.settings.min_stake:
+            raise FailedPrecondition(
+                f"{address} has {active} staked in the ProviderRegistry; at least {self.settings.min_stake} "
+                "is needed to take work (stake, then register again)", field="stake")
 
     def authenticate(self, metadata: tuple[tuple[str, str], ...] | None) -> ProviderRecord:
         """Resolve the ``authorization: Bearer <token>`` metadata to a provider."""
@@ -91,6 +105,8 @@ def _validate_offer(req: provider_pb2.RegisterRequest) -> None:
         raise InvalidArgument(f"at most {MAX_SLOTS} slots", field="slots")
     if len(req.name) > 128:
         raise InvalidArgument("at most 128 characters", field="name")
+    if len(req.operator) > 128:
+        raise InvalidArgument("at most 128 characters", field="operator")
     if len(req.cached_model_cids) > 10_000:
         raise InvalidArgument("too many cached models", field="cached_model_cids")
     for i, gpu in enumerate(req.hardware.gpus):

@@ -36,6 +36,19 @@ class CoordinatorSettings(BaseSettings):
     min_escrow_window_s: float = Field(3600.0, ge=0)
     settle_margin_s: float = Field(600.0, ge=0)
     sweep_interval_s: float = Field(1.0, gt=0)
+    # Verification (coordinator.verifier): adaptive replication, sampled re-scoring audits,
+    # referees on centralized providers, slashing through the ProviderRegistry.
+    verify: bool = True
+    replication_p_new: float = Field(1.0, ge=0, le=1)
+    replication_probation: int = Field(9, ge=0)
+    replication_p_floor: float = Field(0.02, ge=0, le=1)  # >= cost / (reward + stake), see policy.p_floor
+    audit_rate: float = Field(1.0, ge=0, le=1)  # of results not replicated
+    audit_records: int = Field(2, ge=1)
+    audit_decoys: int = Field(1, ge=0)
+    reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
+    max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
+    slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)
+    min_stake: int = Field(0, ge=0)  # active stake a provider needs to take work (settling coordinators)
 
     @property
     def db_path(self) -> Path:

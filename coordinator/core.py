@@ -19,13 +19,15 @@ from typing import Callable, Sequence
 from coordinator.auth import ProviderAuth
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
-from coordinator.models import Job, JobState, Lease, Task, TaskState
+from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
 from coordinator.settlement.settler import BatchPolicy, EscrowView, SettlementChain, Settler
+from coordinator.settlement.slasher import Slasher, StakeRegistry
 from coordinator.sessions import ProviderSession, SessionRegistry
 from coordinator.splitter import parse_prompts, split
 from coordinator.store.base import Store
+from coordinator.verifier import Verifier
 from gpumesh._convert import timestamp
 from gpumesh.artifacts import ArtifactStore
 from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
@@ -41,6 +43,7 @@ class JobView:
     job: Job
     tasks: list[Task]
     pending_reason: str
+    checks: list[Task] = ()  # replicas, audits and referees of its tasks
 
 
 class Coordinator:
@@ -51,6 +54,7 @@ class Coordinator:
         artifacts: ArtifactStore,
         *,
         chain: SettlementChain | None = None,
+        registry: StakeRegistry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -63,7 +67,12 @@ class Coordinator:
                     clock=clock, on_settled=lambda job_id: self.signals.notify(job_id))
             if chain is not None else None
         )
-        self.auth = ProviderAuth(store, settings, clock)
+        self.verifier = Verifier(settings, store, artifacts, clock=clock)
+        self.slasher = (
+            Slasher(store, registry, default_beneficiary=getattr(registry, "address", ""), clock=clock)
+            if registry is not None else None
+        )
+        self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
         self.sessions = SessionRegistry()
         self.signals = Signals()
         self._pending_reason: dict[str, str] = {}
@@ -78,6 +87,9 @@ class Coordinator:
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._sweeper_loop(), name="lease-sweeper"),
         ]
+        if self.slasher is not None:
+            self._loops.append(asyncio.create_task(self.slasher.run(tick_s=self.settings.sweep_interval_s),
+                                                   name="slasher"))
         if self.settler is not None:
             self._loops.append(asyncio.create_task(self.settler.run(tick_s=self.settings.sweep_interval_s),
                                                    name="settler"))
@@ -90,7 +102,9 @@ class Coordinator:
             self.sessions.close(session)
 
     async def _recover(self) -> None:
-        """Finish jobs a previous process left half-finalised."""
+        """Read checks a previous process left unread; finish jobs it left half-finalised."""
+        for row in self.store.unread_checks():
+            await self._read_check(row.task_id)
         for job in self.store.jobs_in_state(JobState.VERIFYING):
             await self._finalize(job.job_id)
 
@@ -182,7 +196,7 @@ class Coordinator:
     def get_job(self, job_id: str) -> JobView:
         job = self.store.get_job(job_id)
         reason = self._pending_reason.get(job_id, "") if not job.state.is_terminal() else ""
-        return JobView(job, self.store.list_tasks(job_id), reason)
+        return JobView(job, self.store.list_tasks(job_id), reason, self.store.list_checks(job_id))
 
     async def cancel_job(self, job_id: str, reason: str = "") -> Job:
         job, leased = self.store.cancel_job(job_id, reason=reason or "cancelled by submitter", now=self.clock())
@@ -209,7 +223,7 @@ class Coordinator:
     def open_session(self, metadata) -> ProviderSession:
         record = self.auth.authenticate(metadata)
         session = self.sessions.open(record, now=self.clock())
-        session.reliability = record.reliability
+        self._set_standing(session, record)
         session.send(
             provider_pb2.CoordinatorMessage(
                 accepted=provider_pb2.SessionAccepted(
@@ -258,18 +272,36 @@ class Coordinator:
             verify_signature(result_text(res.task_id, res.output_cid), res.signature, session.record.address)
             if not await asyncio.to_thread(self.artifacts.has, res.output_cid):
                 raise NotFound(f"output {res.output_cid} was not uploaded", field="output_cid")
-            outcome = self.store.submit_result(
-                lease_id=res.lease_id,
-                task_id=res.task_id,
-                provider_id=pid,
-                output_cid=res.output_cid,
-                signature=res.signature,
-                metrics_json=res.metrics_json,
-                now=self.clock(),
-            )
+            task = self.store.get_task(res.task_id)
+            decision = None
+            if (task.role is TaskRole.PRIMARY and task.state is TaskState.LEASED and task.lease_id == res.lease_id
+                    and task.provider_id == pid):
+                job = self.store.get_job(task.job_id)
+                decision = await asyncio.to_thread(self.verifier.on_primary, task, job, session.record, res.output_cid)
+            if decision is not None and decision.reject:
+                log.warning("result of %s from %s rejected: %s", res.task_id, pid, decision.reject)
+                outcome = self.store.reject_result(
+                    lease_id=res.lease_id, task_id=res.task_id, provider_id=pid, reason=decision.reject,
+                    slash=self.verifier.slash_for(session.record, task, job, decision.reject),
+                    now=self.clock(), half_life_s=self.settings.reputation_half_life_s)
+                self._refresh(pid)
+            else:
+                outcome = self.store.submit_result(
+                    lease_id=res.lease_id,
+                    task_id=res.task_id,
+                    provider_id=pid,
+                    output_cid=res.output_cid,
+                    signature=res.signature,
+                    metrics_json=res.metrics_json,
+                    now=self.clock(),
+                    verdict=decision.verdict if decision else "",
+                    check=decision.check if decision else None,
+                )
             ack.accepted, ack.reason = outcome.accepted, outcome.reason
             if outcome.accepted and not outcome.duplicate:
-                session.reliability = self.store.get_provider(pid).reliability
+                self._set_standing(session, self.store.get_provider(pid))
+                if task.is_check:
+                    await self._read_check(task.task_id)
         except (Unauthenticated, NotFound, InvalidArgument) as exc:
             ack.reason = str(exc)
             outcome = None
@@ -309,9 +341,49 @@ class Coordinator:
                 )
             )
 
+    async def _read_check(self, task_id: str) -> None:
+        """Read a submitted check or referee result and apply what it decides."""
+        row = self.store.get_task(task_id)
+        try:
+            update = await asyncio.to_thread(self.verifier.read, row)
+        except (ValueError, KeyError, NotFound) as exc:  # unreadable: leave its primary unchecked
+            log.error("check %s could not be read: %s", task_id, exc)
+            from coordinator.store.base import VerificationUpdate
+
+            update = VerificationUpdate(row.job_id, states=[(task_id, TaskState.REJECTED, f"unreadable: {exc}")])
+        ready = self.store.apply_verification(update, now=self.clock(), half_life_s=self.settings.reputation_half_life_s)
+        for provider_id, valid in update.observations:
+            self._refresh(provider_id)
+            if not valid:
+                log.warning("provider %s found invalid on task %s", provider_id, row.verifies)
+        self.signals.notify(row.job_id)
+        self.signals.notify(SCHEDULER)
+        if ready:
+            await self._finalize(row.job_id)
+
+    def _refresh(self, provider_id: str) -> None:
+        """A provider's verification record changed: the scheduler sees the new one."""
+        session = self.sessions.get(provider_id)
+        if session is not None:
+            self._set_standing(session, self.store.get_provider(provider_id))
+
+    def _set_standing(self, session: ProviderSession, record) -> None:
+        """The scheduler's view of a provider: lease reliability, result trust, eligibility."""
+        from coordinator.models import ProviderTier
+        from coordinator.reputation import eligible
+
+        session.record = record
+        session.reliability = record.reliability
+        rep = record.reputation.decayed(self.clock(), self.settings.reputation_half_life_s)
+        trusted = record.tier is ProviderTier.CENTRALIZED
+        session.trust = 1.0 if trusted else rep.score()
+        session.eligible = trusted or eligible(rep, self.settings.max_invalid_rate)
+
     def _after_failure(self, outcomes) -> None:
         for outcome in outcomes:
             self.signals.notify(outcome.job_id)
+            if outcome.job_ready:
+                asyncio.get_running_loop().create_task(self._finalize(outcome.job_id))
             if outcome.job_failed:
                 for task in self.store.list_tasks(outcome.job_id):
                     if task.lease_id and task.state is TaskState.CANCELLED:
@@ -350,12 +422,13 @@ class Coordinator:
         pending = [
             PendingTask(t.task_id, t.job_id, Demand(specs[t.job_id].requirements,
                                                       specs[t.job_id].max_price_per_hour,
-                                                      specs[t.job_id].model_cid))
+                                                      specs[t.job_id].model_cid,
+                                                      frozenset(t.exclude), t.require_tier))
             for t in queued
         ]
         plan = schedule(pending, candidates)
         for task_id, reason in plan.unschedulable.items():
-            job_id = task_id.rsplit("-t", 1)[0]
+            job_id = task_id.split("-t", 1)[0]
             if self._pending_reason.get(job_id) != reason:
                 self._pending_reason[job_id] = reason
                 self.signals.notify(job_id)
@@ -392,9 +465,10 @@ class Coordinator:
                     lease_id=lease.lease_id,
                     task_id=lease.task.task_id,
                     job_id=lease.job.job_id,
-                    kind=spec.kind,
+                    kind=lease.task.kind,
                     model_cid=spec.model_cid,
                     input_cid=lease.task.input_cid,
+                    aux_cid=lease.task.aux_cid,
                     params_json=json.dumps(spec.inference.model_dump()),
                     timeout_s=spec.task_timeout_s,
                     expires_at=timestamp(lease.expires_at),
@@ -424,7 +498,7 @@ class Coordinator:
         self._after_failure(outcomes)
         if outcomes:
             for session in self.sessions.sessions():  # abandoned leases lower reliability
-                session.reliability = self.store.get_provider(session.record.provider_id).reliability
+                self._set_standing(session, self.store.get_provider(session.record.provider_id))
             self.signals.notify(SCHEDULER)
         return len(outcomes)
 

@@ -39,6 +39,16 @@ class TaskState(enum.StrEnum):
         return self in (TaskState.SUBMITTED, TaskState.VERIFIED, TaskState.SETTLED)
 
 
+class TaskRole(enum.StrEnum):
+    """A job's own work (PRIMARY) or verification of it: a full re-execution (REPLICA), a sampled
+    re-scoring (AUDIT), or the trusted tie-break of a disputed check (REFEREE)."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    AUDIT = "audit"
+    REFEREE = "referee"
+
+
 class ProviderTier(enum.StrEnum):
     OPEN = "OPEN"
     CENTRALIZED = "CENTRALIZED"
@@ -118,6 +128,31 @@ class ProviderRecord:
     last_seen: float = 0.0
     tasks_completed: int = 0
     leases_abandoned: int = 0
+    operator: str = ""  # who runs it ("" = its own address); checks never go to the same operator
+    consecutive_valid: int = 0  # verified results since the last invalid one
+    total_valid: int = 0
+    total_invalid: int = 0
+    rep_alpha: float = 1.0  # Beta belief in the validity of its results (decayed on update)
+    rep_beta: float = 1.0
+    rep_updated_at: float | None = None
+    slashed: int = 0  # times slashed
+
+    @property
+    def operator_id(self) -> str:
+        return (self.operator or self.address).lower()
+
+    @property
+    def track(self):
+        from coordinator.verification.policy import ProviderTrack
+
+        return ProviderTrack(self.consecutive_valid, self.total_valid, self.total_invalid)
+
+    @property
+    def reputation(self):
+        from coordinator.reputation import Reputation
+
+        return Reputation(self.rep_alpha, self.rep_beta, self.rep_updated_at,
+                          1 + self.tasks_completed, 1 + self.leases_abandoned)
 
     @property
     def reliability(self) -> float:
@@ -166,6 +201,18 @@ class Task:
     leased_at: float = 0.0
     submitted_at: float = 0.0
     price_per_hour: int = 0  # the provider's price when it took the lease
+    role: TaskRole = TaskRole.PRIMARY
+    verifies: str = ""  # checks: the primary task checked
+    kind: str = "inference"  # what the provider runs: "inference" or "rescore"
+    aux_cid: str = ""  # rescore: the job's prompts beside the claims in input_cid
+    exclude: tuple[str, ...] = ()  # operators that must not take it
+    require_tier: str = ""  # "CENTRALIZED" for referees
+    check_json: str = ""  # checks: what is checked and how (coordinator.verifier)
+    verdict: str = ""  # "" until read; then why it was accepted, disputed or rejected
+
+    @property
+    def is_check(self) -> bool:
+        return self.role is not TaskRole.PRIMARY
 
 
 @dataclass(frozen=True)

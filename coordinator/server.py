@@ -61,7 +61,8 @@ class CoordinatorServer:
         self.settings = settings
         self.store = build_store(settings)
         self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
-        self.core = Coordinator(settings, self.store, self.artifacts, chain=build_chain(settings))
+        chain = build_chain(settings)
+        self.core = Coordinator(settings, self.store, self.artifacts, chain=chain, registry=chain)
         self.health = health.aio.HealthServicer()
         limit = settings.max_message_bytes
         self.server = aio.server(

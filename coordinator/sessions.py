@@ -22,6 +22,8 @@ class ProviderSession:
     telemetry: list[common_pb2.GpuTelemetry] = field(default_factory=list)
     last_seen: float = 0.0
     reliability: float = 0.5  # refreshed from the store when the session opens
+    trust: float = 1.0  # lower quantile of the validity of its results (set with the record)
+    eligible: bool = True
 
     @property
     def free_slots(self) -> int:
@@ -85,6 +87,10 @@ class SessionRegistry:
                 free_slots=s.free_slots,
                 cached_models=frozenset(s.record.cached_models),
                 reliability=s.reliability,
+                operator=s.record.operator_id,
+                tier=s.record.tier.value,
+                trust=s.trust,
+                eligible=s.eligible,
             )
             for s in self._by_provider.values()
         ]

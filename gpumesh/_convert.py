@@ -45,6 +45,9 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             data[name] = value
     if msg.HasField("deadline"):
         data["deadline"] = msg.deadline.ToDatetime(tzinfo=timezone.utc)
+    if msg.HasField("verification"):
+        v = msg.verification
+        data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate") if v.HasField(k)}
     return validate_spec(data)
 
 
@@ -70,4 +73,6 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
     )
     if spec.deadline is not None:
         msg.deadline.FromDatetime(spec.deadline)
+    v = {k: x for k, x in spec.verification.model_dump().items() if x is not None}
+    msg.verification.CopyFrom(jobs_pb2.VerificationParams(**v))
     return msg

@@ -36,6 +36,15 @@ class InferenceParams(_Strict):
     chat: bool = False
 
 
+class VerificationParams(_Strict):
+    """How much checking a job asks for: at least ``min_replication`` of its tasks re-executed
+    elsewhere (the coordinator's adaptive rate applies when higher), and the share of the rest
+    audited by re-scoring a sample of records (None = the coordinator's default)."""
+
+    min_replication: float | None = Field(None, ge=0, le=1)
+    audit_rate: float | None = Field(None, ge=0, le=1)
+
+
 class JobSpec(_Strict):
     name: str = Field("job", min_length=1, max_length=128)
     kind: JobKind = "inference"
@@ -43,6 +52,7 @@ class JobSpec(_Strict):
     input_cid: str
     inference: InferenceParams = InferenceParams()
     requirements: Requirements = Requirements()
+    verification: VerificationParams = VerificationParams()
     max_price_per_hour: int = Field(0, ge=0, le=2**256 - 1)  # token base units; 0 = any
     shard_size: int = Field(16, ge=1, le=100_000)
     max_attempts: int = Field(3, ge=1, le=20)

@@ -22,6 +22,11 @@ class ProviderSettings(BaseSettings):
     model_cache_mb: int = Field(20_000, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
     threads_per_task: int = Field(0, ge=0)  # 0 = cores / slots
+    operator: str = ""  # who runs this node; "" = its own wallet address
+    # Operator plug-ins: a Python module to run a task kind instead of the built-in one (same
+    # CLI as provider_node.workloads.inference), and extra environment for workloads.
+    workloads: dict[str, str] = Field(default_factory=dict)
+    workload_env: dict[str, str] = Field(default_factory=dict)
 
     @property
     def key_file(self) -> Path:

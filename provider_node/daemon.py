@@ -99,6 +99,7 @@ class ProviderDaemon:
                 cached_model_cids=self.executor.models.cached_cids(),
                 runtime=self.executor.runtime.name,
                 isolated=self.executor.runtime.isolated,
+                operator=self.settings.operator,
             ),
             timeout=10,
         )

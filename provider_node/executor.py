@@ -21,7 +21,10 @@ from provider_node.runtime import RunSpec, Runtime
 
 log = logging.getLogger(__name__)
 
-WORKLOADS = {"inference": "provider_node.workloads.inference"}
+WORKLOADS = {
+    "inference": "provider_node.workloads.inference",
+    "rescore": "provider_node.workloads.rescore",  # a verifier's teacher-forced check of a claim
+}
 
 
 class TaskExecutor:
@@ -35,6 +38,8 @@ class TaskExecutor:
         hardware: HardwareInfo,
         work_dir: Path,
         threads: int,
+        workloads: dict[str, str] | None = None,
+        workload_env: dict[str, str] | None = None,
     ) -> None:
         self.artifacts = artifacts
         self.models = models
@@ -43,6 +48,8 @@ class TaskExecutor:
         self.hardware = hardware
         self.work_dir = work_dir
         self.threads = max(1, threads)
+        self.workloads = {**WORKLOADS, **(workloads or {})}
+        self.workload_env = dict(workload_env or {})
 
     async def execute(self, lease: provider_pb2.TaskLease) -> provider_pb2.ProviderMessage:
         """Always returns a result or a failure message; cancellation kills the workload."""
@@ -59,18 +66,22 @@ class TaskExecutor:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _execute(self, lease: provider_pb2.TaskLease, workdir: Path) -> provider_pb2.ProviderMessage:
-        module = WORKLOADS.get(lease.kind)
+        module = self.workloads.get(lease.kind)
         if module is None:
             return _failure(lease, f"unsupported task kind {lease.kind!r}", False)
         model = await self._prepare_model(lease.model_cid)
         inp, out, res = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "result.json"
         await asyncio.to_thread(self.artifacts.get_file, lease.input_cid, inp)
+        extra: tuple[str, ...] = ()
+        if lease.aux_cid:  # a re-scoring check: the job's prompts beside the claimed records
+            await asyncio.to_thread(self.artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
+            extra = ("--prompts", str(workdir / "prompts.jsonl"))
         spec = RunSpec(
             argv=(sys.executable, "-m", module, "--model", str(model), "--input", str(inp),
-                  "--output", str(out), "--params", lease.params_json or "{}", "--result", str(res)),
+                  "--output", str(out), "--params", lease.params_json or "{}", "--result", str(res), *extra),
             workdir=workdir,
             ro_paths=(model.parent if model.is_file() else model,),
-            env={"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)},
+            env={**self.workload_env, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)},
             timeout_s=float(lease.timeout_s or 3600),
             gpus=tuple(g.index for g in self.hardware.gpus),
         )

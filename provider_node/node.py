@@ -34,6 +34,8 @@ def build_daemon(settings: ProviderSettings, *, hardware: HardwareInfo | None = 
         hardware=hardware,
         work_dir=settings.work_dir,
         threads=threads,
+        workloads=settings.workloads,
+        workload_env=settings.workload_env,
     )
     gpus = ", ".join(f"{g.name} ({g.memory_total_mb} MiB)" for g in hardware.gpus) or "none (CPU only)"
     log.info(

@@ -47,8 +47,11 @@ def job_to_proto(view: JobView, *, with_tasks: bool = True) -> jobs_pb2.Job:
                 output_cid=t.output_cid,
                 error=t.error,
                 metrics_json=t.metrics_json,
+                role=t.role.value,
+                verifies=t.verifies,
+                verdict=t.verdict,
             )
-            for t in view.tasks
+            for t in (*view.tasks, *view.checks)
         )
     return msg
 

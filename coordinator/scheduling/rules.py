@@ -20,6 +20,10 @@ class Candidate:
     free_slots: int
     cached_models: frozenset[str] = frozenset()
     reliability: float = 0.5  # lower quantile of finishing a lease (coordinator.reputation)
+    operator: str = ""  # who runs it (lower-case); checks exclude the checked result's operator
+    tier: str = "OPEN"
+    trust: float = 1.0  # lower quantile of the validity of its results (coordinator.reputation)
+    eligible: bool = True  # False once it has shown it is wrong too often
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class Demand:
     requirements: Requirements
     max_price_per_hour: int  # 0 = any price
     model_cid: str = ""
+    exclude: frozenset[str] = frozenset()  # operators that must not take it
+    tier: str = ""  # "" = any tier; "CENTRALIZED" for referees
 
 
 Rule = Callable[[Demand, Candidate], str | None]  # None = passes, else the reason it fails
@@ -71,7 +77,23 @@ def price_rule(demand: Demand, cand: Candidate) -> str | None:
     return f"price {cand.price_per_hour}/h exceeds max {cap}/h"
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, price_rule)
+def tier_rule(demand: Demand, cand: Candidate) -> str | None:
+    if not demand.tier or cand.tier == demand.tier:
+        return None
+    return f"needs a {demand.tier.lower()} provider (a referee), provider is {cand.tier.lower()}"
+
+
+def independence_rule(demand: Demand, cand: Candidate) -> str | None:
+    if cand.operator not in demand.exclude:
+        return None
+    return "same operator as the result it checks (or an earlier invalid result of this task)"
+
+
+def reputation_rule(demand: Demand, cand: Candidate) -> str | None:
+    return None if cand.eligible else "provider excluded: too many of its results were found invalid"
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, price_rule, tier_rule, independence_rule, reputation_rule)
 
 
 def reasons(demand: Demand, cand: Candidate, rules: Sequence[Rule] = DEFAULT_RULES) -> list[str]:

@@ -31,10 +31,10 @@ class Plan:
 
 
 def rank_key(demand: Demand, cand: Candidate, free: int) -> tuple:
-    """Cheaper first, then providers already holding the model, then the more reliable (fewer
-    abandoned leases), then the least loaded."""
-    return (cand.price_per_hour, demand.model_cid not in cand.cached_models, -round(cand.reliability, 2), -free,
-            cand.provider_id)
+    """Cheaper first, then providers already holding the model, then the more trusted (the lower
+    quantiles of finishing a lease and of a valid result, multiplied), then the least loaded."""
+    return (cand.price_per_hour, demand.model_cid not in cand.cached_models,
+            -round(cand.reliability * cand.trust, 2), -free, cand.provider_id)
 
 
 def explain(demand: Demand, candidates: Sequence[Candidate], rules: Sequence[Rule] = DEFAULT_RULES) -> str:

@@ -65,9 +65,10 @@ class Settler:
         self.on_settled = on_settled
 
     def payout_for(self, job: Job) -> JobPayout:
-        """Verified tasks are paid at their lease-time price for their measured duration."""
+        """Verified tasks, and the verified checks of them, are paid at their lease-time price for
+        their measured duration; rejected results are not paid."""
         charges = []
-        for task in self.store.list_tasks(job.job_id):
+        for task in (*self.store.list_tasks(job.job_id), *self.store.list_checks(job.job_id)):
             if task.state not in (TaskState.VERIFIED, TaskState.SETTLED):
                 continue
             provider = self.store.get_provider(task.provider_id)

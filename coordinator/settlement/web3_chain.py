@@ -44,5 +44,26 @@ class Web3SettlementChain:
         ]
         return self.client.settle_batch(self.account, settlements).tx_hash
 
+    # ---- the StakeRegistry port (coordinator.settlement.slasher) ----------------------------
+
+    def stake_of(self, address: str) -> int:
+        return self.client.stake_of(address).active
+
+    def slashable(self, address: str) -> int:
+        return self.client.stake_of(address).total
+
+    def slash(self, address: str, amount: int, beneficiary: str, reason: bytes) -> str:
+        return self.client.slash(self.account, address, amount, beneficiary or self.account.address, reason).tx_hash
+
+    def was_slashed(self, address: str, reason: bytes) -> tuple[bool, int, str]:
+        for event in self.client.events("ProviderRegistry", "Slashed", provider=address):
+            if bytes(event["args"]["reason"]) == reason:
+                return True, int(event["args"]["amount"]), event["tx_hash"]
+        return False, 0, ""
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
     def describe(self) -> dict:
         return {**self.client.describe(), "chain_url": self.url}

@@ -6,10 +6,11 @@ leaves either the old or the new state, and a retried call is harmless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from coordinator.models import Job, JobProgress, JobState, Lease, ProviderRecord, SettlementState, Task
+from coordinator.models import Job, JobProgress, JobState, Lease, ProviderRecord, SettlementState, Task, TaskState
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,42 @@ class FailureOutcome:
     job_id: str
     requeued: bool
     job_failed: bool
+    job_ready: bool = False  # a check that could not run was the job's last open row
+
+
+class SlashState(enum.StrEnum):
+    PENDING = "PENDING"
+    SENT = "SENT"
+    DONE = "DONE"
+
+
+@dataclass(frozen=True)
+class Slash:
+    """A provider's stake to be slashed for one invalid result (one per provider and task)."""
+
+    provider_id: str
+    task_id: str
+    job_id: str
+    address: str
+    amount: int
+    beneficiary: str  # who receives the slashed stake
+    reason: str
+    state: SlashState = SlashState.PENDING
+    slashed_amount: int = 0  # what the registry really took (at most its stake)
+    tx: str = ""
+
+
+@dataclass(frozen=True)
+class VerificationUpdate:
+    """What reading a check decided for one job, applied by the store in one transaction."""
+
+    job_id: str
+    states: Sequence[tuple[str, TaskState, str]] = ()  # SUBMITTED rows -> (VERIFIED | REJECTED, verdict)
+    verdicts: Sequence[tuple[str, str]] = ()  # rows whose verdict is set, state unchanged
+    requeue: Sequence[tuple[str, str]] = ()  # primaries found invalid: (task_id, reason)
+    new_rows: Sequence[Task] = ()  # checks and referees to queue
+    observations: Sequence[tuple[str, bool]] = ()  # (provider_id, valid)
+    slashes: Sequence[Slash] = field(default_factory=tuple)
 
 
 class Store(Protocol):
@@ -39,7 +76,10 @@ class Store(Protocol):
     def create_job(self, job: Job, tasks: Sequence[Task]) -> Job: ...
     def get_job(self, job_id: str) -> Job: ...
     def find_job_by_key(self, idempotency_key: str) -> Job | None: ...
-    def list_tasks(self, job_id: str) -> list[Task]: ...
+    def list_tasks(self, job_id: str) -> list[Task]: ...  # the job's own (primary) tasks
+    def list_checks(self, job_id: str) -> list[Task]: ...
+    def get_task(self, task_id: str) -> Task: ...
+    def unread_checks(self) -> list[Task]: ...
     def job_progress(self, job_id: str) -> JobProgress: ...
     def jobs_in_state(self, state: JobState) -> list[Job]: ...
     def finish_job(self, job_id: str, *, output_cid: str, now: float) -> Job: ...
@@ -62,12 +102,25 @@ class Store(Protocol):
         signature: bytes,
         metrics_json: str,
         now: float,
+        verdict: str = "",
+        check: Task | None = None,
+    ) -> ResultOutcome: ...
+    def reject_result(
+        self, *, lease_id: str, task_id: str, provider_id: str, reason: str, slash: Slash | None,
+        now: float, half_life_s: float,
     ) -> ResultOutcome: ...
     def fail_task(
         self, *, lease_id: str, task_id: str, provider_id: str, error: str, retryable: bool, now: float
     ) -> FailureOutcome | None: ...
     def expire_leases(self, *, now: float) -> list[FailureOutcome]: ...
     def next_lease_expiry(self) -> float | None: ...
+
+    # verification
+    def apply_verification(self, update: VerificationUpdate, *, now: float, half_life_s: float) -> bool: ...
+    def slashes_in_state(self, state: SlashState, limit: int = 100) -> list[Slash]: ...
+    def list_slashes(self, provider_id: str = "") -> list[Slash]: ...
+    def set_slash(self, provider_id: str, task_id: str, src: SlashState, dst: SlashState, *, now: float,
+                  tx: str = "", slashed_amount: int | None = None) -> bool: ...
 
     # settlement
     def find_job_by_escrow(self, escrow_key: str) -> Job | None: ...

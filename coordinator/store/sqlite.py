@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import uuid
@@ -24,10 +25,11 @@ from coordinator.models import (
     ProviderTier,
     SettlementState,
     Task,
+    TaskRole,
     TaskState,
     check_job_transition,
 )
-from coordinator.store.base import FailureOutcome, ResultOutcome
+from coordinator.store.base import FailureOutcome, ResultOutcome, Slash, SlashState, VerificationUpdate
 from gpumesh.errors import AlreadyExists, NotFound
 from gpumesh.jobspec import JobSpec
 
@@ -73,9 +75,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     submitted_at REAL NOT NULL DEFAULT 0,
     price_per_hour TEXT NOT NULL DEFAULT '0',
     queued_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'primary',
+    verifies TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'inference',
+    aux_cid TEXT NOT NULL DEFAULT '',
+    exclude_json TEXT NOT NULL DEFAULT '[]',
+    require_tier TEXT NOT NULL DEFAULT '',
+    check_json TEXT NOT NULL DEFAULT '',
+    verdict TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, idx);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, role, idx);
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(state, queued_at, idx);
 CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_expires_at);
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_lease_id ON tasks(lease_id) WHERE lease_id != '';
@@ -96,8 +106,32 @@ CREATE TABLE IF NOT EXISTS providers (
     registered_at REAL NOT NULL,
     last_seen REAL NOT NULL,
     tasks_completed INTEGER NOT NULL DEFAULT 0,
-    leases_abandoned INTEGER NOT NULL DEFAULT 0
+    leases_abandoned INTEGER NOT NULL DEFAULT 0,
+    operator TEXT NOT NULL DEFAULT '',
+    consecutive_valid INTEGER NOT NULL DEFAULT 0,
+    total_valid INTEGER NOT NULL DEFAULT 0,
+    total_invalid INTEGER NOT NULL DEFAULT 0,
+    rep_alpha REAL NOT NULL DEFAULT 1.0,
+    rep_beta REAL NOT NULL DEFAULT 1.0,
+    rep_updated_at REAL,
+    slashed INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS slashes (
+    provider_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,  -- the result (or check) found invalid
+    job_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    beneficiary TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL,  -- PENDING -> SENT -> DONE
+    slashed_amount TEXT NOT NULL DEFAULT '0',
+    tx TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (provider_id, task_id)
+);
+CREATE INDEX IF NOT EXISTS slashes_state ON slashes(state, created_at);
 CREATE TABLE IF NOT EXISTS challenges (
     address TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -113,8 +147,20 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 _TASK_COLS = (
     "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
-    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at, submitted_at, price_per_hour"
+    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at, submitted_at, price_per_hour, "
+    "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json, verdict"
 )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns SCHEMA declares that an older database lacks (all have defaults)."""
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", SCHEMA, re.S):
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        for line in body.splitlines():
+            decl = line.split("--")[0].strip().rstrip(",")
+            name = decl.split(" ", 1)[0] if decl else ""
+            if name and name.islower() and name not in have and " DEFAULT " in decl:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {decl}")
 _JOB_COLS = (
     "job_id, spec_json, state, tasks_total, prompts_total, created_at, updated_at, output_cid, "
     "error, idempotency_key, escrow_key, budget, submitter, settlement, settle_tx"
@@ -143,6 +189,14 @@ def _task(row: sqlite3.Row | tuple) -> Task:
         leased_at=row[15],
         submitted_at=row[16],
         price_per_hour=int(row[17]),
+        role=TaskRole(row[18]),
+        verifies=row[19],
+        kind=row[20],
+        aux_cid=row[21],
+        exclude=tuple(json.loads(row[22])),
+        require_tier=row[23],
+        check_json=row[24],
+        verdict=row[25],
     )
 
 
@@ -185,6 +239,14 @@ def _provider(row: sqlite3.Row | tuple) -> ProviderRecord:
         last_seen=row[14],
         tasks_completed=row[15],
         leases_abandoned=row[16],
+        operator=row[17],
+        consecutive_valid=row[18],
+        total_valid=row[19],
+        total_invalid=row[20],
+        rep_alpha=row[21],
+        rep_beta=row[22],
+        rep_updated_at=row[23],
+        slashed=row[24],
     )
 
 
@@ -202,6 +264,7 @@ class SqliteStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -281,11 +344,31 @@ class SqliteStore:
         return _job(rows[0]) if rows else None
 
     def list_tasks(self, job_id: str) -> list[Task]:
-        rows = self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? ORDER BY idx", (job_id,))
+        rows = self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND role = 'primary' ORDER BY idx",
+                          (job_id,))
+        return [_task(r) for r in rows]
+
+    def list_checks(self, job_id: str) -> list[Task]:
+        """The job's verification rows (replicas, audits, referees), oldest first."""
+        rows = self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE job_id = ? AND role != 'primary' "
+                          "ORDER BY queued_at, task_id", (job_id,))
+        return [_task(r) for r in rows]
+
+    def get_task(self, task_id: str) -> Task:
+        rows = self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ?", (task_id,))
+        if not rows:
+            raise NotFound(f"task {task_id!r} not found", field="task_id")
+        return _task(rows[0])
+
+    def unread_checks(self) -> list[Task]:
+        """Check rows with a submitted result not yet read (a crash came between)."""
+        rows = self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE role != 'primary' AND state = ? AND verdict = ''",
+                          (TaskState.SUBMITTED.value,))
         return [_task(r) for r in rows]
 
     def job_progress(self, job_id: str) -> JobProgress:
-        rows = self._read("SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,))
+        rows = self._read("SELECT state, COUNT(*) FROM tasks WHERE job_id = ? AND role = 'primary' GROUP BY state",
+                          (job_id,))
         return JobProgress({TaskState(s): n for s, n in rows})
 
     def jobs_in_state(self, state: JobState) -> list[Job]:
@@ -388,7 +471,11 @@ class SqliteStore:
         signature: bytes,
         metrics_json: str,
         now: float,
+        verdict: str = "",
+        check: Task | None = None,
     ) -> ResultOutcome:
+        """LEASED -> SUBMITTED. A primary may carry its ``verdict`` (why it needs no check, or
+        that it is being checked) and the ``check`` row to queue, in the same transaction."""
         with self._tx() as db:
             row = db.execute(f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
             if row is None:
@@ -404,25 +491,58 @@ class SqliteStore:
                 return ResultOutcome(False, f"task is {task.state}", job_id=task.job_id)
             db.execute(
                 "UPDATE tasks SET state = ?, output_cid = ?, signature = ?, metrics_json = ?, "
-                "error = '', updated_at = ?, submitted_at = ? WHERE task_id = ?",
-                (TaskState.SUBMITTED.value, output_cid, signature, metrics_json, now, now, task_id),
+                "error = '', updated_at = ?, submitted_at = ?, verdict = ? WHERE task_id = ?",
+                (TaskState.SUBMITTED.value, output_cid, signature, metrics_json, now, now, verdict, task_id),
             )
             db.execute(
                 "UPDATE providers SET tasks_completed = tasks_completed + 1, last_seen = ? "
                 "WHERE provider_id = ?",
                 (now, provider_id),
             )
-            remaining = db.execute(
-                f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state NOT IN ({','.join('?' * len(_DONE))})",
-                (task.job_id, *_DONE),
-            ).fetchone()[0]
-            ready = False
-            if remaining == 0:
-                job = self._job_tx(db, task.job_id)
-                if job.state is JobState.RUNNING:
-                    self._set_job(db, job.job_id, JobState.VERIFYING, now)
-                    ready = True
-            return ResultOutcome(True, job_ready=ready, job_id=task.job_id)
+            if check is not None:
+                self._insert_rows(db, [check], now)
+            return ResultOutcome(True, job_ready=self._ready_tx(db, task.job_id, now), job_id=task.job_id)
+
+    def reject_result(
+        self, *, lease_id: str, task_id: str, provider_id: str, reason: str, slash: Slash | None,
+        now: float, half_life_s: float,
+    ) -> ResultOutcome:
+        """A leased task's result is invalid on its face: requeue the task for another operator,
+        count an invalid result against the provider and queue its slash."""
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_TASK_COLS} FROM tasks WHERE task_id = ? AND lease_id = ? AND provider_id = ? AND state = ?",
+                (task_id, lease_id, provider_id, TaskState.LEASED.value),
+            ).fetchone()
+            if row is None:
+                return ResultOutcome(False, "lease is no longer held (expired or reassigned)")
+            task = _task(row)
+            self._requeue_tx(db, task, reason, now)
+            self._observe_tx(db, provider_id, False, now, half_life_s)
+            if slash is not None:
+                self._insert_slash(db, slash, now)
+            return ResultOutcome(False, reason, job_id=task.job_id)
+
+    def apply_verification(self, update: VerificationUpdate, *, now: float, half_life_s: float) -> bool:
+        """Apply what reading a check or a referee decided, in one transaction; returns whether
+        the job now has everything done and verified (it moves to VERIFYING)."""
+        with self._tx() as db:
+            job = self._job_tx(db, update.job_id)
+            if job.state.is_terminal():
+                return False
+            for task_id, state, verdict in update.states:
+                db.execute("UPDATE tasks SET state = ?, verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
+                           (state.value, verdict, now, task_id, TaskState.SUBMITTED.value))
+            for task_id, verdict in update.verdicts:
+                db.execute("UPDATE tasks SET verdict = ?, updated_at = ? WHERE task_id = ?", (verdict, now, task_id))
+            for task_id, reason in update.requeue:
+                self._requeue_tx(db, self._task_tx(db, task_id), reason, now)
+            self._insert_rows(db, update.new_rows, now)
+            for provider_id, valid in update.observations:
+                self._observe_tx(db, provider_id, valid, now, half_life_s)
+            for slash in update.slashes:
+                self._insert_slash(db, slash, now)
+            return self._ready_tx(db, update.job_id, now)
 
     def fail_task(
         self, *, lease_id: str, task_id: str, provider_id: str, error: str, retryable: bool, now: float
@@ -509,17 +629,18 @@ class SqliteStore:
             db.execute(
                 "INSERT INTO providers (provider_id, address, name, hardware_json, gpus_json, cpu_count, "
                 "memory_total_mb, price_per_hour, tier, slots, runtime, isolated, cached_models_json, "
-                "registered_at, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "registered_at, last_seen, operator) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(address) DO UPDATE SET name = excluded.name, "
                 "hardware_json = excluded.hardware_json, gpus_json = excluded.gpus_json, "
                 "cpu_count = excluded.cpu_count, memory_total_mb = excluded.memory_total_mb, "
                 "price_per_hour = excluded.price_per_hour, tier = excluded.tier, slots = excluded.slots, "
                 "runtime = excluded.runtime, isolated = excluded.isolated, "
-                "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen",
+                "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen, "
+                "operator = excluded.operator",
                 (record.provider_id, record.address, record.name, record.hardware_json, gpus,
                  record.cpu_count, record.memory_total_mb, str(record.price_per_hour), record.tier.value,
                  record.slots, record.runtime, int(record.isolated), json.dumps(list(record.cached_models)),
-                 record.registered_at, record.last_seen),
+                 record.registered_at, record.last_seen, record.operator),
             )
             row = db.execute(
                 "SELECT * FROM providers WHERE address = ?", (record.address,)
@@ -609,6 +730,91 @@ class SqliteStore:
         self._set_job(db, job_id, state, now, error=error)
         return leased
 
+    def _insert_rows(self, db: sqlite3.Connection, rows: Sequence[Task], now: float) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO tasks (task_id, job_id, idx, state, input_cid, prompts, queued_at, updated_at, "
+            "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(t.task_id, t.job_id, t.index, TaskState.QUEUED.value, t.input_cid, t.prompts, now, now, t.role.value,
+              t.verifies, t.kind, t.aux_cid, json.dumps(sorted(set(t.exclude))), t.require_tier, t.check_json)
+             for t in rows],
+        )
+
+    def _ready_tx(self, db: sqlite3.Connection, job_id: str, now: float) -> bool:
+        """RUNNING -> VERIFYING once every primary has a result and every check has been read."""
+        open_ = db.execute(
+            f"SELECT COUNT(*) FROM tasks WHERE job_id = ? AND ((role = 'primary' AND state NOT IN "
+            f"({','.join('?' * len(_DONE))})) OR state IN (?, ?) OR (role != 'primary' AND state = ? AND verdict = ''))",
+            (job_id, *_DONE, *_OPEN, TaskState.SUBMITTED.value),
+        ).fetchone()[0]
+        if open_:
+            return False
+        job = self._job_tx(db, job_id)
+        if job.state is not JobState.RUNNING:
+            return False
+        self._set_job(db, job_id, JobState.VERIFYING, now)
+        return True
+
+    def _requeue_tx(self, db: sqlite3.Connection, task: Task, reason: str, now: float) -> None:
+        """An invalid result: queue the task again, never again for the same operator."""
+        row = db.execute("SELECT operator, address FROM providers WHERE provider_id = ?", (task.provider_id,)).fetchone()
+        exclude = set(task.exclude) | ({(row[0] or row[1]).lower()} if row else set())
+        db.execute(
+            "UPDATE tasks SET state = ?, lease_id = '', provider_id = '', lease_expires_at = 0, output_cid = '', "
+            "error = ?, verdict = '', exclude_json = ?, updated_at = ? WHERE task_id = ?",
+            (TaskState.QUEUED.value, reason[:2000], json.dumps(sorted(exclude)), now, task.task_id),
+        )
+
+    def _observe_tx(self, db: sqlite3.Connection, provider_id: str, valid: bool, now: float, half_life_s: float) -> None:
+        """One verified (``valid``) or invalid result: the replication track and the reputation."""
+        from coordinator.reputation import Reputation
+
+        row = db.execute("SELECT rep_alpha, rep_beta, rep_updated_at FROM providers WHERE provider_id = ?",
+                         (provider_id,)).fetchone()
+        if row is None:
+            return
+        rep = Reputation(row[0], row[1], row[2]).observe(valid, now, half_life_s)
+        db.execute(
+            "UPDATE providers SET consecutive_valid = CASE WHEN ? THEN consecutive_valid + 1 ELSE 0 END, "
+            "total_valid = total_valid + ?, total_invalid = total_invalid + ?, rep_alpha = ?, rep_beta = ?, "
+            "rep_updated_at = ? WHERE provider_id = ?",
+            (valid, int(valid), int(not valid), rep.alpha, rep.beta, rep.updated_at, provider_id),
+        )
+
+    def _insert_slash(self, db: sqlite3.Connection, slash: Slash, now: float) -> None:
+        cur = db.execute(
+            "INSERT OR IGNORE INTO slashes (provider_id, task_id, job_id, address, amount, beneficiary, reason, state, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (slash.provider_id, slash.task_id, slash.job_id, slash.address, str(slash.amount), slash.beneficiary,
+             slash.reason[:500], SlashState.PENDING.value, now, now),
+        )
+        if cur.rowcount:
+            db.execute("UPDATE providers SET slashed = slashed + 1 WHERE provider_id = ?", (slash.provider_id,))
+
+    # ---- slashes --------------------------------------------------------------------------------
+
+    def slashes_in_state(self, state: SlashState, limit: int = 100) -> list[Slash]:
+        rows = self._read(
+            "SELECT provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx "
+            "FROM slashes WHERE state = ? ORDER BY created_at LIMIT ?", (state.value, limit))
+        return [Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9]) for r in rows]
+
+    def list_slashes(self, provider_id: str = "") -> list[Slash]:
+        rows = self._read(
+            "SELECT provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx "
+            "FROM slashes WHERE ? = '' OR provider_id = ? ORDER BY created_at", (provider_id, provider_id))
+        return [Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9]) for r in rows]
+
+    def set_slash(self, provider_id: str, task_id: str, src: SlashState, dst: SlashState, *, now: float,
+                  tx: str = "", slashed_amount: int | None = None) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE slashes SET state = ?, updated_at = ?, tx = CASE WHEN ? != '' THEN ? ELSE tx END, "
+                "slashed_amount = COALESCE(?, slashed_amount) WHERE provider_id = ? AND task_id = ? AND state = ?",
+                (dst.value, now, tx, tx, None if slashed_amount is None else str(slashed_amount),
+                 provider_id, task_id, src.value))
+            return cur.rowcount == 1
+
     def _fail_tx(
         self, db: sqlite3.Connection, task: Task, error: str, retryable: bool, now: float
     ) -> FailureOutcome:
@@ -622,9 +828,12 @@ class SqliteStore:
             )
             return FailureOutcome(task.task_id, task.job_id, requeued=True, job_failed=False)
         db.execute(
-            "UPDATE tasks SET state = ?, error = ?, updated_at = ? WHERE task_id = ?",
-            (TaskState.FAILED.value, error, now, task.task_id),
+            "UPDATE tasks SET state = ?, error = ?, updated_at = ?, verdict = ? WHERE task_id = ?",
+            (TaskState.FAILED.value, error, now, "check could not run" if task.is_check else "", task.task_id),
         )
+        if task.is_check:  # a check that cannot run leaves its primary unchecked; the job goes on
+            ready = self._ready_tx(db, task.job_id, now)
+            return FailureOutcome(task.task_id, task.job_id, requeued=False, job_failed=False, job_ready=ready)
         failed = not job.state.is_terminal()
         if failed:
             why = f"task {task.index} failed after {task.attempts} attempt(s): {error}"

@@ -1,0 +1,185 @@
+"""Spot-checked redundant execution, applied: what a result needs, and what a check found.
+
+The coordinator calls :meth:`Verifier.on_primary` with each primary result before accepting it
+(an output that does not answer its input is rejected outright) and :meth:`Verifier.read` with
+each check or referee result. Both return what the store applies in one transaction; the
+decisions themselves are the pure modules of ``coordinator.verification``. Slashed stake goes to
+the job's submitter (the wronged party), or to the coordinator's account for unpaid jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from coordinator.config import CoordinatorSettings
+from coordinator.models import Job, ProviderRecord, ProviderTier, Task, TaskRole, TaskState
+from coordinator.store.base import Slash, Store, VerificationUpdate
+from coordinator.verification.compare import RescoreThresholds
+from coordinator.verification.inputs import answers, audit_input, disguise, jsonl, records, undisguise
+from coordinator.verification.plan import AuditPolicy, Check, VerificationPlan
+from coordinator.verification.policy import ReplicationPolicy
+from coordinator.verification.resolve import read_audit, read_referee, read_replica
+from gpumesh.artifacts import ArtifactStore
+from gpumesh.jobspec import JobSpec
+
+CENTRALIZED = ProviderTier.CENTRALIZED.value
+
+
+@dataclass(frozen=True)
+class PrimaryDecision:
+    reject: str = ""  # non-empty: the result is invalid on its face (requeue, slash)
+    verdict: str = ""
+    check: Task | None = None
+
+
+def _check_id(task: Task, what: str) -> str:
+    return f"{task.job_id}-t{task.index:05d}-{what}{uuid.uuid4().hex[:10]}"
+
+
+class Verifier:
+    def __init__(self, settings: CoordinatorSettings, store: Store, artifacts: ArtifactStore,
+                 *, clock: Callable[[], float], rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.artifacts = artifacts
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+        self.thresholds = RescoreThresholds()
+        self.plan = VerificationPlan(
+            ReplicationPolicy(p_new=settings.replication_p_new, probation=settings.replication_probation,
+                              p_floor=min(settings.replication_p_floor, settings.replication_p_new)),
+            AuditPolicy(settings.audit_rate, settings.audit_records, settings.audit_decoys),
+        )
+
+    def plan_for(self, spec: JobSpec) -> VerificationPlan:
+        v = spec.verification
+        audit = self.plan.audit if v.audit_rate is None else replace(self.plan.audit, rate=v.audit_rate)
+        return VerificationPlan(self.plan.replication.for_job(v.min_replication), audit)
+
+    # ---- primary results ------------------------------------------------------------------------
+
+    def on_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str) -> PrimaryDecision:
+        inp = self.artifacts.get_bytes(task.input_cid)
+        out = self.artifacts.get_bytes(output_cid)
+        shape = answers(inp, out)
+        if not shape.agree:
+            return PrimaryDecision(reject=f"result does not answer the task's input: {shape.reason}")
+        if not self.settings.verify:
+            return PrimaryDecision(verdict="accepted unchecked (verification is off)")
+        if provider.tier is ProviderTier.CENTRALIZED:
+            return PrimaryDecision(verdict="accepted unchecked (trusted centralized provider)")
+        plan = self.plan_for(job.spec)
+        check = plan.decide(provider.track, len(records(inp)), self.rng)
+        if check is None:
+            p = plan.replication.probability(provider.track)
+            return PrimaryDecision(verdict=f"accepted unchecked (not drawn: replication p={p:.3f}, "
+                                           f"audit rate {plan.audit.rate:.2f})")
+        row = self._check_row(task, job, provider, output_cid, inp, out, check)
+        return PrimaryDecision(verdict=f"checking ({check.kind})", check=row)
+
+    def _check_row(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str,
+                   inp: bytes, out: bytes, check: Check) -> Task:
+        meta: dict[str, Any] = {"primary_provider": provider.provider_id, "primary_output": output_cid}
+        if check.kind == "replica":
+            d = disguise(inp, check.seed)
+            meta["names"] = d.names
+            return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
+                        self.artifacts.put_bytes(d.data), task.prompts, role=TaskRole.REPLICA,
+                        verifies=task.task_id, kind="inference", exclude=(provider.operator_id,),
+                        check_json=json.dumps(meta))
+        a = audit_input(inp, out, check, self.rng.getrandbits(63))
+        meta["kinds"] = a.kinds
+        return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
+                    self.artifacts.put_bytes(a.claims), len(a.kinds), role=TaskRole.AUDIT,
+                    verifies=task.task_id, kind="rescore", aux_cid=self.artifacts.put_bytes(a.prompts),
+                    exclude=(provider.operator_id,), check_json=json.dumps(meta))
+
+    def slash_for(self, provider: ProviderRecord, task: Task, job: Job, reason: str) -> Slash:
+        return Slash(provider.provider_id, task.task_id, job.job_id, provider.address, self.settings.slash_amount,
+                     job.submitter, reason)
+
+    # ---- check and referee results --------------------------------------------------------------
+
+    def read(self, row: Task) -> VerificationUpdate:
+        """What a submitted check (``row.role`` replica/audit) or referee result decides."""
+        job = self.store.get_job(row.job_id)
+        primary = self.store.get_task(row.verifies)
+        meta = json.loads(row.check_json)
+        if row.role is TaskRole.REFEREE:
+            return self._read_referee(row, job, primary, meta)
+        out = self.artifacts.get_bytes(row.output_cid)
+        if row.role is TaskRole.REPLICA:
+            reading = read_replica(self.artifacts.get_bytes(primary.input_cid),
+                                   self.artifacts.get_bytes(meta["primary_output"]),
+                                   self.artifacts.get_bytes(row.input_cid), out, meta["names"])
+        else:
+            reading = read_audit(self.artifacts.get_bytes(row.input_cid), out, meta["kinds"], self.thresholds)
+        current = primary.output_cid == meta["primary_output"] and primary.state is TaskState.SUBMITTED
+        if reading.agree:
+            return VerificationUpdate(
+                job.job_id,
+                states=[(row.task_id, TaskState.VERIFIED, reading.reason)],
+                verdicts=[(primary.task_id, f"verified by {row.role.value}: {reading.reason}")] if current else [],
+                observations=[(meta["primary_provider"], True), (row.provider_id, True)],
+            )
+        referee = self._referee_row(row, primary, meta, reading.checker_ok)
+        return VerificationUpdate(job.job_id, verdicts=[(row.task_id, f"disputed: {reading.reason}")],
+                                  new_rows=[referee])
+
+    def _referee_row(self, row: Task, primary: Task, meta: dict, checker_ok: bool) -> Task:
+        checker = self.store.get_provider(row.provider_id)
+        first = self.store.get_provider(meta["primary_provider"])
+        ref_meta: dict[str, Any] = {"mode": row.role.value, "check_task": row.task_id, "checker_ok": checker_ok,
+                                    "primary_provider": meta["primary_provider"],
+                                    "primary_output": meta["primary_output"]}
+        if row.role is TaskRole.AUDIT:
+            ref_meta["kinds"] = meta["kinds"]
+            claims_cid, prompts_cid, n = row.input_cid, row.aux_cid, row.prompts
+        else:  # re-score both sides of a replica dispute
+            inp = self.artifacts.get_bytes(primary.input_cid)
+            prompts = records(inp)
+            claims = records(self.artifacts.get_bytes(meta["primary_output"]))
+            kinds = [("primary", i) for i in range(len(claims))]
+            if checker_ok:
+                mapped = records(undisguise(inp, self.artifacts.get_bytes(row.output_cid), meta["names"]))
+                claims += mapped
+                kinds += [("replica", i) for i in range(len(mapped))]
+            ref_meta["kinds"] = kinds
+            fields = ("id", "prompt", "completion", "completion_ids", "completion_tokens")
+            claims_cid = self.artifacts.put_bytes(jsonl([{k: c[k] for k in fields if k in c} for c in claims]))
+            prompts_cid = self.artifacts.put_bytes(jsonl([prompts[i] for _, i in kinds]))
+            n = len(kinds)
+        return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, claims_cid, n,
+                    role=TaskRole.REFEREE, verifies=primary.task_id, kind="rescore", aux_cid=prompts_cid,
+                    exclude=(first.operator_id, checker.operator_id), require_tier=CENTRALIZED,
+                    check_json=json.dumps(ref_meta))
+
+    def _read_referee(self, row: Task, job: Job, primary: Task, meta: dict) -> VerificationUpdate:
+        checked = self.store.get_task(meta["check_task"])
+        check_report = self.artifacts.get_bytes(checked.output_cid) if meta["checker_ok"] and checked.output_cid else b""
+        reading = read_referee(meta, self.artifacts.get_bytes(row.input_cid), self.artifacts.get_bytes(row.output_cid),
+                               self.artifacts.get_bytes(checked.input_cid), check_report, self.thresholds)
+        first = self.store.get_provider(meta["primary_provider"])
+        checker = self.store.get_provider(checked.provider_id)
+        states = [(row.task_id, TaskState.VERIFIED, reading.reason),
+                  (checked.task_id, TaskState.VERIFIED if reading.checker_valid else TaskState.REJECTED,
+                   f"referee: {reading.reason}")]
+        current = primary.output_cid == meta["primary_output"] and primary.state is TaskState.SUBMITTED
+        verdicts, requeue, slashes = [], [], []
+        if reading.primary_valid:
+            if current:
+                verdicts.append((primary.task_id, f"verified by referee: {reading.reason}"))
+        else:
+            slashes.append(self.slash_for(first, primary, job, f"invalid result: {reading.reason}"))
+            if current:
+                requeue.append((primary.task_id, f"result rejected by referee: {reading.reason}"))
+        if not reading.checker_valid:
+            slashes.append(self.slash_for(checker, checked, job, f"invalid {checked.role.value}: {reading.reason}"))
+        return VerificationUpdate(
+            job.job_id, states=states, verdicts=verdicts, requeue=requeue, slashes=slashes,
+            observations=[(first.provider_id, reading.primary_valid), (checker.provider_id, reading.checker_valid)],
+        )
