@@ -421,7 +421,8 @@ class Coordinator:
                 specs[task.job_id] = self._spec(task.job_id)
         pending = [
             PendingTask(t.task_id, t.job_id, Demand(specs[t.job_id].requirements,
-                                                      specs[t.job_id].max_price_per_hour,
+                                                      # checks are the market's cost, not capped by the job
+                                                      0 if t.is_check else specs[t.job_id].max_price_per_hour,
                                                       specs[t.job_id].model_cid,
                                                       frozenset(t.exclude), t.require_tier))
             for t in queued

@@ -155,7 +155,10 @@ class Verifier:
             n = len(kinds)
         return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, claims_cid, n,
                     role=TaskRole.REFEREE, verifies=primary.task_id, kind="rescore", aux_cid=prompts_cid,
-                    exclude=(first.operator_id, checker.operator_id), require_tier=CENTRALIZED,
+                    # a centralized checker is trusted: it may referee its own dispute
+                    exclude=(first.operator_id,) + (() if checker.tier is ProviderTier.CENTRALIZED
+                                                    else (checker.operator_id,)),
+                    require_tier=CENTRALIZED,
                     check_json=json.dumps(ref_meta))
 
     def _read_referee(self, row: Task, job: Job, primary: Task, meta: dict) -> VerificationUpdate:

@@ -130,7 +130,7 @@ class LocalNetwork:
         env.setdefault("TRANSFORMERS_OFFLINE", "1")
         return env
 
-    def start_coordinator(self) -> Proc:
+    def start_coordinator(self, extra_env: dict[str, str] | None = None) -> Proc:
         self.root.mkdir(parents=True, exist_ok=True)
         self.coordinator = Proc(
             "coordinator",
@@ -141,7 +141,7 @@ class LocalNetwork:
                 "--chain-key-file", str(self.root / "chain" / "coordinator.key"), "--settle-interval", "1"]
                if self.chain_port else [])],
             self.root / "coordinator.log",
-            self._env(),
+            self._env() | (extra_env or {}),
         ).start()
         try:
             wait_healthy(self.target)
@@ -150,7 +150,7 @@ class LocalNetwork:
         return self.coordinator
 
     def start_provider(self, name: str, *, price: int = 100, slots: int = 1, runtime: str = "auto",
-                       threads: int = 0, extra_env: dict[str, str] | None = None) -> Proc:
+                       threads: int = 0, tier: str = "open", extra_env: dict[str, str] | None = None) -> Proc:
         """Start a provider daemon; ``threads`` per task (0 = cores / slots) keeps several
         providers on one machine from oversubscribing its cores."""
         env = self._env() | (extra_env or {})
@@ -158,12 +158,28 @@ class LocalNetwork:
             name,
             [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,
              "--data-dir", str(self.root / name), "--name", name, "--price", str(price),
-             "--slots", str(slots), "--runtime", runtime, "--threads", str(threads)],
+             "--slots", str(slots), "--runtime", runtime, "--threads", str(threads), "--tier", tier],
             self.root / f"{name}.log",
             env,
         ).start()
         self.providers[name] = proc
         return proc
+
+    def stake_provider(self, name: str, amount: int):
+        """Make provider ``name``'s wallet now (its daemon uses it when started), fund it with gas
+        and tokens from the dev accounts, and stake ``amount`` in the ProviderRegistry."""
+        from eth_account import Account
+
+        from gpumesh.chain import ChainClient, Deployment, dev_keys
+        from gpumesh.identity import Wallet
+
+        wallet = Wallet.load_or_create(self.root / name / "wallet.key")
+        chain = ChainClient.connect(self.chain_url, Deployment.load(self.root / "chain" / "deployment.json"))
+        funder = Account.from_key(dev_keys()[2])
+        chain.send_value(funder, wallet.address, 10**17)
+        chain.mint(funder, wallet.address, amount)
+        chain.stake(Account.from_key(wallet.private_key), amount)
+        return wallet
 
     def wait_providers(self, n: int, timeout: float = 60.0) -> None:
         """Block until ``n`` providers hold a live session."""

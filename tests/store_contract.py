@@ -225,3 +225,89 @@ def test_abandoned_leases_lower_reliability(store):
     assert (a.tasks_completed, a.leases_abandoned, b.tasks_completed, b.leases_abandoned) == (1, 1, 1, 0)
     assert a.reliability == pytest.approx(0.1354, abs=1e-3)  # Beta(2, 2)
     assert b.reliability == pytest.approx(0.05 ** 0.5, abs=1e-6)  # Beta(2, 1)
+
+
+# ---- verification -----------------------------------------------------------------------------
+
+def _check_row(primary: Task, role=None, suffix="c1", exclude=("0xop",)) -> Task:
+    from coordinator.models import TaskRole
+
+    return Task(f"{primary.task_id}-{suffix}", primary.job_id, primary.index, TaskState.QUEUED, CID, primary.prompts,
+                role=role or TaskRole.REPLICA, verifies=primary.task_id, kind="inference", exclude=exclude,
+                check_json='{"names": []}')
+
+
+def test_a_checked_job_is_ready_only_once_its_checks_are_read(store):
+    from coordinator.models import TaskRole
+    from coordinator.store.base import VerificationUpdate
+
+    make_job(store, n=1)
+    make_provider(store)
+    make_provider(store, address="0x0000000000000000000000000000000000000002", pid="prov_b")
+    (lease,) = lease_all(store)
+    out = store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
+                              output_cid=CID, signature=b"s", metrics_json="{}", now=102.0,
+                              verdict="checking (replica)", check=_check_row(lease.task))
+    assert out.accepted and not out.job_ready  # the replica is still queued
+    assert store.job_progress("job_1").done == 1  # progress counts the job's own tasks only
+    (check,) = store.list_checks("job_1")
+    assert check.role is TaskRole.REPLICA and check.exclude == ("0xop",) and check.verifies == lease.task.task_id
+    assert [t.task_id for t in store.list_tasks("job_1")] == [lease.task.task_id]
+    assert store.queued_tasks(10) == [check]  # checks are scheduled like any task
+    replica = store.lease_task(check.task_id, "prov_b", ttl=10, now=103.0)
+    out = store.submit_result(lease_id=replica.lease_id, task_id=check.task_id, provider_id="prov_b",
+                              output_cid=CID, signature=b"s", metrics_json="{}", now=104.0)
+    assert out.accepted and not out.job_ready  # submitted but not read yet
+    assert [t.task_id for t in store.unread_checks()] == [check.task_id]
+    ready = store.apply_verification(VerificationUpdate(
+        "job_1", states=[(check.task_id, TaskState.VERIFIED, "identical")],
+        verdicts=[(lease.task.task_id, "verified by replica")],
+        observations=[("prov_a", True), ("prov_b", True)]), now=105.0, half_life_s=1e9)
+    assert ready and store.get_job("job_1").state is JobState.VERIFYING
+    assert store.unread_checks() == []
+    a = store.get_provider("prov_a")
+    assert (a.consecutive_valid, a.total_valid, a.total_invalid) == (1, 1, 0) and a.rep_alpha == 2.0
+    store.finish_job("job_1", output_cid=CID, now=106.0)
+    assert {t.state for t in (*store.list_tasks("job_1"), *store.list_checks("job_1"))} == {TaskState.VERIFIED}
+
+
+def test_an_invalid_result_is_requeued_for_another_operator_and_slashed_once(store):
+    from coordinator.store.base import Slash, SlashState, VerificationUpdate
+
+    make_job(store, n=1)
+    make_provider(store)
+    (lease,) = lease_all(store)
+    slash = Slash("prov_a", lease.task.task_id, "job_1", "0x0000000000000000000000000000000000000001", 10, "", "bad")
+    out = store.reject_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
+                              reason="does not answer its input", slash=slash, now=102.0, half_life_s=1e9)
+    assert not out.accepted and out.reason == "does not answer its input"
+    (task,) = store.list_tasks("job_1")
+    assert task.state is TaskState.QUEUED and task.provider_id == "" and task.error == "does not answer its input"
+    assert task.exclude == ("0x0000000000000000000000000000000000000001",)  # its operator never gets it again
+    a = store.get_provider("prov_a")
+    assert (a.consecutive_valid, a.total_invalid, a.slashed) == (0, 1, 1) and a.rep_beta == 2.0
+    # The same slash queued again (a retried read) is still one slash.
+    store.apply_verification(VerificationUpdate("job_1", slashes=[slash]), now=103.0, half_life_s=1e9)
+    assert [s.task_id for s in store.slashes_in_state(SlashState.PENDING)] == [task.task_id]
+    assert store.get_provider("prov_a").slashed == 1
+    assert store.set_slash("prov_a", task.task_id, SlashState.PENDING, SlashState.SENT, now=104.0)
+    assert not store.set_slash("prov_a", task.task_id, SlashState.PENDING, SlashState.SENT, now=104.0)
+    assert store.set_slash("prov_a", task.task_id, SlashState.SENT, SlashState.DONE, now=105.0, tx="0xt",
+                           slashed_amount=7)
+    (done,) = store.list_slashes("prov_a")
+    assert (done.state, done.tx, done.slashed_amount) == (SlashState.DONE, "0xt", 7)
+
+
+def test_a_check_that_cannot_run_leaves_the_job_finishable(store):
+    make_job(store, n=1, max_attempts=1)
+    make_provider(store)
+    (lease,) = lease_all(store)
+    store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
+                        output_cid=CID, signature=b"s", metrics_json="{}", now=102.0, check=_check_row(lease.task))
+    (check,) = store.list_checks("job_1")
+    replica = store.lease_task(check.task_id, "prov_a", ttl=10, now=103.0)
+    outcome = store.fail_task(lease_id=replica.lease_id, task_id=check.task_id, provider_id="prov_a",
+                              error="oom", retryable=True, now=104.0)
+    assert outcome.job_ready and not outcome.job_failed  # the primary stands, unchecked
+    assert store.get_job("job_1").state is JobState.VERIFYING
+    assert store.list_checks("job_1")[0].verdict == "check could not run"

@@ -74,6 +74,11 @@ def provider_to_proto(record: ProviderRecord, session: ProviderSession | None) -
         isolated=record.isolated,
         last_seen=timestamp(session.last_seen if session else record.last_seen),
         tasks_completed=record.tasks_completed,
+        verified_valid=record.total_valid,
+        verified_invalid=record.total_invalid,
+        slashed=record.slashed,
+        reputation=record.reputation.score(),
+        operator=record.operator_id,
     )
     if session is not None:
         msg.telemetry.extend(session.telemetry)

@@ -49,7 +49,10 @@ def answers(task_input: bytes, output: bytes) -> Verdict:
         return Verdict(False, (), f"output is not JSONL of objects ({exc})")
     if len(inp) != len(out):
         return Verdict(False, (), f"output has {len(out)} records for {len(inp)} prompts")
-    bad = [i for i, (a, b) in enumerate(zip(inp, out)) if (a.get("id"), a["prompt"]) != (b.get("id"), b.get("prompt"))]
+    def key(r: dict) -> tuple[str, object]:  # ids in canonical JSON: 1, 1.0 and true differ
+        return json.dumps(r.get("id"), sort_keys=True), r.get("prompt")
+
+    bad = [i for i, (a, b) in enumerate(zip(inp, out)) if key(a) != key(b)]
     if bad:
         first = bad[0]
         return Verdict(False, tuple(inp[i].get("id", i) for i in bad),

@@ -96,6 +96,8 @@ def read_referee(meta: Mapping[str, Any], referee_claims: bytes, referee_report:
         theirs = _report(check_report, check_claims)
         if not isinstance(theirs, str):
             claimed, claimed_decoys = _readings(kinds, theirs, th)
-            checker_valid = claimed.agree == truth.agree and claimed_decoys == truth_decoys
+            # it may reject only records the referee rejects too
+            checker_valid = (claimed.agree == truth.agree and claimed_decoys == truth_decoys
+                             and set(claimed.mismatched_ids) <= set(truth.mismatched_ids))
     return RefereeReading(truth.agree, checker_valid,
                           f"referee audit: {truth.reason}; auditor {'agrees' if checker_valid else 'contradicted'}")

@@ -101,15 +101,24 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
 
 def _print_outputs(records: list[dict], status, client: Client) -> None:
     names = {p.provider_id: p.name for p in client.list_providers()}
-    ran_on = {t.index: names.get(t.provider_id, t.provider_id) for t in status.raw.tasks}
+    primaries = [t for t in status.raw.tasks if t.role in ("", "primary")]
+    ran_on = {t.index: names.get(t.provider_id, t.provider_id) for t in primaries}
+    checked = {t.index: f"{t.role} by {names.get(t.provider_id, t.provider_id)}" for t in status.raw.tasks
+               if t.role in ("replica", "audit")}
+    verdicts = {t.index: t.verdict for t in primaries}
     shard = status.raw.spec.shard_size or 1
     table = Table(title=f"outputs ({status.output_cid})", show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("prompt")
     table.add_column("completion")
     table.add_column("ran on")
+    table.add_column("checked")
     for i, rec in enumerate(records):
-        table.add_row(str(rec.get("id", i)), rec["prompt"], rec["completion"].strip(), ran_on.get(i // shard, "?"))
+        task = i // shard
+        check = checked.get(task, "unchecked")
+        if verdicts.get(task, "").startswith("verified"):
+            check += ": agrees"
+        table.add_row(str(rec.get("id", i)), rec["prompt"], rec["completion"].strip(), ran_on.get(task, "?"), check)
     console.print(table)
 
 

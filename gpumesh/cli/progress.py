@@ -40,7 +40,8 @@ def watch_job(client: Client, job_id: str) -> JobStatus:
 
 def providers_table(providers) -> None:
     table = Table(title="providers")
-    for col in ("id", "name", "address", "hardware", "price/h", "tier", "runtime", "online", "done"):
+    for col in ("id", "name", "address", "hardware", "price/h", "tier", "runtime", "online", "done",
+                "checked ok/bad", "reputation"):
         table.add_column(col)
     for p in providers:
         gpus = ", ".join(g.name for g in p.hardware.gpus) or f"CPU x{p.hardware.cpu_count}"
@@ -49,5 +50,7 @@ def providers_table(providers) -> None:
             common_pb2.ProviderTier.Name(p.tier).removeprefix("PROVIDER_TIER_").lower(),
             f"{p.runtime}{'' if p.isolated else ' (unisolated)'}",
             "yes" if p.connected else "no", str(p.tasks_completed),
+            f"{p.verified_valid}/{p.verified_invalid}" + (f" (slashed {p.slashed}x)" if p.slashed else ""),
+            f"{p.reputation:.2f}",
         )
     Console().print(table)

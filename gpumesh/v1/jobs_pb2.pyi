@@ -187,7 +187,7 @@ class ListProvidersRequest(_message.Message):
     def __init__(self, connected_only: _Optional[bool] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
-    __slots__ = ("provider_id", "address", "name", "hardware", "price_per_hour", "tier", "connected", "slots", "running", "runtime", "isolated", "telemetry", "last_seen", "tasks_completed")
+    __slots__ = ("provider_id", "address", "name", "hardware", "price_per_hour", "tier", "connected", "slots", "running", "runtime", "isolated", "telemetry", "last_seen", "tasks_completed", "verified_valid", "verified_invalid", "slashed", "reputation", "operator")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +202,11 @@ class ProviderInfo(_message.Message):
     TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     TASKS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_VALID_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_INVALID_FIELD_NUMBER: _ClassVar[int]
+    SLASHED_FIELD_NUMBER: _ClassVar[int]
+    REPUTATION_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
     provider_id: str
     address: str
     name: str
@@ -216,7 +221,12 @@ class ProviderInfo(_message.Message):
     telemetry: _containers.RepeatedCompositeFieldContainer[_common_pb2.GpuTelemetry]
     last_seen: _timestamp_pb2.Timestamp
     tasks_completed: int
-    def __init__(self, provider_id: _Optional[str] = ..., address: _Optional[str] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., connected: _Optional[bool] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks_completed: _Optional[int] = ...) -> None: ...
+    verified_valid: int
+    verified_invalid: int
+    slashed: int
+    reputation: float
+    operator: str
+    def __init__(self, provider_id: _Optional[str] = ..., address: _Optional[str] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., connected: _Optional[bool] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks_completed: _Optional[int] = ..., verified_valid: _Optional[int] = ..., verified_invalid: _Optional[int] = ..., slashed: _Optional[int] = ..., reputation: _Optional[float] = ..., operator: _Optional[str] = ...) -> None: ...
 
 class ListProvidersResponse(_message.Message):
     __slots__ = ("providers",)
