@@ -167,7 +167,8 @@ class LocalNetwork:
 
     def stake_provider(self, name: str, amount: int):
         """Make provider ``name``'s wallet now (its daemon uses it when started), fund it with gas
-        and tokens from the dev accounts, and stake ``amount`` in the ProviderRegistry."""
+        and tokens from the dev accounts, and stake ``amount`` with ``gpumesh provider stake``
+        (the coordinator must be running)."""
         from eth_account import Account
 
         from gpumesh.chain import ChainClient, Deployment, dev_keys
@@ -178,7 +179,9 @@ class LocalNetwork:
         funder = Account.from_key(dev_keys()[2])
         chain.send_value(funder, wallet.address, 10**17)
         chain.mint(funder, wallet.address, amount)
-        chain.stake(Account.from_key(wallet.private_key), amount)
+        subprocess.run([sys.executable, "-m", "gpumesh", "provider", "stake", "--coordinator", self.target,
+                        "--data-dir", str(self.root / name), "--amount", str(amount)],
+                       check=True, env=self._env(), capture_output=True, timeout=120)
         return wallet
 
     def wait_providers(self, n: int, timeout: float = 60.0) -> None:

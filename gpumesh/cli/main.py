@@ -94,8 +94,11 @@ def provider() -> None:
 @click.option("--runtime", type=click.Choice(["auto", "bwrap", "process"]), default=None)
 @click.option("--tier", type=click.Choice(["open", "centralized"]), default=None)
 @click.option("--threads", "threads_per_task", type=int, default=None, help="CPU threads per task (0 = cores/slots).")
+@click.option("--operator", default=None, help="Who runs this node (default: its wallet address); "
+              "results are never checked by a node of the same operator.")
 @click.option("-v", "--verbose", is_flag=True)
-def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, threads_per_task, verbose) -> None:
+def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, threads_per_task, operator,
+                 verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
@@ -103,13 +106,37 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, t
     _logging(verbose)
     overrides = {k: v for k, v in dict(
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
-        slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task,
+        slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task, operator=operator,
     ).items() if v is not None}
     daemon = build_daemon(ProviderSettings(**overrides))
     try:
         asyncio.run(daemon.run())
     except KeyboardInterrupt:
         pass
+
+
+@provider.command("stake")
+@TARGET
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the provider's wallet key is.")
+@click.option("--amount", type=int, required=True, help="Token base units to stake in the ProviderRegistry.")
+def provider_stake(target, data_dir, amount) -> None:
+    """Stake in the coordinator's ProviderRegistry (settling coordinators require stake to take
+    work; invalid results are slashed from it)."""
+    from eth_account import Account
+
+    from gpumesh.client import Client
+    from gpumesh.identity import Wallet
+    from provider_node.config import ProviderSettings
+
+    settings = ProviderSettings(**({"data_dir": data_dir} if data_dir else {}))
+    wallet = Wallet.load_or_create(settings.key_file)
+    with Client.connect(target) as client:
+        chain = client.chain()
+        if chain is None:
+            raise click.ClickException("this coordinator does not settle on-chain: nothing to stake")
+        chain.stake(Account.from_key(wallet.private_key), amount)
+        stake = chain.stake_of(wallet.address)
+    click.echo(f"{wallet.address} stakes {stake.active} (unbonding {stake.unbonding})")
 
 
 # ---- submitter ---------------------------------------------------------------------------------

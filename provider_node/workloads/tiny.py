@@ -66,6 +66,9 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # special tokens at the usual small scale: it writes to max_new_tokens
+        for tid in {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}:
+            model.lm_head.weight[tid] *= 0.02 / config.initializer_range
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

@@ -1,0 +1,157 @@
+"""End to end with adversarial providers: spot-checked redundant execution catches each kind of
+cheat, the referee (a centralized provider) decides, the cheater is slashed on-chain through the
+ProviderRegistry and loses its pay, and the job still completes with the honest outputs.
+
+Every provider is a newcomer, so every result of an open-market provider is replicated
+(probation); a disputed check goes to the referee, which re-scores both sides teacher-forced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from gpumesh.client import Client
+from gpumesh.identity import Wallet
+from gpumesh.jobspec import InferenceParams, JobSpec
+from gpumesh.localnet import LocalNetwork
+from gpumesh.v1 import common_pb2
+from tests.adversaries.common import provider_env
+
+pytestmark = pytest.mark.e2e
+
+PROMPTS = [f"question {i}: what is {w}?" for i, w in enumerate(
+    ["a lease", "a shard", "a referee", "a stake", "a replica", "an audit", "a decoy", "a slash"])]
+STAKE = 5 * 10**18
+SLASH = 10**18
+PRICE = 36_000_000  # per hour: 10,000 base units a second
+REFEREE_PRICE = 10 * PRICE  # above the job's cap: the referee never takes primaries
+BUDGET = 10**12
+NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from provider_node.workloads.tiny import tiny_model_archive
+
+    path = tmp_path_factory.mktemp("model") / "tiny.tar"
+    path.write_bytes(tiny_model_archive(seed=0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model, tmp_path_factory) -> list[str]:
+    from provider_node.workloads.inference import run_inference
+    from provider_node.workloads.models import materialize
+
+    root = tmp_path_factory.mktemp("direct")
+    (root / "in.jsonl").write_text("".join(json.dumps({"prompt": p, "id": i}) + "\n" for i, p in enumerate(PROMPTS)))
+    run_inference(materialize(tiny_model, root / "model"), root / "in.jsonl", root / "out.jsonl",
+                  {"max_new_tokens": NEW_TOKENS})
+    return [json.loads(line)["completion"] for line in (root / "out.jsonl").read_text().splitlines()]
+
+
+def _market(net: LocalNetwork, providers: dict[str, dict[str, str]]) -> None:
+    """A chain, a coordinator that requires stake and slashes, a staked open-market provider per
+    entry of ``providers`` (name -> extra env), and an unstaked centralized referee."""
+    net.start_chain()
+    net.start_coordinator({"GPUMESH_COORDINATOR_MIN_STAKE": str(STAKE),
+                           "GPUMESH_COORDINATOR_SLASH_AMOUNT": str(SLASH)})
+    for name, env in providers.items():
+        net.stake_provider(name, STAKE)
+        net.start_provider(name, price=PRICE, threads=1, runtime="process" if env else "auto", extra_env=env)
+    net.start_provider("referee", price=REFEREE_PRICE, threads=1, tier="centralized")
+    net.wait_providers(len(providers) + 1, timeout=90)
+
+
+def _run_job(net: LocalNetwork, tiny_model: Path, expected: list[str]) -> tuple[Client, object, dict]:
+    from eth_account import Account
+
+    from gpumesh.chain import dev_keys
+
+    submitter = Wallet.from_hex(dev_keys()[1])
+    client = Client.connect(net.target)
+    chain = client.chain()
+    chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)
+    spec = JobSpec(name="checked", model_cid=client.upload(tiny_model),
+                   input_cid=client.upload("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS).encode()),
+                   inference=InferenceParams(max_new_tokens=NEW_TOKENS), shard_size=4, max_price_per_hour=PRICE)
+    handle = client.submit(spec, budget=BUDGET, wallet=submitter)
+    status = handle.wait(timeout=300)
+    assert status.state == "COMPLETED", (status.raw.error, net.coordinator.log_tail())
+    # The job's output is the honest one, whatever the cheaters returned.
+    assert [o["completion"] for o in handle.outputs()] == expected
+    deadline = time.monotonic() + 60
+    while (job := client.get_job(handle.id).raw).settlement != "SETTLED":
+        assert time.monotonic() < deadline, f"not settled: {job.settlement}"
+        time.sleep(0.2)
+    providers = {p.name: p.address for p in client.list_providers()}
+    return client, job, providers
+
+
+def _slashes(chain, address: str) -> list[dict]:
+    return chain.events("ProviderRegistry", "Slashed", provider=address)
+
+
+def _wait_slashed(chain, address: str, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while not (events := _slashes(chain, address)):
+        assert time.monotonic() < deadline, f"{address} was never slashed"
+        time.sleep(0.2)
+    return events
+
+
+def _assert_cheater_caught(client: Client, job, providers: dict, cheater: str, honest: list[str]) -> None:
+    chain = client.chain()
+    events = _wait_slashed(chain, providers[cheater])
+    assert all(int(e["args"]["amount"]) == SLASH for e in events)
+    assert chain.stake_of(providers[cheater]).active == STAKE - SLASH * len(events)
+    for name in honest:
+        assert not _slashes(chain, providers[name]), f"honest {name} was slashed"
+        assert chain.stake_of(providers[name]).active == (0 if name == "referee" else STAKE)  # referees need none
+    rows = list(job.tasks)
+    info = {p.name: p for p in client.list_providers()}
+    by_id = {p.provider_id: name for name, p in info.items()}
+    done = (common_pb2.TASK_STATE_VERIFIED, common_pb2.TASK_STATE_SETTLED)
+    referees = [t for t in rows if t.role == "referee"]
+    assert referees and all(by_id[t.provider_id] == "referee" and t.state in done for t in referees)
+    # No primary result of the cheater was kept: each was rejected and redone by someone honest.
+    assert [by_id[t.provider_id] for t in rows if t.role == "primary" and by_id[t.provider_id] == cheater] == []
+    assert info[cheater].verified_invalid >= 1 and info[cheater].slashed == len(events)
+    assert info[cheater].reputation < info["honest"].reputation
+
+
+@pytest.mark.parametrize("adversary,config", [
+    ("tests.adversaries.wrong_outputs", {"rate": 1.0, "record_rate": 0.5, "seed": 3}),
+    ("tests.adversaries.smaller_model", {}),
+], ids=["wrong-outputs", "smaller-model"])
+def test_cheater_is_caught_slashed_and_unpaid(tmp_path, tiny_model, expected, adversary, config):
+    with LocalNetwork(tmp_path / "net", lease_ttl_s=10, heartbeat_interval_s=0.5) as net:
+        _market(net, {"honest": {}, "cheater": provider_env(adversary, config)})
+        client, job, providers = _run_job(net, tiny_model, expected)
+        with client:
+            _assert_cheater_caught(client, job, providers, "cheater", ["honest", "referee"])
+            chain = client.chain()
+            assert chain.escrow_balance(providers["cheater"]) == 0  # every result it returned was wrong
+            assert chain.escrow_balance(providers["honest"]) > 0
+
+
+def test_lazy_copier_is_caught(tmp_path, tiny_model, expected):
+    from tests.adversaries.lazy_copy import read_log
+
+    share = tmp_path / "collusion"
+    share.mkdir()
+    with LocalNetwork(tmp_path / "net", lease_ttl_s=10, heartbeat_interval_s=0.5) as net:
+        _market(net, {name: provider_env("tests.adversaries.lazy_copy", {"share_dir": str(share), "name": name})
+                      for name in ("copier-a", "copier-b")})
+        client, job, providers = _run_job(net, tiny_model, expected)
+        with client:
+            copies = [e for e in read_log(share) if e.get("action") == "copied"]
+            assert copies, read_log(share)  # the replica saw a prompt set its colluder had answered
+            chain = client.chain()
+            for name in {e["name"] for e in copies}:
+                assert len(_wait_slashed(chain, providers[name])) >= sum(e["name"] == name for e in copies)
+            assert not _slashes(chain, providers["referee"])
