@@ -128,13 +128,17 @@ class Coordinator:
         for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
             if not await asyncio.to_thread(self.artifacts.has, cid):
                 raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
-        shards = await asyncio.to_thread(self._shard_input, spec)
         now = self.clock()
         job_id = "job_" + uuid.uuid4().hex[:16]
         tasks = []
-        for shard in shards:
-            cid = await asyncio.to_thread(self.artifacts.put_bytes, shard.data)
-            tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid, shard.prompts))
+        if spec.kind == "finetune":  # one task; its checkpoints are what verification replays
+            examples = await asyncio.to_thread(self._check_finetune, spec)
+            tasks.append(Task(f"{job_id}-t00000", job_id, 0, TaskState.QUEUED, spec.input_cid, examples))
+        else:
+            for shard in await asyncio.to_thread(self._shard_input, spec):
+                cid = await asyncio.to_thread(self.artifacts.put_bytes, shard.data)
+                tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid,
+                                  shard.prompts))
         job = Job(
             job_id=job_id,
             spec=spec,
@@ -174,6 +178,30 @@ class Coordinator:
                 f"{self.settings.min_escrow_window_s:.0f}s are needed to run and settle the job",
                 field="escrow_key")
         return view
+
+    def _check_finetune(self, spec: JobSpec) -> int:
+        """Validate a fine-tune's parameters and dataset up front; returns its example count."""
+        import tempfile
+        from pathlib import Path
+
+        from gpumesh.errors import WorkloadError
+        from provider_node.workloads.finetune import FinetuneParams, read_dataset
+
+        try:
+            FinetuneParams.parse(spec.finetune)
+        except WorkloadError as exc:
+            raise InvalidArgument(exc.message, field="spec.finetune") from None
+        size = self.artifacts.size(spec.input_cid)
+        limit = self.settings.max_prompts_per_job * (self.settings.max_prompt_bytes + 64)
+        if size > limit:
+            raise InvalidArgument(f"dataset is {size} bytes, over the {limit}-byte limit", field="spec.input_cid")
+        with tempfile.TemporaryDirectory(prefix="gpumesh-dataset-") as tmp:
+            path = Path(tmp) / "data.jsonl"
+            self.artifacts.get_file(spec.input_cid, path)
+            try:
+                return len(read_dataset(path))
+            except WorkloadError as exc:
+                raise InvalidArgument(f"dataset {exc.message}", field="spec.input_cid") from None
 
     def _shard_input(self, spec: JobSpec):
         size = self.artifacts.size(spec.input_cid)
@@ -466,16 +494,25 @@ class Coordinator:
                     lease_id=lease.lease_id,
                     task_id=lease.task.task_id,
                     job_id=lease.job.job_id,
-                    kind=lease.task.kind,
+                    kind=lease.task.kind if lease.task.is_check else spec.kind,
                     model_cid=spec.model_cid,
                     input_cid=lease.task.input_cid,
                     aux_cid=lease.task.aux_cid,
-                    params_json=json.dumps(spec.inference.model_dump()),
+                    params_json=self._lease_params(lease.task, spec),
                     timeout_s=spec.task_timeout_s,
                     expires_at=timestamp(lease.expires_at),
                 )
             )
         )
+
+    @staticmethod
+    def _lease_params(task: Task, spec: JobSpec) -> str:
+        """What the workload is told: a replay its segment, a fine-tune its training, else generation."""
+        if task.kind == "replay":
+            return json.dumps(json.loads(task.check_json)["lease_params"])
+        if spec.kind == "finetune":
+            return json.dumps(spec.finetune)
+        return json.dumps(spec.inference.model_dump())
 
     async def _scheduler_loop(self) -> None:
         while True:

@@ -18,12 +18,14 @@ from typing import Any, Callable
 from coordinator.config import CoordinatorSettings
 from coordinator.models import Job, ProviderRecord, ProviderTier, Task, TaskRole, TaskState
 from coordinator.store.base import Slash, Store, VerificationUpdate
-from coordinator.verification.compare import RescoreThresholds
+from coordinator.verification.compare import RescoreThresholds, Verdict
 from coordinator.verification.inputs import answers, audit_input, disguise, jsonl, records, undisguise
 from coordinator.verification.plan import AuditPolicy, Check, VerificationPlan
 from coordinator.verification.policy import ReplicationPolicy
-from coordinator.verification.resolve import read_audit, read_referee, read_replica
+from coordinator.verification.resolve import CheckReading, RefereeReading, read_audit, read_referee, read_replica
+from coordinator.verification.segments import choose_segment, claimed_weights, judge, replay_result
 from gpumesh.artifacts import ArtifactStore
+from gpumesh.checkpoints import FinetuneOutput
 from gpumesh.jobspec import JobSpec
 
 CENTRALIZED = ProviderTier.CENTRALIZED.value
@@ -63,15 +65,15 @@ class Verifier:
     # ---- primary results ------------------------------------------------------------------------
 
     def on_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str) -> PrimaryDecision:
+        if job.spec.kind == "finetune":
+            return self._finetune_primary(task, job, provider, output_cid)
         inp = self.artifacts.get_bytes(task.input_cid)
         out = self.artifacts.get_bytes(output_cid)
         shape = answers(inp, out)
         if not shape.agree:
             return PrimaryDecision(reject=f"result does not answer the task's input: {shape.reason}")
-        if not self.settings.verify:
-            return PrimaryDecision(verdict="accepted unchecked (verification is off)")
-        if provider.tier is ProviderTier.CENTRALIZED:
-            return PrimaryDecision(verdict="accepted unchecked (trusted centralized provider)")
+        if why := self._unchecked(provider):
+            return PrimaryDecision(verdict=why)
         plan = self.plan_for(job.spec)
         check = plan.decide(provider.track, len(records(inp)), self.rng)
         if check is None:
@@ -98,6 +100,50 @@ class Verifier:
                     verifies=task.task_id, kind="rescore", aux_cid=self.artifacts.put_bytes(a.prompts),
                     exclude=(provider.operator_id,), check_json=json.dumps(meta))
 
+    def _unchecked(self, provider: ProviderRecord) -> str:
+        if not self.settings.verify:
+            return "accepted unchecked (verification is off)"
+        if provider.tier is ProviderTier.CENTRALIZED:
+            return "accepted unchecked (trusted centralized provider)"
+        return ""
+
+    def _finetune_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str) -> PrimaryDecision:
+        """A fine-tune must have every checkpoint its parameters imply; a replica replays one
+        random segment of it (with the adaptive replication probability)."""
+        from provider_node.workloads.finetune import FinetuneParams
+
+        params = FinetuneParams.parse(job.spec.finetune)
+        try:
+            index = FinetuneOutput.parse(self.artifacts.get_bytes(output_cid))
+        except ValueError as exc:
+            return PrimaryDecision(reject=str(exc))
+        problem = index.problem(params.steps, params.checkpoint_every)
+        missing = [c for c in (*[c.cid for c in index.checkpoints], index.final, index.loss) if not self.artifacts.has(c)]
+        if problem or missing:
+            return PrimaryDecision(reject=problem or f"{len(missing)} output artifact(s) were not uploaded")
+        if why := self._unchecked(provider):
+            return PrimaryDecision(verdict=why)
+        policy = self.plan_for(job.spec).replication
+        if not policy.decide(provider.track, self.rng.random()):
+            return PrimaryDecision(verdict=f"accepted unchecked (not drawn: p={policy.probability(provider.track):.3f})")
+        seg = choose_segment(index, self.rng.random())
+        meta = {"primary_provider": provider.provider_id, "primary_output": output_cid, "from_step": seg.from_step,
+                "to_step": seg.to_step, "claimed": seg.claimed_cid,
+                "lease_params": {"finetune": job.spec.finetune, "steps": seg.to_step - seg.from_step}}
+        row = Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED, task.input_cid, task.prompts,
+                   role=TaskRole.REPLICA, verifies=task.task_id, kind="replay", aux_cid=seg.start_cid,
+                   exclude=(provider.operator_id,), check_json=json.dumps(meta))
+        return PrimaryDecision(verdict=f"checking (replay of steps {seg.from_step + 1}..{seg.to_step})", check=row)
+
+    def _replay_reading(self, meta: dict, output_cid: str) -> tuple[Verdict, dict | None, dict | None]:
+        """A replay's verdict on the claimed checkpoint, and its (start, replayed) tensors (None if malformed)."""
+        claimed = claimed_weights(self.artifacts.get_bytes(meta["claimed"]))
+        try:
+            start, replayed = replay_result(self.artifacts.get_bytes(output_cid), meta["to_step"])
+        except ValueError as exc:
+            return Verdict(False, (), f"replay output is malformed: {exc}"), None, None
+        return judge(claimed, start, replayed), start, replayed
+
     def slash_for(self, provider: ProviderRecord, task: Task, job: Job, reason: str) -> Slash:
         return Slash(provider.provider_id, task.task_id, job.job_id, provider.address, self.settings.slash_amount,
                      job.submitter, reason)
@@ -111,13 +157,11 @@ class Verifier:
         meta = json.loads(row.check_json)
         if row.role is TaskRole.REFEREE:
             return self._read_referee(row, job, primary, meta)
-        out = self.artifacts.get_bytes(row.output_cid)
-        if row.role is TaskRole.REPLICA:
-            reading = read_replica(self.artifacts.get_bytes(primary.input_cid),
-                                   self.artifacts.get_bytes(meta["primary_output"]),
-                                   self.artifacts.get_bytes(row.input_cid), out, meta["names"])
+        if row.kind == "replay":
+            verdict, start, _ = self._replay_reading(meta, row.output_cid)
+            reading = CheckReading(verdict.agree, start is not None, f"replay: {verdict.reason}")
         else:
-            reading = read_audit(self.artifacts.get_bytes(row.input_cid), out, meta["kinds"], self.thresholds)
+            reading = self._read_inference_check(row, primary, meta)
         current = primary.output_cid == meta["primary_output"] and primary.state is TaskState.SUBMITTED
         if reading.agree:
             return VerificationUpdate(
@@ -130,12 +174,27 @@ class Verifier:
         return VerificationUpdate(job.job_id, verdicts=[(row.task_id, f"disputed: {reading.reason}")],
                                   new_rows=[referee])
 
+    def _read_inference_check(self, row: Task, primary: Task, meta: dict) -> CheckReading:
+        out = self.artifacts.get_bytes(row.output_cid)
+        if row.role is TaskRole.REPLICA:
+            return read_replica(self.artifacts.get_bytes(primary.input_cid),
+                                   self.artifacts.get_bytes(meta["primary_output"]),
+                                   self.artifacts.get_bytes(row.input_cid), out, meta["names"])
+        return read_audit(self.artifacts.get_bytes(row.input_cid), out, meta["kinds"], self.thresholds)
+
     def _referee_row(self, row: Task, primary: Task, meta: dict, checker_ok: bool) -> Task:
         checker = self.store.get_provider(row.provider_id)
         first = self.store.get_provider(meta["primary_provider"])
         ref_meta: dict[str, Any] = {"mode": row.role.value, "check_task": row.task_id, "checker_ok": checker_ok,
                                     "primary_provider": meta["primary_provider"],
                                     "primary_output": meta["primary_output"]}
+        if row.kind == "replay":  # the referee replays the same segment
+            ref_meta.update({k: meta[k] for k in ("from_step", "to_step", "claimed", "lease_params")})
+            ref_meta["mode"] = "replay"
+            return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, row.input_cid,
+                        row.prompts, role=TaskRole.REFEREE, verifies=primary.task_id, kind="replay",
+                        aux_cid=row.aux_cid, exclude=self._referee_exclude(first, checker), require_tier=CENTRALIZED,
+                        check_json=json.dumps(ref_meta))
         if row.role is TaskRole.AUDIT:
             ref_meta["kinds"] = meta["kinds"]
             claims_cid, prompts_cid, n = row.input_cid, row.aux_cid, row.prompts
@@ -155,17 +214,38 @@ class Verifier:
             n = len(kinds)
         return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, claims_cid, n,
                     role=TaskRole.REFEREE, verifies=primary.task_id, kind="rescore", aux_cid=prompts_cid,
-                    # a centralized checker is trusted: it may referee its own dispute
-                    exclude=(first.operator_id,) + (() if checker.tier is ProviderTier.CENTRALIZED
-                                                    else (checker.operator_id,)),
-                    require_tier=CENTRALIZED,
+                    exclude=self._referee_exclude(first, checker), require_tier=CENTRALIZED,
                     check_json=json.dumps(ref_meta))
+
+    @staticmethod
+    def _referee_exclude(first: ProviderRecord, checker: ProviderRecord) -> tuple[str, ...]:
+        """Neither side's operator; a centralized checker is trusted and may referee its own dispute."""
+        return (first.operator_id,) + (() if checker.tier is ProviderTier.CENTRALIZED else (checker.operator_id,))
+
+    def _replay_referee(self, row: Task, checked: Task, meta: dict) -> RefereeReading:
+        truth, start, replayed = self._replay_reading(meta, row.output_cid)
+        if start is None:
+            raise ValueError(f"referee {truth.reason}")
+        checker_valid = False
+        if meta["checker_ok"]:
+            try:
+                c_start, c_replayed = replay_result(self.artifacts.get_bytes(checked.output_cid), meta["to_step"])
+                checker_valid = judge(c_replayed, start, replayed).agree
+            except ValueError:
+                pass
+        return RefereeReading(truth.agree, checker_valid, f"referee replay: {truth.reason}; replica "
+                                                          f"{'agrees' if checker_valid else 'contradicted'}")
 
     def _read_referee(self, row: Task, job: Job, primary: Task, meta: dict) -> VerificationUpdate:
         checked = self.store.get_task(meta["check_task"])
-        check_report = self.artifacts.get_bytes(checked.output_cid) if meta["checker_ok"] and checked.output_cid else b""
-        reading = read_referee(meta, self.artifacts.get_bytes(row.input_cid), self.artifacts.get_bytes(row.output_cid),
-                               self.artifacts.get_bytes(checked.input_cid), check_report, self.thresholds)
+        if meta["mode"] == "replay":
+            reading = self._replay_referee(row, checked, meta)
+        else:
+            check_report = (self.artifacts.get_bytes(checked.output_cid)
+                            if meta["checker_ok"] and checked.output_cid else b"")
+            reading = read_referee(meta, self.artifacts.get_bytes(row.input_cid),
+                                   self.artifacts.get_bytes(row.output_cid),
+                                   self.artifacts.get_bytes(checked.input_cid), check_report, self.thresholds)
         first = self.store.get_provider(meta["primary_provider"])
         checker = self.store.get_provider(checked.provider_id)
         states = [(row.task_id, TaskState.VERIFIED, reading.reason),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gpumesh.amounts import parse_amount
+from gpumesh.errors import InvalidArgument
 from gpumesh.jobspec import JobSpec, validate_spec
 from gpumesh.v1 import common_pb2, jobs_pb2
 
@@ -45,6 +47,11 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             data[name] = value
     if msg.HasField("deadline"):
         data["deadline"] = msg.deadline.ToDatetime(tzinfo=timezone.utc)
+    if msg.finetune_json:
+        try:
+            data["finetune"] = json.loads(msg.finetune_json)
+        except ValueError as exc:
+            raise InvalidArgument(f"not JSON: {exc}", field="spec.finetune_json") from None
     if msg.HasField("verification"):
         v = msg.verification
         data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate") if v.HasField(k)}
@@ -73,6 +80,8 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
     )
     if spec.deadline is not None:
         msg.deadline.FromDatetime(spec.deadline)
+    if spec.finetune:
+        msg.finetune_json = json.dumps(spec.finetune, sort_keys=True)
     v = {k: x for k, x in spec.verification.model_dump().items() if x is not None}
     msg.verification.CopyFrom(jobs_pb2.VerificationParams(**v))
     return msg

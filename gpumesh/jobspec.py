@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gpumesh.errors import InvalidArgument
 
-JobKind = Literal["inference"]
+JobKind = Literal["inference", "finetune"]
 
 
 class _Strict(BaseModel):
@@ -51,6 +51,9 @@ class JobSpec(_Strict):
     model_cid: str
     input_cid: str
     inference: InferenceParams = InferenceParams()
+    # kind "finetune": the workload's FinetuneParams (provider_node.workloads.finetune), checked
+    # by the coordinator at submission; the input is the training JSONL, run as one task.
+    finetune: dict[str, Any] = Field(default_factory=dict)
     requirements: Requirements = Requirements()
     verification: VerificationParams = VerificationParams()
     max_price_per_hour: int = Field(0, ge=0, le=2**256 - 1)  # token base units; 0 = any

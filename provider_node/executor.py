@@ -15,6 +15,7 @@ from gpumesh.artifacts import ArtifactStore
 from gpumesh.errors import GpumeshError
 from gpumesh.identity import Wallet, result_text
 from gpumesh.v1 import provider_pb2
+from provider_node.finetune_io import replay_args, upload_replay, upload_run
 from provider_node.hardware import HardwareInfo
 from provider_node.model_cache import ModelCache
 from provider_node.runtime import RunSpec, Runtime
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 WORKLOADS = {
     "inference": "provider_node.workloads.inference",
     "rescore": "provider_node.workloads.rescore",  # a verifier's teacher-forced check of a claim
+    "finetune": "provider_node.workloads.finetune",
+    "replay": "provider_node.workloads.finetune",  # a verifier's replay of one fine-tune segment
 }
 
 
@@ -73,12 +76,17 @@ class TaskExecutor:
         inp, out, res = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "result.json"
         await asyncio.to_thread(self.artifacts.get_file, lease.input_cid, inp)
         extra: tuple[str, ...] = ()
-        if lease.aux_cid:  # a re-scoring check: the job's prompts beside the claimed records
+        params = lease.params_json or "{}"
+        if lease.kind in ("finetune", "replay"):
+            out = workdir / "out"  # a directory: checkpoints, loss log, final weights
+            if lease.kind == "replay":
+                params, extra = await asyncio.to_thread(replay_args, params, lease.aux_cid, workdir, self.artifacts)
+        elif lease.aux_cid:  # a re-scoring check: the job's prompts beside the claimed records
             await asyncio.to_thread(self.artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
             extra = ("--prompts", str(workdir / "prompts.jsonl"))
         spec = RunSpec(
             argv=(sys.executable, "-m", module, "--model", str(model), "--input", str(inp),
-                  "--output", str(out), "--params", lease.params_json or "{}", "--result", str(res), *extra),
+                  "--output", str(out), "--params", params, "--result", str(res), *extra),
             workdir=workdir,
             ro_paths=(model.parent if model.is_file() else model,),
             env={**self.workload_env, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)},
@@ -92,7 +100,12 @@ class TaskExecutor:
         if run.exit_code != 0 or not report.get("ok"):
             error = report.get("error") or f"workload exited {run.exit_code}: {run.stderr_tail[-1000:]}"
             return _failure(lease, error, bool(report.get("retryable", True)))
-        output_cid = await asyncio.to_thread(self.artifacts.put_file, out)
+        if lease.kind == "finetune":
+            output_cid = await asyncio.to_thread(upload_run, out, report, json.loads(params), self.artifacts)
+        elif lease.kind == "replay":
+            output_cid = await asyncio.to_thread(upload_replay, out, self.artifacts)
+        else:
+            output_cid = await asyncio.to_thread(self.artifacts.put_file, out)
         metrics = {**report, "runtime": self.runtime.name, "isolated": self.runtime.isolated,
                    "wall_s": round(run.duration_s, 3)}
         metrics.pop("ok", None)

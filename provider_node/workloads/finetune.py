@@ -106,10 +106,11 @@ def read_dataset(path: Path) -> list[Example]:
             raise _input_error(lineno, "must be a JSON object")
         if "text" in obj and ("prompt" in obj or "completion" in obj):
             raise _input_error(lineno, 'has both "text" and "prompt"/"completion"')
-        keys = ("text",) if "text" in obj else ("prompt", "completion")
-        for key in keys:
+        if not {"text", "prompt", "completion"} & obj.keys():
+            raise _input_error(lineno, 'needs "text" or "prompt" and "completion"')
+        for key in ("text",) if "text" in obj else ("prompt", "completion"):
             if key not in obj:
-                raise _input_error(lineno, f'missing "{key}"' if key != "text" else 'needs "text" or "prompt" and "completion"')
+                raise _input_error(lineno, f'missing "{key}"')
             if not isinstance(obj[key], str):
                 raise _input_error(lineno, f'"{key}" must be a string')
         examples.append(Example(lineno, obj.get("prompt", ""), obj.get("text", obj.get("completion", ""))))
@@ -208,6 +209,7 @@ class Session:
         from provider_node.workloads.models import load_causal_lm
 
         self.params, self.model_path = params, Path(model_path)
+        self.target_modules: list[str] | None = None  # LoRA: the modules adapted
         examples = read_dataset(input_path)  # before the slow load: bad input fails fast
         self.dataset_sha256 = _file_sha256(input_path)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -239,7 +241,11 @@ class Session:
             model = get_peft_model(model, config)
         except ValueError as exc:  # no such target module, or none known for this architecture
             raise WorkloadError(f"parameter 'target_modules': {exc}", field="params") from exc
-        model.peft_config["default"].base_model_name_or_path = self.model_path.name  # not a temp path
+        resolved = model.peft_config["default"]
+        resolved.base_model_name_or_path = self.model_path.name  # not a temp path
+        if isinstance(resolved.target_modules, set | frozenset):  # a set's order varies with PYTHONHASHSEED
+            resolved.target_modules = sorted(resolved.target_modules)
+        self.target_modules = list(resolved.target_modules)
         return model
 
     def step(self, step: int) -> tuple[float, int]:
@@ -332,6 +338,7 @@ def run_finetune(
     return {
         "ok": True, "method": params.method, "device": session.device, "steps": params.steps,
         "examples": len(session.data), "trainable_parameters": sum(p.numel() for _, p in session.trainable),
+        "target_modules": session.target_modules,
         "tokens": tokens, "tokens_per_s": round(tokens / duration_s, 2) if duration_s > 0 else 0.0,
         "final_loss": loss, "checkpoints": checkpoints, "duration_s": round(duration_s, 4), "load_s": round(load_s, 4),
     }
@@ -361,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
             report = replay_segment(args.model, args.input, args.output, args.params,
                                     from_checkpoint=args.from_checkpoint, steps=args.steps)
-            print(f"replay: steps {report['from_step'] + 1}..{report['to_step']} on {report['device']}", file=sys.stderr)
+            print(f"replay: steps {report['from_step'] + 1}..{report['to_step']} on {report['device']}",
+                  file=sys.stderr)
         else:
             if args.from_checkpoint is not None or args.steps is not None:
                 raise WorkloadError("--from-checkpoint and --steps need --replay", field="params")

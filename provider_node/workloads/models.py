@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
-import os
 import shutil
-import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gpumesh.errors import WorkloadError
+from gpumesh.tarball import TarError, extract, pack_dir
 
 if TYPE_CHECKING:
     import torch
@@ -53,39 +51,13 @@ def detect_format(path: Path) -> ModelFormat:
     raise _model_error(f"{path.name} is neither a GGUF file nor an uncompressed model tar")
 
 
-def _iter_files(src_dir: Path) -> list[tuple[str, Path]]:
-    """Regular files under ``src_dir`` (symlinks followed), as sorted POSIX relative names."""
-    files = []
-    for root, dirs, names in os.walk(src_dir, followlinks=True):
-        dirs.sort()
-        for name in names:
-            full = Path(root, name)
-            if full.is_file():
-                files.append((full.relative_to(src_dir).as_posix(), full))
-    return sorted(files)
-
-
 def pack_model_dir(src_dir: Path) -> bytes:
-    """A deterministic uncompressed tar of a model directory: equal trees give equal bytes.
-
-    Names are sorted, only regular files are stored (symlinks by their content), and every
-    header has mtime 0, uid/gid 0, no owner names and mode 0o644 (plain ustar, no pax headers).
-    """
+    """A deterministic uncompressed tar of a model directory: equal trees give equal bytes
+    (``gpumesh.tarball.pack_dir``)."""
     src_dir = Path(src_dir)
     if not (src_dir / "config.json").is_file():
         raise _model_error(f"{src_dir} has no config.json")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, full in _iter_files(src_dir):
-            info = tarfile.TarInfo(name)
-            info.size = full.stat().st_size
-            info.mode = 0o644
-            info.mtime = 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with full.open("rb") as f:
-                tar.addfile(info, f)
-    return buf.getvalue()
+    return pack_dir(src_dir)
 
 
 def _file_digest(path: Path) -> str:
@@ -96,34 +68,12 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
-    name = PurePosixPath(member.name)
-    if not (member.isfile() or member.isdir()):
-        raise _model_error(f"model tar member {member.name!r} is not a regular file or directory")
-    if name.is_absolute() or ".." in name.parts or "\\" in member.name:
-        raise _model_error(f"model tar member {member.name!r} escapes the model directory")
-    if not name.parts and member.isfile():
-        raise _model_error(f"model tar member {member.name!r} has no name")
-    return name
-
-
 def _extract(artifact: Path, dest: Path) -> None:
     """Extract every member under ``dest`` after checking it cannot escape it."""
     try:
-        with tarfile.open(artifact, mode="r:") as tar:
-            for member in tar:
-                rel = _safe_member_path(member)
-                target = dest.joinpath(*rel.parts)
-                if member.isdir():  # "./" (as ``tar -C dir -cf x.tar .`` writes) is the root itself
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                assert src is not None  # regular file
-                with src, target.open("wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-    except tarfile.TarError as exc:
-        raise _model_error(f"corrupt model tar: {exc}") from exc
+        extract(artifact, dest)
+    except TarError as exc:
+        raise _model_error(f"model {exc}") from exc
     if not (dest / "config.json").is_file():
         raise _model_error("model tar has no config.json at its root")
 
