@@ -66,7 +66,7 @@ import argparse
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 
 import numpy as np
 
@@ -403,7 +403,16 @@ def main() -> None:
                     help="whom a passed audit counts as verified valid")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--runs", type=int, default=1, help="pool this many runs (seeds seed, seed+10, ...)")
+    default = VerificationPlan()
+    ap.add_argument("--probation", type=int, default=default.replication.probation,
+                    help="plan (b): consecutive valid results before replication drops")
+    ap.add_argument("--p-floor", type=float, default=default.replication.p_floor, help="plan (b): replication floor")
+    ap.add_argument("--audit-records", type=int, default=default.audit.records, help="plan (b): records per audit")
+    ap.add_argument("--decoys", type=int, default=default.audit.decoys, help="plan (b): decoys per audit")
     args = ap.parse_args()
+    SCHEMES["(b) adaptive + audits"] = VerificationPlan(
+        replace(default.replication, probation=args.probation, p_floor=args.p_floor),
+        replace(default.audit, records=args.audit_records, decoys=args.decoys))
     kw = {"providers": args.providers, "tasks": args.tasks, "dishonest": args.dishonest,
           "honest_error": args.honest_error, "seed": args.seed, "runs": args.runs, "records": args.records,
           "lazy": args.lazy, "audit_fp": args.audit_fp, "audit_credit": args.audit_credit}

@@ -261,5 +261,15 @@ class JobHandle:
         data = self.client.download(status.output_cid)
         return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
+    def finetune_output(self):
+        """A completed fine-tune's output index (``gpumesh.checkpoints.FinetuneOutput``): the CIDs of
+        its checkpoints, final adapter or model (a tar) and loss log."""
+        from gpumesh.checkpoints import FinetuneOutput
+
+        status = self.status()
+        if status.state != "COMPLETED":
+            raise JobFailed(f"job {self.id} is {status.state}, not COMPLETED")
+        return FinetuneOutput.parse(self.client.download(status.output_cid))
+
     def cancel(self, reason: str = "") -> JobStatus:
         return self.client.cancel(self.id, reason)

@@ -155,3 +155,48 @@ def test_lazy_copier_is_caught(tmp_path, tiny_model, expected):
             for name in {e["name"] for e in copies}:
                 assert len(_wait_slashed(chain, providers[name])) >= sum(e["name"] == name for e in copies)
             assert not _slashes(chain, providers["referee"])
+
+
+FINETUNE = {"method": "lora", "steps": 4, "checkpoint_every": 2, "batch_size": 2, "max_seq_len": 32,
+            "learning_rate": 0.01, "seed": 5}
+
+
+def test_fine_tune_that_skips_steps_is_caught_by_segment_replay(tmp_path, tiny_model):
+    from eth_account import Account
+
+    from gpumesh.chain import dev_keys
+    from gpumesh.tarball import read_members
+
+    data = "".join(json.dumps({"prompt": f"q{i}", "completion": f"answer {i} " * 3}) + "\n" for i in range(8))
+    with LocalNetwork(tmp_path / "net", lease_ttl_s=10, heartbeat_interval_s=0.5) as net:
+        # The cheater is the only open-market provider when the job arrives, so it takes the fine-tune.
+        _market(net, {"cheater": provider_env("tests.adversaries.skip_steps", {"keep": 0.5}, kind="finetune")})
+        submitter = Wallet.from_hex(dev_keys()[1])
+        with Client.connect(net.target) as client:
+            chain = client.chain()
+            chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)
+            spec = JobSpec(name="tune", kind="finetune", model_cid=client.upload(tiny_model),
+                           input_cid=client.upload(data.encode()), finetune=FINETUNE, max_price_per_hour=PRICE)
+            handle = client.submit(spec, budget=BUDGET, wallet=submitter)
+            info = {p.name: p for p in client.list_providers()}
+            deadline = time.monotonic() + 60
+            while not any(t.provider_id == info["cheater"].provider_id for t in client.get_job(handle.id).raw.tasks):
+                assert time.monotonic() < deadline, "the cheater never took the fine-tune"
+                time.sleep(0.1)
+            net.stake_provider("honest", STAKE)
+            net.start_provider("honest", price=PRICE, threads=1)
+            status = handle.wait(timeout=400)
+            assert status.state == "COMPLETED", (status.raw.error, net.coordinator.log_tail())
+            out = handle.finetune_output()
+            assert [c.step for c in out.checkpoints] == [2, 4]
+            assert "adapter_model.safetensors" in read_members(client.download(out.final))
+            job = client.get_job(handle.id).raw
+            info = {p.name: p for p in client.list_providers()}
+            by_id = {p.provider_id: name for name, p in info.items()}
+            (primary,) = [t for t in job.tasks if t.role == "primary"]
+            assert by_id[primary.provider_id] == "honest"  # the skipped run was rejected and redone
+            replays = [t for t in job.tasks if t.role in ("replica", "referee")]
+            assert any("replay" in t.verdict for t in replays)
+            events = _wait_slashed(chain, info["cheater"].address)
+            assert len(events) == 1 and info["cheater"].verified_invalid >= 1
+            assert not _slashes(chain, info["honest"].address)

@@ -32,6 +32,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -238,7 +239,9 @@ class Session:
         )
         torch.manual_seed(p.seed)  # the adapter's initial A matrices
         try:
-            model = get_peft_model(model, config)
+            with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+                model = get_peft_model(model, config)
         except ValueError as exc:  # no such target module, or none known for this architecture
             raise WorkloadError(f"parameter 'target_modules': {exc}", field="params") from exc
         resolved = model.peft_config["default"]
