@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,13 @@ def server(coordinator_settings):
     srv = ServerThread(coordinator_settings).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The seeded tiny Llama packed as a model artifact (a tar), as submitters upload it."""
+    from provider_node.workloads.tiny import tiny_model_archive
+
+    path = tmp_path_factory.mktemp("model") / "tiny.tar"
+    path.write_bytes(tiny_model_archive(seed=0))
+    return path

@@ -21,15 +21,6 @@ PROMPTS = [f"prompt number {i}: tell me about {w}" for i, w in enumerate(
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from provider_node.workloads.tiny import tiny_model_archive
-
-    path = tmp_path_factory.mktemp("model") / "tiny.tar"
-    path.write_bytes(tiny_model_archive(seed=0))
-    return path
-
-
-@pytest.fixture(scope="module")
 def expected(tiny_model, tmp_path_factory) -> list[dict]:
     """The same prompts run directly by the workload, without the marketplace."""
     from provider_node.workloads.inference import run_inference

@@ -21,15 +21,6 @@ PRICE = 36_000_000  # per provider-hour: 10,000 base units a second
 BUDGET = 10**9
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from provider_node.workloads.tiny import tiny_model_archive
-
-    path = tmp_path_factory.mktemp("model") / "tiny.tar"
-    path.write_bytes(tiny_model_archive(seed=0))
-    return path
-
-
 def _spec(client: Client, model: Path, n: int = 4) -> JobSpec:
     prompts = "".join(json.dumps({"prompt": f"settle me {i}"}) + "\n" for i in range(n)).encode()
     return JobSpec(name="paid", model_cid=client.upload(model), input_cid=client.upload(prompts),

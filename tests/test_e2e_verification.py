@@ -34,15 +34,6 @@ NEW_TOKENS = 8
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from provider_node.workloads.tiny import tiny_model_archive
-
-    path = tmp_path_factory.mktemp("model") / "tiny.tar"
-    path.write_bytes(tiny_model_archive(seed=0))
-    return path
-
-
-@pytest.fixture(scope="module")
 def expected(tiny_model, tmp_path_factory) -> list[str]:
     from provider_node.workloads.inference import run_inference
     from provider_node.workloads.models import materialize

@@ -7,21 +7,22 @@ transformers and vllm are imported only when an engine is built.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from gpumesh.errors import WorkloadError
+from provider_node.workloads.common import WorkloadParams
 from provider_node.workloads.models import detect_format, load_causal_lm
 
 EngineName = Literal["transformers", "vllm"]
 MAX_NEW_TOKENS = 4096
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(WorkloadParams):
     """Decoding settings for one task (the task's ``params_json``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -31,26 +32,6 @@ class GenerationParams(BaseModel):
     chat: bool = False  # wrap each prompt as a user message in the model's chat template
     temperature: float = Field(0.0, ge=0.0, le=100.0)  # 0 = greedy (deterministic)
     seed: int = Field(0, ge=0, lt=2**63)  # for sampling when temperature > 0
-
-    @classmethod
-    def parse(cls, data: Mapping[str, Any] | str | None) -> GenerationParams:
-        """Validate a mapping or a JSON object; errors are ``WorkloadError(field="params")``."""
-        try:
-            if isinstance(data, str):
-                return cls.model_validate_json(data or "{}")
-            return cls.model_validate(dict(data or {}))
-        except ValidationError as exc:
-            raise WorkloadError(_describe(exc), field="params") from exc
-
-
-def _describe(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"unknown parameter {key!r}"
-    if not key:
-        return f"parameters must be a JSON object ({err['msg']})"
-    return f"parameter {key!r}: {err['msg']}"
 
 
 @dataclass(frozen=True, slots=True)

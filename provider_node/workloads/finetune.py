@@ -39,18 +39,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from gpumesh.errors import WorkloadError
-from provider_node.workloads.engines import _describe
-from provider_node.workloads.inference import EXIT_OK, _failure, _input_error, _write_atomic
+from provider_node.workloads.common import WorkloadParams, input_error, read_objects, run_reporting
 
 CHECKPOINT_FORMAT = "gpumesh-finetune-checkpoint/1"
 WEIGHTS, OPTIMIZER, MANIFEST = "weights.safetensors", "optimizer.safetensors", "manifest.json"
 _MASK64 = (1 << 64) - 1
 
 
-class FinetuneParams(BaseModel):
+class FinetuneParams(WorkloadParams):
     """Training settings for one task (the task's ``params_json``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -68,16 +67,6 @@ class FinetuneParams(BaseModel):
     checkpoint_every: int = Field(10, ge=1, le=10_000_000)
     seed: int = Field(0, ge=0, lt=2**63)  # data order, LoRA init and per-step RNG
 
-    @classmethod
-    def parse(cls, data: Mapping[str, Any] | str | None) -> FinetuneParams:
-        """Validate a mapping or a JSON object; errors are ``WorkloadError(field="params")``."""
-        try:
-            if isinstance(data, str):
-                return cls.model_validate_json(data or "{}")
-            return cls.model_validate(dict(data or {}))
-        except ValidationError as exc:
-            raise WorkloadError(_describe(exc), field="params") from exc
-
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -91,29 +80,17 @@ class Example:
 
 def read_dataset(path: Path) -> list[Example]:
     """Parse the dataset JSONL; errors name the (1-based) line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkloadError(f"cannot read input: {exc}", field="input") from exc
     examples = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _input_error(lineno, f"invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise _input_error(lineno, "must be a JSON object")
+    for lineno, obj in read_objects(path):
         if "text" in obj and ("prompt" in obj or "completion" in obj):
-            raise _input_error(lineno, 'has both "text" and "prompt"/"completion"')
+            raise input_error(lineno, 'has both "text" and "prompt"/"completion"')
         if not {"text", "prompt", "completion"} & obj.keys():
-            raise _input_error(lineno, 'needs "text" or "prompt" and "completion"')
+            raise input_error(lineno, 'needs "text" or "prompt" and "completion"')
         for key in ("text",) if "text" in obj else ("prompt", "completion"):
             if key not in obj:
-                raise _input_error(lineno, f'missing "{key}"')
+                raise input_error(lineno, f'missing "{key}"')
             if not isinstance(obj[key], str):
-                raise _input_error(lineno, f'"{key}" must be a string')
+                raise input_error(lineno, f'"{key}" must be a string')
         examples.append(Example(lineno, obj.get("prompt", ""), obj.get("text", obj.get("completion", ""))))
     if not examples:
         raise WorkloadError("input has no examples", field="input")
@@ -133,7 +110,7 @@ def tokenize(examples: list[Example], tokenizer: Any, max_seq_len: int) -> list[
         ids = (context + target)[:max_seq_len]
         labels = ([-100] * len(context) + target)[:max_seq_len]
         if len(ids) < 2 or all(label == -100 for label in labels[1:]):
-            raise _input_error(ex.lineno, f"no tokens to train on within max_seq_len={max_seq_len}")
+            raise input_error(ex.lineno, f"no tokens to train on within max_seq_len={max_seq_len}")
         out.append((ids, labels))
     return out
 
@@ -362,30 +339,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    what = "replay" if args.replay else "finetune"
-    try:
-        if args.replay:
-            from provider_node.workloads.replay import replay_segment
+    if args.replay:
+        from provider_node.workloads.replay import replay_segment
 
-            report = replay_segment(args.model, args.input, args.output, args.params,
-                                    from_checkpoint=args.from_checkpoint, steps=args.steps)
-            print(f"replay: steps {report['from_step'] + 1}..{report['to_step']} on {report['device']}",
-                  file=sys.stderr)
-        else:
-            if args.from_checkpoint is not None or args.steps is not None:
-                raise WorkloadError("--from-checkpoint and --steps need --replay", field="params")
-            report = run_finetune(args.model, args.input, args.output, args.params)
-            print(f"finetune: {report['steps']} steps, {report['tokens_per_s']} tokens/s on {report['device']}, "
-                  f"final loss {report['final_loss']:.4f}", file=sys.stderr)
-        code = EXIT_OK
-    except Exception as exc:  # noqa: BLE001 -- every failure becomes a report; the exit code says how final
-        code, report = _failure(exc)
-        print(f"{what} failed: {report['error']}", file=sys.stderr)
-    _write_atomic(args.result, (json.dumps(report, sort_keys=True) + "\n").encode())
-    return code
+        return run_reporting(
+            "replay", args.result,
+            lambda: replay_segment(args.model, args.input, args.output, args.params,
+                                   from_checkpoint=args.from_checkpoint, steps=args.steps),
+            lambda r: f"steps {r['from_step'] + 1}..{r['to_step']} on {r['device']}")
 
+    def run() -> dict[str, Any]:
+        if args.from_checkpoint is not None or args.steps is not None:
+            raise WorkloadError("--from-checkpoint and --steps need --replay", field="params")
+        return run_finetune(args.model, args.input, args.output, args.params)
+
+    return run_reporting("finetune", args.result, run,
+                         lambda r: f"{r['steps']} steps, {r['tokens_per_s']} tokens/s on {r['device']}, "
+                                   f"final loss {r['final_loss']:.4f}")
 
 if __name__ == "__main__":
     sys.exit(main())

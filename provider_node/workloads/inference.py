@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -25,7 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpumesh.errors import WorkloadError
+from provider_node.workloads.common import EXIT_BAD_MODEL, EXIT_BAD_REQUEST, EXIT_OK, EXIT_RETRYABLE  # noqa: F401
+from provider_node.workloads.common import failure as _failure  # noqa: F401  (re-exported for the workloads)
+from provider_node.workloads.common import input_error as _input_error
+from provider_node.workloads.common import read_objects, run_reporting
+from provider_node.workloads.common import write_atomic as _write_atomic
 from provider_node.workloads.engines import (
     MAX_NEW_TOKENS,
     Completion,
@@ -34,18 +36,11 @@ from provider_node.workloads.engines import (
     select_engine,
 )
 
-EXIT_OK, EXIT_RETRYABLE, EXIT_BAD_REQUEST, EXIT_BAD_MODEL = 0, 1, 2, 3
-
-
 @dataclass(frozen=True, slots=True)
 class PromptLine:
     id: Any
     prompt: str
     max_new_tokens: int | None
-
-
-def _input_error(lineno: int, message: str) -> WorkloadError:
-    return WorkloadError(f"input line {lineno}: {message}", field="input")
 
 
 def _line_max_new_tokens(lineno: int, value: Any) -> int | None:
@@ -58,20 +53,8 @@ def _line_max_new_tokens(lineno: int, value: Any) -> int | None:
 
 def read_prompts(path: Path) -> list[PromptLine]:
     """Parse the input JSONL; errors name the (1-based) line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkloadError(f"cannot read input: {exc}", field="input") from exc
     prompts = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _input_error(lineno, f"invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise _input_error(lineno, "must be a JSON object")
+    for lineno, obj in read_objects(path):
         if "prompt" not in obj:
             raise _input_error(lineno, 'missing "prompt"')
         if not isinstance(obj["prompt"], str):
@@ -93,18 +76,6 @@ def generate_all(engine: InferenceEngine, prompts: list[PromptLine], params: Gen
         for i, completion in zip(indices, completions, strict=True):
             results[i] = completion
     return [c for c in results if c is not None]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _output_jsonl(prompts: list[PromptLine], completions: list[Completion]) -> bytes:
@@ -155,15 +126,6 @@ def run_inference(
     }
 
 
-def _failure(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    if isinstance(exc, WorkloadError):
-        field = exc.field
-        code = {"input": EXIT_BAD_REQUEST, "params": EXIT_BAD_REQUEST, "model": EXIT_BAD_MODEL}.get(field or "")
-        code = code if code is not None and not exc.retryable else EXIT_RETRYABLE
-        return code, {"ok": False, "error": exc.message, "field": field, "retryable": code == EXIT_RETRYABLE}
-    return EXIT_RETRYABLE, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "field": None, "retryable": True}
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m provider_node.workloads.inference", description=__doc__.split("\n\n")[0]
@@ -179,17 +141,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the workload's stderr
-    try:
-        report, code = run_inference(args.model, args.input, args.output, args.params, engine=args.engine), EXIT_OK
-        print(f"inference: {report['prompts']} prompts, {report['tokens_per_s']} tokens/s on "
-              f"{report['engine']}/{report['device']}", file=sys.stderr)
-    except Exception as exc:  # every failure becomes a report; the exit code says how final it is
-        code, report = _failure(exc)
-        print(f"inference failed: {report['error']}", file=sys.stderr)
-    _write_atomic(args.result, (json.dumps(report, sort_keys=True) + "\n").encode())
-    return code
-
+    return run_reporting(
+        "inference", args.result,
+        lambda: run_inference(args.model, args.input, args.output, args.params, engine=args.engine),
+        lambda r: f"{r['prompts']} prompts, {r['tokens_per_s']} tokens/s on {r['engine']}/{r['device']}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -43,13 +42,8 @@ from provider_node.workloads.engines import (
     eos_ids,
     render_prompts,
 )
-from provider_node.workloads.inference import (
-    EXIT_OK,
-    PromptLine,
-    _failure,
-    _write_atomic,
-    read_prompts,
-)
+from provider_node.workloads.common import read_objects, run_reporting, write_atomic
+from provider_node.workloads.inference import PromptLine, read_prompts
 
 DEFAULT_TOP_K = 5
 
@@ -94,19 +88,7 @@ def parse_claim(obj: Any, lineno: int = 0) -> Claim:
 
 def read_claims(path: Path) -> list[Claim]:
     """Parse a claimed output JSONL; blank lines are skipped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkloadError(f"cannot read input: {exc}", field="input") from exc
-    claims = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise WorkloadError(f"input line {lineno}: invalid JSON ({exc.msg})", field="input") from exc
-            claims.append(parse_claim(obj, lineno))
-    return claims
+    return [parse_claim(obj, lineno) for lineno, obj in read_objects(path)]
 
 
 def against_job(claims: Sequence[Claim], prompts: Sequence[PromptLine]) -> list[Claim]:
@@ -315,7 +297,7 @@ def run_rescore(
     started = time.perf_counter()
     reports = rescore(scorer, claims, params, top_k=top_k)
     duration_s = time.perf_counter() - started
-    _write_atomic(Path(output_path), "".join(json.dumps(r) + "\n" for r in reports).encode())
+    write_atomic(Path(output_path), "".join(json.dumps(r) + "\n" for r in reports).encode())
     tokens = sum(r["n_scored"] for r in reports)
     return {
         "ok": True,
@@ -345,18 +327,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    try:
-        result, code = run_rescore(args.model, args.input, args.output, args.params,
-                                   prompts_path=args.prompts, top_k=args.top_k, dtype=args.dtype), EXIT_OK
-        print(f"rescore: {result['records']} records, {result['tokens_per_s']} tokens/s on "
-              f"{result['device']}/{result['dtype']}", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 -- every failure becomes a result; the exit code says how final
-        code, result = _failure(exc)
-        print(f"rescore failed: {result['error']}", file=sys.stderr)
-    _write_atomic(args.result, (json.dumps(result, sort_keys=True) + "\n").encode())
-    return code
-
+    return run_reporting(
+        "rescore", args.result,
+        lambda: run_rescore(args.model, args.input, args.output, args.params, prompts_path=args.prompts,
+                            top_k=args.top_k, dtype=args.dtype),
+        lambda r: f"{r['records']} records, {r['tokens_per_s']} tokens/s on {r['device']}/{r['dtype']}")
 
 if __name__ == "__main__":
     sys.exit(main())

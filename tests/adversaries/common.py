@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,11 +19,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gpumesh.errors import WorkloadError
+from provider_node.workloads.common import run_reporting
 from provider_node.workloads.engines import Completion, GenerationParams, InferenceEngine, select_engine
 from provider_node.workloads.inference import (
-    EXIT_OK,
     PromptLine,
-    _failure,
     _output_jsonl,
     _parser,
     _write_atomic,
@@ -107,13 +105,5 @@ def main(run: Callable[[argparse.Namespace], dict[str, Any]], argv: list[str] | 
     parser = _parser()
     parser.prog = f"python -m {prog}"
     args = parser.parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    try:
-        report, code = run(args), EXIT_OK
-        print(f"inference: {report['prompts']} prompts, {report['tokens_per_s']} tokens/s on "
-              f"{report['engine']}/{report['device']}", file=sys.stderr)
-    except Exception as exc:  # every failure becomes a report; the exit code says how final it is
-        code, report = _failure(exc)
-        print(f"inference failed: {report['error']}", file=sys.stderr)
-    _write_atomic(args.result, (json.dumps(report, sort_keys=True) + "\n").encode())
-    return code
+    return run_reporting("inference", args.result, lambda: run(args),
+                         lambda r: f"{r['prompts']} prompts, {r['tokens_per_s']} tokens/s on {r['engine']}/{r['device']}")
