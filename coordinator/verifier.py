@@ -21,7 +21,8 @@ from coordinator.store.base import Slash, Store, VerificationUpdate
 from coordinator.verification.compare import RescoreThresholds, Verdict
 from coordinator.verification.inputs import answers, audit_input, disguise, jsonl, records, undisguise
 from coordinator.verification.plan import AuditPolicy, Check, VerificationPlan
-from coordinator.verification.policy import ReplicationPolicy
+from coordinator.settlement.payouts import TaskCharge, task_cost
+from coordinator.verification.policy import ReplicationPolicy, p_floor
 from coordinator.verification.resolve import CheckReading, RefereeReading, read_audit, read_referee, read_replica
 from coordinator.verification.segments import choose_segment, claimed_weights, judge, replay_result
 from gpumesh.artifacts import ArtifactStore
@@ -57,10 +58,23 @@ class Verifier:
             AuditPolicy(settings.audit_rate, settings.audit_records, settings.audit_decoys),
         )
 
-    def plan_for(self, spec: JobSpec) -> VerificationPlan:
+    def plan_for(self, spec: JobSpec, task: Task | None = None) -> VerificationPlan:
+        """The coordinator's plan, raised to the job's ``min_replication`` and to the economic
+        floor of this task (:meth:`p_min`)."""
         v = spec.verification
         audit = self.plan.audit if v.audit_rate is None else replace(self.plan.audit, rate=v.audit_rate)
-        return VerificationPlan(self.plan.replication.for_job(v.min_replication), audit)
+        floor = max(v.min_replication or 0.0, self.p_min(task) if task is not None else 0.0)
+        return VerificationPlan(self.plan.replication.for_job(floor or None), audit)
+
+    def p_min(self, task: Task) -> float:
+        """``C / (R + S)`` for this result: its reward R is what the task earns at its lease price
+        for the time it took; the cheater's saving C is taken as all of R (no margin, the worst
+        case); S is the stake surely slashable on a catch, ``min(slash_amount, min_stake)``. With no
+        stake required every paid result is checked; a coordinator that pays nobody needs no floor."""
+        if not self.settings.chain_url:
+            return 0.0
+        reward = task_cost(TaskCharge(task.task_id, "", task.price_per_hour, max(0.0, self.clock() - task.leased_at)))
+        return p_floor(reward, reward, min(self.settings.slash_amount, self.settings.min_stake))
 
     # ---- primary results ------------------------------------------------------------------------
 
@@ -74,7 +88,7 @@ class Verifier:
             return PrimaryDecision(reject=f"result does not answer the task's input: {shape.reason}")
         if why := self._unchecked(provider):
             return PrimaryDecision(verdict=why)
-        plan = self.plan_for(job.spec)
+        plan = self.plan_for(job.spec, task)
         check = plan.decide(provider.track, len(records(inp)), self.rng)
         if check is None:
             p = plan.replication.probability(provider.track)
@@ -123,7 +137,7 @@ class Verifier:
             return PrimaryDecision(reject=problem or f"{len(missing)} output artifact(s) were not uploaded")
         if why := self._unchecked(provider):
             return PrimaryDecision(verdict=why)
-        policy = self.plan_for(job.spec).replication
+        policy = self.plan_for(job.spec, task).replication
         if not policy.decide(provider.track, self.rng.random()):
             return PrimaryDecision(verdict=f"accepted unchecked (not drawn: p={policy.probability(provider.track):.3f})")
         seg = choose_segment(index, self.rng.random())

@@ -116,3 +116,18 @@ def test_a_restarted_coordinator_reads_the_check_its_predecessor_left_unread(env
     assert job.state is JobState.COMPLETED and job.output_cid
     assert json.loads(blocks.get_bytes(job.output_cid).decode().splitlines()[0])["completion"] == "ALPHA"
     assert store.get_provider("prov_b").total_valid == 1
+
+
+def test_the_replication_floor_rises_to_cost_over_reward_plus_stake(env, tmp_path):
+    store, blocks, _, _, _ = env
+    paid = CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1", slash_amount=30, min_stake=50)
+    verifier = Verifier(paid, store, blocks, clock=lambda: 3600.0, rng=random.Random(1))
+    task = Task("t", "job_1", 0, TaskState.LEASED, "", 1, leased_at=0.0, price_per_hour=10)  # earns 10 in the hour
+    assert verifier.p_min(task) == pytest.approx(10 / (10 + 30))
+    plan = verifier.plan_for(store.get_job("job_1").spec, task)
+    assert plan.replication.p_floor == pytest.approx(0.25)  # above the configured 0.02
+    unstaked = Verifier(CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1"), store, blocks,
+                        clock=lambda: 3600.0)
+    assert unstaked.p_min(task) == 1.0  # nothing surely slashable: only checking everything deters
+    unpaid = Verifier(CoordinatorSettings(data_dir=tmp_path), store, blocks, clock=lambda: 3600.0)
+    assert unpaid.p_min(task) == 0.0  # nobody is paid: nothing to gain by cheating
