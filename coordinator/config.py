@@ -45,6 +45,7 @@ class CoordinatorSettings(BaseSettings):
     audit_rate: float = Field(1.0, ge=0, le=1)  # of results not replicated
     audit_records: int = Field(2, ge=1)
     audit_decoys: int = Field(1, ge=0)
+    check_wait_s: float = Field(300.0, gt=0)  # a replica/audit no independent provider takes is dropped
     reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)

@@ -530,6 +530,11 @@ class Coordinator:
             for task in leased:
                 self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job deadline passed")
             self.signals.notify(job.job_id)
+        now = self.clock()
+        for job_id in self.store.drop_stale_checks(older_than=now - self.settings.check_wait_s, now=now):
+            log.warning("job %s: a check found no independent provider within %.0fs; its result stands unchecked",
+                        job_id, self.settings.check_wait_s)
+            asyncio.get_running_loop().create_task(self._finalize(job_id))
         outcomes = self.store.expire_leases(now=self.clock())
         for outcome in outcomes:
             log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed")

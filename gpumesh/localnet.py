@@ -96,6 +96,7 @@ class LocalNetwork:
     providers: dict[str, Proc] = field(default_factory=dict)
     chain: Proc | None = None
     chain_port: int = 0
+    coordinator_env: dict[str, str] = field(default_factory=dict)  # kept for restarts
 
     @property
     def chain_url(self) -> str:
@@ -131,6 +132,10 @@ class LocalNetwork:
         return env
 
     def start_coordinator(self, extra_env: dict[str, str] | None = None) -> Proc:
+        """Start (or restart, with the same settings) the coordinator; ``extra_env`` sets
+        ``GPUMESH_COORDINATOR_*`` settings and is remembered for restarts."""
+        if extra_env is not None:
+            self.coordinator_env = dict(extra_env)
         self.root.mkdir(parents=True, exist_ok=True)
         self.coordinator = Proc(
             "coordinator",
@@ -141,7 +146,7 @@ class LocalNetwork:
                 "--chain-key-file", str(self.root / "chain" / "coordinator.key"), "--settle-interval", "1"]
                if self.chain_port else [])],
             self.root / "coordinator.log",
-            self._env() | (extra_env or {}),
+            self._env() | self.coordinator_env,
         ).start()
         try:
             wait_healthy(self.target)

@@ -311,3 +311,17 @@ def test_a_check_that_cannot_run_leaves_the_job_finishable(store):
     assert outcome.job_ready and not outcome.job_failed  # the primary stands, unchecked
     assert store.get_job("job_1").state is JobState.VERIFYING
     assert store.list_checks("job_1")[0].verdict == "check could not run"
+
+
+def test_a_check_no_independent_provider_takes_is_dropped_in_time(store):
+    make_job(store, n=1)
+    make_provider(store)
+    (lease,) = lease_all(store)
+    store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
+                        output_cid=CID, signature=b"s", metrics_json="{}", now=102.0, check=_check_row(lease.task))
+    assert store.drop_stale_checks(older_than=101.0, now=150.0) == []  # queued at 102: not stale yet
+    assert store.get_job("job_1").state is JobState.RUNNING
+    assert store.drop_stale_checks(older_than=103.0, now=400.0) == ["job_1"]
+    (check,) = store.list_checks("job_1")
+    assert check.state is TaskState.FAILED and check.verdict.startswith("check not run")
+    assert store.get_job("job_1").state is JobState.VERIFYING

@@ -791,6 +791,22 @@ class SqliteStore:
         if cur.rowcount:
             db.execute("UPDATE providers SET slashed = slashed + 1 WHERE provider_id = ?", (slash.provider_id,))
 
+    def drop_stale_checks(self, *, older_than: float, now: float) -> list[str]:
+        """Replicas and audits still queued since before ``older_than`` (no independent provider
+        took them) are given up: FAILED, their primaries stand unchecked. Returns the jobs this
+        made ready. Referees are never given up: a dispute means one side is wrong."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT task_id, job_id FROM tasks WHERE role IN ('replica', 'audit') AND state = ? AND queued_at < ?",
+                (TaskState.QUEUED.value, older_than),
+            ).fetchall()
+            db.executemany(
+                "UPDATE tasks SET state = ?, verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
+                [(TaskState.FAILED.value, "check not run: no independent provider took it in time", now, tid,
+                  TaskState.QUEUED.value) for tid, _ in rows],
+            )
+            return [job_id for job_id in sorted({j for _, j in rows}) if self._ready_tx(db, job_id, now)]
+
     # ---- slashes --------------------------------------------------------------------------------
 
     def slashes_in_state(self, state: SlashState, limit: int = 100) -> list[Slash]:
