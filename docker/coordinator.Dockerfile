@@ -48,7 +48,7 @@ RUN groupadd --system --gid 10001 gpumesh \
  && mkdir -p /data /chain \
  && chown gpumesh:gpumesh /data /chain
 COPY --from=build /opt/venv /opt/venv
-COPY docker/grpc_health.py /usr/local/lib/gpumesh/grpc_health.py
+COPY docker/healthcheck.py /usr/local/lib/gpumesh/healthcheck.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -59,6 +59,6 @@ USER 10001:10001
 WORKDIR /home/gpumesh
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "/usr/local/lib/gpumesh/grpc_health.py", "127.0.0.1:50051"]
+    CMD ["python", "/usr/local/lib/gpumesh/healthcheck.py", "127.0.0.1:50051"]
 ENTRYPOINT ["gpumesh"]
 CMD ["coordinator", "serve", "--listen", "0.0.0.0:50051", "--data-dir", "/data"]

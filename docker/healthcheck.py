@@ -2,7 +2,7 @@
 of the overall service (``""``), as ``gpumesh.localnet.wait_healthy`` does, but a single try so
 Docker's HEALTHCHECK (and compose's ``healthcheck``) decide how often to retry.
 
-    python grpc_health.py [HOST:PORT]      # default $GPUMESH_HEALTH_TARGET or 127.0.0.1:50051
+    python healthcheck.py [HOST:PORT]      # default $GPUMESH_HEALTH_TARGET or 127.0.0.1:50051
 
 Exit 0 when the coordinator answers SERVING, 1 otherwise (not listening, timed out, NOT_SERVING).
 """
