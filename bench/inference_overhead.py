@@ -47,10 +47,10 @@ WORKLOAD_ENV = {"PYTHONPATH": str(REPO)}
 WORDS = ("gpu", "ipfs", "escrow", "lease", "shard", "token", "model", "cache", "market", "batch", "kernel",
          "tensor", "queue", "proof", "stake", "slash", "block", "chain", "node", "task", "price", "audit")
 # Per-model defaults: (prompts, max_new_tokens, prompt chars, chat). The tiny model's byte-level
-# tokenizer never stops early: on 2 CPU cores the direct run takes ~15-19 s (~7 s of it importing
-# torch and loading, ~5-7 s generating 16k tokens). SmolLM2 (fp32 on CPU) makes ~25 tokens/s on
+# tokenizer never stops early: on 2 CPU cores the direct run takes ~24 s (~2.5 s starting Python,
+# ~7 s importing torch and loading, ~14 s generating 32k tokens). SmolLM2 (fp32 on CPU) makes ~25 tokens/s on
 # 2 cores at batch 8: 8 x 48 tokens is ~15 s of generating after ~10 s of loading.
-DEFAULTS = {"tiny": (64, 256, 48, False), "smollm2": (8, 48, 64, True)}
+DEFAULTS = {"tiny": (64, 512, 48, False), "smollm2": (8, 48, 64, True)}
 
 
 # ---- inputs ---------------------------------------------------------------------------------
