@@ -52,6 +52,16 @@ def _run(store, blocks, task_id: str, provider_id: str, output: bytes, verdict: 
     return lease, cid
 
 
+def _submit_primary(store, blocks, verifier, inp):
+    """prov_a's honest result, submitted with what the verifier decided for it."""
+    lease = store.lease_task("job_1-t00000", "prov_a", ttl=100, now=5.0)
+    out_cid = blocks.put_bytes(_output(inp))
+    decision = verifier.on_primary(lease.task, store.get_job("job_1"), store.get_provider("prov_a"), out_cid)
+    store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a", output_cid=out_cid,
+                        signature=b"s", metrics_json="{}", now=6.0, verdict=decision.verdict, check=decision.check)
+    return decision
+
+
 def test_an_output_that_does_not_answer_its_input_is_rejected(env):
     store, blocks, verifier, _, inp = env
     lease = store.lease_task("job_1-t00000", "prov_a", ttl=100, now=5.0)
@@ -81,11 +91,7 @@ def test_a_newcomer_is_replicated_on_a_disguised_input_and_agreement_verifies_bo
 
 def test_a_disputed_replica_goes_to_a_centralized_referee_that_rescores_both_sides(env):
     store, blocks, verifier, _, inp = env
-    lease = store.lease_task("job_1-t00000", "prov_a", ttl=100, now=5.0)
-    out_cid = blocks.put_bytes(_output(inp))
-    decision = verifier.on_primary(lease.task, store.get_job("job_1"), store.get_provider("prov_a"), out_cid)
-    store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a", output_cid=out_cid,
-                        signature=b"s", metrics_json="{}", now=6.0, verdict=decision.verdict, check=decision.check)
+    decision = _submit_primary(store, blocks, verifier, inp)
     _run(store, blocks, decision.check.task_id, "prov_b",
          _output(blocks.get_bytes(decision.check.input_cid), completion=lambda p: p[::-1]))
     update = verifier.read(store.get_task(decision.check.task_id))
@@ -101,11 +107,7 @@ def test_a_disputed_replica_goes_to_a_centralized_referee_that_rescores_both_sid
 
 def test_a_restarted_coordinator_reads_the_check_its_predecessor_left_unread(env):
     store, blocks, verifier, settings, inp = env
-    lease = store.lease_task("job_1-t00000", "prov_a", ttl=100, now=5.0)
-    out_cid = blocks.put_bytes(_output(inp))
-    decision = verifier.on_primary(lease.task, store.get_job("job_1"), store.get_provider("prov_a"), out_cid)
-    store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a", output_cid=out_cid,
-                        signature=b"s", metrics_json="{}", now=6.0, verdict=decision.verdict, check=decision.check)
+    decision = _submit_primary(store, blocks, verifier, inp)
     _run(store, blocks, decision.check.task_id, "prov_b", _output(blocks.get_bytes(decision.check.input_cid)))
     assert store.unread_checks()  # the process died here, before reading it
 

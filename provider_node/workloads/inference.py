@@ -113,6 +113,12 @@ def run_inference(
     completions = generate_all(eng, prompts, params)
     duration_s = time.perf_counter() - started
     _write_atomic(Path(output_path), _output_jsonl(prompts, completions))
+    return inference_report(eng, prompts, completions, load_s=load_s, duration_s=duration_s)
+
+
+def inference_report(eng: InferenceEngine, prompts: list[PromptLine], completions: list[Completion], *,
+                     load_s: float, duration_s: float) -> dict[str, Any]:
+    """The success report of a batch: engine, counts, timings and throughput."""
     tokens = sum(c.completion_tokens for c in completions)
     return {
         "ok": True,

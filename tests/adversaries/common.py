@@ -27,6 +27,7 @@ from provider_node.workloads.inference import (
     _parser,
     _write_atomic,
     generate_all,
+    inference_report,
     read_prompts,
 )
 
@@ -86,17 +87,7 @@ def run_pipeline(args: argparse.Namespace, *, engine: EngineFactory | None = Non
         completions = transform(eng, prompts, completions, params)
     duration_s = time.perf_counter() - started
     _write_atomic(Path(args.output), _output_jsonl(prompts, completions))
-    tokens = sum(c.completion_tokens for c in completions)
-    return {
-        "ok": True,
-        "engine": eng.name,
-        "device": eng.device,
-        "prompts": len(prompts),
-        "completion_tokens": tokens,
-        "duration_s": round(duration_s, 4),
-        "tokens_per_s": round(tokens / duration_s, 2) if duration_s > 0 else 0.0,
-        "load_s": round(load_s, 4),
-    }
+    return inference_report(eng, prompts, completions, load_s=load_s, duration_s=duration_s)
 
 
 def main(run: Callable[[argparse.Namespace], dict[str, Any]], argv: list[str] | None = None, *,
