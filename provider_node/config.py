@@ -18,7 +18,16 @@ class ProviderSettings(BaseSettings):
     price_per_hour: int = Field(0, ge=0)  # payment-token base units per hour
     slots: int = Field(1, ge=1, le=256)
     tier: Literal["open", "centralized"] = "open"
-    runtime: Literal["auto", "bwrap", "process"] = "auto"
+    runtime: Literal["auto", "bwrap", "process", "docker"] = "auto"
+    # runtime "docker": the workload image, pinned (name@sha256:<digest> or sha256:<image id>).
+    docker_image: str = ""
+    docker_host_env: bool = False  # mount the host's Python environment; the image is only the OS base
+    docker_python: str = "python"  # the image's interpreter
+    docker_user: str = "65534:65534"
+    docker_memory_mb: int = Field(0, ge=0)  # per task; 0 = host memory / slots
+    docker_pids_limit: int = Field(4096, gt=0)
+    docker_scratch_mb: int = Field(2048, gt=0)  # the /tmp tmpfs (and /dev/shm) per task
+    docker_url: str = ""  # "" = DOCKER_HOST or the default socket
     model_cache_mb: int = Field(20_000, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
     threads_per_task: int = Field(0, ge=0)  # 0 = cores / slots

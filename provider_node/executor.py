@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -85,7 +84,7 @@ class TaskExecutor:
             await asyncio.to_thread(self.artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
             extra = ("--prompts", str(workdir / "prompts.jsonl"))
         spec = RunSpec(
-            argv=(sys.executable, "-m", module, "--model", str(model), "--input", str(inp),
+            argv=(self.runtime.python, "-m", module, "--model", str(model), "--input", str(inp),
                   "--output", str(out), "--params", params, "--result", str(res), *extra),
             workdir=workdir,
             ro_paths=(model.parent if model.is_file() else model,),
@@ -136,7 +135,7 @@ class TaskExecutor:
         staging = Path(tempfile.mkdtemp(prefix="hf.", dir=self.models.entry(cid)))
         try:
             run = await self.runtime.run(RunSpec(
-                argv=(sys.executable, "-m", "provider_node.workloads.convert", "--model", str(model),
+                argv=(self.runtime.python, "-m", "provider_node.workloads.convert", "--model", str(model),
                       "--out", str(staging / "out")),
                 workdir=staging, ro_paths=(model.parent,),
                 env={"OMP_NUM_THREADS": str(self.threads)}, timeout_s=1800,

@@ -13,15 +13,33 @@ from provider_node.daemon import ProviderDaemon
 from provider_node.executor import TaskExecutor
 from provider_node.hardware import HardwareInfo, discover
 from provider_node.model_cache import ModelCache
-from provider_node.runtime import select_runtime
+from provider_node.runtime import DockerOptions, DockerRuntime, select_runtime
 
 log = logging.getLogger(__name__)
+
+
+def docker_options(settings: ProviderSettings, hardware: HardwareInfo) -> DockerOptions | None:
+    """The Docker runtime's options from the settings (None unless runtime is docker)."""
+    if settings.runtime != "docker":
+        return None
+    return DockerOptions(
+        image=settings.docker_image,
+        host_env=settings.docker_host_env,
+        python=settings.docker_python,
+        user=settings.docker_user,
+        memory_mb=settings.docker_memory_mb or max(512, hardware.memory_total_mb // settings.slots),
+        pids_limit=settings.docker_pids_limit,
+        scratch_mb=settings.docker_scratch_mb,
+        base_url=settings.docker_url,
+    )
 
 
 def build_daemon(settings: ProviderSettings, *, hardware: HardwareInfo | None = None) -> ProviderDaemon:
     hardware = hardware or discover()
     wallet = Wallet.load_or_create(settings.key_file)
-    runtime = select_runtime(settings.runtime)
+    runtime = select_runtime(settings.runtime, docker=docker_options(settings, hardware))
+    if isinstance(runtime, DockerRuntime):
+        runtime.remove_stale(settings.work_dir)
     channel = insecure_channel(settings.coordinator)
     artifacts = RemoteArtifactStore(channel)
     models = ModelCache(settings.cache_dir, artifacts, max_bytes=settings.model_cache_mb * 1024 * 1024)

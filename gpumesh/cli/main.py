@@ -91,14 +91,18 @@ def provider() -> None:
 @click.option("--name", default=None)
 @click.option("--price", "price_per_hour", type=int, default=None, help="Price per hour, token base units.")
 @click.option("--slots", type=int, default=None, help="Tasks run at once.")
-@click.option("--runtime", type=click.Choice(["auto", "bwrap", "process"]), default=None)
+@click.option("--runtime", type=click.Choice(["auto", "bwrap", "process", "docker"]), default=None)
+@click.option("--docker-image", default=None, help="runtime docker: the workload image, name@sha256:<digest> "
+              "or sha256:<image id>.")
+@click.option("--docker-host-env", is_flag=True, default=None, help="runtime docker: mount this host's Python "
+              "environment read-only (the image is only the OS base).")
 @click.option("--tier", type=click.Choice(["open", "centralized"]), default=None)
 @click.option("--threads", "threads_per_task", type=int, default=None, help="CPU threads per task (0 = cores/slots).")
 @click.option("--operator", default=None, help="Who runs this node (default: its wallet address); "
               "results are never checked by a node of the same operator.")
 @click.option("-v", "--verbose", is_flag=True)
-def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, threads_per_task, operator,
-                 verbose) -> None:
+def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_image, docker_host_env, tier,
+                 threads_per_task, operator, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
@@ -107,6 +111,7 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, tier, t
     overrides = {k: v for k, v in dict(
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
         slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task, operator=operator,
+        docker_image=docker_image, docker_host_env=docker_host_env,
     ).items() if v is not None}
     daemon = build_daemon(ProviderSettings(**overrides))
     try:

@@ -44,8 +44,9 @@ class RunResult:
 
 
 class Runtime(Protocol):
-    name: str  # "bwrap" | "process"
+    name: str  # "bwrap" | "process" | "docker"
     isolated: bool  # True only when the workload can reach neither the network nor host files
+    python: str  # the interpreter that runs workload modules where the workload runs
 
     async def run(self, spec: RunSpec) -> RunResult: ...
 

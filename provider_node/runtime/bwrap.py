@@ -8,16 +8,14 @@ import functools
 import logging
 import os
 import shutil
-import site
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import gpumesh
-import provider_node
 from provider_node.runtime.base import RunResult, RunSpec, base_env, run_process
+from provider_node.runtime.hostenv import covered, python_roots
 
 log = logging.getLogger(__name__)
 
@@ -25,33 +23,6 @@ log = logging.getLogger(__name__)
 ETC_FILES = ("/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives",
              "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts")
 ROOT_DIRS = ("bin", "sbin", "lib", "lib64", "lib32")  # symlinks into /usr on merged-usr systems
-
-
-def _covered(path: Path, roots: Iterable[Path]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
-
-
-def _python_roots(workdir: Path) -> list[Path]:
-    """What the workload's interpreter needs: both prefixes, site-packages, the gpumesh package
-    directories (an editable install maps them into the source checkout) and the other existing
-    ``sys.path`` entries, minimised to the outermost paths. Skipped: the daemon's cwd (``sys.path[0]``
-    under ``python -m``, possibly its data directory), the home directory and its ancestors, and
-    ancestors of the work directory (they would expose the work directory's siblings)."""
-    packages = [Path(p) for m in (gpumesh, provider_node) for p in m.__path__]
-    candidates = [sys.base_prefix, sys.prefix, *site.getsitepackages(), site.getusersitepackages(),
-                  *packages, *sys.path]
-    home, cwd = Path.home().resolve(), Path.cwd().resolve()
-    roots: list[Path] = []
-    for raw in candidates:
-        if not raw:  # "" is the cwd
-            continue
-        path = Path(raw).resolve()
-        if (not path.exists() or path == cwd or _covered(home, [path]) or _covered(path, [workdir])
-                or path in workdir.parents):
-            continue
-        if not _covered(path, roots):
-            roots = [r for r in roots if path not in r.parents] + [path]
-    return roots
 
 
 @functools.cache
@@ -71,6 +42,7 @@ def _binds(flag: str, paths: Iterable[Path | str]) -> list[str]:
 class BwrapRuntime:
     name = "bwrap"
     isolated = True
+    python = sys.executable  # the host environment, mounted read-only
 
     def __init__(self, binary: str | None = None) -> None:
         self.binary = binary or shutil.which("bwrap") or "bwrap"
@@ -92,7 +64,7 @@ class BwrapRuntime:
                 args += ["--symlink", os.readlink(path), str(path)]
             elif path.is_dir():
                 args += _binds("--ro-bind", [path])
-        python = [p for p in _python_roots(workdir) if not _covered(p, [Path("/usr")])]
+        python = [p for p in python_roots(workdir) if not covered(p, [Path("/usr")])]
         args += _binds("--ro-bind", [*python, *(p.resolve() for p in spec.ro_paths)])
         args += _binds("--dev-bind", gpu_devices(spec.gpus))
         args += _binds("--bind", [workdir])

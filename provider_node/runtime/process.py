@@ -3,12 +3,15 @@ isolation: the workload can reach the network and every host file the daemon's u
 
 from __future__ import annotations
 
+import sys
+
 from provider_node.runtime.base import RunResult, RunSpec, base_env, run_process
 
 
 class ProcessRuntime:
     name = "process"
     isolated = False
+    python = sys.executable
 
     async def run(self, spec: RunSpec) -> RunResult:
         return await run_process(spec.argv, spec, base_env(spec))
