@@ -18,6 +18,8 @@ from google.protobuf import json_format
 
 MAX_SLOTS = 256
 
+MAX_CACHED_MODELS = 10_000  # model CIDs a provider may report
+
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -107,7 +109,7 @@ def _validate_offer(req: provider_pb2.RegisterRequest) -> None:
         raise InvalidArgument("at most 128 characters", field="name")
     if len(req.operator) > 128:
         raise InvalidArgument("at most 128 characters", field="operator")
-    if len(req.cached_model_cids) > 10_000:
+    if len(req.cached_model_cids) > MAX_CACHED_MODELS:
         raise InvalidArgument("too many cached models", field="cached_model_cids")
     for i, gpu in enumerate(req.hardware.gpus):
         if not gpu.name:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from coordinator.auth import ProviderAuth
+from coordinator.auth import MAX_CACHED_MODELS, ProviderAuth
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
 from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
@@ -237,6 +237,7 @@ class Coordinator:
         """Yield a JobView now and after each change until the job is terminal."""
         last = None
         while True:
+            since = self.signals.version(job_id)  # before reading: a change meanwhile is not missed
             view = self.get_job(job_id)
             key = (view.job.state, view.job.updated_at, tuple((t.state, t.attempts) for t in view.tasks), view.pending_reason)
             if key != last:
@@ -244,7 +245,7 @@ class Coordinator:
                 yield view
             if view.job.state.is_terminal():
                 return
-            await self.signals.wait(job_id, timeout=1.0)
+            await self.signals.wait(job_id, timeout=1.0, since=since)
 
     # ---- provider session -------------------------------------------------------------------
 
@@ -290,6 +291,8 @@ class Coordinator:
         session.reconcile(valid, now=self.clock(), grace=2 * self.settings.heartbeat_interval_s)
         del session.telemetry[:]
         session.telemetry.extend(hb.telemetry)
+        if len(hb.cached_model_cids) <= MAX_CACHED_MODELS:  # what its model cache holds now
+            session.cached_models = frozenset(hb.cached_model_cids)
         if session.free_slots > before:
             self.signals.notify(SCHEDULER)
 
@@ -516,12 +519,13 @@ class Coordinator:
 
     async def _scheduler_loop(self) -> None:
         while True:
+            since = self.signals.version(SCHEDULER)  # a wake-up during the round triggers the next
             try:
                 while self.schedule_once() >= self.settings.schedule_batch:
                     await asyncio.sleep(0)
             except Exception:  # keep scheduling; the store is the source of truth
                 log.exception("scheduling round failed")
-            await self.signals.wait(SCHEDULER, timeout=self.settings.sweep_interval_s)
+            await self.signals.wait(SCHEDULER, timeout=self.settings.sweep_interval_s, since=since)
 
     def sweep_once(self) -> int:
         """Expire overdue leases (requeue or fail) and fail jobs past their deadline."""

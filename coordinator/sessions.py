@@ -24,6 +24,11 @@ class ProviderSession:
     reliability: float = 0.5  # refreshed from the store when the session opens
     trust: float = 1.0  # lower quantile of the validity of its results (set with the record)
     eligible: bool = True
+    cached_models: frozenset[str] | None = None  # from heartbeats; None: as registered
+
+    @property
+    def models(self) -> frozenset[str]:
+        return self.record.cached_models if self.cached_models is None else self.cached_models
 
     @property
     def free_slots(self) -> int:
@@ -85,7 +90,7 @@ class SessionRegistry:
                 memory_total_mb=s.record.memory_total_mb,
                 price_per_hour=s.record.price_per_hour,
                 free_slots=s.free_slots,
-                cached_models=frozenset(s.record.cached_models),
+                cached_models=frozenset(s.models),
                 reliability=s.reliability,
                 operator=s.record.operator_id,
                 tier=s.record.tier.value,

@@ -145,6 +145,7 @@ class ProviderDaemon:
                 lease_ids=sorted(leases),
                 telemetry=[telemetry_to_proto(t) for t in gpu_telemetry()],
                 free_slots=max(0, self.settings.slots - len(self._running)),
+                cached_model_cids=self.executor.models.cached_cids(),
             )
         )
 

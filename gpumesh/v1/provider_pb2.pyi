@@ -67,14 +67,16 @@ class RegisterResponse(_message.Message):
     def __init__(self, provider_id: _Optional[str] = ..., session_token: _Optional[str] = ..., token_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_interval_s: _Optional[int] = ..., lease_ttl_s: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("lease_ids", "telemetry", "free_slots")
+    __slots__ = ("lease_ids", "telemetry", "free_slots", "cached_model_cids")
     LEASE_IDS_FIELD_NUMBER: _ClassVar[int]
     TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_MODEL_CIDS_FIELD_NUMBER: _ClassVar[int]
     lease_ids: _containers.RepeatedScalarFieldContainer[str]
     telemetry: _containers.RepeatedCompositeFieldContainer[_common_pb2.GpuTelemetry]
     free_slots: int
-    def __init__(self, lease_ids: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., free_slots: _Optional[int] = ...) -> None: ...
+    cached_model_cids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_ids: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., free_slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json")
