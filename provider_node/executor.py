@@ -15,7 +15,9 @@ from gpumesh.errors import GpumeshError
 from gpumesh.identity import Wallet, result_text
 from gpumesh.v1 import provider_pb2
 from provider_node.finetune_io import replay_args, upload_replay, upload_run
+from provider_node.gpu_alloc import GpuAllocator
 from provider_node.hardware import HardwareInfo
+from provider_node.launch import processes_for, workload_argv
 from provider_node.model_cache import ModelCache
 from provider_node.runtime import RunSpec, Runtime
 
@@ -52,22 +54,30 @@ class TaskExecutor:
         self.threads = max(1, threads)
         self.workloads = {**WORKLOADS, **(workloads or {})}
         self.workload_env = dict(workload_env or {})
+        self.gpus = GpuAllocator(g.index for g in hardware.gpus)
 
     async def execute(self, lease: provider_pb2.TaskLease) -> provider_pb2.ProviderMessage:
         """Always returns a result or a failure message; cancellation kills the workload."""
-        workdir = self.work_dir / lease.lease_id
-        workdir.mkdir(parents=True, exist_ok=True)
         try:
-            return await self._execute(lease, workdir)
+            gpus = self.gpus.acquire(lease.requirements.gpu_count)
+        except ValueError as exc:  # the scheduler should not have sent it here; another node may take it
+            return _failure(lease, str(exc), True)
+        workdir = self.work_dir / lease.lease_id
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            return await self._execute(lease, workdir, gpus)
         except GpumeshError as exc:
             return _failure(lease, str(exc), exc.retryable)
         except (OSError, ValueError) as exc:
             log.exception("task %s failed", lease.task_id)
             return _failure(lease, f"{type(exc).__name__}: {exc}", True)
         finally:
+            self.gpus.release(gpus)
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
-    async def _execute(self, lease: provider_pb2.TaskLease, workdir: Path) -> provider_pb2.ProviderMessage:
+    async def _execute(
+        self, lease: provider_pb2.TaskLease, workdir: Path, gpus: tuple[int, ...]
+    ) -> provider_pb2.ProviderMessage:
         module = self.workloads.get(lease.kind)
         if module is None:
             return _failure(lease, f"unsupported task kind {lease.kind!r}", False)
@@ -84,13 +94,17 @@ class TaskExecutor:
             await asyncio.to_thread(self.artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
             extra = ("--prompts", str(workdir / "prompts.jsonl"))
         spec = RunSpec(
-            argv=(self.runtime.python, "-m", module, "--model", str(model), "--input", str(inp),
-                  "--output", str(out), "--params", params, "--result", str(res), *extra),
+            argv=workload_argv(
+                self.runtime.python, module,
+                ("--model", str(model), "--input", str(inp), "--output", str(out), "--params", params,
+                 "--result", str(res), *extra),
+                processes=processes_for(lease.kind, len(gpus)),
+            ),
             workdir=workdir,
             ro_paths=(model.parent if model.is_file() else model,),
             env={**self.workload_env, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)},
             timeout_s=float(lease.timeout_s or 3600),
-            gpus=tuple(g.index for g in self.hardware.gpus),
+            gpus=gpus,
         )
         run = await self.runtime.run(spec)
         report = _read_report(res)

@@ -19,7 +19,20 @@ tensors by parameter name), ``optimizer.safetensors`` (AdamW state, ``<name>/exp
 ``<name>/exp_avg_sq``, ``<name>/step``) and ``manifest.json`` (step, seed, params, dataset and
 file sha256); ``final/`` (LoRA: a peft adapter directory; full: a model directory). Safetensors
 only, so a verifier never unpickles a provider's file. The result JSON and exit codes follow
-``provider_node.workloads.inference``. One process on one device: multi-GPU (torchrun) is not supported.
+``provider_node.workloads.inference``.
+
+Data-parallel under torchrun (``python -m torch.distributed.run --standalone --nproc-per-node N -m
+provider_node.workloads.finetune ...``, see :mod:`provider_node.launch`): one process per device
+(``cuda:LOCAL_RANK`` with NCCL, else the CPU with gloo) and the same run as one process's up to
+float rounding, so one process replays any segment. Rank ``r`` trains on ``batch[r::N]`` of the
+step's batch, backpropagating its tokens' loss sum over the whole batch's token count; gradients
+are summed over the ranks (a rank with no rows adds zeros), every rank takes the same AdamW step and
+the logged loss is the batch's mean. Rank 0 alone writes OUTDIR and the result (``world_size``: N);
+that result reads as a retryable failure until rank 0 finishes, so it stays one if torchrun stops
+rank 0 after another rank failed. An error before training (params, input, model) is raised on
+every rank and rank 0 reports it while the others exit 0. A failed run exits with torchrun's code
+(1); the result keeps the workload's ``field`` and ``retryable``. With ``lora_dropout > 0`` the
+masks depend on the split, so such a run is not reproducible by one process.
 """
 
 from __future__ import annotations
@@ -33,20 +46,29 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ConfigDict, Field
 
 from gpumesh.errors import WorkloadError
-from provider_node.workloads.common import WorkloadParams, input_error, read_objects, run_reporting
+from provider_node.workloads.common import (
+    EXIT_OK,
+    WorkloadParams,
+    failure,
+    input_error,
+    read_objects,
+    run_reporting,
+    write_atomic,
+)
 
 CHECKPOINT_FORMAT = "gpumesh-finetune-checkpoint/1"
 WEIGHTS, OPTIMIZER, MANIFEST = "weights.safetensors", "optimizer.safetensors", "manifest.json"
 _MASK64 = (1 << 64) - 1
+T = TypeVar("T")
 
 
 class FinetuneParams(WorkloadParams):
@@ -178,6 +200,64 @@ def deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
+class SharedError(WorkloadError):
+    """An error every rank raised alike (a bad command line, or one :func:`agree` spread): rank 0
+    reports it and the other ranks exit 0."""
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks: ``(0, 1)`` unless a process group is up."""
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def agree(fn: Callable[[], T]) -> T:
+    """``fn()``, where in a process group an error on any rank is raised on every rank: the lowest
+    failing rank's, as a :class:`SharedError` (so rank 0 reports an error only another rank hit)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return fn()
+    import torch.distributed as dist
+
+    value, mine = None, None
+    try:
+        value = fn()
+    except Exception as exc:  # noqa: BLE001 -- sent to every rank and raised below
+        mine = exc
+    reports: list[Any] = [None] * world
+    dist.all_gather_object(reports, None if mine is None else failure(mine)[1])
+    for r, report in enumerate(reports):
+        if report is not None:
+            message = report["error"] if r == 0 else f"rank {r}: {report['error']}"
+            raise SharedError(message, field=report["field"], retryable=report["retryable"]) from mine
+    return value  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """This torchrun worker in the process group for the duration: NCCL on ``cuda:LOCAL_RANK``, else gloo."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    except SharedError:  # every rank is here: the teardown waits on no one
+        dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()  # after another error, exit without one: a rank may be stuck
+
+
+def _trained_tokens(rows: list[tuple[list[int], list[int]]]) -> int:
+    """The tokens the causal-LM loss averages over: labels after the first that are not -100."""
+    return sum(sum(label != -100 for label in labels[1:]) for _, labels in rows)
+
+
 class Session:
     """A model with its trainable tensors, AdamW and the tokenized dataset: what a run and a replay share."""
 
@@ -190,7 +270,9 @@ class Session:
         self.target_modules: list[str] | None = None  # LoRA: the modules adapted
         examples = read_dataset(input_path)  # before the slow load: bad input fails fast
         self.dataset_sha256 = _file_sha256(input_path)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.rank, self.world = rank_and_world()
+        cuda = torch.cuda.is_available()
+        self.device = "cpu" if not cuda else f"cuda:{torch.cuda.current_device()}" if self.world > 1 else "cuda"
         model, self.tokenizer = load_causal_lm(self.model_path, device=self.device, dtype=torch.float32)
         self.data = tokenize(examples, self.tokenizer, params.max_seq_len)
         _disable_dropout(model)
@@ -229,22 +311,54 @@ class Session:
         return model
 
     def step(self, step: int) -> tuple[float, int]:
-        """Train step ``step`` (1-based); return its loss and the number of tokens it saw."""
+        """Train step ``step`` (1-based); return its loss and the number of tokens it saw (the
+        whole batch's, on every rank)."""
         import torch
 
         p = self.params
         torch.manual_seed(step_seed(p.seed, step))
         rows = [self.data[i] for i in batch_indices(len(self.data), p.batch_size, p.seed, step)]
-        width = max(len(ids) for ids, _ in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r, _ in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows], device=self.device)
-        labels = torch.tensor([lb + [-100] * (width - len(lb)) for _, lb in rows], device=self.device)
-        loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        shard = rows[self.rank::self.world]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=self.device)
+        if shard:
+            width = max(len(ids) for ids, _ in shard)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r, _ in shard], device=self.device)
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in shard], device=self.device)
+            labels = torch.tensor([lb + [-100] * (width - len(lb)) for _, lb in shard], device=self.device)
+            loss = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss  # the shard's mean
+            loss = loss * (_trained_tokens(shard) / _trained_tokens(rows))  # one process: times 1.0, exactly
+            loss.backward()
+        if self.world > 1:
+            loss = self._all_reduce(loss.detach())
         self.optimizer.step()
-        return float(loss.item()), int(mask.sum().item())
+        return float(loss.item()), sum(len(ids) for ids, _ in rows)
+
+    def _all_reduce(self, loss: Any) -> Any:
+        """Sum the ranks' losses and gradients; a tensor no rank has a gradient for keeps none (AdamW
+        skips it, as in one process) and a rank with none for the others adds zeros."""
+        import torch
+        import torch.distributed as dist
+
+        stats = torch.tensor([0.0] + [p.grad is not None for _, p in self.trainable], dtype=torch.float64)
+        stats[0] = loss.item()
+        stats = stats.to(self.device)
+        dist.all_reduce(stats)
+        for (_, param), anywhere in zip(self.trainable, stats[1:].tolist(), strict=True):
+            if anywhere:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+                dist.all_reduce(param.grad)
+        return stats[0]
+
+    def broadcast(self) -> None:
+        """Every rank starts from rank 0's trainable tensors (as DDP does)."""
+        import torch.distributed as dist
+
+        if self.world > 1:
+            for _, param in self.trainable:
+                dist.broadcast(param.data, src=0)
 
     def weights(self) -> dict[str, Any]:
         return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in self.trainable}
@@ -292,18 +406,21 @@ def checkpoint_name(step: int) -> str:
 def run_finetune(
     model_path: Path, input_path: Path, output_dir: Path, params: FinetuneParams | Mapping[str, Any] | str | None = None
 ) -> dict[str, Any]:
-    """Run the workload in this process and return the success report (errors raise)."""
-    if not isinstance(params, FinetuneParams):
-        params = FinetuneParams.parse(params)
-    out = Path(output_dir)
+    """Run the workload in this process (one rank of it in a process group: only rank 0 writes)
+    and return the success report (errors raise)."""
+    out, (rank, world) = Path(output_dir), rank_and_world()
     with deterministic():
         started = time.perf_counter()
-        session = Session(model_path, input_path, params)
+        session = agree(lambda: Session(model_path, input_path, FinetuneParams.parse(params)
+                                        if not isinstance(params, FinetuneParams) else params))
+        session.broadcast()
+        params = session.params
         load_s = time.perf_counter() - started
-        out.mkdir(parents=True, exist_ok=True)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
         checkpoints, tokens, loss = [], 0, float("nan")
         started = time.perf_counter()
-        with (out / "loss.jsonl").open("w") as log:
+        with (out / "loss.jsonl").open("w") if rank == 0 else open(os.devnull, "w") as log:
             for step in range(1, params.steps + 1):
                 loss, n = session.step(step)
                 tokens += n
@@ -311,12 +428,14 @@ def run_finetune(
                 if step % params.checkpoint_every == 0 or step == params.steps:
                     log.flush()
                     rel = Path("checkpoints", checkpoint_name(step))
-                    session.save_checkpoint(out / rel, step, loss=loss)
+                    if rank == 0:
+                        session.save_checkpoint(out / rel, step, loss=loss)
                     checkpoints.append({"step": step, "path": rel.as_posix()})
         duration_s = time.perf_counter() - started
-        session.save_final(out / "final")
+        if rank == 0:
+            session.save_final(out / "final")
     return {
-        "ok": True, "method": params.method, "device": session.device, "steps": params.steps,
+        "ok": True, "method": params.method, "device": session.device, "world_size": world, "steps": params.steps,
         "examples": len(session.data), "trainable_parameters": sum(p.numel() for _, p in session.trainable),
         "target_modules": session.target_modules,
         "tokens": tokens, "tokens_per_s": round(tokens / duration_s, 2) if duration_s > 0 else 0.0,
@@ -337,10 +456,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_workers(result: Path, run: Callable[[], dict[str, Any]], summary: Callable[[dict[str, Any]], str]) -> int:
+    """``run`` as one of torchrun's workers: rank 0 reports (a retryable failure until it knows
+    better, in case torchrun stops it after another rank failed); another rank writes nothing, exits
+    0 on success or a :class:`SharedError` (rank 0 reports it) and non-zero on its own failure."""
+    rank = int(os.environ.get("RANK", "0"))
+
+    def in_group() -> dict[str, Any]:
+        with process_group():
+            return run()
+
+    if rank == 0:
+        lost = WorkloadError("stopped before it finished (another rank failed, or the run was killed)", retryable=True)
+        write_atomic(result, (json.dumps(failure(lost)[1], sort_keys=True) + "\n").encode())
+        return run_reporting("finetune", result, in_group, summary)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    try:
+        in_group()
+    except SharedError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 -- a failure of this rank alone: torchrun stops the others
+        code, report = failure(exc)
+        print(f"finetune rank {rank} failed: {report['error']}", file=sys.stderr)
+        return code
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    if args.replay:
+    workers = int(os.environ.get("WORLD_SIZE", "1"))  # > 1: under torchrun
+    if args.replay and workers == 1:
         from provider_node.workloads.replay import replay_segment
 
         return run_reporting(
@@ -350,13 +496,19 @@ def main(argv: list[str] | None = None) -> int:
             lambda r: f"steps {r['from_step'] + 1}..{r['to_step']} on {r['device']}")
 
     def run() -> dict[str, Any]:
+        if args.replay:
+            raise SharedError("--replay runs in one process, not under torchrun", field="params")
         if args.from_checkpoint is not None or args.steps is not None:
-            raise WorkloadError("--from-checkpoint and --steps need --replay", field="params")
+            raise SharedError("--from-checkpoint and --steps need --replay", field="params")
         return run_finetune(args.model, args.input, args.output, args.params)
 
-    return run_reporting("finetune", args.result, run,
-                         lambda r: f"{r['steps']} steps, {r['tokens_per_s']} tokens/s on {r['device']}, "
-                                   f"final loss {r['final_loss']:.4f}")
+    def summary(r: dict[str, Any]) -> str:
+        on = f"{r['world_size']} x {r['device']}" if r["world_size"] > 1 else r["device"]
+        return f"{r['steps']} steps, {r['tokens_per_s']} tokens/s on {on}, final loss {r['final_loss']:.4f}"
+
+    if workers == 1:
+        return run_reporting("finetune", args.result, run, summary)
+    return _run_workers(args.result, run, summary)
 
 if __name__ == "__main__":
     sys.exit(main())
