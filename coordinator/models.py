@@ -179,6 +179,7 @@ class Job:
     submitter: str = ""  # the depositing address (refunds go there)
     settlement: SettlementState = SettlementState.NONE
     settle_tx: str = ""
+    pending_reason: str = ""  # while not terminal: why the scheduler has not placed its tasks
 
 
 @dataclass(frozen=True)

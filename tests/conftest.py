@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
@@ -77,3 +78,28 @@ def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.tar"
     path.write_bytes(tiny_model_archive(seed=0))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """One throwaway PostgreSQL server for the session (skipped, with the reason, where it cannot run)."""
+    import shutil
+    import tempfile
+
+    from tests.pg import start_postgres
+
+    root = Path(tempfile.mkdtemp(prefix="gpumesh-pg-"))  # not under pytest's 0700 tree: postgres must reach it
+    pg, why = start_postgres(root)
+    if pg is None:
+        if os.environ.get("GPUMESH_REQUIRE_POSTGRES"):  # CI: the binaries are there, a skip would hide a failure
+            pytest.fail(why)
+        pytest.skip(why)
+    yield pg
+    pg.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_dsn(postgres) -> str:
+    """A fresh, empty database on the session's server."""
+    return postgres.create_db()

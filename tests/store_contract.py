@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from coordinator.store.base import Presence
 from coordinator.models import GpuSpec, Job, JobState, ProviderRecord, ProviderTier, Task, TaskState
 from gpumesh.errors import FailedPrecondition, NotFound
 from gpumesh.jobspec import JobSpec
@@ -325,3 +326,22 @@ def test_a_check_no_independent_provider_takes_is_dropped_in_time(store):
     (check,) = store.list_checks("job_1")
     assert check.state is TaskState.FAILED and check.verdict.startswith("check not run")
     assert store.get_job("job_1").state is JobState.VERIFYING
+
+
+def test_presence_follows_the_newest_session_and_counts_open_leases(store):
+    s = store
+    make_job(s, n=2)
+    make_provider(s)
+    s.put_presence("r1", [Presence("prov_a", opened_at=10.0, cached_models=frozenset({"m"}))], now=50.0)
+    s.put_presence("r2", [Presence("prov_a", opened_at=20.0)], now=51.0)  # it reconnected to r2
+    s.put_presence("r1", [Presence("prov_a", opened_at=10.0)], now=52.0)  # r1's stale report loses
+    [p] = s.live_presence(since=0.0)
+    assert (p.replica_id, p.opened_at, p.cached_models, p.leased) == ("r2", 20.0, frozenset(), 0)
+    lease_all(s)
+    assert s.live_presence(since=0.0)[0].leased == 2
+    assert [t.task_id for t in s.open_leases("prov_a")] == [t.task_id for t in s.list_tasks("job_1")]
+    assert s.live_presence(since=60.0) == []
+    s.drop_presence("r1", ["prov_a"])  # not r1's any more: stays
+    assert len(s.live_presence(since=0.0)) == 1
+    s.drop_presence("r2", ["prov_a"])
+    assert s.live_presence(since=0.0) == []

@@ -1,0 +1,242 @@
+"""The relational schema both SQL adapters share, and the row -> record mappers.
+
+Written in the SQL SQLite and PostgreSQL both accept; ``coordinator.store.postgres`` maps the
+few type names that differ (REAL, BLOB).
+"""
+
+from __future__ import annotations
+
+import json
+
+from coordinator.models import (
+    GpuSpec,
+    Job,
+    JobState,
+    ProviderRecord,
+    ProviderTier,
+    SettlementState,
+    Task,
+    TaskRole,
+    TaskState,
+)
+from gpumesh.jobspec import JobSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    idempotency_key TEXT UNIQUE,
+    spec_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    tasks_total INTEGER NOT NULL,
+    prompts_total INTEGER NOT NULL,
+    output_cid TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    deadline REAL,
+    escrow_key TEXT UNIQUE,
+    budget TEXT NOT NULL DEFAULT '0',  -- uint256 token amounts exceed SQLite's int64
+    submitter TEXT NOT NULL DEFAULT '',
+    settlement TEXT NOT NULL DEFAULT '',
+    settle_tx TEXT NOT NULL DEFAULT '',
+    settle_since REAL NOT NULL DEFAULT 0,
+    pending_reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement, settle_since) WHERE settlement != '';
+CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs(deadline) WHERE deadline IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL REFERENCES jobs(job_id),
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    input_cid TEXT NOT NULL,
+    prompts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    provider_id TEXT NOT NULL DEFAULT '',
+    lease_id TEXT NOT NULL DEFAULT '',
+    lease_expires_at REAL NOT NULL DEFAULT 0,
+    output_cid TEXT NOT NULL DEFAULT '',
+    signature BLOB NOT NULL DEFAULT x'',
+    metrics_json TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    leased_at REAL NOT NULL DEFAULT 0,
+    submitted_at REAL NOT NULL DEFAULT 0,
+    price_per_hour TEXT NOT NULL DEFAULT '0',
+    queued_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    role TEXT NOT NULL DEFAULT 'primary',
+    verifies TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'inference',
+    aux_cid TEXT NOT NULL DEFAULT '',
+    exclude_json TEXT NOT NULL DEFAULT '[]',
+    require_tier TEXT NOT NULL DEFAULT '',
+    check_json TEXT NOT NULL DEFAULT '',
+    verdict TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, role, idx);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(state, queued_at, idx);
+CREATE INDEX IF NOT EXISTS tasks_lease ON tasks(state, lease_expires_at);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_lease_id ON tasks(lease_id) WHERE lease_id != '';
+CREATE TABLE IF NOT EXISTS providers (
+    provider_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    hardware_json TEXT NOT NULL,
+    gpus_json TEXT NOT NULL,
+    cpu_count INTEGER NOT NULL,
+    memory_total_mb INTEGER NOT NULL,
+    price_per_hour TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    runtime TEXT NOT NULL,
+    isolated INTEGER NOT NULL,
+    cached_models_json TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    tasks_completed INTEGER NOT NULL DEFAULT 0,
+    leases_abandoned INTEGER NOT NULL DEFAULT 0,
+    operator TEXT NOT NULL DEFAULT '',
+    consecutive_valid INTEGER NOT NULL DEFAULT 0,
+    total_valid INTEGER NOT NULL DEFAULT 0,
+    total_invalid INTEGER NOT NULL DEFAULT 0,
+    rep_alpha REAL NOT NULL DEFAULT 1.0,
+    rep_beta REAL NOT NULL DEFAULT 1.0,
+    rep_updated_at REAL,
+    slashed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS slashes (
+    provider_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,  -- the result (or check) found invalid
+    job_id TEXT NOT NULL,
+    address TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    beneficiary TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    state TEXT NOT NULL,  -- PENDING -> SENT -> DONE
+    slashed_amount TEXT NOT NULL DEFAULT '0',
+    tx TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (provider_id, task_id)
+);
+CREATE INDEX IF NOT EXISTS slashes_state ON slashes(state, created_at);
+CREATE TABLE IF NOT EXISTS challenges (
+    address TEXT NOT NULL,
+    text TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (address, text)
+);
+CREATE TABLE IF NOT EXISTS presence (  -- which coordinator replica holds each connected provider
+    provider_id TEXT PRIMARY KEY,
+    replica_id TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    cached_models_json TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS presence_replica ON presence(replica_id);
+CREATE INDEX IF NOT EXISTS tasks_provider ON tasks(provider_id, state) WHERE provider_id != '';
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    provider_id TEXT NOT NULL REFERENCES providers(provider_id),
+    expires_at REAL NOT NULL
+);
+"""
+
+TASK_COLS = (
+    "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
+    "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at, submitted_at, price_per_hour, "
+    "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json, verdict"
+)
+
+
+JOB_COLS = (
+    "job_id, spec_json, state, tasks_total, prompts_total, created_at, updated_at, output_cid, "
+    "error, idempotency_key, escrow_key, budget, submitter, settlement, settle_tx, pending_reason"
+)
+DONE = tuple(s.value for s in TaskState if s.is_done())
+OPEN = (TaskState.QUEUED.value, TaskState.LEASED.value)
+
+
+def task_row(row: tuple) -> Task:
+    return Task(
+        task_id=row[0],
+        job_id=row[1],
+        index=row[2],
+        state=TaskState(row[3]),
+        input_cid=row[4],
+        prompts=row[5],
+        attempts=row[6],
+        provider_id=row[7],
+        lease_id=row[8],
+        lease_expires_at=row[9],
+        output_cid=row[10],
+        signature=bytes(row[11]),
+        metrics_json=row[12],
+        error=row[13],
+        updated_at=row[14],
+        leased_at=row[15],
+        submitted_at=row[16],
+        price_per_hour=int(row[17]),
+        role=TaskRole(row[18]),
+        verifies=row[19],
+        kind=row[20],
+        aux_cid=row[21],
+        exclude=tuple(json.loads(row[22])),
+        require_tier=row[23],
+        check_json=row[24],
+        verdict=row[25],
+    )
+
+
+def job_row(row: tuple) -> Job:
+    return Job(
+        job_id=row[0],
+        spec=JobSpec.model_validate_json(row[1]),
+        state=JobState(row[2]),
+        tasks_total=row[3],
+        prompts_total=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        output_cid=row[7],
+        error=row[8],
+        idempotency_key=row[9] or "",
+        escrow_key=row[10] or "",
+        budget=int(row[11]),
+        submitter=row[12],
+        settlement=SettlementState(row[13]),
+        settle_tx=row[14],
+        pending_reason=row[15],
+    )
+
+
+def provider_row(row: tuple) -> ProviderRecord:
+    return ProviderRecord(
+        provider_id=row[0],
+        address=row[1],
+        name=row[2],
+        hardware_json=row[3],
+        gpus=tuple(GpuSpec(g["name"], g["memory_total_mb"]) for g in json.loads(row[4])),
+        cpu_count=row[5],
+        memory_total_mb=row[6],
+        price_per_hour=int(row[7]),
+        tier=ProviderTier(row[8]),
+        slots=row[9],
+        runtime=row[10],
+        isolated=bool(row[11]),
+        cached_models=tuple(json.loads(row[12])),
+        registered_at=row[13],
+        last_seen=row[14],
+        tasks_completed=row[15],
+        leases_abandoned=row[16],
+        operator=row[17],
+        consecutive_valid=row[18],
+        total_valid=row[19],
+        total_invalid=row[20],
+        rep_alpha=row[21],
+        rep_beta=row[22],
+        rep_updated_at=row[23],
+        slashed=row[24],
+    )
+
+
