@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,7 +18,11 @@ class CoordinatorSettings(BaseSettings):
 
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
-    store: str = "sqlite"  # the only adapter so far; "postgresql" comes with scale-out
+    store: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql: several replicas on one database
+    postgres_dsn: str = ""  # libpq connection string, e.g. "host=db port=5432 dbname=gpumesh user=gpumesh"
+    postgres_pool_size: int = Field(8, ge=1, le=256)
+    replica_id: str = ""  # this replica's name in the presence table (default: random per process)
+    leader_check_s: float = Field(1.0, gt=0)  # how often a replica campaigns for (or checks) the leadership
     lease_ttl_s: float = Field(30.0, gt=0)
     heartbeat_interval_s: float = Field(5.0, gt=0)
     challenge_ttl_s: float = Field(300.0, gt=0)

@@ -17,9 +17,13 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from coordinator.auth import MAX_CACHED_MODELS, ProviderAuth
+from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloLeadership
+from coordinator.cluster.relay import PgSignalRelay
+from coordinator.cluster.view import ClusterView
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
 from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
+from coordinator.reputation import standing
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
 from coordinator.settlement.settler import BatchPolicy, EscrowView, SettlementChain, Settler
@@ -36,6 +40,8 @@ from gpumesh.jobspec import JobSpec
 from gpumesh.v1 import provider_pb2
 
 log = logging.getLogger(__name__)
+
+LEASES = "lease:"  # signal key prefix: the leader made a lease for a provider another replica holds
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class Coordinator:
         chain: SettlementChain | None = None,
         registry: StakeRegistry | None = None,
         clock: Callable[[], float] = time.time,
+        leadership: Leadership | None = None,
+        relay: PgSignalRelay | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -75,31 +83,82 @@ class Coordinator:
         self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
         self.sessions = SessionRegistry()
         self.signals = Signals()
-        self._pending_reason: dict[str, str] = {}
+        self.replica_id = settings.replica_id or uuid.uuid4().hex[:12]
+        self.leadership: Leadership = leadership or SoloLeadership()
+        # Several replicas on one database: providers' sessions are published, signals relayed.
+        self.view = ClusterView(store, self.sessions, self.replica_id, standing=self._standing, clock=clock,
+                                stale_s=3 * settings.heartbeat_interval_s + 2) if settings.store == "postgresql" else None
+        self.relay = relay
+        if relay is not None:
+            self.signals.relay = relay.publish
+            relay.deliver = self._on_remote_signal
+        self._shown: dict[str, str] = {}  # pending reasons this leader wrote last round
         self._specs: dict[str, JobSpec] = {}
         self._loops: list[asyncio.Task] = []
+        self._lead: list[asyncio.Task] = []  # the leader-only loops, while this replica leads
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.relay is not None:
+            await asyncio.to_thread(self.relay.start)
+        if isinstance(self.leadership, AdvisoryLockLeadership):
+            await asyncio.to_thread(self.leadership.step)  # the first replica up leads at once
+        self._loops = [asyncio.create_task(self.leadership.run(), name="leadership"),
+                       asyncio.create_task(self._leadership_loop(), name="leader-loops")]
+        if self.view is not None:
+            self._loops.append(asyncio.create_task(self._presence_loop(), name="presence"))
+        if self.leadership.is_leader:
+            await self._take_lead()
+
+    async def stop(self) -> None:
+        await self._drop_lead()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self.leadership.close()
+        if self.relay is not None:
+            await asyncio.to_thread(self.relay.close)
+        for session in self.sessions.sessions():
+            self.sessions.close(session)
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._lead)
+
+    async def _take_lead(self) -> None:
+        """This replica now leads: finish what the last leader left, run the leader-only loops."""
         await self._recover()
-        self._loops = [
+        self._shown = {}
+        self._lead = [
             asyncio.create_task(self._scheduler_loop(), name="scheduler"),
             asyncio.create_task(self._sweeper_loop(), name="lease-sweeper"),
         ]
         if self.slasher is not None:
-            self._loops.append(asyncio.create_task(self.slasher.run(tick_s=self.settings.sweep_interval_s),
-                                                   name="slasher"))
+            self._lead.append(asyncio.create_task(self.slasher.run(tick_s=self.settings.sweep_interval_s),
+                                                  name="slasher"))
         if self.settler is not None:
-            self._loops.append(asyncio.create_task(self.settler.run(tick_s=self.settings.sweep_interval_s),
-                                                   name="settler"))
+            self._lead.append(asyncio.create_task(self.settler.run(tick_s=self.settings.sweep_interval_s),
+                                                  name="settler"))
+        log.info("replica %s leads: scheduling, lease sweeps and settlement run here", self.replica_id)
 
-    async def stop(self) -> None:
-        for task in self._loops:
+    async def _drop_lead(self) -> None:
+        lead, self._lead = self._lead, []
+        for task in lead:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        for session in self.sessions.sessions():
-            self.sessions.close(session)
+        await asyncio.gather(*lead, return_exceptions=True)
+
+    async def _leadership_loop(self) -> None:
+        """Start or stop the leader-only loops as the election goes."""
+        while True:
+            await asyncio.sleep(min(0.2, self.settings.sweep_interval_s))
+            if self.leadership.is_leader and not self._lead:
+                await self._take_lead()
+            elif not self.leadership.is_leader and self._lead:
+                log.warning("replica %s lost the leadership: its scheduler stops", self.replica_id)
+                await self._drop_lead()
 
     async def _recover(self) -> None:
         """Read checks a previous process left unread; finish jobs it left half-finalised."""
@@ -223,7 +282,7 @@ class Coordinator:
 
     def get_job(self, job_id: str) -> JobView:
         job = self.store.get_job(job_id)
-        reason = self._pending_reason.get(job_id, "") if not job.state.is_terminal() else ""
+        reason = job.pending_reason if not job.state.is_terminal() else ""
         return JobView(job, self.store.list_tasks(job_id), reason, self.store.list_checks(job_id))
 
     async def cancel_job(self, job_id: str, reason: str = "") -> Job:
@@ -247,12 +306,21 @@ class Coordinator:
                 return
             await self.signals.wait(job_id, timeout=1.0, since=since)
 
+    def remote_providers(self) -> dict:
+        """Providers other replicas hold sessions of now (empty for a lone coordinator)."""
+        if self.view is None:
+            return {}
+        since = self.clock() - self.view.stale_s
+        return {p.provider_id: p for p in self.store.live_presence(since=since) if p.replica_id != self.replica_id}
+
     # ---- provider session -------------------------------------------------------------------
 
     def open_session(self, metadata) -> ProviderSession:
         record = self.auth.authenticate(metadata)
         session = self.sessions.open(record, now=self.clock())
         self._set_standing(session, record)
+        if self.view is not None:
+            self.view.report([session])  # the leader may be another replica
         session.send(
             provider_pb2.CoordinatorMessage(
                 accepted=provider_pb2.SessionAccepted(
@@ -269,6 +337,8 @@ class Coordinator:
 
     def close_session(self, session: ProviderSession) -> None:
         self.sessions.close(session)
+        if self.view is not None:
+            self.view.closed(session)
         log.info("provider %s disconnected", session.record.provider_id)
 
     async def on_message(self, session: ProviderSession, msg: provider_pb2.ProviderMessage) -> None:
@@ -397,18 +467,18 @@ class Coordinator:
         session = self.sessions.get(provider_id)
         if session is not None:
             self._set_standing(session, self.store.get_provider(provider_id))
+        if self.view is not None:
+            self.view.forget(provider_id)
 
     def _set_standing(self, session: ProviderSession, record) -> None:
         """The scheduler's view of a provider: lease reliability, result trust, eligibility."""
-        from coordinator.models import ProviderTier
-        from coordinator.reputation import eligible
-
         session.record = record
-        session.reliability = record.reliability
-        rep = record.reputation.decayed(self.clock(), self.settings.reputation_half_life_s)
-        trusted = record.tier is ProviderTier.CENTRALIZED
-        session.trust = 1.0 if trusted else rep.score()
-        session.eligible = trusted or eligible(rep, self.settings.max_invalid_rate)
+        st = self._standing(record)
+        session.reliability, session.trust, session.eligible = st.reliability, st.trust, st.eligible
+
+    def _standing(self, record):
+        return standing(record, now=self.clock(), half_life_s=self.settings.reputation_half_life_s,
+                        max_invalid_rate=self.settings.max_invalid_rate)
 
     def _after_failure(self, outcomes) -> None:
         for outcome in outcomes:
@@ -425,7 +495,6 @@ class Coordinator:
         tasks = self.store.list_tasks(job_id)
         output_cid = await asyncio.to_thread(self._merge_outputs, tasks)
         job = self.store.finish_job(job_id, output_cid=output_cid, now=self.clock())
-        self._pending_reason.pop(job_id, None)
         log.info("job %s completed: output %s", job_id, job.output_cid)
         self.signals.notify(job_id)
 
@@ -438,7 +507,7 @@ class Coordinator:
 
     def schedule_once(self) -> int:
         """One scheduling round: plan over queued tasks and connected providers, then lease."""
-        candidates = self.sessions.candidates()
+        candidates = self.view.candidates() if self.view is not None else self.sessions.candidates()
         free = sum(c.free_slots for c in candidates)
         if candidates and free == 0:
             return 0  # nothing can be placed; wait for a slot
@@ -459,15 +528,12 @@ class Coordinator:
             for t in queued
         ]
         plan = schedule(pending, candidates)
-        for task_id, reason in plan.unschedulable.items():
-            job_id = task_id.split("-t", 1)[0]
-            if self._pending_reason.get(job_id) != reason:
-                self._pending_reason[job_id] = reason
-                self.signals.notify(job_id)
+        job_of = {t.task_id: t.job_id for t in queued}
+        self._show_reasons({job_of[task_id]: reason for task_id, reason in plan.unschedulable.items()})
         leased = 0
         now = self.clock()
         for a in plan.assignments:
-            self._pending_reason.pop(a.job_id, None)
+            self._shown.pop(a.job_id, None)  # leasing clears the stored reason
             lease = self.store.lease_task(a.task_id, a.provider_id, ttl=self.settings.lease_ttl_s, now=now)
             if lease is None:
                 continue
@@ -475,6 +541,15 @@ class Coordinator:
             self._dispatch(lease)
             self.signals.notify(a.job_id)
         return leased
+
+    def _show_reasons(self, reasons: dict[str, str]) -> None:
+        """Store why jobs wait (GetJob shows it on every replica); only what changed is written."""
+        changed = {job_id: r for job_id, r in reasons.items() if self._shown.get(job_id) != r}
+        if changed:
+            self.store.set_pending_reasons(changed)
+            for job_id in changed:
+                self.signals.notify(job_id)
+        self._shown = dict(reasons)  # this round's jobs only: bounded
 
     def _spec(self, job_id: str) -> JobSpec:
         """Job specs never change: cache them for the scheduler (bounded)."""
@@ -487,7 +562,9 @@ class Coordinator:
 
     def _dispatch(self, lease: Lease) -> None:
         session = self.sessions.get(lease.provider_id)
-        if session is None:  # disconnected between planning and leasing: the lease will expire
+        if session is None:  # held by another replica (it sends it), or gone: the lease will expire
+            if self.view is not None:
+                self.signals.notify(LEASES + lease.provider_id)
             return
         spec = lease.job.spec
         session.running[lease.lease_id] = self.clock()
@@ -516,6 +593,36 @@ class Coordinator:
         if spec.kind == "finetune":
             return json.dumps(spec.finetune)
         return json.dumps(spec.inference.model_dump())
+
+    def _on_remote_signal(self, key: str) -> None:
+        """A key another replica published (called on the relay's thread)."""
+        if key.startswith(LEASES):
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._deliver_leases, key[len(LEASES):])
+            return
+        self.signals.receive(key)
+
+    def _deliver_leases(self, provider_id: str) -> None:
+        """Send a provider held here the leases the leader made for it since its session opened."""
+        session = self.sessions.get(provider_id)
+        if session is None:
+            return
+        for task in self.store.open_leases(provider_id):
+            if task.lease_id in session.running or task.leased_at < session.opened_at:
+                continue  # sent already, or an earlier session's (its heartbeat claims it, else it expires)
+            job = self.store.get_job(task.job_id)
+            self._dispatch(Lease(task.lease_id, task, job, provider_id, task.lease_expires_at))
+
+    async def _presence_loop(self) -> None:
+        """Report this replica's providers; send any lease whose notification was lost."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                self.view.report()
+                for session in self.sessions.sessions():
+                    self._deliver_leases(session.record.provider_id)
+            except Exception:
+                log.exception("presence report failed")
 
     async def _scheduler_loop(self) -> None:
         while True:

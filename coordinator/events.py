@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 
 class Signals:
@@ -15,7 +16,9 @@ class Signals:
     last, for at most ``history`` keys. Older entries are dropped into ``_floor``, and a key
     without an entry counts as notified at ``_floor``: pruning can cause a spurious wake-up,
     never a missed one. Waiter futures exist only while someone waits, so memory is bounded.
-    ``notify`` may be called from another thread; it then runs on the waiters' loop.
+    ``notify`` may be called from another thread; it then runs on the waiters' loop. With a
+    ``relay`` (several replicas), each local notify is also published, and ``receive`` takes the
+    other replicas' keys.
     """
 
     def __init__(self, history: int = 1024) -> None:
@@ -25,6 +28,7 @@ class Signals:
         self._last: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.relay: Callable[[str], None] | None = None
 
     def version(self, key: str) -> int:
         """A token for ``wait(key, since=...)``: take it before reading the state it guards."""
@@ -35,6 +39,12 @@ class Signals:
         return self._last.get(key, self._floor) > since
 
     def notify(self, key: str) -> None:
+        if self.relay is not None:
+            self.relay(key)
+        self.receive(key)
+
+    def receive(self, key: str) -> None:
+        """Wake the waiters of ``key`` without publishing it (a key from another replica)."""
         loop = self._loop
         if loop is not None and _running_loop() is None and not loop.is_closed():
             try:

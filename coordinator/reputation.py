@@ -180,3 +180,22 @@ def eligible(rep: Reputation, max_invalid_rate: float = 0.1, q: float = 0.05) ->
     wrong on its first or second checked result, or on one result in five, does not (the default
     was chosen with ``bench/verification_sim.py``: 0.2 let cheaters of rate 0.2 stay on)."""
     return beta_quantile(1.0 - q, rep.alpha, rep.beta) >= 1.0 - max_invalid_rate
+
+
+@dataclass(frozen=True)
+class Standing:
+    """How the scheduler weighs a provider: finishing leases, valid results, still allowed work."""
+
+    reliability: float
+    trust: float
+    eligible: bool
+
+
+def standing(record, *, now: float, half_life_s: float, max_invalid_rate: float) -> Standing:
+    """A provider record's standing now; the operator's centralized capacity is trusted."""
+    from coordinator.models import ProviderTier
+
+    rep = record.reputation.decayed(now, half_life_s)
+    if record.tier is ProviderTier.CENTRALIZED:
+        return Standing(record.reliability, 1.0, True)
+    return Standing(record.reliability, rep.score(), eligible(rep, max_invalid_rate))

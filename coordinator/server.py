@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import uuid
 
 import grpc
 from grpc import aio
@@ -41,7 +42,21 @@ SERVICES = (
 def build_store(settings: CoordinatorSettings):
     if settings.store == "sqlite":
         return SqliteStore(settings.db_path)
-    raise InvalidArgument(f"unknown store {settings.store!r} (available: sqlite)", field="store")
+    if settings.store == "postgresql":
+        from coordinator.store.postgres import PostgresStore
+
+        return PostgresStore(settings.postgres_dsn, pool_size=settings.postgres_pool_size)
+    raise InvalidArgument(f"unknown store {settings.store!r} (available: sqlite, postgresql)", field="store")
+
+
+def build_cluster(settings: CoordinatorSettings, replica_id: str):
+    """Leadership and signal relay: a lone process leads; replicas on PostgreSQL elect one."""
+    if settings.store != "postgresql":
+        return None, None
+    from coordinator.cluster import AdvisoryLockLeadership, PgSignalRelay
+
+    leadership = AdvisoryLockLeadership(settings.postgres_dsn, interval_s=settings.leader_check_s, name=replica_id)
+    return leadership, PgSignalRelay(settings.postgres_dsn, replica_id, deliver=lambda key: None)
 
 
 def build_chain(settings: CoordinatorSettings):
@@ -62,7 +77,11 @@ class CoordinatorServer:
         self.store = build_store(settings)
         self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
         chain = build_chain(settings)
-        self.core = Coordinator(settings, self.store, self.artifacts, chain=chain, registry=chain)
+        if not settings.replica_id:
+            settings = self.settings = settings.model_copy(update={"replica_id": uuid.uuid4().hex[:12]})
+        leadership, relay = build_cluster(settings, settings.replica_id)
+        self.core = Coordinator(settings, self.store, self.artifacts, chain=chain, registry=chain,
+                                leadership=leadership, relay=relay)
         self.health = health.aio.HealthServicer()
         limit = settings.max_message_bytes
         self.server = aio.server(

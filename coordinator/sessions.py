@@ -21,6 +21,7 @@ class ProviderSession:
     running: dict[str, float] = field(default_factory=dict)  # lease id -> when dispatched
     telemetry: list[common_pb2.GpuTelemetry] = field(default_factory=list)
     last_seen: float = 0.0
+    opened_at: float = 0.0
     reliability: float = 0.5  # refreshed from the store when the session opens
     trust: float = 1.0  # lower quantile of the validity of its results (set with the record)
     eligible: bool = True
@@ -56,7 +57,7 @@ class SessionRegistry:
 
     def open(self, record: ProviderRecord, *, now: float) -> ProviderSession:
         old = self._by_provider.get(record.provider_id)
-        session = ProviderSession(next(self._numbers), record, last_seen=now)
+        session = ProviderSession(next(self._numbers), record, last_seen=now, opened_at=now)
         if old is not None:
             session.running = dict(old.running)
             old.close()
@@ -83,19 +84,27 @@ class SessionRegistry:
             session.running.pop(lease_id, None)
 
     def candidates(self) -> list[Candidate]:
-        return [
-            Candidate(
-                provider_id=s.record.provider_id,
-                gpus=s.record.gpus,
-                memory_total_mb=s.record.memory_total_mb,
-                price_per_hour=s.record.price_per_hour,
-                free_slots=s.free_slots,
-                cached_models=frozenset(s.models),
-                reliability=s.reliability,
-                operator=s.record.operator_id,
-                tier=s.record.tier.value,
-                trust=s.trust,
-                eligible=s.eligible,
-            )
-            for s in self._by_provider.values()
-        ]
+        return [session_candidate(s) for s in self._by_provider.values()]
+
+
+def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozenset[str], reliability: float,
+              trust: float, eligible: bool) -> Candidate:
+    """The scheduler's view of a provider, wherever its session is held."""
+    return Candidate(
+        provider_id=record.provider_id,
+        gpus=record.gpus,
+        memory_total_mb=record.memory_total_mb,
+        price_per_hour=record.price_per_hour,
+        free_slots=free_slots,
+        cached_models=cached_models,
+        reliability=reliability,
+        operator=record.operator_id,
+        tier=record.tier.value,
+        trust=trust,
+        eligible=eligible,
+    )
+
+
+def session_candidate(s: ProviderSession) -> Candidate:
+    return candidate(s.record, free_slots=s.free_slots, cached_models=frozenset(s.models), reliability=s.reliability,
+                     trust=s.trust, eligible=s.eligible)

@@ -7,6 +7,7 @@ from google.protobuf import json_format
 from coordinator.core import JobView
 from coordinator.models import ProviderRecord, ProviderTier
 from coordinator.sessions import ProviderSession
+from coordinator.store.base import Presence
 from gpumesh._convert import spec_from_proto, spec_to_proto, timestamp
 from gpumesh.v1 import common_pb2, jobs_pb2
 
@@ -56,7 +57,15 @@ def job_to_proto(view: JobView, *, with_tasks: bool = True) -> jobs_pb2.Job:
     return msg
 
 
-def provider_to_proto(record: ProviderRecord, session: ProviderSession | None) -> jobs_pb2.ProviderInfo:
+def provider_to_proto(record: ProviderRecord, session: ProviderSession | None,
+                      remote: Presence | None = None) -> jobs_pb2.ProviderInfo:
+    """A provider with its live session here, or as the replica holding it reports it (``remote``)."""
+    if session is not None:
+        running, last_seen = len(session.running), session.last_seen
+    elif remote is not None:
+        running, last_seen = remote.leased, remote.seen_at
+    else:
+        running, last_seen = 0, record.last_seen
     hardware = json_format.Parse(record.hardware_json, common_pb2.Hardware())
     msg = jobs_pb2.ProviderInfo(
         provider_id=record.provider_id,
@@ -67,12 +76,12 @@ def provider_to_proto(record: ProviderRecord, session: ProviderSession | None) -
         tier=common_pb2.PROVIDER_TIER_CENTRALIZED
         if record.tier is ProviderTier.CENTRALIZED
         else common_pb2.PROVIDER_TIER_OPEN,
-        connected=session is not None,
+        connected=session is not None or remote is not None,
         slots=record.slots,
-        running=len(session.running) if session else 0,
+        running=running,
         runtime=record.runtime,
         isolated=record.isolated,
-        last_seen=timestamp(session.last_seen if session else record.last_seen),
+        last_seen=timestamp(last_seen),
         tasks_completed=record.tasks_completed,
         verified_valid=record.total_valid,
         verified_invalid=record.total_invalid,

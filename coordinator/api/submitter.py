@@ -42,9 +42,11 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
 
     async def ListProviders(self, request, context):
         out = jobs_pb2.ListProvidersResponse()
+        remote = self.core.remote_providers()
         for record in self.core.store.list_providers():
             session = self.core.sessions.get(record.provider_id)
-            if request.connected_only and session is None:
+            elsewhere = remote.get(record.provider_id) if session is None else None
+            if request.connected_only and session is None and elsewhere is None:
                 continue
-            out.providers.append(provider_to_proto(record, session))
+            out.providers.append(provider_to_proto(record, session, elsewhere))
         return out

@@ -61,9 +61,14 @@ def coordinator() -> None:
 @click.option("--chain-key-file", type=click.Path(exists=True, path_type=Path), default=None,
               help="Hex key of the account holding COORDINATOR_ROLE.")
 @click.option("--settle-interval", "settle_interval_s", type=float, default=None)
+@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default=None,
+              help="postgresql: several replicas share one database (one is elected to schedule).")
+@click.option("--postgres-dsn", envvar="GPUMESH_COORDINATOR_POSTGRES_DSN", default=None,
+              help="libpq connection string of the shared database (store postgresql).")
+@click.option("--replica-id", default=None, help="This replica's name among several (default: random).")
 @click.option("-v", "--verbose", is_flag=True)
 def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url, deployment_file,
-                      chain_key_file, settle_interval_s, verbose) -> None:
+                      chain_key_file, settle_interval_s, store, postgres_dsn, replica_id, verbose) -> None:
     """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
     from coordinator.config import CoordinatorSettings
     from coordinator.server import serve
@@ -72,7 +77,7 @@ def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url
     overrides = {k: v for k, v in dict(
         listen=listen, data_dir=data_dir, lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat_interval,
         chain_url=chain_url, deployment_file=deployment_file, chain_key_file=chain_key_file,
-        settle_interval_s=settle_interval_s,
+        settle_interval_s=settle_interval_s, store=store, postgres_dsn=postgres_dsn, replica_id=replica_id,
     ).items() if v is not None}
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 
