@@ -52,6 +52,8 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             data["finetune"] = json.loads(msg.finetune_json)
         except ValueError as exc:
             raise InvalidArgument(f"not JSON: {exc}", field="spec.finetune_json") from None
+    if msg.fallback:
+        data["fallback"] = msg.fallback
     if msg.HasField("verification"):
         v = msg.verification
         data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate") if v.HasField(k)}
@@ -77,6 +79,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         shard_size=spec.shard_size,
         max_attempts=spec.max_attempts,
         task_timeout_s=spec.task_timeout_s,
+        fallback=spec.fallback,
     )
     if spec.deadline is not None:
         msg.deadline.FromDatetime(spec.deadline)

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gpumesh.errors import InvalidArgument
 
 JobKind = Literal["inference", "finetune"]
+# When centralized capacity may run a job's tasks: never; when the open market cannot meet its
+# requirements or deadline; always (the operator's trusted nodes only).
+FallbackPolicy = Literal["never", "on_deadline", "always"]
 
 
 class _Strict(BaseModel):
@@ -61,6 +64,12 @@ class JobSpec(_Strict):
     max_attempts: int = Field(3, ge=1, le=20)
     task_timeout_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
     deadline: datetime | None = None
+    fallback: FallbackPolicy = "on_deadline"
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _policy(cls, value):
+        return value.replace("-", "_") if isinstance(value, str) else value  # "on-deadline" too
 
     @field_validator("model_cid", "input_cid")
     @classmethod

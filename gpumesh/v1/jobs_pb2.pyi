@@ -51,7 +51,7 @@ class VerificationParams(_message.Message):
     def __init__(self, min_replication: _Optional[float] = ..., audit_rate: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json")
+    __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json", "fallback")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_CID_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class JobSpec(_message.Message):
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     FINETUNE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model_cid: str
@@ -78,7 +79,8 @@ class JobSpec(_message.Message):
     deadline: _timestamp_pb2.Timestamp
     verification: VerificationParams
     finetune_json: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification: _Optional[_Union[VerificationParams, _Mapping]] = ..., finetune_json: _Optional[str] = ...) -> None: ...
+    fallback: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification: _Optional[_Union[VerificationParams, _Mapping]] = ..., finetune_json: _Optional[str] = ..., fallback: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key", "escrow_key")
