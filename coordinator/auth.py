@@ -11,7 +11,7 @@ from coordinator.config import CoordinatorSettings
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
 from coordinator.store.base import Store
 from gpumesh.amounts import parse_amount
-from gpumesh.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from gpumesh.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from gpumesh.identity import challenge_text, normalize_address, verify_signature
 from gpumesh.v1 import common_pb2, provider_pb2
 from google.protobuf import json_format
@@ -55,6 +55,8 @@ class ProviderAuth:
             if req.tier == common_pb2.PROVIDER_TIER_CENTRALIZED
             else ProviderTier.OPEN
         )
+        if tier is ProviderTier.CENTRALIZED:
+            self._check_trusted(address, now)
         self._check_stake(address, tier)
         record = self.store.upsert_provider(
             ProviderRecord(
@@ -80,6 +82,18 @@ class ProviderAuth:
         expires = now + self.settings.session_ttl_s
         self.store.put_session(token_hash=token_hash(token), provider_id=record.provider_id, expires_at=expires)
         return record, token, expires
+
+    def _check_trusted(self, address: str, now: float) -> None:
+        """Centralized capacity is trusted (no spot-checks, referees), so only the operator's own
+        wallets may claim it: the configured list, or nodes trusted in the store (the fallback
+        launcher trusts each node it launches)."""
+        if address.lower() in {a.lower() for a in self.settings.centralized_addresses}:
+            return
+        if self.store.is_trusted(address, now=now):
+            return
+        raise PermissionDenied(
+            f"{address} is not one of this coordinator's centralized nodes; register as tier open, or have "
+            f"the operator run `gpumesh coordinator trust {address}`", field="tier")
 
     def _check_stake(self, address: str, tier: ProviderTier) -> None:
         """Open-market providers need slashable stake to take work (centralized ones are trusted)."""

@@ -54,7 +54,10 @@ class CoordinatorSettings(BaseSettings):
     reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)
-    min_stake: int = Field(0, ge=0)  # active stake a provider needs to take work (settling coordinators)
+    min_stake: int = Field(0, ge=0)
+    # Wallets that may register as tier centralized (the operator's own trusted nodes), besides
+    # those trusted in the store (`gpumesh coordinator trust ADDRESS`, or launched by the fallback).
+    centralized_addresses: tuple[str, ...] = ()  # active stake a provider needs to take work (settling coordinators)
 
     @property
     def db_path(self) -> Path:

@@ -159,6 +159,13 @@ class LocalNetwork:
         """Start a provider daemon; ``threads`` per task (0 = cores / slots) keeps several
         providers on one machine from oversubscribing its cores."""
         env = self._env() | (extra_env or {})
+        if tier == "centralized":  # the operator's own node: trust its wallet first
+            from gpumesh.identity import Wallet
+
+            wallet = Wallet.load_or_create(self.root / name / "wallet.key")
+            subprocess.run([sys.executable, "-m", "gpumesh", "coordinator", "trust", wallet.address,
+                            "--data-dir", str(self.root / "coordinator"), "--note", name],
+                           check=True, env=self._env(), capture_output=True, timeout=120)
         proc = Proc(
             name,
             [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,

@@ -115,13 +115,31 @@ def test_submit_is_idempotent_and_cancel_twice_is_failed_precondition(channel, c
         client.cancel(first.job.job_id)
 
 
-def _register(stub, wallet, *, challenge=None, signer=None, price=""):
+def _register(stub, wallet, *, challenge=None, signer=None, price="", tier=common_pb2.PROVIDER_TIER_OPEN):
     ch = challenge or stub.GetChallenge(provider_pb2.GetChallengeRequest(address=wallet.address)).challenge
     return stub.Register(provider_pb2.RegisterRequest(
         address=wallet.address, challenge=ch, signature=(signer or wallet).sign_text(ch), slots=1,
-        price_per_hour=price,
+        price_per_hour=price, tier=tier,
         hardware=common_pb2.Hardware(cpu_count=2, memory_total_mb=1000),
     )), ch
+
+
+def test_only_trusted_wallets_register_as_centralized_capacity(channel, server):
+    stub = provider_pb2_grpc.ProviderServiceStub(channel)
+    wallet = Wallet.generate()
+    err = rpc_error(_register, stub, wallet, tier=common_pb2.PROVIDER_TIER_CENTRALIZED)
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "tier" in err.details() and f"gpumesh coordinator trust {wallet.address}" in err.details()
+    resp, _ = _register(stub, wallet)  # as an open-market provider it is welcome
+    assert resp.provider_id
+    store = server.core.store
+    store.trust_address(wallet.address, note="ops node", expires_at=time.time() + 60)
+    resp, _ = _register(stub, wallet, tier=common_pb2.PROVIDER_TIER_CENTRALIZED)
+    assert store.get_provider(resp.provider_id).tier.value == "CENTRALIZED"
+    store.trust_address(wallet.address, expires_at=time.time() - 1)  # a launched node's trust ran out
+    assert rpc_error(_register, stub, wallet, tier=common_pb2.PROVIDER_TIER_CENTRALIZED).code() == \
+        grpc.StatusCode.PERMISSION_DENIED
+    assert store.distrust_address(wallet.address) and not store.distrust_address(wallet.address)
 
 
 def test_provider_auth(channel):

@@ -136,6 +136,11 @@ CREATE TABLE IF NOT EXISTS presence (  -- which coordinator replica holds each c
 );
 CREATE INDEX IF NOT EXISTS presence_replica ON presence(replica_id);
 CREATE INDEX IF NOT EXISTS tasks_provider ON tasks(provider_id, state) WHERE provider_id != '';
+CREATE TABLE IF NOT EXISTS trusted (  -- wallets allowed to register as the operator's centralized capacity
+    address TEXT PRIMARY KEY,
+    note TEXT NOT NULL DEFAULT '',
+    expires_at REAL  -- NULL: until revoked
+);
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     provider_id TEXT NOT NULL REFERENCES providers(provider_id),

@@ -563,6 +563,24 @@ class SqlStore:
                  for job_id, reason in reasons.items()],
             )
 
+    # ---- the operator's trusted (centralized) nodes ---------------------------------------------
+
+    @_write
+    def trust_address(self, address: str, *, note: str = "", expires_at: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO trusted (address, note, expires_at) VALUES (?,?,?) ON CONFLICT (address) DO UPDATE "
+                       "SET note = excluded.note, expires_at = excluded.expires_at",
+                       (address.lower(), note[:200], expires_at))
+
+    @_write
+    def distrust_address(self, address: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM trusted WHERE address = ?", (address.lower(),)).rowcount == 1
+
+    def is_trusted(self, address: str, *, now: float) -> bool:
+        return bool(self._read("SELECT 1 FROM trusted WHERE address = ? AND (expires_at IS NULL OR expires_at > ?)",
+                               (address.lower(), now)))
+
     # ---- helpers (inside a transaction) ---------------------------------------------------------
 
     def _job_tx(self, db: Conn, job_id: str) -> Job:

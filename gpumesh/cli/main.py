@@ -82,6 +82,33 @@ def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 
 
+@coordinator.command("trust")
+@click.argument("address")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The coordinator's data dir (SQLite).")
+@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default=None)
+@click.option("--postgres-dsn", envvar="GPUMESH_COORDINATOR_POSTGRES_DSN", default=None)
+@click.option("--note", default="", help="Who or what this node is.")
+@click.option("--revoke", is_flag=True, help="Take the trust back (the node can then only register as open).")
+def coordinator_trust(address, data_dir, store, postgres_dsn, note, revoke) -> None:
+    """Let the wallet ADDRESS register as tier centralized: the operator's own node, trusted
+    (its results are not spot-checked and it referees disputes)."""
+    from coordinator.config import CoordinatorSettings
+    from coordinator.server import build_store
+    from gpumesh.identity import normalize_address
+
+    overrides = {k: v for k, v in dict(data_dir=data_dir, store=store, postgres_dsn=postgres_dsn).items() if v}
+    db = build_store(CoordinatorSettings(**overrides))
+    try:
+        address = normalize_address(address)
+        if revoke:
+            click.echo(f"{address}: {'revoked' if db.distrust_address(address) else 'was not trusted'}")
+        else:
+            db.trust_address(address, note=note)
+            click.echo(f"{address}: trusted as centralized capacity")
+    finally:
+        db.close()
+
+
 # ---- provider ----------------------------------------------------------------------------------
 
 
