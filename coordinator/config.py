@@ -8,13 +8,15 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from coordinator.fallback.skypilot import SkyPilotConfig
+
 
 def default_home() -> Path:
     return Path.home() / ".gpumesh"
 
 
 class CoordinatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GPUMESH_COORDINATOR_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="GPUMESH_COORDINATOR_", extra="forbid", env_nested_delimiter="__")
 
     listen: str = "127.0.0.1:50051"
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
@@ -57,7 +59,20 @@ class CoordinatorSettings(BaseSettings):
     min_stake: int = Field(0, ge=0)
     # Wallets that may register as tier centralized (the operator's own trusted nodes), besides
     # those trusted in the store (`gpumesh coordinator trust ADDRESS`, or launched by the fallback).
-    centralized_addresses: tuple[str, ...] = ()  # active stake a provider needs to take work (settling coordinators)
+    centralized_addresses: tuple[str, ...] = ()
+    # Fallback (coordinator.fallback): tasks the open market cannot serve in time go to centralized
+    # providers; with a launcher, missing centralized capacity is provisioned on demand.
+    fallback_launcher: Literal["none", "skypilot"] = "none"
+    skypilot: SkyPilotConfig | None = None  # launcher skypilot (env GPUMESH_COORDINATOR_SKYPILOT__CLOUD=aws, ...)
+    fallback_cooldown_s: float = Field(300.0, ge=0)  # after a failed launch, per requirements
+    fallback_tasks_per_cluster: int = Field(8, ge=1)
+    fallback_release_after_s: float = Field(600.0, ge=0)  # tear down a cluster no task has needed this long  # active stake a provider needs to take work (settling coordinators)
+
+    @property
+    def fallback_trust_s(self) -> float:
+        """How long a launched node's wallet may register as centralized (its cluster's lifetime)."""
+        minutes = self.skypilot.max_runtime_minutes if self.skypilot is not None else 0
+        return (minutes or 12 * 60) * 60 + 3600
 
     @property
     def db_path(self) -> Path:

@@ -20,12 +20,15 @@ from coordinator.auth import MAX_CACHED_MODELS, ProviderAuth
 from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloLeadership
 from coordinator.cluster.relay import PgSignalRelay
 from coordinator.cluster.view import ClusterView
+from coordinator.estimates import RuntimeEstimator
+from coordinator.fallback import FallbackManager, NullProvisioner
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
 from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
 from coordinator.reputation import standing
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
+from coordinator.scheduling.scoring import gpu_speed
 from coordinator.settlement.settler import BatchPolicy, EscrowView, SettlementChain, Settler
 from coordinator.settlement.slasher import Slasher, StakeRegistry
 from coordinator.sessions import ProviderSession, SessionRegistry
@@ -64,6 +67,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         leadership: Leadership | None = None,
         relay: PgSignalRelay | None = None,
+        fallback: FallbackManager | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -83,6 +87,9 @@ class Coordinator:
         self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
         self.sessions = SessionRegistry()
         self.signals = Signals()
+        self.fallback = fallback or FallbackManager(NullProvisioner(), clock=clock)
+        self.estimates = RuntimeEstimator()
+        self._launcher = not isinstance(self.fallback.provisioner, NullProvisioner)  # can provision capacity
         self.replica_id = settings.replica_id or uuid.uuid4().hex[:12]
         self.leadership: Leadership = leadership or SoloLeadership()
         # Several replicas on one database: providers' sessions are published, signals relayed.
@@ -401,6 +408,9 @@ class Coordinator:
             ack.accepted, ack.reason = outcome.accepted, outcome.reason
             if outcome.accepted and not outcome.duplicate:
                 self._set_standing(session, self.store.get_provider(pid))
+                if task.role is TaskRole.PRIMARY and task.leased_at:
+                    self.estimates.observe(task.job_id, prompts=task.prompts, seconds=self.clock() - task.leased_at,
+                                           speed=gpu_speed(session.record.gpus))
                 if task.is_check:
                     await self._read_check(task.task_id)
         except (Unauthenticated, NotFound, InvalidArgument) as exc:
@@ -507,10 +517,11 @@ class Coordinator:
 
     def schedule_once(self) -> int:
         """One scheduling round: plan over queued tasks and connected providers, then lease."""
-        candidates = self.view.candidates() if self.view is not None else self.sessions.candidates()
+        now = self.clock()
+        candidates = self.view.candidates() if self.view is not None else self.sessions.candidates(now)
         free = sum(c.free_slots for c in candidates)
-        if candidates and free == 0:
-            return 0  # nothing can be placed; wait for a slot
+        # With every slot taken a round still runs (on a wake-up or each sweep interval): it is
+        # what sends a task that can no longer meet its deadline to centralized capacity.
         limit = min(self.settings.schedule_batch, max(64, 4 * free))
         queued = self.store.queued_tasks(limit)
         if not queued:
@@ -519,19 +530,20 @@ class Coordinator:
         for task in queued:
             if task.job_id not in specs:
                 specs[task.job_id] = self._spec(task.job_id)
-        pending = [
-            PendingTask(t.task_id, t.job_id, Demand(specs[t.job_id].requirements,
-                                                      # checks are the market's cost, not capped by the job
-                                                      0 if t.is_check else specs[t.job_id].max_price_per_hour,
-                                                      specs[t.job_id].model_cid,
-                                                      frozenset(t.exclude), t.require_tier))
-            for t in queued
-        ]
-        plan = schedule(pending, candidates)
+        pending = [PendingTask(t.task_id, t.job_id, self._demand(t, specs[t.job_id])) for t in queued]
+        plan = schedule(pending, candidates, now=now)
+        self._request_capacity(plan)
         job_of = {t.task_id: t.job_id for t in queued}
-        self._show_reasons({job_of[task_id]: reason for task_id, reason in plan.unschedulable.items()})
+        reasons = {job_of[tid]: why for tid, why in (*plan.waiting.items(), *plan.unschedulable.items())}
+        if not candidates:
+            reasons = dict.fromkeys(reasons, "no provider is connected")
+        elif self._launcher:
+            for tid, need in plan.fallback.items():
+                reasons[job_of[tid]] = f"{need.reason}; {self.fallback.status_line(need.requirements)}"
+        for a in plan.assignments:
+            reasons[a.job_id] = ""  # some of its tasks are placed: it is not waiting
+        self._show_reasons(reasons)
         leased = 0
-        now = self.clock()
         for a in plan.assignments:
             self._shown.pop(a.job_id, None)  # leasing clears the stored reason
             lease = self.store.lease_task(a.task_id, a.provider_id, ttl=self.settings.lease_ttl_s, now=now)
@@ -541,6 +553,45 @@ class Coordinator:
             self._dispatch(lease)
             self.signals.notify(a.job_id)
         return leased
+
+    def _demand(self, task: Task, spec: JobSpec) -> Demand:
+        return Demand(
+            spec.requirements,
+            0 if task.is_check else spec.max_price_per_hour,  # checks are the market's cost, not capped by the job
+            spec.model_cid,
+            frozenset(task.exclude),
+            task.require_tier,
+            deadline=spec.deadline.timestamp() if spec.deadline is not None else None,
+            expected_s=self.estimates.expected(task.job_id, spec, task.prompts),
+            fallback=spec.fallback,
+        )
+
+    def _request_capacity(self, plan) -> None:
+        """Ask the fallback launcher for centralized capacity the plan routed tasks to but lacks."""
+        if not self._launcher:
+            return
+        needs = [(tid, need.requirements, need.reason) for tid, need in plan.fallback.items()]
+        for request in self.fallback.request(needs) if needs else ():
+            log.warning("launching centralized capacity for %d task(s): %s", request.count, request.reason)
+            self._background(self._launch(request))
+
+    async def _launch(self, request) -> None:
+        launch = await self.fallback.run_launch(request)
+        if launch.address and not launch.state.is_terminal():  # its node may register as centralized
+            self.store.trust_address(launch.address, note=f"fallback cluster {launch.cluster_name}",
+                                     expires_at=self.clock() + self.settings.fallback_trust_s)
+        self.signals.notify(SCHEDULER)
+
+    async def _release_idle_capacity(self) -> None:
+        for launch in await self.fallback.run_terminate(self.fallback.idle()):
+            if launch.address:
+                self.store.distrust_address(launch.address)
+        self.fallback.forget(older_than_s=24 * 3600)
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._lead.append(task)  # cancelled with the leadership
+        task.add_done_callback(lambda t: self._lead.remove(t) if t in self._lead else None)
 
     def _show_reasons(self, reasons: dict[str, str]) -> None:
         """Store why jobs wait (GetJob shows it on every replica); only what changed is written."""
@@ -567,7 +618,10 @@ class Coordinator:
                 self.signals.notify(LEASES + lease.provider_id)
             return
         spec = lease.job.spec
-        session.running[lease.lease_id] = self.clock()
+        now = self.clock()
+        session.running[lease.lease_id] = now
+        speed = gpu_speed(session.record.gpus)
+        session.ends[lease.lease_id] = now + self.estimates.expected(lease.job.job_id, spec, lease.task.prompts) / speed
         session.send(
             provider_pb2.CoordinatorMessage(
                 lease=provider_pb2.TaskLease(
@@ -642,6 +696,8 @@ class Coordinator:
                 self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job deadline passed")
             self.signals.notify(job.job_id)
         now = self.clock()
+        if self.fallback.live():
+            self._background(self._release_idle_capacity())
         for job_id in self.store.drop_stale_checks(older_than=now - self.settings.check_wait_s, now=now):
             log.warning("job %s: a check found no independent provider within %.0fs; its result stands unchecked",
                         job_id, self.settings.check_wait_s)

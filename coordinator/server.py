@@ -49,6 +49,22 @@ def build_store(settings: CoordinatorSettings):
     raise InvalidArgument(f"unknown store {settings.store!r} (available: sqlite, postgresql)", field="store")
 
 
+def build_fallback(settings: CoordinatorSettings):
+    """What provisions centralized capacity on demand: SkyPilot, or nothing (a clear status line)."""
+    from coordinator.fallback import FallbackManager, NullProvisioner, SkyPilotProvisioner
+
+    provisioner = NullProvisioner()
+    max_clusters = 0
+    if settings.fallback_launcher == "skypilot":
+        if settings.skypilot is None:
+            raise InvalidArgument("fallback launcher skypilot needs its settings (at least coordinator_target)",
+                                  field="skypilot")
+        provisioner, max_clusters = SkyPilotProvisioner(settings.skypilot), settings.skypilot.max_clusters
+    return FallbackManager(provisioner, max_clusters=max_clusters or 1, cooldown_s=settings.fallback_cooldown_s,
+                           tasks_per_cluster=settings.fallback_tasks_per_cluster,
+                           release_after_s=settings.fallback_release_after_s)
+
+
 def build_cluster(settings: CoordinatorSettings, replica_id: str):
     """Leadership and signal relay: a lone process leads; replicas on PostgreSQL elect one."""
     if settings.store != "postgresql":
@@ -81,7 +97,7 @@ class CoordinatorServer:
             settings = self.settings = settings.model_copy(update={"replica_id": uuid.uuid4().hex[:12]})
         leadership, relay = build_cluster(settings, settings.replica_id)
         self.core = Coordinator(settings, self.store, self.artifacts, chain=chain, registry=chain,
-                                leadership=leadership, relay=relay)
+                                leadership=leadership, relay=relay, fallback=build_fallback(settings))
         self.health = health.aio.HealthServicer()
         limit = settings.max_message_bytes
         self.server = aio.server(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from coordinator.models import ProviderRecord
 from coordinator.scheduling.rules import Candidate
+from coordinator.scheduling.scoring import gpu_speed
 from gpumesh.v1 import common_pb2, provider_pb2
 
 
@@ -19,6 +20,7 @@ class ProviderSession:
     record: ProviderRecord
     outbox: asyncio.Queue[provider_pb2.CoordinatorMessage | None] = field(default_factory=asyncio.Queue)
     running: dict[str, float] = field(default_factory=dict)  # lease id -> when dispatched
+    ends: dict[str, float] = field(default_factory=dict)  # lease id -> when it is expected to finish
     telemetry: list[common_pb2.GpuTelemetry] = field(default_factory=list)
     last_seen: float = 0.0
     opened_at: float = 0.0
@@ -34,6 +36,14 @@ class ProviderSession:
     @property
     def free_slots(self) -> int:
         return max(0, self.record.slots - len(self.running))
+
+    def busy_s(self, now: float) -> float:
+        """With no free slot: expected seconds until one frees (0 = free now, or unknown)."""
+        if self.free_slots or not self.running:
+            return 0.0
+        self.ends = {lid: at for lid, at in self.ends.items() if lid in self.running}
+        known = list(self.ends.values())
+        return max(1.0, min(known) - now) if known else 0.0
 
     def reconcile(self, confirmed: set[str], *, now: float, grace: float) -> None:
         """Running = leases the provider confirmed plus those sent too recently to be confirmed."""
@@ -83,12 +93,12 @@ class SessionRegistry:
         if session is not None:
             session.running.pop(lease_id, None)
 
-    def candidates(self) -> list[Candidate]:
-        return [session_candidate(s) for s in self._by_provider.values()]
+    def candidates(self, now: float = 0.0) -> list[Candidate]:
+        return [session_candidate(s, now) for s in self._by_provider.values()]
 
 
 def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozenset[str], reliability: float,
-              trust: float, eligible: bool) -> Candidate:
+              trust: float, eligible: bool, busy_s: float = 0.0) -> Candidate:
     """The scheduler's view of a provider, wherever its session is held."""
     return Candidate(
         provider_id=record.provider_id,
@@ -102,9 +112,11 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
         tier=record.tier.value,
         trust=trust,
         eligible=eligible,
+        speed=gpu_speed(record.gpus),
+        busy_s=busy_s,
     )
 
 
-def session_candidate(s: ProviderSession) -> Candidate:
+def session_candidate(s: ProviderSession, now: float = 0.0) -> Candidate:
     return candidate(s.record, free_slots=s.free_slots, cached_models=frozenset(s.models), reliability=s.reliability,
-                     trust=s.trust, eligible=s.eligible)
+                     trust=s.trust, eligible=s.eligible, busy_s=s.busy_s(now))

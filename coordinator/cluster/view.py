@@ -49,7 +49,7 @@ class ClusterView:
         for p in live:
             local = self.sessions.get(p.provider_id)
             if local is not None and p.replica_id == self.replica_id:
-                out.append(session_candidate(local))
+                out.append(session_candidate(local, now))
                 continue
             record, st = self._record(p, now)
             out.append(candidate(record, free_slots=max(0, record.slots - p.leased), cached_models=p.cached_models,

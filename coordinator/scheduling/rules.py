@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from coordinator.models import GpuSpec
 from gpumesh.jobspec import Requirements
@@ -24,6 +24,8 @@ class Candidate:
     tier: str = "OPEN"
     trust: float = 1.0  # lower quantile of the validity of its results (coordinator.reputation)
     eligible: bool = True  # False once it has shown it is wrong too often
+    speed: float = 1.0  # throughput relative to the reference provider (scoring.gpu_speed)
+    busy_s: float = 0.0  # expected seconds until a slot frees, when it has none (0 = unknown)
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,10 @@ class Demand:
     max_price_per_hour: int  # 0 = any price
     model_cid: str = ""
     exclude: frozenset[str] = frozenset()  # operators that must not take it
-    tier: str = ""  # "" = any tier; "CENTRALIZED" for referees
+    tier: str = ""  # "" = the fallback policy decides; "CENTRALIZED" for referees (a hard requirement)
+    deadline: float | None = None  # epoch seconds the task should be done by
+    expected_s: float = 0.0  # expected runtime on a speed-1.0 provider (0 = unknown)
+    fallback: str = "on_deadline"  # "never" | "on_deadline" | "always": when centralized capacity runs it
 
 
 Rule = Callable[[Demand, Candidate], str | None]  # None = passes, else the reason it fails
@@ -80,7 +85,8 @@ def price_rule(demand: Demand, cand: Candidate) -> str | None:
 def tier_rule(demand: Demand, cand: Candidate) -> str | None:
     if not demand.tier or cand.tier == demand.tier:
         return None
-    return f"needs a {demand.tier.lower()} provider (a referee), provider is {cand.tier.lower()}"
+    what = "a centralized provider (a referee)" if demand.tier == "CENTRALIZED" else f"a {demand.tier.lower()} provider"
+    return f"needs {what}, provider is {cand.tier.lower()}"
 
 
 def independence_rule(demand: Demand, cand: Candidate) -> str | None:
