@@ -19,6 +19,11 @@ class CoordinatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUMESH_COORDINATOR_", extra="forbid", env_nested_delimiter="__")
 
     listen: str = "127.0.0.1:50051"
+    # TLS: the server's certificate chain and key (PEM); with a client CA, clients must present a
+    # certificate it signed (mutual TLS). Unset: plaintext (loopback and tests).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
     store: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql: several replicas on one database
     postgres_dsn: str = ""  # libpq connection string, e.g. "host=db port=5432 dbname=gpumesh user=gpumesh"

@@ -75,6 +75,27 @@ def build_cluster(settings: CoordinatorSettings, replica_id: str):
     return leadership, PgSignalRelay(settings.postgres_dsn, replica_id, deliver=lambda key: None)
 
 
+def server_credentials(settings: CoordinatorSettings) -> grpc.ServerCredentials | None:
+    """TLS (mutual with a client CA) from the settings' PEM files, or None for plaintext."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise InvalidArgument("mutual TLS needs the server's own certificate and key", field="tls_cert_file")
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise InvalidArgument("TLS needs both tls_cert_file and tls_key_file", field="tls_cert_file")
+
+    def read(path, field):
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read {path}: {exc.strerror}", field=field) from None
+
+    client_ca = read(settings.tls_client_ca_file, "tls_client_ca_file") if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(read(settings.tls_key_file, "tls_key_file"), read(settings.tls_cert_file, "tls_cert_file"))],
+        root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 def build_chain(settings: CoordinatorSettings):
     """The settlement chain, or None (jobs run unpaid) when no chain is configured."""
     if not settings.chain_url:
@@ -120,7 +141,11 @@ class CoordinatorServer:
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        self.port = self.server.add_insecure_port(settings.listen)
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(settings.listen)
+        else:
+            self.port = self.server.add_secure_port(settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
 

@@ -16,7 +16,8 @@ from gpumesh.artifacts.remote import RemoteArtifactStore
 from gpumesh.errors import GpumeshError, InvalidArgument, Unavailable
 from gpumesh.identity import Wallet
 from gpumesh.jobspec import JobSpec
-from gpumesh.rpc import insecure_channel, translate_rpc_error
+from gpumesh.rpc import TlsConfig, tls_from_env, translate_rpc_error
+from gpumesh.rpc import channel as rpc_channel
 from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 
 _TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -75,9 +76,11 @@ class Client:
 
     @classmethod
     def connect(
-        cls, target: str = "127.0.0.1:50051", *, timeout: float = 30.0, wait_ready: float = 10.0, chain_url: str = ""
+        cls, target: str = "127.0.0.1:50051", *, timeout: float = 30.0, wait_ready: float = 10.0, chain_url: str = "",
+        tls: TlsConfig | None = None,
     ) -> Client:
-        channel = insecure_channel(target)
+        """Connect to a coordinator; ``tls`` (default: from ``GPUMESH_TLS_*``, else plaintext)."""
+        channel = rpc_channel(target, tls if tls is not None else tls_from_env())
         try:
             grpc.channel_ready_future(channel).result(timeout=wait_ready)
         except grpc.FutureTimeoutError:

@@ -30,12 +30,26 @@ class ProviderSettings(BaseSettings):
     docker_url: str = ""  # "" = DOCKER_HOST or the default socket
     model_cache_mb: int = Field(20_000, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
+    # TLS to the coordinator: the CA of its certificate ("" with tls: the system's roots), and a
+    # client certificate and key where it requires mutual TLS.
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     threads_per_task: int = Field(0, ge=0)  # 0 = cores / slots
     operator: str = ""  # who runs this node; "" = its own wallet address
     # Operator plug-ins: a Python module to run a task kind instead of the built-in one (same
     # CLI as provider_node.workloads.inference), and extra environment for workloads.
     workloads: dict[str, str] = Field(default_factory=dict)
     workload_env: dict[str, str] = Field(default_factory=dict)
+
+    def tls_config(self):
+        """The client TLS settings, or None for plaintext."""
+        from gpumesh.rpc import TlsConfig
+
+        if not (self.tls or self.tls_ca_file or self.tls_cert_file):
+            return None
+        return TlsConfig(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
 
     @property
     def key_file(self) -> Path:

@@ -17,7 +17,7 @@ from grpc import aio
 
 from gpumesh.errors import Unauthenticated
 from gpumesh.identity import Wallet
-from gpumesh.rpc import CHANNEL_OPTIONS
+from gpumesh.rpc import aio_channel
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from provider_node.config import ProviderSettings
 from provider_node.executor import TaskExecutor
@@ -62,7 +62,7 @@ class ProviderDaemon:
     async def run(self) -> None:
         """Connect, serve, and reconnect with jittered backoff until cancelled."""
         backoff = 0.5
-        async with aio.insecure_channel(self.settings.coordinator, options=CHANNEL_OPTIONS) as channel:
+        async with aio_channel(self.settings.coordinator, self.settings.tls_config()) as channel:
             stub = provider_pb2_grpc.ProviderServiceStub(channel)
             while True:
                 try:

@@ -7,7 +7,7 @@ import os
 
 from gpumesh.artifacts.remote import RemoteArtifactStore
 from gpumesh.identity import Wallet
-from gpumesh.rpc import insecure_channel
+from gpumesh.rpc import channel as rpc_channel
 from provider_node.config import ProviderSettings
 from provider_node.daemon import ProviderDaemon
 from provider_node.executor import TaskExecutor
@@ -40,7 +40,7 @@ def build_daemon(settings: ProviderSettings, *, hardware: HardwareInfo | None = 
     runtime = select_runtime(settings.runtime, docker=docker_options(settings, hardware))
     if isinstance(runtime, DockerRuntime):
         runtime.remove_stale(settings.work_dir)
-    channel = insecure_channel(settings.coordinator)
+    channel = rpc_channel(settings.coordinator, settings.tls_config())
     artifacts = RemoteArtifactStore(channel)
     models = ModelCache(settings.cache_dir, artifacts, max_bytes=settings.model_cache_mb * 1024 * 1024)
     threads = settings.threads_per_task or max(1, (os.cpu_count() or 1) // settings.slots)

@@ -66,9 +66,16 @@ def coordinator() -> None:
 @click.option("--postgres-dsn", envvar="GPUMESH_COORDINATOR_POSTGRES_DSN", default=None,
               help="libpq connection string of the shared database (store postgresql).")
 @click.option("--replica-id", default=None, help="This replica's name among several (default: random).")
+@click.option("--tls-cert", "tls_cert_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Serve TLS: this certificate chain (PEM) ...")
+@click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="... and its private key (PEM).")
+@click.option("--tls-client-ca", "tls_client_ca_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Mutual TLS: clients must present a certificate this CA signed.")
 @click.option("-v", "--verbose", is_flag=True)
 def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url, deployment_file,
-                      chain_key_file, settle_interval_s, store, postgres_dsn, replica_id, verbose) -> None:
+                      chain_key_file, settle_interval_s, store, postgres_dsn, replica_id, tls_cert_file, tls_key_file,
+                      tls_client_ca_file, verbose) -> None:
     """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
     from coordinator.config import CoordinatorSettings
     from coordinator.server import serve
@@ -78,6 +85,7 @@ def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url
         listen=listen, data_dir=data_dir, lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat_interval,
         chain_url=chain_url, deployment_file=deployment_file, chain_key_file=chain_key_file,
         settle_interval_s=settle_interval_s, store=store, postgres_dsn=postgres_dsn, replica_id=replica_id,
+        tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, tls_client_ca_file=tls_client_ca_file,
     ).items() if v is not None}
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 
@@ -132,9 +140,14 @@ def provider() -> None:
 @click.option("--threads", "threads_per_task", type=int, default=None, help="CPU threads per task (0 = cores/slots).")
 @click.option("--operator", default=None, help="Who runs this node (default: its wallet address); "
               "results are never checked by a node of the same operator.")
+@click.option("--tls-ca", "tls_ca_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="TLS to the coordinator, verified against this CA (PEM).")
+@click.option("--tls-cert", "tls_cert_file", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Mutual TLS: this node's certificate (PEM), with --tls-key.")
+@click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("-v", "--verbose", is_flag=True)
 def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_image, docker_host_env, tier,
-                 threads_per_task, operator, verbose) -> None:
+                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
@@ -143,7 +156,8 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_
     overrides = {k: v for k, v in dict(
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
         slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task, operator=operator,
-        docker_image=docker_image, docker_host_env=docker_host_env,
+        docker_image=docker_image, docker_host_env=docker_host_env, tls_ca_file=tls_ca_file,
+        tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
     ).items() if v is not None}
     daemon = build_daemon(ProviderSettings(**overrides))
     try:
