@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coordinator.fallback.skypilot import SkyPilotConfig
+from coordinator.ratelimit import Limits
 
 
 def default_home() -> Path:
@@ -24,6 +25,10 @@ class CoordinatorSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # Per-identity rate limits (token bucket per session token, else per client host), answered with
+    # RESOURCE_EXHAUSTED and retry-after-ms; e.g. GPUMESH_COORDINATOR_RATE_LIMITS__SUBMIT_PER_S=5.
+    rate_limit: bool = True
+    rate_limits: Limits = Field(default_factory=Limits)
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
     store: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql: several replicas on one database
     postgres_dsn: str = ""  # libpq connection string, e.g. "host=db port=5432 dbname=gpumesh user=gpumesh"

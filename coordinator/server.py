@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from coordinator.api.artifacts import ArtifactServicer
 from coordinator.api.errors import ErrorInterceptor
+from coordinator.api.ratelimit import RateLimitInterceptor
 from coordinator.api.provider import ProviderServicer
 from coordinator.api.submitter import SubmitterServicer
 from coordinator.config import CoordinatorSettings
@@ -111,6 +112,7 @@ class CoordinatorServer:
 
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
+        credentials = server_credentials(settings)  # a TLS misconfiguration fails before anything opens
         self.store = build_store(settings)
         self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
         chain = build_chain(settings)
@@ -122,7 +124,9 @@ class CoordinatorServer:
         self.health = health.aio.HealthServicer()
         limit = settings.max_message_bytes
         self.server = aio.server(
-            interceptors=[ErrorInterceptor()],
+            # Outermost first: a refused call stops before anything else runs.
+            interceptors=[*([RateLimitInterceptor(settings.rate_limits)] if settings.rate_limit else []),
+                          ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -141,7 +145,6 @@ class CoordinatorServer:
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        credentials = server_credentials(settings)
         if credentials is None:
             self.port = self.server.add_insecure_port(settings.listen)
         else:
