@@ -27,6 +27,7 @@ class CoordinatorSettings(BaseSettings):
     tls_client_ca_file: Path | None = None
     # Per-identity rate limits (token bucket per session token, else per client host), answered with
     # RESOURCE_EXHAUSTED and retry-after-ms; e.g. GPUMESH_COORDINATOR_RATE_LIMITS__SUBMIT_PER_S=5.
+    metrics_listen: str = ""  # host:port serving Prometheus /metrics ("" = off)
     rate_limit: bool = True
     rate_limits: Limits = Field(default_factory=Limits)
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")

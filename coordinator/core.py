@@ -21,6 +21,7 @@ from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloL
 from coordinator.cluster.relay import PgSignalRelay
 from coordinator.cluster.view import ClusterView
 from coordinator.estimates import RuntimeEstimator
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.fallback import FallbackManager, NullProvisioner
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
@@ -76,7 +77,7 @@ class Coordinator:
         self.clock = clock
         self.settler = (
             Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s),
-                    clock=clock, on_settled=lambda job_id: self.signals.notify(job_id))
+                    clock=clock, on_settled=self._on_settled)
             if chain is not None else None
         )
         self.verifier = Verifier(settings, store, artifacts, clock=clock)
@@ -87,6 +88,7 @@ class Coordinator:
         self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
         self.sessions = SessionRegistry()
         self.signals = Signals()
+        self.metrics = CoordinatorMetrics().watch(self)
         self.fallback = fallback or FallbackManager(NullProvisioner(), clock=clock)
         self.estimates = RuntimeEstimator()
         self._launcher = not isinstance(self.fallback.provisioner, NullProvisioner)  # can provision capacity
@@ -219,6 +221,8 @@ class Coordinator:
             submitter=escrow.submitter if escrow is not None else "",
         )
         job = self.store.create_job(job, tasks)
+        if job.job_id == job_id:  # not an idempotent retry
+            self.metrics.jobs_submitted.inc()
         log.info("job %s queued: %d prompts in %d tasks", job.job_id, job.prompts_total, job.tasks_total)
         self.signals.notify(SCHEDULER)
         return job
@@ -406,9 +410,12 @@ class Coordinator:
                     check=decision.check if decision else None,
                 )
             ack.accepted, ack.reason = outcome.accepted, outcome.reason
+            self.metrics.results.labels("accepted" if outcome.accepted else
+                                        "rejected" if decision is not None and decision.reject else "refused").inc()
             if outcome.accepted and not outcome.duplicate:
                 self._set_standing(session, self.store.get_provider(pid))
                 if task.role is TaskRole.PRIMARY and task.leased_at:
+                    self.metrics.task_seconds.observe(max(0.0, self.clock() - task.leased_at))
                     self.estimates.observe(task.job_id, prompts=task.prompts, seconds=self.clock() - task.leased_at,
                                            speed=gpu_speed(session.record.gpus))
                 if task.is_check:
@@ -436,6 +443,7 @@ class Coordinator:
         )
         session.running.pop(failure.lease_id, None)
         if outcome is not None:
+            self.metrics.failures.labels(str(bool(failure.retryable)).lower()).inc()
             log.warning("task %s failed on %s: %s", failure.task_id, pid, failure.error[:200])
             self._after_failure([outcome])
         self.signals.notify(SCHEDULER)
@@ -464,6 +472,7 @@ class Coordinator:
             update = VerificationUpdate(row.job_id, states=[(task_id, TaskState.REJECTED, f"unreadable: {exc}")])
         ready = self.store.apply_verification(update, now=self.clock(), half_life_s=self.settings.reputation_half_life_s)
         for provider_id, valid in update.observations:
+            self.metrics.verdicts.labels("valid" if valid else "invalid").inc()
             self._refresh(provider_id)
             if not valid:
                 log.warning("provider %s found invalid on task %s", provider_id, row.verifies)
@@ -517,6 +526,16 @@ class Coordinator:
 
     def schedule_once(self) -> int:
         """One scheduling round: plan over queued tasks and connected providers, then lease."""
+        with self.metrics.round_seconds.time():
+            leased = self._schedule_round()
+        self.metrics.leases.inc(leased)
+        return leased
+
+    def _on_settled(self, job_id: str) -> None:
+        self.metrics.jobs_settled.inc()
+        self.signals.notify(job_id)
+
+    def _schedule_round(self) -> int:
         now = self.clock()
         candidates = self.view.candidates() if self.view is not None else self.sessions.candidates(now)
         free = sum(c.free_slots for c in candidates)
@@ -703,6 +722,7 @@ class Coordinator:
                         job_id, self.settings.check_wait_s)
             asyncio.get_running_loop().create_task(self._finalize(job_id))
         outcomes = self.store.expire_leases(now=self.clock())
+        self.metrics.leases_expired.inc(len(outcomes))
         for outcome in outcomes:
             log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed")
         self._after_failure(outcomes)

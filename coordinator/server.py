@@ -154,6 +154,8 @@ class CoordinatorServer:
 
     async def start(self) -> None:
         await self.core.start()
+        if self.settings.metrics_listen:
+            self.metrics_port = self.core.metrics.serve(self.settings.metrics_listen)
         await self.server.start()
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -161,6 +163,7 @@ class CoordinatorServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.core.stop()
+        self.core.metrics.close()
         await self.server.stop(grace)
         self.store.close()
 

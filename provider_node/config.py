@@ -30,6 +30,7 @@ class ProviderSettings(BaseSettings):
     docker_url: str = ""  # "" = DOCKER_HOST or the default socket
     model_cache_mb: int = Field(20_000, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
+    metrics_listen: str = ""  # host:port serving Prometheus /metrics ("" = off)
     # TLS to the coordinator: the CA of its certificate ("" with tls: the system's roots), and a
     # client certificate and key where it requires mutual TLS.
     tls: bool = False

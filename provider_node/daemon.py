@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,6 +23,7 @@ from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from provider_node.config import ProviderSettings
 from provider_node.executor import TaskExecutor
 from provider_node.hardware import HardwareInfo, gpu_telemetry
+from provider_node.metrics import ProviderMetrics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class ProviderDaemon:
         self._unacked: dict[str, provider_pb2.ProviderMessage] = {}  # task id -> result
         self._outbox: asyncio.Queue[provider_pb2.ProviderMessage] | None = None
         self.completed = 0
+        self.metrics = ProviderMetrics().watch(self, gpu_telemetry)
 
     @property
     def provider_id(self) -> str:
@@ -62,6 +65,9 @@ class ProviderDaemon:
     async def run(self) -> None:
         """Connect, serve, and reconnect with jittered backoff until cancelled."""
         backoff = 0.5
+        if self.settings.metrics_listen and self.metrics._server is None:
+            port = self.metrics.serve(self.settings.metrics_listen)
+            log.info("metrics on http://%s/metrics", self.settings.metrics_listen.rsplit(":", 1)[0] + f":{port}")
         async with aio_channel(self.settings.coordinator, self.settings.tls_config()) as channel:
             stub = provider_pb2_grpc.ProviderServiceStub(channel)
             while True:
@@ -172,17 +178,23 @@ class ProviderDaemon:
         elif kind == "ack":
             self._unacked.pop(msg.ack.task_id, None)
             if not msg.ack.accepted:
+                self.metrics.results_refused.inc()
                 log.warning("result for %s refused: %s", msg.ack.task_id, msg.ack.reason)
             else:
                 self.completed += 1
 
     async def _run_lease(self, lease: provider_pb2.TaskLease) -> None:
+        started = time.monotonic()
         try:
             message = await self.executor.execute(lease)
         except asyncio.CancelledError:
+            self.metrics.tasks.labels(lease.kind or "inference", "cancelled").inc()
             return
         finally:
             self._running.pop(lease.lease_id, None)
+        kind = lease.kind or "inference"
+        self.metrics.tasks.labels(kind, message.WhichOneof("body") or "none").inc()
+        self.metrics.task_seconds.labels(kind).observe(time.monotonic() - started)
         if message.WhichOneof("body") == "result":
             self._unacked[lease.task_id] = message
         if self._outbox is not None:

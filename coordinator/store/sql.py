@@ -545,6 +545,10 @@ class SqlStore:
         return [Presence(r[0], r[2], frozenset(json.loads(r[4])), replica_id=r[1], seen_at=r[3], leased=r[5])
                 for r in rows]
 
+    def task_counts(self) -> dict[str, int]:
+        """How many tasks are in each state (the queue depth is QUEUED)."""
+        return {state: n for state, n in self._read("SELECT state, COUNT(*) FROM tasks GROUP BY state")}
+
     def open_leases(self, provider_id: str) -> list[Task]:
         """The provider's leased tasks, oldest lease first (what its replica must have sent it)."""
         rows = self._read(f"SELECT {TASK_COLS} FROM tasks WHERE provider_id = ? AND state = ? ORDER BY leased_at",

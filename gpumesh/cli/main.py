@@ -72,10 +72,11 @@ def coordinator() -> None:
               help="... and its private key (PEM).")
 @click.option("--tls-client-ca", "tls_client_ca_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="Mutual TLS: clients must present a certificate this CA signed.")
+@click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
 @click.option("-v", "--verbose", is_flag=True)
 def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url, deployment_file,
                       chain_key_file, settle_interval_s, store, postgres_dsn, replica_id, tls_cert_file, tls_key_file,
-                      tls_client_ca_file, verbose) -> None:
+                      tls_client_ca_file, metrics_listen, verbose) -> None:
     """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
     from coordinator.config import CoordinatorSettings
     from coordinator.server import serve
@@ -86,6 +87,7 @@ def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url
         chain_url=chain_url, deployment_file=deployment_file, chain_key_file=chain_key_file,
         settle_interval_s=settle_interval_s, store=store, postgres_dsn=postgres_dsn, replica_id=replica_id,
         tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, tls_client_ca_file=tls_client_ca_file,
+        metrics_listen=metrics_listen,
     ).items() if v is not None}
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 
@@ -145,9 +147,10 @@ def provider() -> None:
 @click.option("--tls-cert", "tls_cert_file", type=click.Path(exists=True, path_type=Path), default=None,
               help="Mutual TLS: this node's certificate (PEM), with --tls-key.")
 @click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
 @click.option("-v", "--verbose", is_flag=True)
 def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_image, docker_host_env, tier,
-                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, verbose) -> None:
+                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
@@ -157,7 +160,7 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
         slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task, operator=operator,
         docker_image=docker_image, docker_host_env=docker_host_env, tls_ca_file=tls_ca_file,
-        tls_cert_file=tls_cert_file, tls_key_file=tls_key_file,
+        tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, metrics_listen=metrics_listen,
     ).items() if v is not None}
     daemon = build_daemon(ProviderSettings(**overrides))
     try:

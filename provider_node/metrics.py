@@ -1,0 +1,58 @@
+"""Prometheus metrics of the provider daemon: tasks run and how long, and at scrape time its
+running leases, cached models and GPU telemetry (NVML)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from provider_node.daemon import ProviderDaemon
+
+
+class ProviderMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.tasks = Counter("gpumesh_provider_tasks", "Tasks run, by kind and outcome", ["kind", "outcome"],
+                             registry=r)
+        self.task_seconds = Histogram("gpumesh_provider_task_seconds", "Task run time, seconds", ["kind"],
+                                      buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600), registry=r)
+        self.results_refused = Counter("gpumesh_provider_results_refused", "Results the coordinator refused",
+                                       registry=r)
+        self._server = None
+
+    def watch(self, daemon: ProviderDaemon, telemetry) -> ProviderMetrics:
+        self.registry.register(_LiveState(daemon, telemetry))
+        return self
+
+    def serve(self, listen: str) -> int:
+        host, _, port = listen.rpartition(":")
+        self._server, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=self.registry)
+        return self._server.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class _LiveState:
+    def __init__(self, daemon: ProviderDaemon, telemetry) -> None:
+        self.daemon = daemon
+        self.telemetry = telemetry  # () -> [GpuTelemetry]
+
+    def collect(self):
+        d = self.daemon
+        yield GaugeMetricFamily("gpumesh_provider_leases_running", "Leases running now", value=len(d._running))
+        yield GaugeMetricFamily("gpumesh_provider_slots", "Tasks it runs at once", value=d.settings.slots)
+        yield GaugeMetricFamily("gpumesh_provider_models_cached", "Models in its cache",
+                                value=len(d.executor.models.cached_cids()))
+        util = GaugeMetricFamily("gpumesh_provider_gpu_utilization_ratio", "GPU utilisation (NVML)", labels=["gpu"])
+        mem = GaugeMetricFamily("gpumesh_provider_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=["gpu"])
+        for t in self.telemetry():
+            util.add_metric([str(t.index)], t.utilization_pct / 100.0)
+            mem.add_metric([str(t.index)], t.memory_used_mb * 1024 * 1024)
+        yield util
+        yield mem
