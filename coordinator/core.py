@@ -105,6 +105,7 @@ class Coordinator:
         self._specs: dict[str, JobSpec] = {}
         self._loops: list[asyncio.Task] = []
         self._lead: list[asyncio.Task] = []  # the leader-only loops, while this replica leads
+        self._side: set[asyncio.Task] = set()  # the leader's one-off jobs (launches, teardowns)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -154,7 +155,8 @@ class Coordinator:
         log.info("replica %s leads: scheduling, lease sweeps and settlement run here", self.replica_id)
 
     async def _drop_lead(self) -> None:
-        lead, self._lead = self._lead, []
+        lead, self._lead = self._lead + list(self._side), []
+        self._side.clear()
         for task in lead:
             task.cancel()
         await asyncio.gather(*lead, return_exceptions=True)
@@ -293,8 +295,8 @@ class Coordinator:
 
     def get_job(self, job_id: str) -> JobView:
         job = self.store.get_job(job_id)
-        reason = job.pending_reason if not job.state.is_terminal() else ""
-        return JobView(job, self.store.list_tasks(job_id), reason, self.store.list_checks(job_id))
+        # The store clears the reason when the job ends.
+        return JobView(job, self.store.list_tasks(job_id), job.pending_reason, self.store.list_checks(job_id))
 
     async def cancel_job(self, job_id: str, reason: str = "") -> Job:
         job, leased = self.store.cancel_job(job_id, reason=reason or "cancelled by submitter", now=self.clock())
@@ -319,10 +321,7 @@ class Coordinator:
 
     def remote_providers(self) -> dict:
         """Providers other replicas hold sessions of now (empty for a lone coordinator)."""
-        if self.view is None:
-            return {}
-        since = self.clock() - self.view.stale_s
-        return {p.provider_id: p for p in self.store.live_presence(since=since) if p.replica_id != self.replica_id}
+        return self.view.remote() if self.view is not None else {}
 
     # ---- provider session -------------------------------------------------------------------
 
@@ -415,8 +414,9 @@ class Coordinator:
             if outcome.accepted and not outcome.duplicate:
                 self._set_standing(session, self.store.get_provider(pid))
                 if task.role is TaskRole.PRIMARY and task.leased_at:
-                    self.metrics.task_seconds.observe(max(0.0, self.clock() - task.leased_at))
-                    self.estimates.observe(task.job_id, prompts=task.prompts, seconds=self.clock() - task.leased_at,
+                    took = max(0.0, self.clock() - task.leased_at)
+                    self.metrics.task_seconds.observe(took)
+                    self.estimates.observe(task.job_id, prompts=task.prompts, seconds=took,
                                            speed=gpu_speed(session.record.gpus))
                 if task.is_check:
                     await self._read_check(task.task_id)
@@ -564,7 +564,6 @@ class Coordinator:
         self._show_reasons(reasons)
         leased = 0
         for a in plan.assignments:
-            self._shown.pop(a.job_id, None)  # leasing clears the stored reason
             lease = self.store.lease_task(a.task_id, a.provider_id, ttl=self.settings.lease_ttl_s, now=now)
             if lease is None:
                 continue
@@ -609,8 +608,8 @@ class Coordinator:
 
     def _background(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
-        self._lead.append(task)  # cancelled with the leadership
-        task.add_done_callback(lambda t: self._lead.remove(t) if t in self._lead else None)
+        self._side.add(task)  # cancelled with the leadership
+        task.add_done_callback(self._side.discard)
 
     def _show_reasons(self, reasons: dict[str, str]) -> None:
         """Store why jobs wait (GetJob shows it on every replica); only what changed is written."""

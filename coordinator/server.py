@@ -73,7 +73,7 @@ def build_cluster(settings: CoordinatorSettings, replica_id: str):
     from coordinator.cluster import AdvisoryLockLeadership, PgSignalRelay
 
     leadership = AdvisoryLockLeadership(settings.postgres_dsn, interval_s=settings.leader_check_s, name=replica_id)
-    return leadership, PgSignalRelay(settings.postgres_dsn, replica_id, deliver=lambda key: None)
+    return leadership, PgSignalRelay(settings.postgres_dsn, replica_id)
 
 
 def server_credentials(settings: CoordinatorSettings) -> grpc.ServerCredentials | None:

@@ -21,9 +21,11 @@ _MAX_PAYLOAD = 7000  # NOTIFY payloads must stay under 8000 bytes
 
 
 class PgSignalRelay:
-    """``publish(key)`` to the other replicas; their keys arrive at ``deliver(key)``."""
+    """``publish(key)`` to the other replicas; their keys arrive at ``deliver(key)`` (the
+    coordinator sets it when it is given the relay)."""
 
-    def __init__(self, dsn: str, replica_id: str, deliver: Callable[[str], None], *, channel: str = CHANNEL) -> None:
+    def __init__(self, dsn: str, replica_id: str, deliver: Callable[[str], None] = lambda key: None, *,
+                 channel: str = CHANNEL) -> None:
         self.dsn = dsn
         self.replica_id = replica_id
         self.deliver = deliver

@@ -41,11 +41,19 @@ class ClusterView:
         if self.sessions.get(session.record.provider_id) is None:  # not replaced by a newer session here
             self.store.drop_presence(self.replica_id, [session.record.provider_id])
 
-    def candidates(self) -> list[Candidate]:
+    def live(self, now: float) -> list[Presence]:
         """Every provider some replica reported within ``stale_s``."""
+        return self.store.live_presence(since=now - self.stale_s)
+
+    def remote(self) -> dict[str, Presence]:
+        """The live providers other replicas hold, by id."""
+        return {p.provider_id: p for p in self.live(self.clock()) if p.replica_id != self.replica_id}
+
+    def candidates(self) -> list[Candidate]:
+        """Every live provider, as the scheduler sees it."""
         now = self.clock()
         out = []
-        live = self.store.live_presence(since=now - self.stale_s)
+        live = self.live(now)
         for p in live:
             local = self.sessions.get(p.provider_id)
             if local is not None and p.replica_id == self.replica_id:

@@ -243,7 +243,6 @@ class SqlStore:
             if cur.rowcount != 1:
                 return None
             task = self._task_tx(db, task_id)
-            db.execute("UPDATE jobs SET pending_reason = '' WHERE job_id = ? AND pending_reason != ''", (task.job_id,))
             job = self._job_tx(db, task.job_id)
             if job.state is JobState.QUEUED:
                 self._set_job(db, job.job_id, JobState.RUNNING, now)
