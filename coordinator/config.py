@@ -25,9 +25,14 @@ class CoordinatorSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    metrics_listen: str = ""  # host:port serving Prometheus /metrics ("" = off)
+    # Submitters sign every SubmitterService call that names a job (EIP-191 over method, body digest,
+    # nonce and timestamp; gpumesh.signing); a replayed nonce or a timestamp off by more than the skew
+    # is refused. Off: unsigned calls are served too, and their jobs belong to nobody.
+    require_signed_requests: bool = True
+    request_max_skew_s: float = Field(300.0, gt=0)
     # Per-identity rate limits (token bucket per session token, else per client host), answered with
     # RESOURCE_EXHAUSTED and retry-after-ms; e.g. GPUMESH_COORDINATOR_RATE_LIMITS__SUBMIT_PER_S=5.
-    metrics_listen: str = ""  # host:port serving Prometheus /metrics ("" = off)
     rate_limit: bool = True
     rate_limits: Limits = Field(default_factory=Limits)
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
@@ -67,7 +72,7 @@ class CoordinatorSettings(BaseSettings):
     reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)
-    min_stake: int = Field(0, ge=0)
+    min_stake: int = Field(0, ge=0)  # active stake a provider needs to take work (settling coordinators)
     # Wallets that may register as tier centralized (the operator's own trusted nodes), besides
     # those trusted in the store (`gpumesh coordinator trust ADDRESS`, or launched by the fallback).
     centralized_addresses: tuple[str, ...] = ()
@@ -77,7 +82,7 @@ class CoordinatorSettings(BaseSettings):
     skypilot: SkyPilotConfig | None = None  # launcher skypilot (env GPUMESH_COORDINATOR_SKYPILOT__CLOUD=aws, ...)
     fallback_cooldown_s: float = Field(300.0, ge=0)  # after a failed launch, per requirements
     fallback_tasks_per_cluster: int = Field(8, ge=1)
-    fallback_release_after_s: float = Field(600.0, ge=0)  # tear down a cluster no task has needed this long  # active stake a provider needs to take work (settling coordinators)
+    fallback_release_after_s: float = Field(600.0, ge=0)  # tear down a cluster no task has needed this long
 
     @property
     def fallback_trust_s(self) -> float:

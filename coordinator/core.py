@@ -27,6 +27,7 @@ from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
 from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
 from coordinator.reputation import standing
+from coordinator.requests import RequestAuth
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
 from coordinator.scheduling.scoring import gpu_speed
@@ -38,7 +39,14 @@ from coordinator.store.base import Store
 from coordinator.verifier import Verifier
 from gpumesh._convert import timestamp
 from gpumesh.artifacts import ArtifactStore
-from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from gpumesh.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from gpumesh.identity import result_text, verify_signature
 from gpumesh.jobspec import JobSpec
 from gpumesh.v1 import provider_pb2
@@ -86,6 +94,8 @@ class Coordinator:
             if registry is not None else None
         )
         self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
+        self.requests = RequestAuth(store, clock, required=settings.require_signed_requests,
+                                    max_skew_s=settings.request_max_skew_s)
         self.sessions = SessionRegistry()
         self.signals = Signals()
         self.metrics = CoordinatorMetrics().watch(self)
@@ -180,14 +190,22 @@ class Coordinator:
 
     # ---- submitter operations -----------------------------------------------------------------
 
-    async def submit_job(self, spec: JobSpec, idempotency_key: str = "", escrow_key: str = "") -> Job:
+    async def submit_job(self, spec: JobSpec, idempotency_key: str = "", escrow_key: str = "", *,
+                         submitter: str = "") -> Job:
+        """Queue a job for ``submitter`` (the signer's address; "" for an unsigned call)."""
         if idempotency_key:
             if len(idempotency_key) > 128:
                 raise InvalidArgument("at most 128 characters", field="idempotency_key")
             existing = self.store.find_job_by_key(idempotency_key)
             if existing is not None:
+                if submitter and existing.submitter and existing.submitter.lower() != submitter.lower():
+                    raise AlreadyExists("another submitter's job has this idempotency key",
+                                        field="idempotency_key")
                 return existing
         escrow = await self._check_escrow(escrow_key) if self.chain is not None else None
+        if escrow is not None and submitter and escrow.submitter.lower() != submitter.lower():
+            raise PermissionDenied(f"the deposit was made by {escrow.submitter}, not by the signer {submitter}",
+                                   field="escrow_key")
         if escrow is not None:
             # Finish (or fail) in time to settle before the submitter may reclaim the deposit.
             latest = datetime.fromtimestamp(escrow.deadline - self.settings.settle_margin_s, timezone.utc)
@@ -220,7 +238,7 @@ class Coordinator:
             idempotency_key=idempotency_key,
             escrow_key=escrow_key if escrow is not None else "",
             budget=escrow.amount if escrow is not None else 0,
-            submitter=escrow.submitter if escrow is not None else "",
+            submitter=escrow.submitter if escrow is not None else submitter,
         )
         job = self.store.create_job(job, tasks)
         if job.job_id == job_id:  # not an idempotent retry

@@ -17,6 +17,7 @@ from gpumesh.errors import GpumeshError, InvalidArgument, Unavailable
 from gpumesh.identity import Wallet
 from gpumesh.jobspec import JobSpec
 from gpumesh.rpc import TlsConfig, tls_from_env, translate_rpc_error
+from gpumesh.signing import SigningInterceptor
 from gpumesh.rpc import channel as rpc_channel
 from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
 
@@ -67,26 +68,51 @@ class JobFailed(GpumeshError):
 class Client:
     """A connection to one coordinator. Thread-safe; close it (or use ``with``) when done."""
 
-    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0, chain_url: str = "") -> None:
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0, chain_url: str = "",
+                 wallet: Wallet | None = None) -> None:
         self._channel = channel
         self._timeout = timeout
         self._chain_url = chain_url  # overrides the coordinator's advertised JSON-RPC endpoint
-        self._jobs = jobs_pb2_grpc.SubmitterServiceStub(channel)
+        self._wallet: Wallet | None = None
+        self._jobs: jobs_pb2_grpc.SubmitterServiceStub | None = None
+        if wallet is not None:
+            self._use(wallet)
+        self._public = jobs_pb2_grpc.SubmitterServiceStub(channel)  # calls that name no job: unsigned
         self.artifacts = RemoteArtifactStore(channel)
+
+    @property
+    def wallet(self) -> Wallet:
+        """The identity that signs this client's calls and owns its jobs: the wallet given to
+        ``connect``, else the first passed to ``submit``, else a new one for this client only."""
+        if self._wallet is None:
+            self._use(Wallet.generate())
+        return self._wallet
+
+    def _use(self, wallet: Wallet) -> None:
+        self._wallet = wallet
+        self._jobs = jobs_pb2_grpc.SubmitterServiceStub(
+            grpc.intercept_channel(self._channel, SigningInterceptor(wallet)))
+
+    @property
+    def _stub(self) -> jobs_pb2_grpc.SubmitterServiceStub:
+        if self._jobs is None:
+            self._use(self.wallet)
+        return self._jobs
 
     @classmethod
     def connect(
         cls, target: str = "127.0.0.1:50051", *, timeout: float = 30.0, wait_ready: float = 10.0, chain_url: str = "",
-        tls: TlsConfig | None = None,
+        tls: TlsConfig | None = None, wallet: Wallet | None = None,
     ) -> Client:
-        """Connect to a coordinator; ``tls`` (default: from ``GPUMESH_TLS_*``, else plaintext)."""
+        """Connect to a coordinator; ``tls`` (default: from ``GPUMESH_TLS_*``, else plaintext);
+        ``wallet`` signs the calls and owns the jobs (see ``Client.wallet``)."""
         channel = rpc_channel(target, tls if tls is not None else tls_from_env())
         try:
             grpc.channel_ready_future(channel).result(timeout=wait_ready)
         except grpc.FutureTimeoutError:
             channel.close()
             raise Unavailable(f"coordinator at {target} is not reachable") from None
-        return cls(channel, timeout=timeout, chain_url=chain_url)
+        return cls(channel, timeout=timeout, chain_url=chain_url, wallet=wallet)
 
     def close(self) -> None:
         self._channel.close()
@@ -116,7 +142,7 @@ class Client:
 
     def settlement_info(self) -> jobs_pb2.SettlementInfo:
         with translate_rpc_error():
-            return self._jobs.GetSettlementInfo(jobs_pb2.GetSettlementInfoRequest(), timeout=self._timeout)
+            return self._public.GetSettlementInfo(jobs_pb2.GetSettlementInfoRequest(), timeout=self._timeout)
 
     def chain(self, info: jobs_pb2.SettlementInfo | None = None):
         """A ChainClient on the coordinator's settlement chain (``None`` if it doesn't settle)."""
@@ -140,13 +166,19 @@ class Client:
         """Submit a job; retries are safe because of the idempotency key.
 
         On a coordinator that settles on-chain, ``budget`` (token base units) is first deposited
-        into the escrow from ``wallet``; whatever the job does not spend is refunded to it.
+        into the escrow from ``wallet`` (default: the client's own); whatever the job does not
+        spend is refunded to it. The depositor must be the wallet that signs the call.
         """
+        if wallet is not None and self._wallet is None:
+            self._use(wallet)  # the depositing wallet signs, and owns the job
+        elif wallet is not None and wallet.address != self._wallet.address:
+            raise InvalidArgument(f"this client signs as {self._wallet.address}: deposit from that wallet, or "
+                                  "connect a client with wallet=", field="wallet")
         key = idempotency_key or uuid.uuid4().hex
         escrow_key = self._deposit(key, budget, wallet, deposit_window_s)
         request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), idempotency_key=key, escrow_key=escrow_key)
         with translate_rpc_error():
-            resp = self._jobs.SubmitJob(request, timeout=self._timeout)
+            resp = self._stub.SubmitJob(request, timeout=self._timeout)
         return JobHandle(self, resp.job.job_id)
 
     def _deposit(self, key: str, budget: int | None, wallet: Wallet | None, window_s: int) -> str:
@@ -154,6 +186,7 @@ class Client:
         chain = self.chain(info)
         if chain is None:
             return ""
+        wallet = wallet or self._wallet
         if budget is None or budget <= 0 or wallet is None:
             raise InvalidArgument("this coordinator settles on-chain: pass budget= (> 0) and wallet=",
                                   field="budget" if wallet is not None else "wallet")
@@ -189,11 +222,11 @@ class Client:
 
     def get_job(self, job_id: str) -> JobStatus:
         with translate_rpc_error():
-            return JobStatus.from_proto(self._jobs.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=self._timeout))
+            return JobStatus.from_proto(self._stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=self._timeout))
 
     def cancel(self, job_id: str, reason: str = "") -> JobStatus:
         with translate_rpc_error():
-            msg = self._jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason), timeout=self._timeout)
+            msg = self._stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason), timeout=self._timeout)
         return JobStatus.from_proto(msg)
 
     def watch(
@@ -206,7 +239,7 @@ class Client:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                for msg in self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=left):
+                for msg in self._stub.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id), timeout=left):
                     down_since = None
                     status = JobStatus.from_proto(msg)
                     yield status
@@ -225,7 +258,7 @@ class Client:
 
     def list_providers(self, *, connected_only: bool = False) -> list[jobs_pb2.ProviderInfo]:
         with translate_rpc_error():
-            resp = self._jobs.ListProviders(
+            resp = self._public.ListProviders(
                 jobs_pb2.ListProvidersRequest(connected_only=connected_only), timeout=self._timeout
             )
         return list(resp.providers)

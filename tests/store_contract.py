@@ -134,6 +134,23 @@ def test_provider_upsert_by_address_keeps_id(store):
     assert store.get_provider("prov_a").gpus == (GpuSpec("H100", 80_000),)
 
 
+def test_nonces_are_single_use_per_address(store):
+    assert store.use_nonce(address="0xA", nonce="n1", expires_at=200, now=100)
+    assert not store.use_nonce(address="0xA", nonce="n1", expires_at=300, now=150)  # a replay
+    assert store.use_nonce(address="0xB", nonce="n1", expires_at=200, now=100)  # another signer's
+    for i in range(200):  # the occasional purge forgets only expired nonces
+        assert store.use_nonce(address="0xC", nonce=f"x{i}", expires_at=10_000, now=250)
+    assert not store.use_nonce(address="0xC", nonce="x0", expires_at=10_000, now=250)
+
+
+def test_sealed_keys_first_write_wins(store):
+    assert store.sealed_keys([]) == {}
+    store.put_sealed_key("bafyA", "wrapped-1", now=1)
+    store.put_sealed_key("bafyA", "wrapped-2", now=2)
+    store.put_sealed_key("bafyB", "wrapped-3", now=2)
+    assert store.sealed_keys(["bafyA", "bafyB", "bafyC"]) == {"bafyA": "wrapped-1", "bafyB": "wrapped-3"}
+
+
 def test_challenges_are_single_use_and_expire(store):
     store.put_challenge(address="0xA", text="c1", expires_at=200)
     assert not store.take_challenge(address="0xB", text="c1", now=100)

@@ -12,20 +12,28 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gpumesh.client import Client
 from gpumesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from gpumesh.identity import Wallet
+from gpumesh.signing import SigningInterceptor
 from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, provider_pb2, provider_pb2_grpc
 
 MISSING = "bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvhdmmbkqwfqmltd4y"
 
 
 @pytest.fixture
-def channel(server):
-    with grpc.insecure_channel(server.target) as ch:
-        yield ch
+def wallet() -> Wallet:
+    return Wallet.generate()
 
 
 @pytest.fixture
-def client(server):
-    with Client.connect(server.target) as c:
+def channel(server, wallet):
+    """A channel whose submitter calls are signed by ``wallet`` (tests/test_signed_requests.py
+    covers unsigned and forged ones)."""
+    with grpc.insecure_channel(server.target) as ch:
+        yield grpc.intercept_channel(ch, SigningInterceptor(wallet))
+
+
+@pytest.fixture
+def client(server, wallet):
+    with Client.connect(server.target, wallet=wallet) as c:
         yield c
 
 

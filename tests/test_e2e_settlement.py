@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpumesh.client import Client
-from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
 from gpumesh.identity import Wallet
 from gpumesh.jobspec import InferenceParams, JobSpec
 from gpumesh.localnet import LocalNetwork
@@ -34,7 +34,7 @@ def _raw_submit(client: Client, spec: JobSpec, **request) -> None:
     from gpumesh.v1 import jobs_pb2
 
     with translate_rpc_error():
-        client._jobs.SubmitJob(jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), **request))
+        client._stub.SubmitJob(jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), **request))
 
 
 def _settled(client: Client, job_id: str, timeout: float = 60):
@@ -57,7 +57,7 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
             net.start_provider(name, price=PRICE, threads=1)
         net.wait_providers(2)
         submitter = Wallet.from_hex(dev_keys()[1])
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=submitter) as client:
             chain = client.chain()
             chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)
             spec = _spec(client, tiny_model)
@@ -72,6 +72,13 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
             assert chain.token_balance(submitter.address) == 0  # all of it is in escrow now
             with pytest.raises(AlreadyExists, match="escrow_key"):  # one deposit pays for one job
                 _raw_submit(client, spec, idempotency_key="other", escrow_key=job_key_hex("paid-1"))
+            # Someone else's deposit cannot pay for a stranger's job (the signer must be the depositor).
+            chain.mint(Account.from_key(submitter.private_key), submitter.address, 1000)
+            chain.deposit(Account.from_key(submitter.private_key), job_key_hex("paid-2"), 1000,
+                          chain.block_timestamp() + 7200)
+            with Client.connect(net.target, wallet=Wallet.generate()) as stranger:
+                with pytest.raises(PermissionDenied, match="escrow_key: the deposit was made by " + submitter.address):
+                    _raw_submit(stranger, spec, idempotency_key="paid-2", escrow_key=job_key_hex("paid-2"))
             # A retried submit is the same job and does not deposit again.
             assert client.submit(spec, budget=BUDGET, wallet=submitter, idempotency_key="paid-1").id == handle.id
 

@@ -14,27 +14,46 @@ def _job_id(value: str) -> str:
     return value
 
 
+SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["SubmitterService"].full_name
+
+
 class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
+    """Calls that name a job are signed by its submitter (coordinator.requests); the provider list
+    and settlement info are public."""
+
     def __init__(self, core: Coordinator) -> None:
         self.core = core
 
+    def _caller(self, method: str, request, context) -> str:
+        return self.core.requests.caller(f"/{SERVICE}/{method}", request, context.invocation_metadata())
+
+    def _owned(self, method: str, request, context) -> str:
+        """The job id of a request its caller may act on."""
+        caller = self._caller(method, request, context)
+        job_id = _job_id(request.job_id)
+        if caller or self.core.requests.required:
+            self.core.requests.check_owner(caller, self.core.store.get_job(job_id).submitter, job_id)
+        return job_id
+
     async def SubmitJob(self, request, context):
+        caller = self._caller("SubmitJob", request, context)
         if not request.HasField("spec"):
             raise InvalidArgument("spec is required", field="spec")
         spec = spec_from_proto(request.spec)
-        job = await self.core.submit_job(spec, request.idempotency_key, request.escrow_key)
+        job = await self.core.submit_job(spec, request.idempotency_key, request.escrow_key, submitter=caller)
         return jobs_pb2.SubmitJobResponse(job=job_to_proto(self.core.get_job(job.job_id)))
 
     async def GetJob(self, request, context):
-        return job_to_proto(self.core.get_job(_job_id(request.job_id)))
+        return job_to_proto(self.core.get_job(self._owned("GetJob", request, context)))
 
     async def WatchJob(self, request, context):
-        async for view in self.core.watch(_job_id(request.job_id)):
+        async for view in self.core.watch(self._owned("WatchJob", request, context)):
             yield job_to_proto(view)
 
     async def CancelJob(self, request, context):
-        await self.core.cancel_job(_job_id(request.job_id), request.reason)
-        return job_to_proto(self.core.get_job(request.job_id))
+        job_id = self._owned("CancelJob", request, context)
+        await self.core.cancel_job(job_id, request.reason)
+        return job_to_proto(self.core.get_job(job_id))
 
     async def GetSettlementInfo(self, request, context):
         info = self.core.settlement_info()

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement, settle_since) WHERE settlement != '';
 CREATE INDEX IF NOT EXISTS jobs_deadline ON jobs(deadline) WHERE deadline IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_recent ON jobs(created_at, job_id);  -- newest first, paged (dashboard)
+CREATE INDEX IF NOT EXISTS jobs_state_recent ON jobs(state, created_at, job_id);
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL REFERENCES jobs(job_id),
@@ -121,6 +123,7 @@ CREATE TABLE IF NOT EXISTS slashes (
     PRIMARY KEY (provider_id, task_id)
 );
 CREATE INDEX IF NOT EXISTS slashes_state ON slashes(state, created_at);
+CREATE INDEX IF NOT EXISTS slashes_recent ON slashes(created_at);
 CREATE TABLE IF NOT EXISTS challenges (
     address TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -145,6 +148,18 @@ CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     provider_id TEXT NOT NULL REFERENCES providers(provider_id),
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (  -- signed requests' nonces, kept while their timestamp is acceptable
+    address TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (address, nonce)
+);
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_at);
+CREATE TABLE IF NOT EXISTS sealed_keys (  -- data keys of encrypted artifacts, wrapped to the coordinator
+    cid TEXT PRIMARY KEY,
+    wrapped TEXT NOT NULL,
+    created_at REAL NOT NULL
 );
 """
 

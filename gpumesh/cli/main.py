@@ -18,6 +18,25 @@ TARGET = click.option(
 )
 
 
+KEY_FILE = click.option(
+    "--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="GPUMESH_KEY_FILE",
+    help="Hex private key of the submitter wallet: it signs the calls, owns the jobs and deposits their "
+         "budgets [default: ~/.gpumesh/submitter.key, created on first use].")
+
+
+def _submitter_client(target: str, key_file: Path | None):
+    """A Client signing as the submitter's wallet (the same one across commands, so a job
+    submitted by one command can be watched or cancelled by the next)."""
+    from gpumesh.client import Client
+    from gpumesh.identity import Wallet
+
+    if key_file is not None and key_file.exists():
+        wallet = Wallet.from_hex(key_file.read_text())
+    else:
+        wallet = Wallet.load_or_create(key_file or Path.home() / ".gpumesh" / "submitter.key")
+    return Client.connect(target, wallet=wallet)
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -202,19 +221,15 @@ def provider_stake(target, data_dir, amount) -> None:
 @click.option("--watch/--no-watch", default=True, show_default=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write the output JSONL here.")
 @click.option("--budget", type=int, default=None, help="Escrowed budget, token base units (paid coordinators).")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              envvar="GPUMESH_KEY_FILE", help="Hex private key of the wallet that deposits the budget.")
+@KEY_FILE
 def submit(job_file, target, watch, output, budget, key_file) -> None:
     """Submit a job described in a YAML file (local model/input paths are uploaded)."""
-    from gpumesh.client import Client
     from gpumesh.cli.progress import watch_job
-    from gpumesh.identity import Wallet
     from gpumesh.jobfile import load_job_file
 
-    with Client.connect(target) as client:
+    with _submitter_client(target, key_file) as client:
         spec = load_job_file(job_file, client.upload)
-        wallet = Wallet.from_hex(key_file.read_text()) if key_file else None
-        handle = client.submit(spec, budget=budget, wallet=wallet)
+        handle = client.submit(spec, budget=budget)
         click.echo(f"submitted {handle.id}")
         if watch:
             status = watch_job(client, handle.id)
@@ -233,12 +248,12 @@ def jobs() -> None:
 @jobs.command("watch")
 @click.argument("job_id")
 @TARGET
-def jobs_watch(job_id, target) -> None:
+@KEY_FILE
+def jobs_watch(job_id, target, key_file) -> None:
     """Follow a job with a progress bar until it finishes."""
-    from gpumesh.client import Client
     from gpumesh.cli.progress import watch_job
 
-    with Client.connect(target) as client:
+    with _submitter_client(target, key_file) as client:
         if watch_job(client, job_id).state != "COMPLETED":
             sys.exit(1)
 
@@ -246,13 +261,13 @@ def jobs_watch(job_id, target) -> None:
 @jobs.command("get")
 @click.argument("job_id")
 @TARGET
-def jobs_get(job_id, target) -> None:
+@KEY_FILE
+def jobs_get(job_id, target, key_file) -> None:
     """Print a job and its tasks as JSON."""
     from google.protobuf import json_format
 
-    from gpumesh.client import Client
 
-    with Client.connect(target) as client:
+    with _submitter_client(target, key_file) as client:
         click.echo(json_format.MessageToJson(client.get_job(job_id).raw))
 
 
@@ -260,22 +275,23 @@ def jobs_get(job_id, target) -> None:
 @click.argument("job_id")
 @click.option("--reason", default="")
 @TARGET
-def jobs_cancel(job_id, reason, target) -> None:
+@KEY_FILE
+def jobs_cancel(job_id, reason, target, key_file) -> None:
     """Cancel a job (its running tasks are stopped)."""
-    from gpumesh.client import Client
 
-    with Client.connect(target) as client:
+    with _submitter_client(target, key_file) as client:
         click.echo(client.cancel(job_id, reason).state)
 
 
 @jobs.command("output")
 @click.argument("job_id")
 @TARGET
-def jobs_output(job_id, target) -> None:
+@KEY_FILE
+def jobs_output(job_id, target, key_file) -> None:
     """Print a completed job's output JSONL."""
-    from gpumesh.client import Client, JobHandle
+    from gpumesh.client import JobHandle
 
-    with Client.connect(target) as client:
+    with _submitter_client(target, key_file) as client:
         for record in JobHandle(client, job_id).outputs():
             click.echo(json.dumps(record, ensure_ascii=False))
 
