@@ -27,6 +27,8 @@ from gpumesh.identity import Wallet, result_text
 from gpumesh.jobspec import JobSpec
 from gpumesh.localnet import LocalNetwork
 from gpumesh.rpc import CHANNEL_OPTIONS
+from gpumesh.sealing import SealingKey
+from gpumesh.signing import sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 
 
@@ -35,10 +37,11 @@ async def sim_provider(target: str, output_cid: str, slots: int, stop: asyncio.E
     async with aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub = provider_pb2_grpc.ProviderServiceStub(channel)
         ch = await stub.GetChallenge(provider_pb2.GetChallengeRequest(address=wallet.address))
-        reg = await stub.Register(provider_pb2.RegisterRequest(
-            address=wallet.address, challenge=ch.challenge, signature=wallet.sign_text(ch.challenge),
-            slots=slots, hardware=common_pb2.Hardware(cpu_count=8, memory_total_mb=32_000), runtime="sim",
-        ))
+        reg = await stub.Register(sign_registration(wallet, provider_pb2.RegisterRequest(
+            address=wallet.address, challenge=ch.challenge, slots=slots, runtime="sim",
+            hardware=common_pb2.Hardware(cpu_count=8, memory_total_mb=32_000),
+            sealing_public_key=SealingKey.derive(wallet.private_key).public_bytes,
+        )))
         call = stub.Session(metadata=(("authorization", f"Bearer {reg.session_token}"),))
         reader = asyncio.create_task(_answer(call, wallet, output_cid, counts))
         await stop.wait()

@@ -13,6 +13,7 @@ from coordinator.store.base import Store
 from gpumesh.amounts import parse_amount
 from gpumesh.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from gpumesh.identity import challenge_text, normalize_address, verify_signature
+from gpumesh.signing import registration_text
 from gpumesh.v1 import common_pb2, provider_pb2
 from google.protobuf import json_format
 
@@ -46,7 +47,10 @@ class ProviderAuth:
         address = normalize_address(req.address)
         _validate_offer(req)
         price = parse_amount(req.price_per_hour, field="price_per_hour")  # before the challenge is spent
-        verify_signature(req.challenge, req.signature, address)
+        if len(req.sealing_public_key) != 32:
+            raise InvalidArgument("a 32-byte X25519 public key is required (sealed inputs are wrapped to it)",
+                                  field="sealing_public_key")
+        verify_signature(registration_text(req), req.signature, address)
         now = self.clock()
         if not self.store.take_challenge(address=address, text=req.challenge, now=now):
             raise Unauthenticated("challenge unknown, expired or already used; request a new one")
@@ -76,6 +80,7 @@ class ProviderAuth:
                 registered_at=now,
                 last_seen=now,
                 operator=req.operator.lower(),
+                sealing_key=req.sealing_public_key.hex(),
             )
         )
         token = secrets.token_urlsafe(32)

@@ -26,10 +26,16 @@ class CoordinatorSettings(BaseSettings):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     metrics_listen: str = ""  # host:port serving Prometheus /metrics ("" = off)
+    # host:port serving the read-only web dashboard ("" = off). It shows every submitter's jobs:
+    # keep it on loopback or behind an authenticating proxy.
+    dashboard_listen: str = ""
     # Submitters sign every SubmitterService call that names a job (EIP-191 over method, body digest,
     # nonce and timestamp; gpumesh.signing); a replayed nonce or a timestamp off by more than the skew
     # is refused. Off: unsigned calls are served too, and their jobs belong to nobody.
     require_signed_requests: bool = True
+    # X25519 key that sealed inputs' data keys are wrapped to (default: data_dir/sealing.key, made on
+    # first start). Replicas on one database must share it.
+    sealing_key_file: Path | None = None
     request_max_skew_s: float = Field(300.0, gt=0)
     # Per-identity rate limits (token bucket per session token, else per client host), answered with
     # RESOURCE_EXHAUSTED and retry-after-ms; e.g. GPUMESH_COORDINATOR_RATE_LIMITS__SUBMIT_PER_S=5.
@@ -89,6 +95,10 @@ class CoordinatorSettings(BaseSettings):
         """How long a launched node's wallet may register as centralized (its cluster's lifetime)."""
         minutes = self.skypilot.max_runtime_minutes if self.skypilot is not None else 0
         return (minutes or 12 * 60) * 60 + 3600
+
+    @property
+    def sealing_key_path(self) -> Path:
+        return self.sealing_key_file or self.data_dir / "sealing.key"
 
     @property
     def db_path(self) -> Path:

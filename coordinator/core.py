@@ -28,6 +28,7 @@ from coordinator.events import SCHEDULER, Signals
 from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
 from coordinator.reputation import standing
 from coordinator.requests import RequestAuth
+from coordinator.sealing import KeyBroker, SealedView
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
 from coordinator.scheduling.scoring import gpu_speed
@@ -49,6 +50,7 @@ from gpumesh.errors import (
 )
 from gpumesh.identity import result_text, verify_signature
 from gpumesh.jobspec import JobSpec
+from gpumesh.sealing import SealingKey
 from gpumesh.v1 import provider_pb2
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class JobView:
     tasks: list[Task]
     pending_reason: str
     checks: list[Task] = ()  # replicas, audits and referees of its tasks
+    output_key: bytes = b""  # sealed output: its data key wrapped to the submitter's key
 
 
 class Coordinator:
@@ -77,10 +80,13 @@ class Coordinator:
         leadership: Leadership | None = None,
         relay: PgSignalRelay | None = None,
         fallback: FallbackManager | None = None,
+        sealing: SealingKey | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.artifacts = artifacts
+        self.keys = KeyBroker(sealing or SealingKey.generate(), store, clock)
+        self.raw_artifacts = artifacts  # what providers fetch: sealed artifacts stay sealed
+        self.artifacts = SealedView(artifacts, self.keys)  # what the coordinator reads: opened
         self.chain = chain
         self.clock = clock
         self.settler = (
@@ -88,7 +94,7 @@ class Coordinator:
                     clock=clock, on_settled=self._on_settled)
             if chain is not None else None
         )
-        self.verifier = Verifier(settings, store, artifacts, clock=clock)
+        self.verifier = Verifier(settings, store, self.artifacts, clock=clock)
         self.slasher = (
             Slasher(store, registry, default_beneficiary=getattr(registry, "address", ""), clock=clock)
             if registry is not None else None
@@ -191,8 +197,9 @@ class Coordinator:
     # ---- submitter operations -----------------------------------------------------------------
 
     async def submit_job(self, spec: JobSpec, idempotency_key: str = "", escrow_key: str = "", *,
-                         submitter: str = "") -> Job:
-        """Queue a job for ``submitter`` (the signer's address; "" for an unsigned call)."""
+                         submitter: str = "", input_keys: Sequence[tuple[str, bytes]] = ()) -> Job:
+        """Queue a job for ``submitter`` (the signer's address; "" for an unsigned call).
+        ``input_keys``: (cid, data key wrapped to this coordinator) of its sealed input."""
         if idempotency_key:
             if len(idempotency_key) > 128:
                 raise InvalidArgument("at most 128 characters", field="idempotency_key")
@@ -216,6 +223,13 @@ class Coordinator:
         for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
             if not await asyncio.to_thread(self.artifacts.has, cid):
                 raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
+        if spec.output_sealing_key and spec.kind != "inference":
+            raise InvalidArgument("sealed outputs are for inference jobs", field="spec.output_sealing_key")
+        for i, (cid, wrapped) in enumerate(input_keys):
+            if cid != spec.input_cid:
+                raise InvalidArgument("only spec.input_cid can be sealed", field=f"input_keys[{i}].cid")
+            await asyncio.to_thread(self.keys.adopt, cid, wrapped, self.raw_artifacts,
+                                    field=f"input_keys[{i}].wrapped_key")
         now = self.clock()
         job_id = "job_" + uuid.uuid4().hex[:16]
         tasks = []
@@ -224,7 +238,7 @@ class Coordinator:
             tasks.append(Task(f"{job_id}-t00000", job_id, 0, TaskState.QUEUED, spec.input_cid, examples))
         else:
             for shard in await asyncio.to_thread(self._shard_input, spec):
-                cid = await asyncio.to_thread(self.artifacts.put_bytes, shard.data)
+                cid = await asyncio.to_thread(self.artifacts.put_like, spec.input_cid, shard.data)
                 tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid,
                                   shard.prompts))
         job = Job(
@@ -313,8 +327,12 @@ class Coordinator:
 
     def get_job(self, job_id: str) -> JobView:
         job = self.store.get_job(job_id)
+        output_key = b""
+        if job.output_cid and job.spec.output_sealing_key:  # the submitter's key to the merged output
+            output_key = self.keys.wrap_for(job.output_cid, bytes.fromhex(job.spec.output_sealing_key))
         # The store clears the reason when the job ends.
-        return JobView(job, self.store.list_tasks(job_id), job.pending_reason, self.store.list_checks(job_id))
+        return JobView(job, self.store.list_tasks(job_id), job.pending_reason, self.store.list_checks(job_id),
+                       output_key)
 
     async def cancel_job(self, job_id: str, reason: str = "") -> Job:
         job, leased = self.store.cancel_job(job_id, reason=reason or "cancelled by submitter", now=self.clock())
@@ -402,6 +420,11 @@ class Coordinator:
             if not await asyncio.to_thread(self.artifacts.has, res.output_cid):
                 raise NotFound(f"output {res.output_cid} was not uploaded", field="output_cid")
             task = self.store.get_task(res.task_id)
+            if self._seals_output(task, self._spec(task.job_id)):
+                if not res.output_key:
+                    raise InvalidArgument("this job's outputs must be sealed", field="output_key")
+                await asyncio.to_thread(self.keys.adopt, res.output_cid, res.output_key, self.raw_artifacts,
+                                        field="output_key")
             decision = None
             if (task.role is TaskRole.PRIMARY and task.state is TaskState.LEASED and task.lease_id == res.lease_id
                     and task.provider_id == pid):
@@ -540,6 +563,8 @@ class Coordinator:
             for task in sorted(tasks, key=lambda t: t.index):
                 yield from self.artifacts.iter_bytes(task.output_cid)
 
+        if tasks and self._spec(tasks[0].job_id).output_sealing_key:  # sealed to the coordinator, rewrapped per read
+            return self.artifacts.put_sealed(chunks())
         return self.artifacts.put_stream(chunks())
 
     def schedule_once(self) -> int:
@@ -671,9 +696,22 @@ class Coordinator:
                     params_json=self._lease_params(lease.task, spec),
                     timeout_s=spec.task_timeout_s,
                     expires_at=timestamp(lease.expires_at),
+                    keys=self._lease_keys(lease.task, session.record),
+                    output_sealing_key=self.keys.public_bytes if self._seals_output(lease.task, spec) else b"",
                 )
             )
         )
+
+    def _lease_keys(self, task: Task, record) -> list:
+        """The data keys of the task's sealed inputs, wrapped to the assigned provider alone."""
+        if not record.sealing_key:
+            return []
+        return self.keys.keys_for((task.input_cid, task.aux_cid), bytes.fromhex(record.sealing_key))
+
+    @staticmethod
+    def _seals_output(task: Task, spec: JobSpec) -> bool:
+        """A sealed job's JSONL outputs (its tasks' and their checks') are uploaded sealed."""
+        return bool(spec.output_sealing_key) and (task.kind if task.is_check else spec.kind) in ("inference", "rescore")
 
     @staticmethod
     def _lease_params(task: Task, spec: JobSpec) -> str:

@@ -136,6 +136,7 @@ class ProviderRecord:
     rep_beta: float = 1.0
     rep_updated_at: float | None = None
     slashed: int = 0  # times slashed
+    sealing_key: str = ""  # hex X25519 public key: sealed inputs' data keys are wrapped to it
 
     @property
     def operator_id(self) -> str:

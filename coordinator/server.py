@@ -22,6 +22,7 @@ from coordinator.core import Coordinator
 from coordinator.store.sqlite import SqliteStore
 from gpumesh.artifacts import EmbeddedBlockstore
 from gpumesh.errors import InvalidArgument
+from gpumesh.sealing import SealingKey
 from gpumesh.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -113,6 +114,7 @@ class CoordinatorServer:
     def __init__(self, settings: CoordinatorSettings) -> None:
         self.settings = settings
         credentials = server_credentials(settings)  # a TLS misconfiguration fails before anything opens
+        self.dashboard = None
         self.store = build_store(settings)
         self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
         chain = build_chain(settings)
@@ -120,7 +122,8 @@ class CoordinatorServer:
             settings = self.settings = settings.model_copy(update={"replica_id": uuid.uuid4().hex[:12]})
         leadership, relay = build_cluster(settings, settings.replica_id)
         self.core = Coordinator(settings, self.store, self.artifacts, chain=chain, registry=chain,
-                                leadership=leadership, relay=relay, fallback=build_fallback(settings))
+                                leadership=leadership, relay=relay, fallback=build_fallback(settings),
+                                sealing=SealingKey.load_or_create(settings.sealing_key_path))
         self.health = health.aio.HealthServicer()
         limit = settings.max_message_bytes
         self.server = aio.server(
@@ -156,12 +159,20 @@ class CoordinatorServer:
         await self.core.start()
         if self.settings.metrics_listen:
             self.metrics_port = self.core.metrics.serve(self.settings.metrics_listen)
+        if self.settings.dashboard_listen:
+            from coordinator.dashboard import Dashboard, parse_listen
+
+            self.dashboard = Dashboard(self.core, *parse_listen(self.settings.dashboard_listen))
+            await self.dashboard.start()
+            log.info("dashboard on %s", self.dashboard.url)
         await self.server.start()
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("coordinator listening on port %d (data in %s)", self.port, self.settings.data_dir)
 
     async def stop(self, grace: float = 2.0) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         await self.core.stop()
         self.core.metrics.close()
         await self.server.stop(grace)

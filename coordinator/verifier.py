@@ -16,16 +16,41 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from coordinator.config import CoordinatorSettings
-from coordinator.models import Job, ProviderRecord, ProviderTier, Task, TaskRole, TaskState
+from coordinator.models import (
+    Job,
+    ProviderRecord,
+    ProviderTier,
+    Task,
+    TaskRole,
+    TaskState,
+)
+from coordinator.sealing import SealedView
+from coordinator.settlement.payouts import TaskCharge, task_cost
 from coordinator.store.base import Slash, Store, VerificationUpdate
 from coordinator.verification.compare import RescoreThresholds, Verdict
-from coordinator.verification.inputs import answers, audit_input, disguise, jsonl, records, undisguise
+from coordinator.verification.inputs import (
+    answers,
+    audit_input,
+    disguise,
+    jsonl,
+    records,
+    undisguise,
+)
 from coordinator.verification.plan import AuditPolicy, Check, VerificationPlan
-from coordinator.settlement.payouts import TaskCharge, task_cost
 from coordinator.verification.policy import ReplicationPolicy, p_floor
-from coordinator.verification.resolve import CheckReading, RefereeReading, read_audit, read_referee, read_replica
-from coordinator.verification.segments import choose_segment, claimed_weights, judge, replay_result
-from gpumesh.artifacts import ArtifactStore
+from coordinator.verification.resolve import (
+    CheckReading,
+    RefereeReading,
+    read_audit,
+    read_referee,
+    read_replica,
+)
+from coordinator.verification.segments import (
+    choose_segment,
+    claimed_weights,
+    judge,
+    replay_result,
+)
 from gpumesh.checkpoints import FinetuneOutput
 from gpumesh.jobspec import JobSpec
 
@@ -44,7 +69,7 @@ def _check_id(task: Task, what: str) -> str:
 
 
 class Verifier:
-    def __init__(self, settings: CoordinatorSettings, store: Store, artifacts: ArtifactStore,
+    def __init__(self, settings: CoordinatorSettings, store: Store, artifacts: SealedView,
                  *, clock: Callable[[], float], rng: random.Random | None = None) -> None:
         self.settings = settings
         self.store = store
@@ -104,14 +129,14 @@ class Verifier:
             d = disguise(inp, check.seed)
             meta["names"] = d.names
             return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
-                        self.artifacts.put_bytes(d.data), task.prompts, role=TaskRole.REPLICA,
+                        self.artifacts.put_like(task.input_cid, d.data), task.prompts, role=TaskRole.REPLICA,
                         verifies=task.task_id, kind="inference", exclude=(provider.operator_id,),
                         check_json=json.dumps(meta))
         a = audit_input(inp, out, check, self.rng.getrandbits(63))
         meta["kinds"] = a.kinds
         return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
-                    self.artifacts.put_bytes(a.claims), len(a.kinds), role=TaskRole.AUDIT,
-                    verifies=task.task_id, kind="rescore", aux_cid=self.artifacts.put_bytes(a.prompts),
+                    self.artifacts.put_like(task.input_cid, a.claims), len(a.kinds), role=TaskRole.AUDIT,
+                    verifies=task.task_id, kind="rescore", aux_cid=self.artifacts.put_like(task.input_cid, a.prompts),
                     exclude=(provider.operator_id,), check_json=json.dumps(meta))
 
     def _unchecked(self, provider: ProviderRecord) -> str:
@@ -223,8 +248,9 @@ class Verifier:
                 kinds += [("replica", i) for i in range(len(mapped))]
             ref_meta["kinds"] = kinds
             fields = ("id", "prompt", "completion", "completion_ids", "completion_tokens")
-            claims_cid = self.artifacts.put_bytes(jsonl([{k: c[k] for k in fields if k in c} for c in claims]))
-            prompts_cid = self.artifacts.put_bytes(jsonl([prompts[i] for _, i in kinds]))
+            claims_cid = self.artifacts.put_like(primary.input_cid,
+                                                 jsonl([{k: c[k] for k in fields if k in c} for c in claims]))
+            prompts_cid = self.artifacts.put_like(primary.input_cid, jsonl([prompts[i] for _, i in kinds]))
             n = len(kinds)
         return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, claims_cid, n,
                     role=TaskRole.REFEREE, verifies=primary.task_id, kind="rescore", aux_cid=prompts_cid,

@@ -54,6 +54,10 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             raise InvalidArgument(f"not JSON: {exc}", field="spec.finetune_json") from None
     if msg.fallback:
         data["fallback"] = msg.fallback
+    if msg.output_sealing_key:
+        if len(msg.output_sealing_key) != 32:
+            raise InvalidArgument("an X25519 public key is 32 bytes", field="spec.output_sealing_key")
+        data["output_sealing_key"] = msg.output_sealing_key.hex()
     if msg.HasField("verification"):
         v = msg.verification
         data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate") if v.HasField(k)}
@@ -80,6 +84,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         max_attempts=spec.max_attempts,
         task_timeout_s=spec.task_timeout_s,
         fallback=spec.fallback,
+        output_sealing_key=bytes.fromhex(spec.output_sealing_key),
     )
     if spec.deadline is not None:
         msg.deadline.FromDatetime(spec.deadline)

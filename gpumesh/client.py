@@ -13,10 +13,12 @@ import grpc
 
 from gpumesh._convert import spec_to_proto
 from gpumesh.artifacts.remote import RemoteArtifactStore
+from gpumesh.artifacts.sealed import OpenedView
 from gpumesh.errors import GpumeshError, InvalidArgument, Unavailable
 from gpumesh.identity import Wallet
 from gpumesh.jobspec import JobSpec
 from gpumesh.rpc import TlsConfig, tls_from_env, translate_rpc_error
+from gpumesh.sealing import SealingKey, new_data_key, seal_stream, wrap_key
 from gpumesh.signing import SigningInterceptor
 from gpumesh.rpc import channel as rpc_channel
 from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc
@@ -78,6 +80,8 @@ class Client:
         if wallet is not None:
             self._use(wallet)
         self._public = jobs_pb2_grpc.SubmitterServiceStub(channel)  # calls that name no job: unsigned
+        self._sealed: dict[str, bytes] = {}  # cid -> data key of what this client sealed
+        self._coordinator_key: bytes | None = None
         self.artifacts = RemoteArtifactStore(channel)
 
     @property
@@ -125,18 +129,43 @@ class Client:
 
     # ---- artifacts ------------------------------------------------------------------------
 
-    def upload(self, source: Path | str | bytes) -> str:
-        """Upload a file path or bytes; returns the CID."""
-        if isinstance(source, bytes):
-            return self.artifacts.put_bytes(source)
-        return self.artifacts.put_file(Path(source))
+    def upload(self, source: Path | str | bytes, *, seal: bool = False) -> str:
+        """Upload a file path or bytes; returns the CID.
 
-    def download(self, cid: str, dest: Path | None = None) -> bytes | None:
-        """Fetch (and verify) ``cid``: to ``dest`` if given, else returned as bytes."""
+        ``seal``: encrypt it first (AES-256-GCM under a new data key; the CID is the ciphertext's).
+        A job whose input this client sealed gets the key wrapped to the coordinator, which passes it
+        on, wrapped to each provider, only with that provider's leases."""
+        if not seal:
+            if isinstance(source, bytes):
+                return self.artifacts.put_bytes(source)
+            return self.artifacts.put_file(Path(source))
+        chunks = [source] if isinstance(source, bytes) else _read_chunks(Path(source))
+        data_key = new_data_key()
+        cid = self.artifacts.put_stream(seal_stream(chunks, data_key))
+        self._sealed[cid] = data_key
+        return cid
+
+    def download(self, cid: str, dest: Path | None = None, *, data_key: bytes | None = None) -> bytes | None:
+        """Fetch (and verify) ``cid``: to ``dest`` if given, else returned as bytes. A sealed
+        artifact is opened with ``data_key`` (or the key this client sealed it with)."""
+        key = data_key or self._sealed.get(cid)
+        store = OpenedView(self.artifacts, lambda c: key if c == cid else None) if key else self.artifacts
         if dest is None:
-            return self.artifacts.get_bytes(cid)
-        self.artifacts.get_file(cid, dest)
+            return store.get_bytes(cid)
+        store.get_file(cid, dest)
         return None
+
+    @property
+    def sealing_key(self) -> SealingKey:
+        """This client's X25519 key (derived from its wallet): sealed outputs are wrapped to it."""
+        return SealingKey.derive(self.wallet.private_key)
+
+    def coordinator_sealing_key(self) -> bytes:
+        if self._coordinator_key is None:
+            with translate_rpc_error():
+                info = self._public.GetSealingKey(jobs_pb2.GetSealingKeyRequest(), timeout=self._timeout)
+            self._coordinator_key = info.public_key
+        return self._coordinator_key
 
     # ---- jobs -----------------------------------------------------------------------------
 
@@ -162,8 +191,13 @@ class Client:
         budget: int | None = None,
         wallet: Wallet | None = None,
         deposit_window_s: int = 24 * 3600,
+        seal_output: bool | None = None,
     ) -> JobHandle:
         """Submit a job; retries are safe because of the idempotency key.
+
+        A job whose input was uploaded with ``seal=True`` runs sealed: only the providers given its
+        tasks can read the input, and (``seal_output``, default on for such an inference job) the
+        outputs are sealed to this client's key; ``JobHandle.outputs`` opens them.
 
         On a coordinator that settles on-chain, ``budget`` (token base units) is first deposited
         into the escrow from ``wallet`` (default: the client's own); whatever the job does not
@@ -174,9 +208,18 @@ class Client:
         elif wallet is not None and wallet.address != self._wallet.address:
             raise InvalidArgument(f"this client signs as {self._wallet.address}: deposit from that wallet, or "
                                   "connect a client with wallet=", field="wallet")
+        input_keys = []
+        if spec.input_cid in self._sealed:  # its data key goes to the coordinator only
+            input_keys.append(common_pb2.SealedKey(
+                cid=spec.input_cid, wrapped_key=wrap_key(self._sealed[spec.input_cid], self.coordinator_sealing_key())))
+            if seal_output is None:
+                seal_output = spec.kind == "inference"
+        if seal_output:
+            spec = spec.model_copy(update={"output_sealing_key": self.sealing_key.public_bytes.hex()})
         key = idempotency_key or uuid.uuid4().hex
         escrow_key = self._deposit(key, budget, wallet, deposit_window_s)
-        request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), idempotency_key=key, escrow_key=escrow_key)
+        request = jobs_pb2.SubmitJobRequest(spec=spec_to_proto(spec), idempotency_key=key, escrow_key=escrow_key,
+                                            input_keys=input_keys)
         with translate_rpc_error():
             resp = self._stub.SubmitJob(request, timeout=self._timeout)
         return JobHandle(self, resp.job.job_id)
@@ -208,15 +251,17 @@ class Client:
         name: str = "inference",
         budget: int | None = None,
         wallet: Wallet | None = None,
+        seal: bool = False,
         **options,
     ) -> JobHandle:
         """Convenience: upload a model file and prompts (a list or a JSONL path), then submit
-        (depositing ``budget`` from ``wallet`` when the coordinator settles on-chain)."""
+        (depositing ``budget`` from ``wallet`` when the coordinator settles on-chain); ``seal``
+        encrypts the prompts and the outputs (see ``submit``)."""
         model_cid = model if isinstance(model, str) and not Path(model).exists() else self.upload(model)
         if isinstance(prompts, Path):
-            input_cid = self.upload(prompts)
+            input_cid = self.upload(prompts, seal=seal)
         else:
-            input_cid = self.upload("".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode())
+            input_cid = self.upload("".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode(), seal=seal)
         spec = JobSpec(name=name, model_cid=model_cid, input_cid=input_cid, **options)
         return self.submit(spec, budget=budget, wallet=wallet)
 
@@ -264,6 +309,12 @@ class Client:
         return list(resp.providers)
 
 
+def _read_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
+
+
 class JobHandle:
     """A submitted job."""
 
@@ -294,7 +345,8 @@ class JobHandle:
         status = self.status()
         if status.state != "COMPLETED":
             raise JobFailed(f"job {self.id} is {status.state}, not COMPLETED")
-        data = self.client.download(status.output_cid)
+        key = self.client.sealing_key.unwrap(status.raw.output_key) if status.raw.output_key else None
+        data = self.client.download(status.output_cid, data_key=key)
         return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
     def finetune_output(self):

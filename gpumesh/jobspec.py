@@ -65,6 +65,8 @@ class JobSpec(_Strict):
     task_timeout_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
     deadline: datetime | None = None
     fallback: FallbackPolicy = "on_deadline"
+    # Hex X25519 public key the outputs are sealed to (gpumesh.sealing); "" = stored in the clear.
+    output_sealing_key: str = Field("", pattern=r"^([0-9a-f]{64})?$")
 
     @field_validator("fallback", mode="before")
     @classmethod

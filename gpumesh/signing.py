@@ -140,3 +140,21 @@ class SigningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
 
     def intercept_unary_stream(self, continuation, client_call_details, request):
         return continuation(self._sign(client_call_details, request), request)
+
+
+# ---- provider registration ----------------------------------------------------------------------
+
+def registration_text(request: Message) -> str:
+    """What a provider signs to register: the coordinator's challenge (its nonce and issue time)
+    and the digest of the whole RegisterRequest with its signature left empty, so the offer (price,
+    hardware, sealing key) is signed too."""
+    unsigned = type(request)()
+    unsigned.CopyFrom(request)
+    unsigned.ClearField("signature")
+    return f"{request.challenge}\nrequest-sha256: {body_digest(unsigned)}"
+
+
+def sign_registration(wallet: Wallet, request: Message) -> Message:
+    """Fill in ``request.signature`` (a provider_pb2.RegisterRequest); returns it."""
+    request.signature = wallet.sign_text(registration_text(request))
+    return request

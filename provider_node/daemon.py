@@ -19,6 +19,7 @@ from grpc import aio
 from gpumesh.errors import Unauthenticated
 from gpumesh.identity import Wallet
 from gpumesh.rpc import aio_channel
+from gpumesh.signing import sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from provider_node.config import ProviderSettings
 from provider_node.executor import TaskExecutor
@@ -91,10 +92,9 @@ class ProviderDaemon:
         address = self.wallet.address
         challenge = await stub.GetChallenge(provider_pb2.GetChallengeRequest(address=address), timeout=10)
         resp = await stub.Register(
-            provider_pb2.RegisterRequest(
+            sign_registration(self.wallet, provider_pb2.RegisterRequest(
                 address=address,
                 challenge=challenge.challenge,
-                signature=self.wallet.sign_text(challenge.challenge),
                 name=self.settings.name or f"provider-{address[2:8].lower()}",
                 hardware=hardware_to_proto(self.hardware),
                 price_per_hour=str(self.settings.price_per_hour),
@@ -106,7 +106,8 @@ class ProviderDaemon:
                 runtime=self.executor.runtime.name,
                 isolated=self.executor.runtime.isolated,
                 operator=self.settings.operator,
-            ),
+                sealing_public_key=self.executor.sealing.public_bytes,
+            )),
             timeout=10,
         )
         self.state.provider_id = resp.provider_id

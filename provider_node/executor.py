@@ -11,8 +11,10 @@ import tempfile
 from pathlib import Path
 
 from gpumesh.artifacts import ArtifactStore
+from gpumesh.artifacts.sealed import OpenedView
 from gpumesh.errors import GpumeshError
 from gpumesh.identity import Wallet, result_text
+from gpumesh.sealing import SealingKey, new_data_key, seal_stream, wrap_key
 from gpumesh.v1 import provider_pb2
 from provider_node.finetune_io import replay_args, upload_replay, upload_run
 from provider_node.gpu_alloc import GpuAllocator
@@ -55,6 +57,7 @@ class TaskExecutor:
         self.workloads = {**WORKLOADS, **(workloads or {})}
         self.workload_env = dict(workload_env or {})
         self.gpus = GpuAllocator(g.index for g in hardware.gpus)
+        self.sealing = SealingKey.derive(wallet.private_key)  # sealed inputs' keys are wrapped to it
 
     async def execute(self, lease: provider_pb2.TaskLease) -> provider_pb2.ProviderMessage:
         """Always returns a result or a failure message; cancellation kills the workload."""
@@ -82,16 +85,19 @@ class TaskExecutor:
         if module is None:
             return _failure(lease, f"unsupported task kind {lease.kind!r}", False)
         model = await self._prepare_model(lease.model_cid)
+        # Sealed inputs: fetched as ciphertext (checked against its CID), opened with the lease's keys.
+        keys = {k.cid: self.sealing.unwrap(k.wrapped_key) for k in lease.keys}
+        artifacts = OpenedView(self.artifacts, keys.get)
         inp, out, res = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "result.json"
-        await asyncio.to_thread(self.artifacts.get_file, lease.input_cid, inp)
+        await asyncio.to_thread(artifacts.get_file, lease.input_cid, inp)
         extra: tuple[str, ...] = ()
         params = lease.params_json or "{}"
         if lease.kind in ("finetune", "replay"):
             out = workdir / "out"  # a directory: checkpoints, loss log, final weights
             if lease.kind == "replay":
-                params, extra = await asyncio.to_thread(replay_args, params, lease.aux_cid, workdir, self.artifacts)
+                params, extra = await asyncio.to_thread(replay_args, params, lease.aux_cid, workdir, artifacts)
         elif lease.aux_cid:  # a re-scoring check: the job's prompts beside the claimed records
-            await asyncio.to_thread(self.artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
+            await asyncio.to_thread(artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
             extra = ("--prompts", str(workdir / "prompts.jsonl"))
         spec = RunSpec(
             argv=workload_argv(
@@ -113,10 +119,15 @@ class TaskExecutor:
         if run.exit_code != 0 or not report.get("ok"):
             error = report.get("error") or f"workload exited {run.exit_code}: {run.stderr_tail[-1000:]}"
             return _failure(lease, error, bool(report.get("retryable", True)))
+        output_key = b""
         if lease.kind == "finetune":
             output_cid = await asyncio.to_thread(upload_run, out, report, json.loads(params), self.artifacts)
         elif lease.kind == "replay":
             output_cid = await asyncio.to_thread(upload_replay, out, self.artifacts)
+        elif lease.output_sealing_key:  # a sealed job: only the coordinator (and then the submitter) reads it
+            data_key = new_data_key()
+            output_cid = await asyncio.to_thread(self.artifacts.put_stream, seal_stream(_read_chunks(out), data_key))
+            output_key = wrap_key(data_key, lease.output_sealing_key)
         else:
             output_cid = await asyncio.to_thread(self.artifacts.put_file, out)
         metrics = {**report, "runtime": self.runtime.name, "isolated": self.runtime.isolated,
@@ -130,6 +141,7 @@ class TaskExecutor:
                 output_cid=output_cid,
                 signature=self.wallet.sign_text(result_text(lease.task_id, output_cid)),
                 metrics_json=json.dumps(metrics, sort_keys=True),
+                output_key=output_key,
             )
         )
 
@@ -164,6 +176,12 @@ class TaskExecutor:
             return converted if converted.is_dir() else model
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+def _read_chunks(path: Path, size: int = 1024 * 1024):
+    with open(path, "rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
 
 
 def _read_report(path: Path) -> dict:

@@ -362,3 +362,56 @@ def test_presence_follows_the_newest_session_and_counts_open_leases(store):
     assert len(s.live_presence(since=0.0)) == 1
     s.drop_presence("r2", ["prov_a"])
     assert s.live_presence(since=0.0) == []
+
+
+def test_dashboard_reads_are_bounded_pages_newest_first(store):
+    from coordinator.models import SettlementState as S
+    from coordinator.store.base import Slash, VerificationUpdate
+
+    for i, at in enumerate((100.0, 200.0, 200.0, 300.0)):  # two jobs created at the same instant
+        make_job(store, job_id=f"job_{i}", n=2, now=at)
+    make_provider(store)
+    make_provider(store, address="0x0000000000000000000000000000000000000002", pid="prov_b")
+    assert [j.job_id for j in store.recent_jobs(limit=10)] == ["job_3", "job_2", "job_1", "job_0"]
+    first = store.recent_jobs(limit=2)
+    assert [j.job_id for j in first] == ["job_3", "job_2"]
+    after = (first[-1].created_at, first[-1].job_id)
+    assert [j.job_id for j in store.recent_jobs(limit=2, before=after)] == ["job_1", "job_0"]  # the tie kept
+    la = store.lease_task("job_1-t0", "prov_a", ttl=10, now=301.0)
+    lb = store.lease_task("job_1-t1", "prov_b", ttl=10, now=301.0)
+    assert [j.job_id for j in store.recent_jobs(state=JobState.RUNNING)] == ["job_1"]
+    assert [j.job_id for j in store.recent_jobs(state=JobState.QUEUED, limit=1, before=(300.0, "job_3"))] == ["job_2"]
+    submit(store, la, now=311.0)
+    progress = store.jobs_progress(["job_1", "job_0", "job_nope"])
+    assert set(progress) == {"job_1", "job_0"}
+    assert (progress["job_1"].done, progress["job_1"].running, progress["job_1"].total) == (1, 1, 2)
+    assert store.jobs_progress([]) == {}
+    # Tasks by index, paged; checks apart.
+    assert [t.index for t in store.page_tasks("job_1", limit=1)] == [0]
+    assert [t.index for t in store.page_tasks("job_1", limit=5, after=(0, "job_1-t0"))] == [1]
+    assert store.page_tasks("job_1", checks=True) == []
+    submit(store, lb, now=304.0, provider_id="prov_b")
+    # What the results cost, per provider and price (durations lease -> result added up).
+    charges = store.job_charges(["job_1", "job_0"], [TaskState.SUBMITTED, TaskState.VERIFIED])
+    assert [(c.job_id, c.provider_id, c.address[-1], c.price_per_hour, c.seconds, c.tasks) for c in charges] == [
+        ("job_1", "prov_a", "1", 10, 10.0, 1), ("job_1", "prov_b", "2", 10, 3.0, 1)]
+    assert store.job_charges(["job_1"], [TaskState.SETTLED]) == [] and store.job_charges([], [TaskState.SETTLED]) == []
+    # Settled jobs, latest first.
+    spec = JobSpec(model_cid=CID, input_cid=CID)
+    for i in range(3):
+        key = "0x" + f"{i:02x}" * 32
+        store.create_job(Job(f"job_e{i}", spec, JobState.QUEUED, 0, 0, 400.0 + i, 400.0 + i, escrow_key=key, budget=5),
+                         [])
+        store.cancel_job(f"job_e{i}", reason="x", now=401.0)
+    store.queue_settlements(now=402.0)
+    for job_id, at in (("job_e2", 410.0), ("job_e0", 420.0), ("job_e1", 415.0)):
+        store.set_settlement([job_id], S.PENDING, S.SETTLED, now=at)
+    assert [j.job_id for j in store.latest_in_settlement(S.SETTLED, limit=2)] == ["job_e0", "job_e1"]
+    # Slashes newest first; providers by id, paged.
+    for n, pid in enumerate(("prov_a", "prov_b")):
+        slash = Slash(pid, f"t{n}", "job_1", "0x01", 7, "", f"bad {n}")
+        store.apply_verification(VerificationUpdate("job_1", slashes=[slash]), now=500.0 + n, half_life_s=1e9)
+    assert [s.reason for s in store.recent_slashes(limit=5)] == ["bad 1", "bad 0"]
+    assert [s.reason for s in store.recent_slashes(limit=1)] == ["bad 1"]
+    assert [p.provider_id for p in store.page_providers(limit=1)] == ["prov_a"]
+    assert [p.provider_id for p in store.page_providers(limit=5, after="prov_a")] == ["prov_b"]

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gpumesh.client import Client
 from gpumesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from gpumesh.identity import Wallet
-from gpumesh.signing import SigningInterceptor
+from gpumesh.signing import SigningInterceptor, sign_registration
 from gpumesh.v1 import common_pb2, jobs_pb2, jobs_pb2_grpc, provider_pb2, provider_pb2_grpc
 
 MISSING = "bafkreie5737gdxlw5i64vzichcalba3z2v5n6icifvhdmmbkqwfqmltd4y"
@@ -123,13 +123,16 @@ def test_submit_is_idempotent_and_cancel_twice_is_failed_precondition(channel, c
         client.cancel(first.job.job_id)
 
 
-def _register(stub, wallet, *, challenge=None, signer=None, price="", tier=common_pb2.PROVIDER_TIER_OPEN):
+def _register(stub, wallet, *, challenge=None, signer=None, price="", tier=common_pb2.PROVIDER_TIER_OPEN,
+              tamper=None, sealing_key=b"\x09" * 32):
     ch = challenge or stub.GetChallenge(provider_pb2.GetChallengeRequest(address=wallet.address)).challenge
-    return stub.Register(provider_pb2.RegisterRequest(
-        address=wallet.address, challenge=ch, signature=(signer or wallet).sign_text(ch), slots=1,
-        price_per_hour=price, tier=tier,
-        hardware=common_pb2.Hardware(cpu_count=2, memory_total_mb=1000),
-    )), ch
+    req = sign_registration(signer or wallet, provider_pb2.RegisterRequest(
+        address=wallet.address, challenge=ch, slots=1, price_per_hour=price, tier=tier,
+        hardware=common_pb2.Hardware(cpu_count=2, memory_total_mb=1000), sealing_public_key=sealing_key,
+    ))
+    if tamper is not None:
+        tamper(req)  # changed after signing, as a man in the middle would
+    return stub.Register(req), ch
 
 
 def test_only_trusted_wallets_register_as_centralized_capacity(channel, server):
@@ -155,6 +158,10 @@ def test_provider_auth(channel):
     wallet, mallory = Wallet.generate(), Wallet.generate()
     err = rpc_error(_register, stub, wallet, signer=mallory)  # signature by another key
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    err = rpc_error(_register, stub, wallet, tamper=lambda r: setattr(r, "price_per_hour", "1"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED  # the signature covers the offer, not only the challenge
+    err = rpc_error(_register, stub, wallet, sealing_key=b"")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "sealing_public_key" in err.details()
     err = rpc_error(_register, stub, wallet, price="12.5")
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "price_per_hour" in err.details()
     resp, used = _register(stub, wallet, price=str(150 * 10**18))  # uint256 amounts, beyond int64

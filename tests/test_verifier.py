@@ -11,12 +11,23 @@ import pytest
 
 from coordinator.config import CoordinatorSettings
 from coordinator.core import Coordinator
-from coordinator.models import GpuSpec, Job, JobState, ProviderRecord, ProviderTier, Task, TaskRole, TaskState
+from coordinator.models import (
+    GpuSpec,
+    Job,
+    JobState,
+    ProviderRecord,
+    ProviderTier,
+    Task,
+    TaskRole,
+    TaskState,
+)
+from coordinator.sealing import KeyBroker, SealedView
 from coordinator.store.sqlite import SqliteStore
 from coordinator.verification.inputs import jsonl, records
 from coordinator.verifier import Verifier
 from gpumesh.artifacts import EmbeddedBlockstore
 from gpumesh.jobspec import JobSpec
+from gpumesh.sealing import SealingKey
 
 PROMPTS = ["alpha", "beta", "gamma", "delta"]
 
@@ -24,7 +35,8 @@ PROMPTS = ["alpha", "beta", "gamma", "delta"]
 @pytest.fixture
 def env(tmp_path):
     store = SqliteStore(tmp_path / "c.db")
-    blocks = EmbeddedBlockstore(tmp_path / "blocks")
+    # What the coordinator hands its verifier: the store seen through its key broker.
+    blocks = SealedView(EmbeddedBlockstore(tmp_path / "blocks"), KeyBroker(SealingKey.generate(), store, lambda: 10.0))
     settings = CoordinatorSettings(data_dir=tmp_path)
     for pid, addr, tier in (("prov_a", "0x" + "a" * 40, ProviderTier.OPEN), ("prov_b", "0x" + "b" * 40, ProviderTier.OPEN),
                             ("prov_r", "0x" + "c" * 40, ProviderTier.CENTRALIZED)):

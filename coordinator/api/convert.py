@@ -36,6 +36,7 @@ def job_to_proto(view: JobView, *, with_tasks: bool = True) -> jobs_pb2.Job:
         submitter=job.submitter,
         settlement=job.settlement.value,
         settle_tx=job.settle_tx,
+        output_key=view.output_key,
     )
     if with_tasks:
         msg.tasks.extend(

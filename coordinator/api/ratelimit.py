@@ -39,6 +39,7 @@ METHOD_CLASSES: dict[str, str] = {
     f"/{_SUBMITTER}/WatchJob": "read",
     f"/{_SUBMITTER}/ListProviders": "read",
     f"/{_SUBMITTER}/GetSettlementInfo": "read",
+    f"/{_SUBMITTER}/GetSealingKey": "read",
     f"/{_ARTIFACT}/Put": "artifact",
     f"/{_ARTIFACT}/Get": "artifact",
     f"/{_ARTIFACT}/Stat": "artifact",

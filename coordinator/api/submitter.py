@@ -40,7 +40,8 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         if not request.HasField("spec"):
             raise InvalidArgument("spec is required", field="spec")
         spec = spec_from_proto(request.spec)
-        job = await self.core.submit_job(spec, request.idempotency_key, request.escrow_key, submitter=caller)
+        job = await self.core.submit_job(spec, request.idempotency_key, request.escrow_key, submitter=caller,
+                                         input_keys=[(k.cid, k.wrapped_key) for k in request.input_keys])
         return jobs_pb2.SubmitJobResponse(job=job_to_proto(self.core.get_job(job.job_id)))
 
     async def GetJob(self, request, context):
@@ -58,6 +59,9 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
     async def GetSettlementInfo(self, request, context):
         info = self.core.settlement_info()
         return jobs_pb2.SettlementInfo(enabled=bool(info), **info)
+
+    async def GetSealingKey(self, request, context):
+        return jobs_pb2.SealingKeyInfo(public_key=self.core.keys.public_bytes, fingerprint=self.core.keys.fingerprint)
 
     async def ListProviders(self, request, context):
         out = jobs_pb2.ListProvidersResponse()

@@ -105,7 +105,8 @@ CREATE TABLE IF NOT EXISTS providers (
     rep_alpha REAL NOT NULL DEFAULT 1.0,
     rep_beta REAL NOT NULL DEFAULT 1.0,
     rep_updated_at REAL,
-    slashed INTEGER NOT NULL DEFAULT 0
+    slashed INTEGER NOT NULL DEFAULT 0,
+    sealing_key TEXT NOT NULL DEFAULT ''  -- hex X25519 public key that input data keys are wrapped to
 );
 CREATE TABLE IF NOT EXISTS slashes (
     provider_id TEXT NOT NULL,
@@ -257,6 +258,7 @@ def provider_row(row: tuple) -> ProviderRecord:
         rep_beta=row[22],
         rep_updated_at=row[23],
         slashed=row[24],
+        sealing_key=row[25],
     )
 
 

@@ -446,18 +446,18 @@ class SqlStore:
             db.execute(
                 "INSERT INTO providers (provider_id, address, name, hardware_json, gpus_json, cpu_count, "
                 "memory_total_mb, price_per_hour, tier, slots, runtime, isolated, cached_models_json, "
-                "registered_at, last_seen, operator) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "registered_at, last_seen, operator, sealing_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(address) DO UPDATE SET name = excluded.name, "
                 "hardware_json = excluded.hardware_json, gpus_json = excluded.gpus_json, "
                 "cpu_count = excluded.cpu_count, memory_total_mb = excluded.memory_total_mb, "
                 "price_per_hour = excluded.price_per_hour, tier = excluded.tier, slots = excluded.slots, "
                 "runtime = excluded.runtime, isolated = excluded.isolated, "
                 "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen, "
-                "operator = excluded.operator",
+                "operator = excluded.operator, sealing_key = excluded.sealing_key",
                 (record.provider_id, record.address, record.name, record.hardware_json, gpus,
                  record.cpu_count, record.memory_total_mb, str(record.price_per_hour), record.tier.value,
                  record.slots, record.runtime, int(record.isolated), json.dumps(list(record.cached_models)),
-                 record.registered_at, record.last_seen, record.operator),
+                 record.registered_at, record.last_seen, record.operator, record.sealing_key),
             )
             row = db.execute(
                 "SELECT * FROM providers WHERE address = ?", (record.address,)

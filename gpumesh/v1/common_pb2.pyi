@@ -113,3 +113,11 @@ class GpuTelemetry(_message.Message):
     temperature_c: float
     power_w: float
     def __init__(self, index: _Optional[int] = ..., utilization_pct: _Optional[float] = ..., memory_used_mb: _Optional[int] = ..., temperature_c: _Optional[float] = ..., power_w: _Optional[float] = ...) -> None: ...
+
+class SealedKey(_message.Message):
+    __slots__ = ("cid", "wrapped_key")
+    CID_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_KEY_FIELD_NUMBER: _ClassVar[int]
+    cid: str
+    wrapped_key: bytes
+    def __init__(self, cid: _Optional[str] = ..., wrapped_key: _Optional[bytes] = ...) -> None: ...

@@ -26,43 +26,47 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gpumesh.v1 import common_pb2 as gpumesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15gpumesh/v1/jobs.proto\x12\ngpumesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17gpumesh/v1/common.proto\"\x1a\n\x18GetSettlementInfoRequest\"\x94\x01\n\x0eSettlementInfo\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tchain_url\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0e\n\x06\x65scrow\x18\x05 \x01(\t\x12\x10\n\x08registry\x18\x06 \x01(\t\x12\x1b\n\x13min_escrow_window_s\x18\x07 \x01(\x04\"K\n\x0fInferenceParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x0c\n\x04\x63hat\x18\x03 \x01(\x08\"n\n\x12VerificationParams\x12\x1c\n\x0fmin_replication\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\naudit_rate\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x12\n\x10_min_replicationB\r\n\x0b_audit_rate\"\x96\x03\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tmodel_cid\x18\x03 \x01(\t\x12\x11\n\tinput_cid\x18\x04 \x01(\t\x12.\n\tinference\x18\x05 \x01(\x0b\x32\x1b.gpumesh.v1.InferenceParams\x12.\n\x0crequirements\x18\x06 \x01(\x0b\x32\x18.gpumesh.v1.Requirements\x12\x1a\n\x12max_price_per_hour\x18\x07 \x01(\t\x12\x12\n\nshard_size\x18\x08 \x01(\r\x12\x14\n\x0cmax_attempts\x18\t \x01(\r\x12\x16\n\x0etask_timeout_s\x18\n \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0cverification\x18\x0c \x01(\x0b\x32\x1e.gpumesh.v1.VerificationParams\x12\x15\n\rfinetune_json\x18\r \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x0e \x01(\t\"b\n\x10SubmitJobRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.gpumesh.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x12\n\nescrow_key\x18\x03 \x01(\t\"1\n\x11SubmitJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.gpumesh.v1.Job\"\xe4\x01\n\x0bTaskSummary\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.gpumesh.v1.TaskState\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x12\n\noutput_cid\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x08 \x01(\t\x12\x0c\n\x04role\x18\t \x01(\t\x12\x10\n\x08verifies\x18\n \x01(\t\x12\x0f\n\x07verdict\x18\x0b \x01(\t\"\xd5\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.gpumesh.v1.JobSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.gpumesh.v1.JobState\x12\x13\n\x0btasks_total\x18\x04 \x01(\r\x12\x12\n\ntasks_done\x18\x05 \x01(\r\x12\x15\n\rtasks_running\x18\x06 \x01(\r\x12\x12\n\noutput_cid\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05tasks\x18\x0b \x03(\x0b\x32\x17.gpumesh.v1.TaskSummary\x12\x15\n\rprompts_total\x18\x0c \x01(\r\x12\x16\n\x0epending_reason\x18\r \x01(\t\x12\x12\n\nescrow_key\x18\x0e \x01(\t\x12\x0e\n\x06\x62udget\x18\x0f \x01(\t\x12\x11\n\tsubmitter\x18\x10 \x01(\t\x12\x12\n\nsettlement\x18\x11 \x01(\t\x12\x11\n\tsettle_tx\x18\x12 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x14ListProvidersRequest\x12\x16\n\x0e\x63onnected_only\x18\x01 \x01(\x08\"\xde\x03\n\x0cProviderInfo\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12&\n\x08hardware\x18\x04 \x01(\x0b\x32\x14.gpumesh.v1.Hardware\x12\x16\n\x0eprice_per_hour\x18\x05 \x01(\t\x12&\n\x04tier\x18\x06 \x01(\x0e\x32\x18.gpumesh.v1.ProviderTier\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x0f\n\x07running\x18\t \x01(\r\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x10\n\x08isolated\x18\x0b \x01(\x08\x12+\n\ttelemetry\x18\x0c \x03(\x0b\x32\x18.gpumesh.v1.GpuTelemetry\x12-\n\tlast_seen\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftasks_completed\x18\x0e \x01(\x04\x12\x16\n\x0everified_valid\x18\x0f \x01(\x04\x12\x18\n\x10verified_invalid\x18\x10 \x01(\x04\x12\x0f\n\x07slashed\x18\x11 \x01(\x04\x12\x12\n\nreputation\x18\x12 \x01(\x01\x12\x10\n\x08operator\x18\x13 \x01(\t\"D\n\x15ListProvidersResponse\x12+\n\tproviders\x18\x01 \x03(\x0b\x32\x18.gpumesh.v1.ProviderInfo2\xb7\x03\n\x10SubmitterService\x12H\n\tSubmitJob\x12\x1c.gpumesh.v1.SubmitJobRequest\x1a\x1d.gpumesh.v1.SubmitJobResponse\x12\x34\n\x06GetJob\x12\x19.gpumesh.v1.GetJobRequest\x1a\x0f.gpumesh.v1.Job\x12:\n\x08WatchJob\x12\x1b.gpumesh.v1.WatchJobRequest\x1a\x0f.gpumesh.v1.Job0\x01\x12:\n\tCancelJob\x12\x1c.gpumesh.v1.CancelJobRequest\x1a\x0f.gpumesh.v1.Job\x12T\n\rListProviders\x12 .gpumesh.v1.ListProvidersRequest\x1a!.gpumesh.v1.ListProvidersResponse\x12U\n\x11GetSettlementInfo\x12$.gpumesh.v1.GetSettlementInfoRequest\x1a\x1a.gpumesh.v1.SettlementInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15gpumesh/v1/jobs.proto\x12\ngpumesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17gpumesh/v1/common.proto\"\x16\n\x14GetSealingKeyRequest\"9\n\x0eSealingKeyInfo\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"\x1a\n\x18GetSettlementInfoRequest\"\x94\x01\n\x0eSettlementInfo\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x11\n\tchain_url\x18\x02 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x03 \x01(\x04\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0e\n\x06\x65scrow\x18\x05 \x01(\t\x12\x10\n\x08registry\x18\x06 \x01(\t\x12\x1b\n\x13min_escrow_window_s\x18\x07 \x01(\x04\"K\n\x0fInferenceParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\r\x12\x12\n\nbatch_size\x18\x02 \x01(\r\x12\x0c\n\x04\x63hat\x18\x03 \x01(\x08\"n\n\x12VerificationParams\x12\x1c\n\x0fmin_replication\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\naudit_rate\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x12\n\x10_min_replicationB\r\n\x0b_audit_rate\"\xb2\x03\n\x07JobSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tmodel_cid\x18\x03 \x01(\t\x12\x11\n\tinput_cid\x18\x04 \x01(\t\x12.\n\tinference\x18\x05 \x01(\x0b\x32\x1b.gpumesh.v1.InferenceParams\x12.\n\x0crequirements\x18\x06 \x01(\x0b\x32\x18.gpumesh.v1.Requirements\x12\x1a\n\x12max_price_per_hour\x18\x07 \x01(\t\x12\x12\n\nshard_size\x18\x08 \x01(\r\x12\x14\n\x0cmax_attempts\x18\t \x01(\r\x12\x16\n\x0etask_timeout_s\x18\n \x01(\r\x12,\n\x08\x64\x65\x61\x64line\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0cverification\x18\x0c \x01(\x0b\x32\x1e.gpumesh.v1.VerificationParams\x12\x15\n\rfinetune_json\x18\r \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x0e \x01(\t\x12\x1a\n\x12output_sealing_key\x18\x0f \x01(\x0c\"\x8d\x01\n\x10SubmitJobRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.gpumesh.v1.JobSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x12\n\nescrow_key\x18\x03 \x01(\t\x12)\n\ninput_keys\x18\x04 \x03(\x0b\x32\x15.gpumesh.v1.SealedKey\"1\n\x11SubmitJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.gpumesh.v1.Job\"\xe4\x01\n\x0bTaskSummary\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.gpumesh.v1.TaskState\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x12\n\noutput_cid\x18\x06 \x01(\t\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x08 \x01(\t\x12\x0c\n\x04role\x18\t \x01(\t\x12\x10\n\x08verifies\x18\n \x01(\t\x12\x0f\n\x07verdict\x18\x0b \x01(\t\"\xe9\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.gpumesh.v1.JobSpec\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.gpumesh.v1.JobState\x12\x13\n\x0btasks_total\x18\x04 \x01(\r\x12\x12\n\ntasks_done\x18\x05 \x01(\r\x12\x15\n\rtasks_running\x18\x06 \x01(\r\x12\x12\n\noutput_cid\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05tasks\x18\x0b \x03(\x0b\x32\x17.gpumesh.v1.TaskSummary\x12\x15\n\rprompts_total\x18\x0c \x01(\r\x12\x16\n\x0epending_reason\x18\r \x01(\t\x12\x12\n\nescrow_key\x18\x0e \x01(\t\x12\x0e\n\x06\x62udget\x18\x0f \x01(\t\x12\x11\n\tsubmitter\x18\x10 \x01(\t\x12\x12\n\nsettlement\x18\x11 \x01(\t\x12\x11\n\tsettle_tx\x18\x12 \x01(\t\x12\x12\n\noutput_key\x18\x13 \x01(\x0c\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\x14ListProvidersRequest\x12\x16\n\x0e\x63onnected_only\x18\x01 \x01(\x08\"\xde\x03\n\x0cProviderInfo\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12&\n\x08hardware\x18\x04 \x01(\x0b\x32\x14.gpumesh.v1.Hardware\x12\x16\n\x0eprice_per_hour\x18\x05 \x01(\t\x12&\n\x04tier\x18\x06 \x01(\x0e\x32\x18.gpumesh.v1.ProviderTier\x12\x11\n\tconnected\x18\x07 \x01(\x08\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x0f\n\x07running\x18\t \x01(\r\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x10\n\x08isolated\x18\x0b \x01(\x08\x12+\n\ttelemetry\x18\x0c \x03(\x0b\x32\x18.gpumesh.v1.GpuTelemetry\x12-\n\tlast_seen\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0ftasks_completed\x18\x0e \x01(\x04\x12\x16\n\x0everified_valid\x18\x0f \x01(\x04\x12\x18\n\x10verified_invalid\x18\x10 \x01(\x04\x12\x0f\n\x07slashed\x18\x11 \x01(\x04\x12\x12\n\nreputation\x18\x12 \x01(\x01\x12\x10\n\x08operator\x18\x13 \x01(\t\"D\n\x15ListProvidersResponse\x12+\n\tproviders\x18\x01 \x03(\x0b\x32\x18.gpumesh.v1.ProviderInfo2\x86\x04\n\x10SubmitterService\x12H\n\tSubmitJob\x12\x1c.gpumesh.v1.SubmitJobRequest\x1a\x1d.gpumesh.v1.SubmitJobResponse\x12\x34\n\x06GetJob\x12\x19.gpumesh.v1.GetJobRequest\x1a\x0f.gpumesh.v1.Job\x12:\n\x08WatchJob\x12\x1b.gpumesh.v1.WatchJobRequest\x1a\x0f.gpumesh.v1.Job0\x01\x12:\n\tCancelJob\x12\x1c.gpumesh.v1.CancelJobRequest\x1a\x0f.gpumesh.v1.Job\x12T\n\rListProviders\x12 .gpumesh.v1.ListProvidersRequest\x1a!.gpumesh.v1.ListProvidersResponse\x12U\n\x11GetSettlementInfo\x12$.gpumesh.v1.GetSettlementInfoRequest\x1a\x1a.gpumesh.v1.SettlementInfo\x12M\n\rGetSealingKey\x12 .gpumesh.v1.GetSealingKeyRequest\x1a\x1a.gpumesh.v1.SealingKeyInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gpumesh.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETSETTLEMENTINFOREQUEST']._serialized_start=95
-  _globals['_GETSETTLEMENTINFOREQUEST']._serialized_end=121
-  _globals['_SETTLEMENTINFO']._serialized_start=124
-  _globals['_SETTLEMENTINFO']._serialized_end=272
-  _globals['_INFERENCEPARAMS']._serialized_start=274
-  _globals['_INFERENCEPARAMS']._serialized_end=349
-  _globals['_VERIFICATIONPARAMS']._serialized_start=351
-  _globals['_VERIFICATIONPARAMS']._serialized_end=461
-  _globals['_JOBSPEC']._serialized_start=464
-  _globals['_JOBSPEC']._serialized_end=870
-  _globals['_SUBMITJOBREQUEST']._serialized_start=872
-  _globals['_SUBMITJOBREQUEST']._serialized_end=970
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=972
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=1021
-  _globals['_TASKSUMMARY']._serialized_start=1024
-  _globals['_TASKSUMMARY']._serialized_end=1252
-  _globals['_JOB']._serialized_start=1255
-  _globals['_JOB']._serialized_end=1724
-  _globals['_GETJOBREQUEST']._serialized_start=1726
-  _globals['_GETJOBREQUEST']._serialized_end=1757
-  _globals['_WATCHJOBREQUEST']._serialized_start=1759
-  _globals['_WATCHJOBREQUEST']._serialized_end=1792
-  _globals['_CANCELJOBREQUEST']._serialized_start=1794
-  _globals['_CANCELJOBREQUEST']._serialized_end=1844
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1846
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1892
-  _globals['_PROVIDERINFO']._serialized_start=1895
-  _globals['_PROVIDERINFO']._serialized_end=2373
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=2375
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=2443
-  _globals['_SUBMITTERSERVICE']._serialized_start=2446
-  _globals['_SUBMITTERSERVICE']._serialized_end=2885
+  _globals['_GETSEALINGKEYREQUEST']._serialized_start=95
+  _globals['_GETSEALINGKEYREQUEST']._serialized_end=117
+  _globals['_SEALINGKEYINFO']._serialized_start=119
+  _globals['_SEALINGKEYINFO']._serialized_end=176
+  _globals['_GETSETTLEMENTINFOREQUEST']._serialized_start=178
+  _globals['_GETSETTLEMENTINFOREQUEST']._serialized_end=204
+  _globals['_SETTLEMENTINFO']._serialized_start=207
+  _globals['_SETTLEMENTINFO']._serialized_end=355
+  _globals['_INFERENCEPARAMS']._serialized_start=357
+  _globals['_INFERENCEPARAMS']._serialized_end=432
+  _globals['_VERIFICATIONPARAMS']._serialized_start=434
+  _globals['_VERIFICATIONPARAMS']._serialized_end=544
+  _globals['_JOBSPEC']._serialized_start=547
+  _globals['_JOBSPEC']._serialized_end=981
+  _globals['_SUBMITJOBREQUEST']._serialized_start=984
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1125
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=1127
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=1176
+  _globals['_TASKSUMMARY']._serialized_start=1179
+  _globals['_TASKSUMMARY']._serialized_end=1407
+  _globals['_JOB']._serialized_start=1410
+  _globals['_JOB']._serialized_end=1899
+  _globals['_GETJOBREQUEST']._serialized_start=1901
+  _globals['_GETJOBREQUEST']._serialized_end=1932
+  _globals['_WATCHJOBREQUEST']._serialized_start=1934
+  _globals['_WATCHJOBREQUEST']._serialized_end=1967
+  _globals['_CANCELJOBREQUEST']._serialized_start=1969
+  _globals['_CANCELJOBREQUEST']._serialized_end=2019
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=2021
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=2067
+  _globals['_PROVIDERINFO']._serialized_start=2070
+  _globals['_PROVIDERINFO']._serialized_end=2548
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=2550
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=2618
+  _globals['_SUBMITTERSERVICE']._serialized_start=2621
+  _globals['_SUBMITTERSERVICE']._serialized_end=3139
 # @@protoc_insertion_point(module_scope)

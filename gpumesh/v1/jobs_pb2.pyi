@@ -10,6 +10,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetSealingKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SealingKeyInfo(_message.Message):
+    __slots__ = ("public_key", "fingerprint")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    public_key: bytes
+    fingerprint: str
+    def __init__(self, public_key: _Optional[bytes] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
 class GetSettlementInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -51,7 +63,7 @@ class VerificationParams(_message.Message):
     def __init__(self, min_replication: _Optional[float] = ..., audit_rate: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json", "fallback")
+    __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json", "fallback", "output_sealing_key")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_CID_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +78,7 @@ class JobSpec(_message.Message):
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     FINETUNE_JSON_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SEALING_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model_cid: str
@@ -80,17 +93,20 @@ class JobSpec(_message.Message):
     verification: VerificationParams
     finetune_json: str
     fallback: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification: _Optional[_Union[VerificationParams, _Mapping]] = ..., finetune_json: _Optional[str] = ..., fallback: _Optional[str] = ...) -> None: ...
+    output_sealing_key: bytes
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification: _Optional[_Union[VerificationParams, _Mapping]] = ..., finetune_json: _Optional[str] = ..., fallback: _Optional[str] = ..., output_sealing_key: _Optional[bytes] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "idempotency_key", "escrow_key")
+    __slots__ = ("spec", "idempotency_key", "escrow_key", "input_keys")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ESCROW_KEY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_KEYS_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     idempotency_key: str
     escrow_key: str
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., escrow_key: _Optional[str] = ...) -> None: ...
+    input_keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedKey]
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., escrow_key: _Optional[str] = ..., input_keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobResponse(_message.Message):
     __slots__ = ("job",)
@@ -125,7 +141,7 @@ class TaskSummary(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., provider_id: _Optional[str] = ..., attempts: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., metrics_json: _Optional[str] = ..., role: _Optional[str] = ..., verifies: _Optional[str] = ..., verdict: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason", "escrow_key", "budget", "submitter", "settlement", "settle_tx")
+    __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason", "escrow_key", "budget", "submitter", "settlement", "settle_tx", "output_key")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +160,7 @@ class Job(_message.Message):
     SUBMITTER_FIELD_NUMBER: _ClassVar[int]
     SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
     SETTLE_TX_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: _common_pb2.JobState
@@ -162,7 +179,8 @@ class Job(_message.Message):
     submitter: str
     settlement: str
     settle_tx: str
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., tasks_running: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., prompts_total: _Optional[int] = ..., pending_reason: _Optional[str] = ..., escrow_key: _Optional[str] = ..., budget: _Optional[str] = ..., submitter: _Optional[str] = ..., settlement: _Optional[str] = ..., settle_tx: _Optional[str] = ...) -> None: ...
+    output_key: bytes
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., tasks_running: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., prompts_total: _Optional[int] = ..., pending_reason: _Optional[str] = ..., escrow_key: _Optional[str] = ..., budget: _Optional[str] = ..., submitter: _Optional[str] = ..., settlement: _Optional[str] = ..., settle_tx: _Optional[str] = ..., output_key: _Optional[bytes] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

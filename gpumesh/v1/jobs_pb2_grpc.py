@@ -65,6 +65,11 @@ class SubmitterServiceStub:
                 request_serializer=gpumesh_dot_v1_dot_jobs__pb2.GetSettlementInfoRequest.SerializeToString,
                 response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.SettlementInfo.FromString,
                 _registered_method=True)
+        self.GetSealingKey = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/GetSealingKey',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.GetSealingKeyRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.SealingKeyInfo.FromString,
+                _registered_method=True)
 
 
 class SubmitterServiceServicer:
@@ -109,6 +114,13 @@ class SubmitterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSealingKey(self, request, context):
+        """The coordinator's X25519 public key: what a sealed input's data key is wrapped to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmitterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +153,11 @@ def add_SubmitterServiceServicer_to_server(servicer, server):
                     servicer.GetSettlementInfo,
                     request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.GetSettlementInfoRequest.FromString,
                     response_serializer=gpumesh_dot_v1_dot_jobs__pb2.SettlementInfo.SerializeToString,
+            ),
+            'GetSealingKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSealingKey,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.GetSealingKeyRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.SealingKeyInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +323,33 @@ class SubmitterService:
             '/gpumesh.v1.SubmitterService/GetSettlementInfo',
             gpumesh_dot_v1_dot_jobs__pb2.GetSettlementInfoRequest.SerializeToString,
             gpumesh_dot_v1_dot_jobs__pb2.SettlementInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSealingKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/GetSealingKey',
+            gpumesh_dot_v1_dot_jobs__pb2.GetSealingKeyRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.SealingKeyInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ class GetChallengeResponse(_message.Message):
     def __init__(self, challenge: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("address", "challenge", "signature", "name", "hardware", "price_per_hour", "tier", "slots", "cached_model_cids", "runtime", "isolated", "operator")
+    __slots__ = ("address", "challenge", "signature", "name", "hardware", "price_per_hour", "tier", "slots", "cached_model_cids", "runtime", "isolated", "operator", "sealing_public_key")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class RegisterRequest(_message.Message):
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     ISOLATED_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    SEALING_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     address: str
     challenge: str
     signature: bytes
@@ -50,7 +51,8 @@ class RegisterRequest(_message.Message):
     runtime: str
     isolated: bool
     operator: str
-    def __init__(self, address: _Optional[str] = ..., challenge: _Optional[str] = ..., signature: _Optional[bytes] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., operator: _Optional[str] = ...) -> None: ...
+    sealing_public_key: bytes
+    def __init__(self, address: _Optional[str] = ..., challenge: _Optional[str] = ..., signature: _Optional[bytes] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., operator: _Optional[str] = ..., sealing_public_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("provider_id", "session_token", "token_expires_at", "heartbeat_interval_s", "lease_ttl_s")
@@ -79,18 +81,20 @@ class Heartbeat(_message.Message):
     def __init__(self, lease_ids: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., free_slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json")
+    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json", "output_key")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     output_cid: str
     signature: bytes
     metrics_json: str
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ...) -> None: ...
+    output_key: bytes
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ..., output_key: _Optional[bytes] = ...) -> None: ...
 
 class TaskFailure(_message.Message):
     __slots__ = ("lease_id", "task_id", "error", "retryable")
@@ -115,7 +119,7 @@ class ProviderMessage(_message.Message):
     def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ...) -> None: ...
 
 class TaskLease(_message.Message):
-    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid")
+    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +131,8 @@ class TaskLease(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     AUX_CID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SEALING_KEY_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     job_id: str
@@ -138,7 +144,9 @@ class TaskLease(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     requirements: _common_pb2.Requirements
     aux_cid: str
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ...) -> None: ...
+    keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedKey]
+    output_sealing_key: bytes
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
     __slots__ = ("provider_id", "heartbeat_interval_s", "lease_ttl_s")
