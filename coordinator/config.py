@@ -42,6 +42,10 @@ class CoordinatorSettings(BaseSettings):
     rate_limit: bool = True
     rate_limits: Limits = Field(default_factory=Limits)
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
+    # Where artifacts live: the embedded blockstore in data_dir, or an IPFS node's RPC API (Kubo,
+    # e.g. http://127.0.0.1:5001), which replicas on one database can share.
+    artifact_store: Literal["embedded", "kubo"] = "embedded"
+    kubo_url: str = ""
     store: Literal["sqlite", "postgresql"] = "sqlite"  # postgresql: several replicas on one database
     postgres_dsn: str = ""  # libpq connection string, e.g. "host=db port=5432 dbname=gpumesh user=gpumesh"
     postgres_pool_size: int = Field(8, ge=1, le=256)
@@ -51,7 +55,8 @@ class CoordinatorSettings(BaseSettings):
     heartbeat_interval_s: float = Field(5.0, gt=0)
     challenge_ttl_s: float = Field(300.0, gt=0)
     session_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
-    max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    # Largest gRPC message either way; artifacts stream in 128 KiB chunks, so at least 256 KiB.
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=256 * 1024)
     max_artifact_bytes: int = Field(8 * 1024**3, gt=0)
     max_prompts_per_job: int = Field(1_000_000, gt=0)
     max_prompt_bytes: int = Field(256 * 1024, gt=0)

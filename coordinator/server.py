@@ -20,7 +20,7 @@ from coordinator.api.submitter import SubmitterServicer
 from coordinator.config import CoordinatorSettings
 from coordinator.core import Coordinator
 from coordinator.store.sqlite import SqliteStore
-from gpumesh.artifacts import EmbeddedBlockstore
+from gpumesh.artifacts import open_artifact_store
 from gpumesh.errors import InvalidArgument
 from gpumesh.sealing import SealingKey
 from gpumesh.v1 import (
@@ -116,7 +116,8 @@ class CoordinatorServer:
         credentials = server_credentials(settings)  # a TLS misconfiguration fails before anything opens
         self.dashboard = None
         self.store = build_store(settings)
-        self.artifacts = EmbeddedBlockstore(settings.blocks_dir)
+        self.artifacts = open_artifact_store(settings.artifact_store, path=settings.blocks_dir,
+                                             kubo_url=settings.kubo_url or None)
         chain = build_chain(settings)
         if not settings.replica_id:
             settings = self.settings = settings.model_copy(update={"replica_id": uuid.uuid4().hex[:12]})

@@ -6,6 +6,8 @@ code (``grpc_code`` names a ``grpc.StatusCode`` member) and the SDK maps statuse
 
 from __future__ import annotations
 
+import re
+
 
 class GpumeshError(Exception):
     """Root of all gpumesh errors. ``retryable`` tells a caller whether trying again may help."""
@@ -101,6 +103,13 @@ _BY_CODE: dict[str, type[GpumeshError]] = {
 }
 
 
+_FIELD = re.compile(r"([A-Za-z_][\w.\[\]-]*): (.*)", re.S)
+
+
 def error_for_code(code_name: str, message: str) -> GpumeshError:
-    """Build the typed error for a gRPC status code name (used by the SDK)."""
-    return _BY_CODE.get(code_name, GpumeshError)(message)
+    """Build the typed error for a gRPC status code name (used by the SDK); the field a server
+    error names (``field: message``) is kept as ``field``."""
+    cls = _BY_CODE.get(code_name, GpumeshError)
+    if m := _FIELD.fullmatch(message):
+        return cls(m.group(2), field=m.group(1))
+    return cls(message)

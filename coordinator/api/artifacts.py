@@ -8,7 +8,7 @@ from gpumesh.artifacts import ArtifactStore, parse_cid
 from gpumesh.errors import ResourceExhausted
 from gpumesh.v1 import artifacts_pb2, artifacts_pb2_grpc
 
-CHUNK = 1024 * 1024
+CHUNK = 128 * 1024  # per message: well under the client's and our own max message size
 
 
 class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):

@@ -3,6 +3,8 @@
 from gpumesh.artifacts.base import ArtifactStore
 from gpumesh.artifacts.blockstore import EmbeddedBlockstore
 from gpumesh.artifacts.cid import Cid, parse_cid
+from gpumesh.artifacts.kubo import KuboArtifactStore
+from gpumesh.artifacts.open import open_artifact_store
 from gpumesh.artifacts.unixfs import FileImporter, cid_of_bytes
 
 __all__ = [
@@ -10,6 +12,8 @@ __all__ = [
     "Cid",
     "EmbeddedBlockstore",
     "FileImporter",
+    "KuboArtifactStore",
     "cid_of_bytes",
+    "open_artifact_store",
     "parse_cid",
 ]

@@ -16,7 +16,7 @@ from gpumesh.errors import IntegrityError, NotFound
 from gpumesh.rpc import translate_rpc_error
 from gpumesh.v1 import artifacts_pb2, artifacts_pb2_grpc
 
-CHUNK = 1024 * 1024
+CHUNK = 128 * 1024  # per message: well under any coordinator's max_message_bytes (>= 256 KiB)
 
 
 def _discard(_cid, _data) -> None:
@@ -55,15 +55,26 @@ class RemoteArtifactStore:
     # ---- reads ----------------------------------------------------------------------------
 
     def iter_bytes(self, cid: str) -> Iterator[bytes]:
-        """Stream the content; raises IntegrityError at the end if it does not match ``cid``."""
-        want = parse_cid(cid)
+        """Stream the content; raises IntegrityError at the end if it does not match ``cid``.
+        A malformed or unknown CID fails at the call, not at the first chunk."""
+        want = parse_cid(cid).to_v1()  # the bytes are re-imported as CIDv1: a CIDv0 is compared as v1
+        with translate_rpc_error():
+            stream = self._stub.Get(artifacts_pb2.GetRequest(cid=cid), timeout=self._timeout)
+            first = next(stream, None)
+        return self._verified(cid, want, first, stream)
+
+    @staticmethod
+    def _verified(cid: str, want, first, stream) -> Iterator[bytes]:
         importer = FileImporter(_discard)
         with translate_rpc_error():
-            for chunk in self._stub.Get(artifacts_pb2.GetRequest(cid=cid), timeout=self._timeout):
+            for chunk in ([first] if first is not None else []):
+                importer.update(chunk.data)
+                yield chunk.data
+            for chunk in stream:
                 importer.update(chunk.data)
                 yield chunk.data
         got = importer.finish()
-        if str(got) != str(want):
+        if got != want:
             raise IntegrityError(f"fetched bytes hash to {got}, not {cid}", field="cid")
 
     def get_bytes(self, cid: str) -> bytes:
