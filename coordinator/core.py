@@ -576,6 +576,9 @@ class Coordinator:
 
     def _on_settled(self, job_id: str) -> None:
         self.metrics.jobs_settled.inc()
+        payout = self.settler.payout_for(self.store.get_job(job_id))  # what the batch paid for it
+        self.metrics.paid.inc(payout.paid)
+        self.metrics.refunded.inc(payout.refund)
         self.signals.notify(job_id)
 
     def _schedule_round(self) -> int:

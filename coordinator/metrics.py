@@ -29,6 +29,9 @@ class CoordinatorMetrics:
         self.verdicts = Counter("gpumesh_verification_observations", "Results found valid or invalid by checks",
                                 ["verdict"], registry=r)
         self.jobs_settled = Counter("gpumesh_jobs_settled", "Jobs settled on-chain", registry=r)
+        self.paid = Counter("gpumesh_paid_base_units", "Token base units settled to providers", registry=r)
+        self.refunded = Counter("gpumesh_refunded_base_units", "Token base units refunded to submitters",
+                                registry=r)
         self.task_seconds = Histogram("gpumesh_task_seconds", "Lease to accepted result, seconds",
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.round_seconds = Histogram("gpumesh_schedule_round_seconds", "One scheduling round, seconds",

@@ -50,9 +50,13 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
 
     from gpumesh.chain import JobStatus, dev_keys, job_key_hex
 
+    from gpumesh.localnet import free_port
+    from tests.test_metrics import samples
+
+    metrics_port = free_port()
     with LocalNetwork(tmp_path / "net", lease_ttl_s=5, heartbeat_interval_s=0.5) as net:
         net.start_chain()
-        net.start_coordinator()
+        net.start_coordinator({"GPUMESH_COORDINATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
         for name in ("alice", "bob"):
             net.start_provider(name, price=PRICE, threads=1)
         net.wait_providers(2)
@@ -92,6 +96,12 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
             refund = chain.escrow_balance(submitter.address)
             assert all(amount > 0 for amount in earned.values()), earned
             assert sum(earned.values()) + refund == BUDGET  # nothing created, nothing lost
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+                got = samples(resp.read().decode())
+            assert got[("gpumesh_paid_base_units_total", ())] == sum(earned.values())
+            assert got[("gpumesh_refunded_base_units_total", ())] == refund
             # Each is paid by the second for at most the time the job took (rounded up per task).
             elapsed = time.monotonic() - started
             assert all(amount <= PRICE * elapsed / 3600 + len(job.tasks) for amount in earned.values())
