@@ -22,6 +22,7 @@ from coordinator.core import Coordinator
 from coordinator.store.sqlite import SqliteStore
 from gpumesh.artifacts import open_artifact_store
 from gpumesh.errors import InvalidArgument
+from gpumesh.identity import sane_recursion_limit
 from gpumesh.sealing import SealingKey
 from gpumesh.v1 import (
     artifacts_pb2,
@@ -112,6 +113,7 @@ class CoordinatorServer:
     """A running coordinator: ``await start()``, ``port``, ``await stop()``."""
 
     def __init__(self, settings: CoordinatorSettings) -> None:
+        sane_recursion_limit()  # request JSON nested too deeply must be an error, not a crash
         self.settings = settings
         credentials = server_credentials(settings)  # a TLS misconfiguration fails before anything opens
         self.dashboard = None

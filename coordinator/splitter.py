@@ -29,6 +29,8 @@ def parse_prompts(data: bytes, *, max_prompts: int, max_prompt_bytes: int) -> li
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidArgument(f"input line {lineno}: invalid JSON ({exc.msg})", field="spec.input_cid") from None
+        except RecursionError:
+            raise InvalidArgument(f"input line {lineno}: JSON nested too deeply", field="spec.input_cid") from None
         if not isinstance(rec, dict):
             raise InvalidArgument(f"input line {lineno}: expected a JSON object", field="spec.input_cid")
         prompt = rec.get("prompt")

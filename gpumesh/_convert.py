@@ -46,12 +46,20 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
         if value := getattr(msg, name):
             data[name] = value
     if msg.HasField("deadline"):
-        data["deadline"] = msg.deadline.ToDatetime(tzinfo=timezone.utc)
+        try:
+            data["deadline"] = msg.deadline.ToDatetime(tzinfo=timezone.utc)
+        except (ValueError, OverflowError):
+            raise InvalidArgument("not a valid timestamp (years 1-9999, 0 <= nanos < 1e9)",
+                                  field="spec.deadline") from None
     if msg.finetune_json:
+        if len(msg.finetune_json) > 16 * 1024:
+            raise InvalidArgument("at most 16 KiB", field="spec.finetune_json")
         try:
             data["finetune"] = json.loads(msg.finetune_json)
         except ValueError as exc:
             raise InvalidArgument(f"not JSON: {exc}", field="spec.finetune_json") from None
+        except RecursionError:
+            raise InvalidArgument("JSON nested too deeply", field="spec.finetune_json") from None
     if msg.fallback:
         data["fallback"] = msg.fallback
     if msg.output_sealing_key:

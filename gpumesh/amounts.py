@@ -12,7 +12,7 @@ def parse_amount(text: str, *, field: str) -> int:
     text = text.strip()
     if not text:
         return 0
-    if not text.isdigit() or len(text) > 78:
+    if not (text.isascii() and text.isdigit()) or len(text) > 78:  # not other scripts' digits
         raise InvalidArgument(f"expected a non-negative decimal integer, got {text[:40]!r}", field=field)
     value = int(text)
     if value > UINT256_MAX:

@@ -21,6 +21,17 @@ def _account():  # eth_account is heavy; import lazily so the CLI starts fast
     return Account
 
 
+def sane_recursion_limit(limit: int = 1000) -> None:
+    """Undo py_ecc's import-time ``sys.setrecursionlimit(100000)`` (it comes with eth_account):
+    with it, a deeply nested JSON value in a request recurses past the C stack and kills the
+    process instead of raising RecursionError. Servers call this once at start-up."""
+    import sys
+
+    import eth_account  # noqa: F401  (imports py_ecc, which raises the limit)
+
+    sys.setrecursionlimit(limit)
+
+
 def _encode(text: str):
     from eth_account.messages import encode_defunct
 

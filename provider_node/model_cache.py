@@ -64,7 +64,9 @@ class ModelCache:
         artifact = entry / "artifact"
         self.artifacts.get_file(cid, artifact)  # verified against the CID
         loadable = materialize(artifact, entry / "model")
-        (entry / READY).write_text(str(loadable))
+        ready = entry / (READY + ".tmp")  # written whole, then renamed: a full disk leaves no empty marker
+        ready.write_text(str(loadable))
+        os.replace(ready, entry / READY)
         log.info("model %s cached in %.1fs", cid, time.monotonic() - started)
 
     def _evict(self, *, keep: str) -> None:

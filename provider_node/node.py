@@ -6,7 +6,7 @@ import logging
 import os
 
 from gpumesh.artifacts.remote import RemoteArtifactStore
-from gpumesh.identity import Wallet
+from gpumesh.identity import Wallet, sane_recursion_limit
 from gpumesh.rpc import channel as rpc_channel
 from provider_node.config import ProviderSettings
 from provider_node.daemon import ProviderDaemon
@@ -35,6 +35,7 @@ def docker_options(settings: ProviderSettings, hardware: HardwareInfo) -> Docker
 
 
 def build_daemon(settings: ProviderSettings, *, hardware: HardwareInfo | None = None) -> ProviderDaemon:
+    sane_recursion_limit()
     hardware = hardware or discover()
     wallet = Wallet.load_or_create(settings.key_file)
     runtime = select_runtime(settings.runtime, docker=docker_options(settings, hardware))

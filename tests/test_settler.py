@@ -19,11 +19,15 @@ class FakeEscrow:
         self.status: dict[str, str] = {}
         self.paid: dict[str, int] = {}
         self.calls = 0
+        self.txs: dict[str, str] = {}
         self.fail_next: Exception | None = None
         self.lose_receipt = False
 
     def escrow(self, key: str) -> EscrowView:
         return EscrowView("0xsub", 1000, 0, self.status.get(key, "None"))
+
+    def settled_tx(self, key: str) -> str:
+        return self.txs.get(key, "")
 
     def settle(self, batch) -> str:
         self.calls += 1
@@ -34,6 +38,7 @@ class FakeEscrow:
             raise GpumeshError("JobClosed")
         for key, payout in batch:
             self.status[key] = "Settled"
+            self.txs[key] = f"0xtx{self.calls}"
             for provider, amount in payout.payouts:
                 self.paid[provider] = self.paid.get(provider, 0) + amount
         if self.lose_receipt:  # the tx went through but the coordinator never heard back
@@ -110,3 +115,13 @@ def test_lost_receipt_and_restart_settle_exactly_once(env, tmp_path):
     assert restarted.settle_once() == 0  # recovery marks them SETTLED without a second payment
     assert chain.calls == 1 and chain.paid == {"0x0000000000000000000000000000000000000001": 3}
     assert {restarted.store.get_job(f"job_{n}").settlement for n in (1, 2, 3)} == {S.SETTLED}
+    assert {restarted.store.get_job(f"job_{n}").settle_tx for n in (1, 2, 3)} == {"0xtx1"}  # the tx that paid
+
+
+def test_a_deposit_the_chain_does_not_know_is_never_reported_settled(env):
+    store, chain, settler, clock = env
+    job_id = finished_job(store, chain, 1)
+    store.set_settlement([job_id], S.PENDING, S.SENT, now=clock[0])  # sent, then the chain was reset
+    chain.status.clear()
+    assert settler.settle_once() == 0
+    assert store.get_job(job_id).settlement is S.SENT and chain.calls == 0

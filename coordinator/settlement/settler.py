@@ -35,6 +35,7 @@ class SettlementChain(Protocol):
     """The part of the chain the coordinator needs (adapter: coordinator/settlement/web3_chain.py)."""
 
     def escrow(self, escrow_key: str) -> EscrowView: ...
+    def settled_tx(self, escrow_key: str) -> str: ...  # the tx that settled it ("" if none is found)
     def settle(self, batch: Sequence[tuple[str, JobPayout]]) -> str: ...  # returns the tx hash
     def describe(self) -> dict: ...  # chain_url, chain_id, token, escrow, registry
 
@@ -79,12 +80,21 @@ class Settler:
         return job_payout(charges, job.budget)
 
     def recover(self) -> None:
-        """Resolve batches a crash left SENT: settled on chain -> SETTLED, else back to PENDING."""
+        """Resolve batches a crash left SENT: settled on chain -> SETTLED (with the tx that did it),
+        still funded -> back to PENDING; a deposit the chain does not know stays SENT (never
+        reported as paid) until the node that holds it answers again."""
         for job in self.store.jobs_in_settlement(S.SENT):
             status = self.chain.escrow(job.escrow_key).status
+            if status == "None":
+                log.error("settlement of %s: the chain has no deposit %s (wrong or reset chain?); kept SENT",
+                          job.job_id, job.escrow_key)
+                continue
             dst = S.PENDING if status == "Funded" else S.SETTLED
-            self.store.set_settlement([job.job_id], S.SENT, dst, now=self.clock())
-            log.info("settlement of %s after restart: on-chain %s -> %s", job.job_id, status, dst.value)
+            tx = self.chain.settled_tx(job.escrow_key) if status == "Settled" else ""
+            self.store.set_settlement([job.job_id], S.SENT, dst, now=self.clock(), tx=tx)
+            log.info("settlement of %s after restart: on-chain %s -> %s %s", job.job_id, status, dst.value, tx)
+            if dst is S.SETTLED:
+                self.on_settled(job.job_id)
 
     def settle_once(self, *, force: bool = False) -> int:
         """Send one batch if due (or ``force``); returns how many jobs it settled."""
@@ -120,6 +130,8 @@ class Settler:
             try:
                 while await asyncio.to_thread(self.settle_once) >= self.policy.batch_size:
                     pass
+            except GpumeshError as exc:  # e.g. the chain node is down: one line a round, not a traceback
+                log.warning("settlement round failed (%s); will retry", exc)
             except Exception:
                 log.exception("settlement round failed")
             await asyncio.sleep(tick_s)

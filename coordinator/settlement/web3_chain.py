@@ -35,6 +35,12 @@ class Web3SettlementChain:
         job = self.client.job(escrow_key)
         return EscrowView(job.submitter, job.amount, job.deadline, job.status.label)
 
+    def settled_tx(self, escrow_key: str) -> str:
+        from gpumesh.chain import job_key
+
+        events = self.client.events("JobEscrow", "JobSettled", jobId=job_key(escrow_key))
+        return events[-1]["tx_hash"] if events else ""
+
     def settle(self, batch: Sequence[tuple[str, JobPayout]]) -> str:
         from gpumesh.chain import Payout, Settlement
 

@@ -48,6 +48,8 @@ def _records(data: bytes, side: str) -> list[tuple[int, dict]] | Verdict:
             rec = json.loads(line)
         except ValueError as exc:  # JSONDecodeError, or invalid UTF-8
             return Verdict(False, (), f"{side} output line {lineno}: invalid JSON ({exc})")
+        except RecursionError:
+            return Verdict(False, (), f"{side} output line {lineno}: JSON nested too deeply")
         if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("prompt", "completion")):
             return Verdict(False, (), f'{side} output line {lineno}: not a record with "prompt" and "completion"')
         records.append((lineno, rec))

@@ -34,7 +34,10 @@ def records(data: bytes) -> list[dict]:
     out = []
     for lineno, line in enumerate(data.split(b"\n"), start=1):
         if line.strip():
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except RecursionError:
+                raise ValueError(f"line {lineno}: JSON nested too deeply") from None
             if not isinstance(rec, dict):
                 raise ValueError(f"line {lineno} is not a JSON object")
             out.append(rec)
