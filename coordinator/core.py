@@ -257,7 +257,8 @@ class Coordinator:
         job = self.store.create_job(job, tasks)
         if job.job_id == job_id:  # not an idempotent retry
             self.metrics.jobs_submitted.inc()
-        log.info("job %s queued: %d prompts in %d tasks", job.job_id, job.prompts_total, job.tasks_total)
+        log.info("job %s queued: %d prompts in %d tasks", job.job_id, job.prompts_total, job.tasks_total,
+                 extra={"job_id": job.job_id, "submitter": job.submitter, "sealed": bool(input_keys)})
         self.signals.notify(SCHEDULER)
         return job
 
@@ -378,14 +379,16 @@ class Coordinator:
         )
         self.store.touch_provider(record.provider_id, now=self.clock())
         self.signals.notify(SCHEDULER)
-        log.info("provider %s (%s) connected", record.provider_id, record.name)
+        log.info("provider %s (%s) connected", record.provider_id, record.name,
+                 extra={"provider_id": record.provider_id, "address": record.address})
         return session
 
     def close_session(self, session: ProviderSession) -> None:
         self.sessions.close(session)
         if self.view is not None:
             self.view.closed(session)
-        log.info("provider %s disconnected", session.record.provider_id)
+        log.info("provider %s disconnected", session.record.provider_id,
+                 extra={"provider_id": session.record.provider_id})
 
     async def on_message(self, session: ProviderSession, msg: provider_pb2.ProviderMessage) -> None:
         kind = msg.WhichOneof("body")
@@ -431,7 +434,9 @@ class Coordinator:
                 job = self.store.get_job(task.job_id)
                 decision = await asyncio.to_thread(self.verifier.on_primary, task, job, session.record, res.output_cid)
             if decision is not None and decision.reject:
-                log.warning("result of %s from %s rejected: %s", res.task_id, pid, decision.reject)
+                log.warning("result of %s from %s rejected: %s", res.task_id, pid, decision.reject,
+                            extra={"job_id": task.job_id, "task_id": res.task_id, "lease_id": res.lease_id,
+                                   "provider_id": pid})
                 outcome = self.store.reject_result(
                     lease_id=res.lease_id, task_id=res.task_id, provider_id=pid, reason=decision.reject,
                     slash=self.verifier.slash_for(session.record, task, job, decision.reject),
@@ -485,7 +490,9 @@ class Coordinator:
         session.running.pop(failure.lease_id, None)
         if outcome is not None:
             self.metrics.failures.labels(str(bool(failure.retryable)).lower()).inc()
-            log.warning("task %s failed on %s: %s", failure.task_id, pid, failure.error[:200])
+            log.warning("task %s failed on %s: %s", failure.task_id, pid, failure.error[:200],
+                        extra={"job_id": outcome.job_id, "task_id": failure.task_id, "lease_id": failure.lease_id,
+                               "provider_id": pid, "retryable": failure.retryable})
             self._after_failure([outcome])
         self.signals.notify(SCHEDULER)
 
@@ -507,7 +514,7 @@ class Coordinator:
         try:
             update = await asyncio.to_thread(self.verifier.read, row)
         except (ValueError, KeyError, NotFound) as exc:  # unreadable: leave its primary unchecked
-            log.error("check %s could not be read: %s", task_id, exc)
+            log.error("check %s could not be read: %s", task_id, exc, extra={"job_id": row.job_id, "task_id": task_id})
             from coordinator.store.base import VerificationUpdate
 
             update = VerificationUpdate(row.job_id, states=[(task_id, TaskState.REJECTED, f"unreadable: {exc}")])
@@ -516,7 +523,8 @@ class Coordinator:
             self.metrics.verdicts.labels("valid" if valid else "invalid").inc()
             self._refresh(provider_id)
             if not valid:
-                log.warning("provider %s found invalid on task %s", provider_id, row.verifies)
+                log.warning("provider %s found invalid on task %s", provider_id, row.verifies,
+                            extra={"provider_id": provider_id, "task_id": row.verifies, "job_id": row.job_id})
         self.signals.notify(row.job_id)
         self.signals.notify(SCHEDULER)
         if ready:
@@ -555,7 +563,8 @@ class Coordinator:
         tasks = self.store.list_tasks(job_id)
         output_cid = await asyncio.to_thread(self._merge_outputs, tasks)
         job = self.store.finish_job(job_id, output_cid=output_cid, now=self.clock())
-        log.info("job %s completed: output %s", job_id, job.output_cid)
+        log.info("job %s completed: output %s", job_id, job.output_cid,
+                 extra={"job_id": job_id, "output_cid": job.output_cid})
         self.signals.notify(job_id)
 
     def _merge_outputs(self, tasks: Sequence[Task]) -> str:
@@ -768,7 +777,7 @@ class Coordinator:
     def sweep_once(self) -> int:
         """Expire overdue leases (requeue or fail) and fail jobs past their deadline."""
         for job, leased in self.store.fail_overdue_jobs(now=self.clock()):
-            log.warning("job %s failed: deadline passed", job.job_id)
+            log.warning("job %s failed: deadline passed", job.job_id, extra={"job_id": job.job_id})
             for task in leased:
                 self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job deadline passed")
             self.signals.notify(job.job_id)
@@ -782,7 +791,8 @@ class Coordinator:
         outcomes = self.store.expire_leases(now=self.clock())
         self.metrics.leases_expired.inc(len(outcomes))
         for outcome in outcomes:
-            log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed")
+            log.warning("lease of task %s expired; %s", outcome.task_id, "requeued" if outcome.requeued else "failed",
+                        extra={"job_id": outcome.job_id, "task_id": outcome.task_id})
         self._after_failure(outcomes)
         if outcomes:
             for session in self.sessions.sessions():  # abandoned leases lower reliability

@@ -18,6 +18,7 @@ from grpc import aio
 
 from gpumesh.errors import Unauthenticated
 from gpumesh.identity import Wallet
+from gpumesh.logs import log_context
 from gpumesh.rpc import aio_channel
 from gpumesh.signing import sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
@@ -113,7 +114,8 @@ class ProviderDaemon:
         self.state.provider_id = resp.provider_id
         self.state.token = resp.session_token
         self.state.heartbeat_interval_s = resp.heartbeat_interval_s or 5
-        log.info("registered as %s (%s)", resp.provider_id, address)
+        log.info("registered as %s (%s)", resp.provider_id, address,
+                 extra={"provider_id": resp.provider_id, "address": address})
 
     async def _session(self, stub: provider_pb2_grpc.ProviderServiceStub) -> None:
         call = stub.Session(metadata=(("authorization", f"Bearer {self.state.token}"),))
@@ -169,22 +171,30 @@ class ProviderDaemon:
             lease = msg.lease
             if lease.lease_id in self._running:
                 return
-            log.info("leased task %s (lease %s)", lease.task_id, lease.lease_id[:8])
+            log.info("leased task %s (lease %s)", lease.task_id, lease.lease_id[:8],
+                     extra={"job_id": lease.job_id, "task_id": lease.task_id, "lease_id": lease.lease_id})
             self._running[lease.lease_id] = asyncio.create_task(self._run_lease(lease), name=lease.task_id)
         elif kind == "cancel":
             task = self._running.pop(msg.cancel.lease_id, None)
             if task is not None:
-                log.info("lease %s cancelled: %s", msg.cancel.lease_id[:8], msg.cancel.reason)
+                log.info("lease %s cancelled: %s", msg.cancel.lease_id[:8], msg.cancel.reason,
+                         extra={"task_id": msg.cancel.task_id, "lease_id": msg.cancel.lease_id})
                 task.cancel()
         elif kind == "ack":
             self._unacked.pop(msg.ack.task_id, None)
             if not msg.ack.accepted:
                 self.metrics.results_refused.inc()
-                log.warning("result for %s refused: %s", msg.ack.task_id, msg.ack.reason)
+                log.warning("result for %s refused: %s", msg.ack.task_id, msg.ack.reason,
+                            extra={"task_id": msg.ack.task_id})
             else:
                 self.completed += 1
 
     async def _run_lease(self, lease: provider_pb2.TaskLease) -> None:
+        # Every line logged while running it (the executor's too) carries the lease's ids.
+        with log_context(job_id=lease.job_id, task_id=lease.task_id, lease_id=lease.lease_id):
+            await self._run_lease_logged(lease)
+
+    async def _run_lease_logged(self, lease: provider_pb2.TaskLease) -> None:
         started = time.monotonic()
         try:
             message = await self.executor.execute(lease)

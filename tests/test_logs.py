@@ -271,3 +271,24 @@ def test_a_real_process_logs_json_lines_from_env(tmp_path):
     assert [r["msg"] for r in lines] == ["job job_9 completed", "finalize failed"]
     assert lines[0]["output_cid"] == "bafy" and all(r["job_id"] == "job_9" for r in lines)
     assert "ZeroDivisionError: division by zero" in lines[1]["exc"] and proc.stdout == ""
+
+
+def test_a_coordinator_process_logs_json_lines_with_the_job_id(tmp_path):
+    """`coordinator serve` under GPUMESH_LOG_FORMAT=json: every line parses, and the job's own
+    lines carry its id as a field."""
+    from gpumesh.client import Client
+    from gpumesh.jobspec import JobSpec
+    from gpumesh.localnet import LocalNetwork
+
+    with LocalNetwork(tmp_path / "net") as net:
+        net.start_coordinator({"GPUMESH_LOG_FORMAT": "json"})
+        with Client.connect(net.target) as client:
+            job = client.submit(JobSpec(name="logged", model_cid=client.upload(b"m"),
+                                        input_cid=client.upload(b'{"prompt": "p"}\n')))
+            client.cancel(job.id)
+        net.coordinator.stop()
+        lines = [line for line in net.coordinator.log_tail(1_000_000).splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # nothing but JSON lines
+    queued = [r for r in records if r.get("job_id") == job.id and "queued" in r["msg"]]
+    assert queued and queued[0]["level"] == "INFO" and queued[0]["logger"] == "coordinator.core"
+    assert queued[0]["submitter"] == client.wallet.address and queued[0]["ts"].endswith("Z")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -37,12 +36,15 @@ def _submitter_client(target: str, key_file: Path | None):
     return Client.connect(target, wallet=wallet)
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+LOG_FORMAT = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None, envvar="GPUMESH_LOG_FORMAT",
+    help="text (default), or JSON lines with job/task/lease/provider ids as fields.")
+
+
+def _logging(verbose: bool, log_format: str | None = None) -> None:
+    from gpumesh.logs import configure_logging
+
+    configure_logging(log_format, "debug" if verbose else None)
 
 
 class _Group(click.Group):
@@ -93,15 +95,16 @@ def coordinator() -> None:
               help="Mutual TLS: clients must present a certificate this CA signed.")
 @click.option("--dashboard-listen", default=None, help="host:port to serve the web dashboard on (read-only).")
 @click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
+@LOG_FORMAT
 @click.option("-v", "--verbose", is_flag=True)
 def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url, deployment_file,
                       chain_key_file, settle_interval_s, store, postgres_dsn, replica_id, tls_cert_file, tls_key_file,
-                      tls_client_ca_file, dashboard_listen, metrics_listen, verbose) -> None:
+                      tls_client_ca_file, dashboard_listen, metrics_listen, log_format, verbose) -> None:
     """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
     from coordinator.config import CoordinatorSettings
     from coordinator.server import serve
 
-    _logging(verbose)
+    _logging(verbose, log_format)
     overrides = {k: v for k, v in dict(
         listen=listen, data_dir=data_dir, lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat_interval,
         chain_url=chain_url, deployment_file=deployment_file, chain_key_file=chain_key_file,
@@ -168,14 +171,15 @@ def provider() -> None:
               help="Mutual TLS: this node's certificate (PEM), with --tls-key.")
 @click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
+@LOG_FORMAT
 @click.option("-v", "--verbose", is_flag=True)
 def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_image, docker_host_env, tier,
-                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, verbose) -> None:
+                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, log_format, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
 
-    _logging(verbose)
+    _logging(verbose, log_format)
     overrides = {k: v for k, v in dict(
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
         slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task, operator=operator,
