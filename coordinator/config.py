@@ -70,6 +70,8 @@ class CoordinatorSettings(BaseSettings):
     min_escrow_window_s: float = Field(3600.0, ge=0)
     settle_margin_s: float = Field(600.0, ge=0)
     sweep_interval_s: float = Field(1.0, gt=0)
+    # WatchJob streams wake on the job's change signals; without one they re-read it this often.
+    watch_refresh_s: float = Field(10.0, gt=0)
     # Verification (coordinator.verifier): adaptive replication, sampled re-scoring audits,
     # referees on centralized providers, slashing through the ProviderRegistry.
     verify: bool = True

@@ -354,7 +354,8 @@ class Coordinator:
                 yield view
             if view.job.state.is_terminal():
                 return
-            await self.signals.wait(job_id, timeout=1.0, since=since)
+            # Every change to the job signals; the timeout only bounds how stale a missed one can be.
+            await self.signals.wait(job_id, timeout=self.settings.watch_refresh_s, since=since)
 
     def remote_providers(self) -> dict:
         """Providers other replicas hold sessions of now (empty for a lone coordinator)."""
@@ -404,7 +405,9 @@ class Coordinator:
         pid = session.record.provider_id
         claimed = list(hb.lease_ids)
         valid = set(self.store.extend_leases(pid, claimed, ttl=self.settings.lease_ttl_s, now=self.clock()))
-        for lease_id in set(claimed) - valid:
+        # A lease whose result was just accepted is still claimed until the provider sees the ack.
+        session.finished &= set(claimed)
+        for lease_id in set(claimed) - valid - session.finished:
             self._cancel_lease(pid, lease_id, "", "lease is no longer yours (expired or cancelled)")
         before = session.free_slots
         session.reconcile(valid, now=self.clock(), grace=2 * self.settings.heartbeat_interval_s)
@@ -455,6 +458,8 @@ class Coordinator:
                     check=decision.check if decision else None,
                 )
             ack.accepted, ack.reason = outcome.accepted, outcome.reason
+            if outcome.accepted:
+                session.finished.add(res.lease_id)
             self.metrics.results.labels("accepted" if outcome.accepted else
                                         "rejected" if decision is not None and decision.reject else "refused").inc()
             if outcome.accepted and not outcome.duplicate:

@@ -28,6 +28,7 @@ class ProviderSession:
     trust: float = 1.0  # lower quantile of the validity of its results (set with the record)
     eligible: bool = True
     cached_models: frozenset[str] | None = None  # from heartbeats; None: as registered
+    finished: set[str] = field(default_factory=set)  # leases whose results were accepted, not yet unclaimed
 
     @property
     def models(self) -> frozenset[str]:
