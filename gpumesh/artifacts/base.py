@@ -46,3 +46,28 @@ class ArtifactStore(Protocol):
     def size(self, cid: str) -> int:
         """The file's size in bytes."""
         ...
+
+
+def write_atomically(chunks: Iterable[bytes], dest: Path) -> None:
+    """Write ``chunks`` to ``dest`` through a temporary file in its directory, fsynced, then
+    renamed: a reader sees the whole file or none, and a failure (a verification error raised
+    by ``chunks`` too) leaves nothing behind."""
+    import contextlib
+    import os
+    import tempfile
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from gpumesh.artifacts.base import write_atomically
 from gpumesh.artifacts.cid import SHA2_256, Cid, parse_cid
 from gpumesh.artifacts.unixfs import FileImporter, file_size, iter_file, iter_file_blocks
 from gpumesh.errors import IntegrityError, InvalidArgument, NotFound
@@ -100,22 +101,7 @@ class EmbeddedBlockstore:
         return b"".join(self.iter_bytes(cid))
 
     def get_file(self, cid: str, dest: Path) -> None:
-        dest = Path(dest)
-        chunks = self.iter_bytes(cid)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.iter_bytes(cid), dest)  # an unknown CID fails before a file is made
 
     def has(self, cid: str) -> bool:
         root = _as_cid(cid)

@@ -11,18 +11,16 @@ then ``Unavailable`` names the node. 4xx answers map to typed errors and are not
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 import httpx
 
+from gpumesh.artifacts.base import write_atomically
 from gpumesh.artifacts.cid import RAW, SHA2_256, Cid, parse_cid
 from gpumesh.artifacts.unixfs import FileImporter, file_size
 from gpumesh.errors import (
@@ -349,22 +347,7 @@ class KuboArtifactStore:
 
     def get_file(self, cid: str, dest: Path) -> None:
         """Download to ``dest`` atomically; nothing is left behind when verification fails."""
-        dest = Path(dest)
-        chunks = self.iter_bytes(cid)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in chunks:
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.iter_bytes(cid), dest)  # an unknown CID fails before a file is made
 
     def has(self, cid: str) -> bool:
         """Whether the node holds every block: the root, then a recursive ``refs`` walk."""

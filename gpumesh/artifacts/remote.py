@@ -3,13 +3,12 @@ the bytes are re-imported locally and must hash to the CID that was asked for.""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import grpc
 
+from gpumesh.artifacts.base import write_atomically
 from gpumesh.artifacts.cid import parse_cid
 from gpumesh.artifacts.unixfs import FileImporter
 from gpumesh.errors import IntegrityError, NotFound
@@ -82,17 +81,7 @@ class RemoteArtifactStore:
 
     def get_file(self, cid: str, dest: Path) -> None:
         """Download to ``dest`` atomically; nothing is left behind when verification fails."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in self.iter_bytes(cid):
-                    fh.write(chunk)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.iter_bytes(cid), dest)
 
     def size(self, cid: str) -> int:
         with translate_rpc_error():

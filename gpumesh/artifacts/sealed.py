@@ -7,13 +7,11 @@ atomically, so nothing from a tampered or wrongly keyed artifact is left behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Callable
 
-from gpumesh.artifacts.base import ArtifactStore
+from gpumesh.artifacts.base import ArtifactStore, write_atomically
 from gpumesh.sealing import open_stream
 
 
@@ -36,17 +34,7 @@ class OpenedView:
     def get_file(self, cid: str, dest: Path) -> None:
         if self.key_of(cid) is None:
             return self.inner.get_file(cid, dest)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in self.iter_bytes(cid):
-                    fh.write(chunk)
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.iter_bytes(cid), dest)
 
     def has(self, cid: str) -> bool:
         return self.inner.has(cid)
