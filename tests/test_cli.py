@@ -14,8 +14,9 @@ from gpumesh.jobfile import load_job_file
 
 
 @pytest.fixture
-def run(server):
-    runner = CliRunner()
+def run(server, tmp_path):
+    # One submitter key for the commands of a test (the default would be ~/.gpumesh/submitter.key).
+    runner = CliRunner(env={"GPUMESH_KEY_FILE": str(tmp_path / "submitter.key")})
 
     def invoke(*args: str):
         return runner.invoke(main, [*args, "--coordinator", server.target], catch_exceptions=False)
@@ -49,6 +50,25 @@ def test_submit_uploads_local_files_and_jobs_get_shows_them(run, tmp_path):
     assert shown["tasksTotal"] == 2 and shown["state"] == "JOB_STATE_QUEUED"
     assert run("jobs", "cancel", job_id).output.strip() == "CANCELLED"
     assert "providers" in run("providers", "list").output
+
+
+def test_a_sealed_job_file_encrypts_its_input_and_another_key_cannot_read_the_job(run, server, tmp_path):
+    from gpumesh.sealing import is_sealed
+
+    (tmp_path / "in.jsonl").write_text('{"prompt": "private"}\n')
+    (tmp_path / "job.yaml").write_text("model: bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4\n"
+                                       "input: in.jsonl\nseal: true\n")
+    (tmp_path / "m.bin").write_bytes(b"hello world\n")  # the model CID above
+    run("artifacts", "put", str(tmp_path / "m.bin"))
+    result = run("submit", str(tmp_path / "job.yaml"), "--no-watch")
+    assert result.exit_code == 0, result.output
+    job_id = result.output.split()[-1]
+    shown = json.loads(run("jobs", "get", job_id).output)
+    assert shown["spec"]["outputSealingKey"]  # its outputs will be sealed to this submitter
+    assert is_sealed(server.core.raw_artifacts.get_bytes(shown["spec"]["inputCid"]))
+    other = CliRunner(env={"GPUMESH_KEY_FILE": str(tmp_path / "other.key")}).invoke(
+        main, ["jobs", "get", job_id, "--coordinator", server.target])
+    assert other.exit_code == 1 and "PermissionDenied" in other.output
 
 
 def test_errors_are_one_clear_line(run, tmp_path):

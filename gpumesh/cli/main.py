@@ -233,7 +233,7 @@ def submit(job_file, target, watch, output, budget, key_file) -> None:
     from gpumesh.jobfile import load_job_file
 
     with _submitter_client(target, key_file) as client:
-        spec = load_job_file(job_file, client.upload)
+        spec = load_job_file(job_file, client.upload, lambda path: client.upload(path, seal=True))
         handle = client.submit(spec, budget=budget)
         click.echo(f"submitted {handle.id}")
         if watch:
