@@ -72,9 +72,10 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
             wallet, ledger = _fund_submitter(client)
             model_cid = client.upload(model_path)
             prompts = "".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS).encode()
-            input_cid = client.upload(prompts)
+            input_cid = client.upload(prompts, seal=True)  # only the providers given its tasks can read it
             console.print(f"model  {model_path.name}  ->  {model_cid}")
-            console.print(f"input  {len(PROMPTS)} prompts  ->  {input_cid}")
+            console.print(f"input  {len(PROMPTS)} prompts, sealed (AES-256-GCM; its key goes only to the "
+                          f"providers leased its tasks)  ->  {input_cid}")
             spec = JobSpec(
                 name="demo",
                 model_cid=model_cid,
