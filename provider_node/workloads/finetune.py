@@ -250,7 +250,10 @@ def process_group() -> Iterator[None]:
     except SharedError:  # every rank is here: the teardown waits on no one
         dist.destroy_process_group()
         raise
-    dist.destroy_process_group()  # after another error, exit without one: a rank may be stuck
+    # Leave together: a rank that tears its transport down while another still writes its outputs
+    # can make that rank's gloo pairs abort (SIGABRT) instead of closing cleanly.
+    dist.barrier()
+    dist.destroy_process_group()  # (after another error, exit without one: a rank may be stuck)
 
 
 def _trained_tokens(rows: list[tuple[list[int], list[int]]]) -> int:
