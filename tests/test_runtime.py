@@ -15,7 +15,7 @@ import pytest
 from gpumesh.errors import FailedPrecondition, InvalidArgument
 from provider_node import runtime as runtime_mod
 from provider_node.runtime import BwrapRuntime, ProcessRuntime, RunSpec, select_runtime
-from provider_node.runtime.base import TAIL_BYTES
+from provider_node.runtime.base import TAIL_BYTES, base_env
 from provider_node.runtime.bwrap import gpu_devices
 
 BWRAP_OK, BWRAP_WHY = BwrapRuntime.available()
@@ -88,6 +88,16 @@ def test_runs_with_a_clean_env_and_keeps_workdir_writes(rt, tmp_path, monkeypatc
     assert res.stdout_tail.split() == ["None", "x", "True"]
     assert res.stderr_tail.strip() == "oops"
     assert (tmp_path / "out.txt").read_text() == "hi"
+
+
+def test_a_gpu_task_keeps_the_library_path_the_driver_needs(tmp_path, monkeypatch):
+    """GPU container images find the driver's libraries through LD_LIBRARY_PATH: a task given GPUs
+    keeps it (else CUDA silently is not there); a CPU task's environment stays clean."""
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/nvidia/lib64")
+    assert base_env(RunSpec(argv=("x",), workdir=tmp_path, gpus=(0,)))["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64"
+    assert "LD_LIBRARY_PATH" not in base_env(RunSpec(argv=("x",), workdir=tmp_path))
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    assert "LD_LIBRARY_PATH" not in base_env(RunSpec(argv=("x",), workdir=tmp_path, gpus=(0,)))
 
 
 def test_output_tail_is_bounded(rt, tmp_path):

@@ -85,7 +85,8 @@ def test_root_or_named_users_are_refused(user):
     assert err.value.field == "docker_user"
 
 
-def test_container_config_carries_every_restriction(tmp_path):
+def test_container_config_carries_every_restriction(tmp_path, monkeypatch):
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/nvidia/lib64")  # the host's, not the image's
     workdir, model = task_dir(tmp_path), tmp_path / "models" / "m"
     model.mkdir(parents=True)
     rt = DockerRuntime(DockerOptions(image=f"ghcr.io/x/worker@{ID}", memory_mb=3000, pids_limit=99, scratch_mb=10))
@@ -102,7 +103,7 @@ def test_container_config_carries_every_restriction(tmp_path):
     env = config["environment"]
     assert "CUDA_VISIBLE_DEVICES" not in env and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["HOME"] == env["TMPDIR"] == "/tmp" and env["A"] == "1"
-    assert "PATH" not in env  # the image's own
+    assert "PATH" not in env and "LD_LIBRARY_PATH" not in env  # the image's own
     mounts = {m["Target"]: m["ReadOnly"] for m in config["mounts"]}
     assert mounts == {str(model.resolve()): True, str(workdir.resolve()): False}
     assert rt.python == "python"

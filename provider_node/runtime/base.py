@@ -70,6 +70,10 @@ def base_env(spec: RunSpec) -> dict[str, str]:
         # NVML numbers GPUs by PCI bus; make CUDA use the same order so the indices agree.
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpus)
+        # Where the driver's libraries are found through the library path (GPU container images
+        # mount them under /usr/local/nvidia and say so in LD_LIBRARY_PATH), CUDA needs it too.
+        if os.environ.get("LD_LIBRARY_PATH"):
+            env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
     env.update(spec.env)
     return env
 

@@ -115,7 +115,8 @@ class DockerRuntime:
         env.pop("CUDA_VISIBLE_DEVICES", None)  # the container sees only its GPUs, numbered from 0
         env.update(HOME=SCRATCH, TMPDIR=SCRATCH)
         if not opts.host_env:
-            env.pop("PATH")  # the image's own
+            env.pop("PATH")  # the image's own, and its own libraries
+            env.pop("LD_LIBRARY_PATH", None)
         env.update(spec.env)
         config: dict[str, Any] = dict(
             image=image_id,
