@@ -126,7 +126,8 @@ class Verifier:
                    inp: bytes, out: bytes, check: Check) -> Task:
         meta: dict[str, Any] = {"primary_provider": provider.provider_id, "primary_output": output_cid}
         if check.kind == "replica":
-            d = disguise(inp, check.seed)
+            gen = job.spec.inference  # the replica generates in the primary's batches
+            d = disguise(inp, check.seed, batch_size=gen.batch_size, max_new_tokens=gen.max_new_tokens)
             meta["names"] = d.names
             return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
                         self.artifacts.put_like(task.input_cid, d.data), task.prompts, role=TaskRole.REPLICA,

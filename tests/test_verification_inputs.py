@@ -97,6 +97,42 @@ def test_disguise_shuffles_and_renames_and_is_seeded():
     assert disguise(inp, seed=42) == d and disguise(inp, seed=43).data != d.data
 
 
+def _engine_batches(data: bytes, batch_size: int, max_new_tokens: int) -> list[set[str]]:
+    """The prompts the real inference workload generates together for ``data``: its grouping
+    (``generate_all``) and the transformers engine's batching loop, with generation stubbed."""
+    from provider_node.workloads.engines import Completion, GenerationParams, TransformersEngine
+    from provider_node.workloads.inference import PromptLine, generate_all
+
+    seen: list[set[str]] = []
+
+    def generate_batch(texts, params):
+        seen.append(set(texts))
+        return [Completion(t, 1, 1) for t in texts]
+
+    engine = object.__new__(TransformersEngine)  # no model: only the batching loop runs
+    engine.tokenizer, engine._generate_batch = None, generate_batch  # chat=False: no template
+    prompts = [PromptLine(r["id"], r["prompt"], r.get("max_new_tokens")) for r in records(data)]
+    generate_all(engine, prompts, GenerationParams(batch_size=batch_size, max_new_tokens=max_new_tokens))
+    return seen
+
+
+def test_a_disguised_replica_generates_in_the_primarys_batches():
+    """Per-line limits make two groups; both are cut into batches of 4. The replica's records move
+    only within their batch, so a GPU gives it the primary's numerics; without the job's batching
+    the shuffle mixes batches."""
+    recs = [{"id": f"q{i}", "prompt": f"prompt number {i}", **({"max_new_tokens": 4} if i % 3 == 0 else {})}
+            for i in range(23)]
+    inp = jsonl(recs)
+    primary = _engine_batches(inp, 4, 16)
+    assert [len(b) for b in primary] == [4, 4, 4, 4, 4, 3]  # 8 records limited to 4 tokens, then 15
+    d = disguise(inp, seed=9, batch_size=4, max_new_tokens=16)
+    assert _engine_batches(d.data, 4, 16) == primary
+    assert [r["prompt"] for r in records(d.data)] != [r["prompt"] for r in recs]  # still another order
+    assert not {r["id"] for r in records(d.data)} & {r["id"] for r in recs}
+    assert compare_exact(output_for(inp, by_prompt), undisguise(inp, output_for(d.data, by_prompt), d.names)).agree
+    assert _engine_batches(disguise(inp, seed=9).data, 4, 16) != primary
+
+
 def test_undisguise_of_an_honest_replica_matches_the_primary_exactly():
     inp = task_input(6)
     primary = output_for(inp, by_prompt)
