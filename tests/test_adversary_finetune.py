@@ -29,6 +29,7 @@ from provider_node.workloads.inference import EXIT_BAD_REQUEST
 from provider_node.workloads.replay import read_manifest, replay_segment
 from tests.adversaries import skip_steps
 from tests.adversaries.common import ENV, provider_env
+from tests.datasets import mixed_finetune_data
 
 PARAMS = {"method": "lora", "steps": 6, "checkpoint_every": 3, "batch_size": 2, "max_seq_len": 32,
           "learning_rate": 0.03, "lora_r": 4, "seed": 1}
@@ -74,11 +75,7 @@ def model_dir(root) -> Path:
 
 @pytest.fixture(scope="module")
 def data(root) -> Path:
-    rows = [{"text": f"the {a} {v} the mat"} if i % 2 else {"prompt": f"what did the {a} do?", "completion": f" {v}"}
-            for i, (a, v) in enumerate((a, v) for a in ("cat", "dog", "owl") for v in ("sat on", "ran to"))]
-    path = root / "data.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return mixed_finetune_data(root / "data.jsonl")
 
 
 def _spec(config: dict, model: Path, data: Path, workdir: Path) -> RunSpec:

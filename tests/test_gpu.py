@@ -19,6 +19,7 @@ from coordinator.verification.compare import compare_exact, judge_rescore
 from coordinator.verification.replay import DEFAULT_RTOL, compare_checkpoints, relative_errors
 from provider_node.runtime import ProcessRuntime, RunSpec
 from provider_node.workloads.engines import GenerationParams
+from tests.datasets import mixed_finetune_data
 
 PROMPTS = [f"prompt {i}: tell me about {w}" for i, w in enumerate(
     ["gpus", "ipfs", "escrow", "leases", "shards", "tokens", "models", "caches", "NVML", "CUDA", "bf16", "vLLM"])]
@@ -194,11 +195,7 @@ def test_a_gpu_referee_still_rejects_a_substituted_model(root, prompts, model_di
 
 @pytest.fixture(scope="module")
 def dataset(root) -> Path:
-    rows = [{"text": f"the {a} {v} the mat"} if i % 2 else {"prompt": f"what did the {a} do?", "completion": f" {v}"}
-            for i, (a, v) in enumerate((a, v) for a in ("cat", "dog", "owl") for v in ("sat on", "ran to"))]
-    path = root / "data.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return mixed_finetune_data(root / "data.jsonl")
 
 
 def _finetune(model_dir: Path, data: Path, out: Path, *extra: str, **kw) -> dict:
