@@ -1,8 +1,8 @@
 """Faults with real processes: a provider SIGKILLed mid-task, the coordinator SIGKILLed between
 sending a settlement transaction and recording it, the chain node stopped while jobs settle, a
-provider whose disk is full. Each proves nothing is lost, nothing is paid twice, and the failure
+provider whose disk is full, the artifact node stopped mid-job. Each proves nothing is lost, nothing is paid twice, and the failure
 is reported clearly. (tests/test_e2e.py has the unpaid kill and restart cases; these add money,
-the settlement window, the chain and the disk.)
+the settlement window, the chain, the disk and the artifact node.)
 
 Measured figures are printed (run with -s to see them).
 """
@@ -300,3 +300,51 @@ def test_full_work_dir_fails_the_task_retryably_and_another_provider_finishes_it
                 assert "failed (retryable)" in log and "No space left on device" in log
                 assert full.alive and connected(client) == {"full", "healthy"} and _registrations(full) == 1
                 print(f"\nMEASURED full-disk task error: {first.error[-300:]!r}")
+
+
+# ---- 5. the artifact node (IPFS) down while a job runs ---------------------------------------
+
+
+def _node_retries(net: LocalNetwork) -> int:
+    """Calls the coordinator retried because the artifact node did not answer (its log says so)."""
+    return sum("artifact node" in line and "retry" in line for line in net.coordinator.log_tail(10**7).splitlines())
+
+
+def test_artifact_node_down_mid_job_is_retried_and_the_job_is_paid_once(tmp_path, tiny_model, expected):
+    """The coordinator keeps artifacts on an IPFS node (a real js-ipfs daemon) and the node is stopped
+    after the first task until a call has met it, then started again on its repository: calls made
+    meanwhile are retried with backoff (or, past the budget, fail retryably and the task is leased
+    again), and the job completes with every output, paid exactly once."""
+    from tests.ipfs_node import IpfsNode, skip_or_fail_without_node
+
+    skip_or_fail_without_node()
+    with IpfsNode(tmp_path / "ipfs") as node, \
+            LocalNetwork(tmp_path / "net", lease_ttl_s=5, heartbeat_interval_s=0.5) as net:
+        net.start_chain()
+        net.start_coordinator({**NO_VERIFY, "GPUMESH_COORDINATOR_ARTIFACT_STORE": "kubo",
+                               "GPUMESH_COORDINATOR_KUBO_URL": node.api_url})
+        net.start_provider("steady", price=PRICE, threads=1)
+        net.wait_providers(1)
+        with Client.connect(net.target) as client:
+            submitter = _funded_submitter(client)
+            handle = client.submit(_spec(client, tiny_model, shard_size=1), budget=BUDGET, wallet=submitter)
+            wait_for(lambda: client.get_job(handle.id).raw.tasks_done >= 1, 120, "the first task")
+            node.stop()
+            stopped = time.monotonic()
+            assert client.get_job(handle.id).state == "RUNNING"  # the rest still needs the node
+            wait_for(lambda: _node_retries(net), 60, "a call to meet the stopped node")
+            time.sleep(2)
+            node.start()
+            down = time.monotonic() - stopped
+            status = handle.wait(timeout=180)
+            done = time.monotonic() - stopped
+            assert status.raw.tasks_done == len(PROMPTS)
+            assert completions(client, handle.id) == expected
+            outcome = escrow_outcome(client.chain(), _settlement(client, handle.id).escrow_key, _addresses(client),
+                                     submitter.address)
+            assert outcome.earned["steady"] > 0
+            assert_paid_once(outcome, BUDGET)
+            attempts = sum(t.attempts for t in status.raw.tasks)
+        retried = _node_retries(net)
+    print(f"\nMEASURED node_down={down:.2f}s completed_after_stop={done:.2f}s task_attempts={attempts} "
+          f"retries={retried}")

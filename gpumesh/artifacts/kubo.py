@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -33,6 +34,8 @@ from gpumesh.errors import (
     ResourceExhausted,
     Unavailable,
 )
+
+log = logging.getLogger(__name__)
 
 _READ_SIZE = 1 << 20
 _BOUNDARY = "gpumesh-kubo-7d1f0c2b9a"
@@ -220,8 +223,11 @@ class KuboArtifactStore:
             raise Unavailable(
                 f"artifact node {self.api_url} unavailable ({cmd}, {attempt + 1} attempts): {cause}"
             )
-        delay = min(self.max_backoff, self.backoff * 2**attempt)
-        time.sleep(self._rng.uniform(delay / 2, delay))
+        cap = min(self.max_backoff, self.backoff * 2**attempt)
+        delay = self._rng.uniform(cap / 2, cap)
+        log.warning("artifact node %s: %s failed (%s); retry %d of %d in %.2fs",
+                    self.api_url, cmd, cause, attempt + 1, self.retries, delay)
+        time.sleep(delay)
 
     def _call(self, cmd: str, params: dict[str, str], *, cid: str | None = None) -> httpx.Response:
         attempt = 0
