@@ -86,9 +86,10 @@ def main() -> int:
     (root / "tiny.tar").write_bytes(tiny_model_archive(seed=0))
     model = materialize(root / "tiny.tar", root / "model")
     prompts = list(enumerate(make_prompts(args.prompts, args.prompt_chars, seed=0)))
-    shuffled = random.Random(1).sample(prompts, len(prompts))
+    rng = random.Random(1)
+    shuffled = rng.sample(prompts, len(prompts))
     in_batch = [prompts[i] for run in batches([{} for _ in prompts], args.batch_size, args.max_new_tokens)
-                for i in random.Random(1).sample(run, len(run))]
+                for i in rng.sample(run, len(run))]
     params = {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
     small = {**params, "batch_size": max(1, args.batch_size // 8)}
     runs = [("first", prompts, params, {"gpus": gpu}), ("again", prompts, params, {"gpus": gpu})]
