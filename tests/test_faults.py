@@ -1,7 +1,7 @@
 """Faults with real processes: a provider SIGKILLed mid-task, the coordinator SIGKILLed between
 sending a settlement transaction and recording it, the chain node stopped while jobs settle, a
-provider whose disk is full, the artifact node stopped mid-job. Each proves nothing is lost, nothing is paid twice, and the failure
-is reported clearly. (tests/test_e2e.py has the unpaid kill and restart cases; these add money,
+provider whose disk is full, the artifact node stopped mid-job. Each proves nothing is lost,
+nothing is paid twice, and the failure is reported clearly. (tests/test_e2e.py has the unpaid kill and restart cases; these add money,
 the settlement window, the chain, the disk and the artifact node.)
 
 Measured figures are printed (run with -s to see them).

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.verification.compare import compare_exact, judge_rescore
+from coordinator.verification.inputs import records
 from coordinator.verification.replay import DEFAULT_RTOL, compare_checkpoints, relative_errors
 from provider_node.runtime import ProcessRuntime, RunSpec
 from provider_node.workloads.engines import GenerationParams
@@ -40,10 +41,6 @@ if not _cuda_devices():
     if os.environ.get("GPUMESH_REQUIRE_GPU") == "1":
         raise RuntimeError("GPUMESH_REQUIRE_GPU=1 but torch sees no CUDA device")
     pytest.skip("no CUDA device (the GPU paths run on a GPU host)", allow_module_level=True)
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +97,12 @@ def test_nvml_lists_the_gpus_torch_sees():
     print(f"\nNVML: {[(g.name, g.memory_total_mb, g.compute_capability) for g in hw.gpus]}, "
           f"driver {hw.gpus[0].driver_version if hw.gpus else '-'}, CUDA {hw.gpus[0].cuda_version if hw.gpus else '-'}")
     assert hw.gpu_count == torch.cuda.device_count()
-    torch_names = sorted(torch.cuda.get_device_name(i) for i in range(hw.gpu_count))
-    assert sorted(g.name for g in hw.gpus) == torch_names
+    props = [torch.cuda.get_device_properties(i) for i in range(hw.gpu_count)]
+    assert sorted(g.name for g in hw.gpus) == sorted(p.name for p in props)
     for g in hw.gpus:
-        props = torch.cuda.get_device_properties(g.index)
-        assert g.compute_capability in {f"{torch.cuda.get_device_properties(i).major}."
-                                        f"{torch.cuda.get_device_properties(i).minor}" for i in range(hw.gpu_count)}
+        assert g.compute_capability in {f"{p.major}.{p.minor}" for p in props}
         # NVML counts the whole framebuffer, CUDA what a context may use: within a few percent.
-        assert abs(g.memory_total_mb - props.total_memory // 2**20) <= 0.05 * g.memory_total_mb
+        assert abs(g.memory_total_mb - props[g.index].total_memory // 2**20) <= 0.05 * g.memory_total_mb
         assert g.uuid.startswith("GPU-") and g.driver_version and g.cuda_version.count(".") == 1
     assert hw.total_vram_mb == sum(g.memory_total_mb for g in hw.gpus)
 
@@ -164,7 +159,7 @@ def test_a_cpu_referee_accepts_honest_gpu_output_and_the_gpu_accepts_the_cpus(gp
     token; the teacher-forced re-scoring that settles a disagreement must accept both."""
     from provider_node.workloads.rescore import Scorer, rescore
 
-    gpu_rows, cpu_rows = _jsonl(gpu_runs[0][1]), _jsonl(cpu_run[1])
+    gpu_rows, cpu_rows = records(gpu_runs[0][1].read_bytes()), records(cpu_run[1].read_bytes())
     same = sum(g["completion_ids"] == c["completion_ids"] for g, c in zip(gpu_rows, cpu_rows, strict=True))
     exact = compare_exact(gpu_runs[0][1].read_bytes(), cpu_run[1].read_bytes())
     cpu_referee = Scorer.load(model_dir, device="cpu")
@@ -185,7 +180,8 @@ def test_a_gpu_referee_still_rejects_a_substituted_model(root, prompts, model_di
     (root / "other.tar").write_bytes(tiny_model_archive(seed=1))
     other = materialize(root / "other.tar", root / "cache-other")
     _inference(other, prompts, root / "cheat", gpus=(0,))
-    reports = rescore(Scorer.load(model_dir, device="cuda"), _jsonl(root / "cheat" / "out.jsonl"), PARAMS)
+    cheat = records((root / "cheat" / "out.jsonl").read_bytes())
+    reports = rescore(Scorer.load(model_dir, device="cuda"), cheat, PARAMS)
     verdict = judge_rescore(reports)
     assert not verdict.agree and len(verdict.mismatched_ids) == len(PROMPTS)
 
