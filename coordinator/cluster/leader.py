@@ -93,7 +93,15 @@ class AdvisoryLockLeadership:
             self.close()
 
     def close(self) -> None:
-        """Release the lock (closing the connection releases it)."""
+        """Release the lock now: unlocked explicitly, since the server ends a closed connection's
+        backend (and frees its locks) only some time after the client has gone."""
+        import psycopg
+
+        if self._leader and self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            except psycopg.Error:  # the connection is broken: its backend's exit releases the lock
+                pass
         self._leader = False
         self._drop()
 
