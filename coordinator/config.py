@@ -60,6 +60,10 @@ class CoordinatorSettings(BaseSettings):
     max_artifact_bytes: int = Field(8 * 1024**3, gt=0)
     max_prompts_per_job: int = Field(1_000_000, gt=0)
     max_prompt_bytes: int = Field(256 * 1024, gt=0)
+    # Per submitter wallet: what it may store (its uploads, each CID once) and keep queued or running
+    # (tasks of its unfinished jobs); over either, RESOURCE_EXHAUSTED. A fresh wallet costs nothing.
+    max_stored_bytes_per_submitter: int = Field(32 * 1024**3, gt=0)
+    max_open_tasks_per_submitter: int = Field(10_000, gt=0)
     schedule_batch: int = Field(1000, gt=0)
     # On-chain settlement: off unless a JSON-RPC endpoint and a deployment are given.
     chain_url: str = ""

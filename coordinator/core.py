@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
+from coordinator.access import ArtifactAccess
 from coordinator.auth import MAX_CACHED_MODELS, ProviderAuth
 from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloLeadership
 from coordinator.cluster.relay import PgSignalRelay
@@ -46,6 +47,7 @@ from gpumesh.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 from gpumesh.identity import result_text, verify_signature
@@ -102,6 +104,9 @@ class Coordinator:
         self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
         self.requests = RequestAuth(store, clock, required=settings.require_signed_requests,
                                     max_skew_s=settings.request_max_skew_s)
+        self.access = ArtifactAccess(store, clock=clock, anonymous=not settings.require_signed_requests,
+                                     model_of=lambda job_id: self._spec(job_id).model_cid,
+                                     max_stored_bytes=settings.max_stored_bytes_per_submitter)
         self.sessions = SessionRegistry()
         self.signals = Signals()
         self.metrics = CoordinatorMetrics().watch(self)
@@ -221,6 +226,8 @@ class Coordinator:
         if spec.deadline is not None and spec.deadline.timestamp() <= self.clock():
             raise InvalidArgument("the deadline has already passed", field="spec.deadline")
         for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
+            # Only what the submitter may read: naming someone else's CID must not make it readable.
+            await asyncio.to_thread(self.access.check_read, submitter, cid, field=field)
             if not await asyncio.to_thread(self.artifacts.has, cid):
                 raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
         if spec.output_sealing_key and spec.kind != "inference":
@@ -230,14 +237,21 @@ class Coordinator:
                 raise InvalidArgument("only spec.input_cid can be sealed", field=f"input_keys[{i}].cid")
             await asyncio.to_thread(self.keys.adopt, cid, wrapped, self.raw_artifacts,
                                     field=f"input_keys[{i}].wrapped_key")
+        if not spec.requirements.isolated and (spec.output_sealing_key or self.keys.is_sealed(spec.input_cid)):
+            # Plaintext of a sealed job exists only inside its workload: never on an unsandboxed node.
+            spec = spec.model_copy(update={"requirements": spec.requirements.model_copy(update={"isolated": True})})
         now = self.clock()
         job_id = "job_" + uuid.uuid4().hex[:16]
+        owner = escrow.submitter if escrow is not None else submitter
         tasks = []
         if spec.kind == "finetune":  # one task; its checkpoints are what verification replays
             examples = await asyncio.to_thread(self._check_finetune, spec)
+            self._check_task_quota(owner, 1)
             tasks.append(Task(f"{job_id}-t00000", job_id, 0, TaskState.QUEUED, spec.input_cid, examples))
         else:
-            for shard in await asyncio.to_thread(self._shard_input, spec):
+            shards = await asyncio.to_thread(self._shard_input, spec)
+            self._check_task_quota(owner, len(shards))
+            for shard in shards:
                 cid = await asyncio.to_thread(self.artifacts.put_like, spec.input_cid, shard.data)
                 tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid,
                                   shard.prompts))
@@ -252,7 +266,7 @@ class Coordinator:
             idempotency_key=idempotency_key,
             escrow_key=escrow_key if escrow is not None else "",
             budget=escrow.amount if escrow is not None else 0,
-            submitter=escrow.submitter if escrow is not None else submitter,
+            submitter=owner,
         )
         job = self.store.create_job(job, tasks)
         if job.job_id == job_id:  # not an idempotent retry
@@ -261,6 +275,16 @@ class Coordinator:
                  extra={"job_id": job.job_id, "submitter": job.submitter, "sealed": bool(input_keys)})
         self.signals.notify(SCHEDULER)
         return job
+
+    def _check_task_quota(self, submitter: str, adding: int) -> None:
+        """A wallet costs nothing to make: what one may keep queued is bounded."""
+        limit = self.settings.max_open_tasks_per_submitter
+        open_now = self.store.open_tasks_of(submitter)
+        if open_now + adding > limit:
+            raise ResourceExhausted(
+                f"{submitter or 'anonymous submitters'} has {open_now} tasks queued or running; this job adds {adding}, "
+                f"over the limit of {limit} per submitter (wait for some to finish, or use larger shards)",
+                field="spec.shard_size")
 
     async def _check_escrow(self, escrow_key: str) -> EscrowView:
         """A job on a settling coordinator needs its own confirmed, funded deposit."""
@@ -463,6 +487,8 @@ class Coordinator:
             self.metrics.results.labels("accepted" if outcome.accepted else
                                         "rejected" if decision is not None and decision.reject else "refused").inc()
             if outcome.accepted and not outcome.duplicate:
+                if task.role is TaskRole.PRIMARY:  # its submitter may read it (a failed job's partial output too)
+                    await asyncio.to_thread(self._grant_outputs, task.job_id, [res.output_cid])
                 self._set_standing(session, self.store.get_provider(pid))
                 if task.role is TaskRole.PRIMARY and task.leased_at:
                     took = max(0.0, self.clock() - task.leased_at)
@@ -567,10 +593,26 @@ class Coordinator:
         """Merge task outputs in order into the job's output and complete it (idempotent)."""
         tasks = self.store.list_tasks(job_id)
         output_cid = await asyncio.to_thread(self._merge_outputs, tasks)
+        await asyncio.to_thread(self._grant_outputs, job_id, [output_cid])  # readable before the job shows done
         job = self.store.finish_job(job_id, output_cid=output_cid, now=self.clock())
         log.info("job %s completed: output %s", job_id, job.output_cid,
                  extra={"job_id": job_id, "output_cid": job.output_cid})
         self.signals.notify(job_id)
+
+    def _grant_outputs(self, job_id: str, cids: Sequence[str]) -> None:
+        """Let the job's submitter read these outputs (a fine-tune's: its index and what it names)."""
+        spec = self._spec(job_id)
+        every = list(cids)
+        if spec.kind == "finetune":
+            from gpumesh.checkpoints import FinetuneOutput
+
+            for cid in cids:
+                try:
+                    index = FinetuneOutput.parse(self.artifacts.get_bytes(cid))
+                except ValueError:  # a merged output or a refused index: only the CID itself
+                    continue
+                every += [index.final, index.loss, *(c.cid for c in index.checkpoints)]
+        self.access.grant(every, self.store.get_job(job_id).submitter)
 
     def _merge_outputs(self, tasks: Sequence[Task]) -> str:
         def chunks():

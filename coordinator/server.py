@@ -144,7 +144,8 @@ class CoordinatorServer:
         jobs_pb2_grpc.add_SubmitterServiceServicer_to_server(SubmitterServicer(self.core), self.server)
         provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(self.core), self.server)
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
-            ArtifactServicer(self.artifacts, max_bytes=settings.max_artifact_bytes), self.server
+            ArtifactServicer(self.artifacts, self.core.access, self.core.requests, max_bytes=settings.max_artifact_bytes),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -115,6 +115,7 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
         eligible=eligible,
         speed=gpu_speed(record.gpus),
         busy_s=busy_s,
+        isolated=record.isolated,
     )
 
 

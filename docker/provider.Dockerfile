@@ -9,10 +9,12 @@
 #       --build-arg TORCH_INDEX_URL= --build-arg EXTRAS= .                            # CUDA torch
 # (docker/provider.Dockerfile.dockerignore is the ignore file BuildKit uses for it.)
 #
-# Sandbox: the daemon's `bwrap` runtime needs user namespaces, which an unprivileged container
-# does not get; run it with `--runtime process` (what docker/compose.yaml does: the container is
-# then the isolation boundary) or give the container what bwrap needs. bubblewrap is installed
-# so `--runtime auto` uses it wherever it works.
+# Sandbox: workloads run in bubblewrap inside the container, so they never see /data (the wallet
+# key). bwrap builds its sandbox from unprivileged user namespaces, which Docker's default seccomp
+# and AppArmor profiles refuse: run the container with `--security-opt seccomp=unconfined
+# --security-opt apparmor=unconfined` (docker/compose.yaml does; no capability is added). Without
+# a working sandbox the daemon refuses to start (`--runtime process --unisolated` overrides it,
+# and then workloads can read the key).
 #
 # Base image: pinned by tag. Digest pinning goes where `# pin:` says: append @sha256:<digest>
 # to the tag (resolve it with `docker buildx imagetools inspect <image:tag>`). No digest is
@@ -69,4 +71,6 @@ USER 10001:10001
 WORKDIR /home/gpumesh
 # No EXPOSE: the daemon only dials out (to the coordinator); it listens on nothing.
 ENTRYPOINT ["gpumesh"]
-CMD ["provider", "run", "--data-dir", "/data", "--runtime", "process"]
+# auto: the bwrap sandbox (the container needs seccomp=unconfined and apparmor=unconfined for
+# its user namespaces; compose.yaml sets them); without a working sandbox the daemon refuses to start.
+CMD ["provider", "run", "--data-dir", "/data", "--runtime", "auto"]

@@ -39,6 +39,7 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             "min_vram_mb": r.min_vram_mb,
             "allow_cpu": r.allow_cpu,
             "min_memory_mb": r.min_memory_mb,
+            "isolated": r.isolated,
         }
     if msg.max_price_per_hour:
         data["max_price_per_hour"] = parse_amount(msg.max_price_per_hour, field="spec.max_price_per_hour")
@@ -86,6 +87,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
             min_vram_mb=r.min_vram_mb,
             allow_cpu=r.allow_cpu,
             min_memory_mb=r.min_memory_mb,
+            isolated=r.isolated,
         ),
         max_price_per_hour=str(spec.max_price_per_hour),
         shard_size=spec.shard_size,

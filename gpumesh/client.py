@@ -77,12 +77,12 @@ class Client:
         self._chain_url = chain_url  # overrides the coordinator's advertised JSON-RPC endpoint
         self._wallet: Wallet | None = None
         self._jobs: jobs_pb2_grpc.SubmitterServiceStub | None = None
+        self._artifacts: RemoteArtifactStore | None = None
         if wallet is not None:
             self._use(wallet)
         self._public = jobs_pb2_grpc.SubmitterServiceStub(channel)  # calls that name no job: unsigned
         self._sealed: dict[str, bytes] = {}  # cid -> data key of what this client sealed
         self._coordinator_key: bytes | None = None
-        self.artifacts = RemoteArtifactStore(channel)
 
     @property
     def wallet(self) -> Wallet:
@@ -94,8 +94,16 @@ class Client:
 
     def _use(self, wallet: Wallet) -> None:
         self._wallet = wallet
-        self._jobs = jobs_pb2_grpc.SubmitterServiceStub(
-            grpc.intercept_channel(self._channel, SigningInterceptor(wallet)))
+        signed = grpc.intercept_channel(self._channel, SigningInterceptor(wallet))
+        self._jobs = jobs_pb2_grpc.SubmitterServiceStub(signed)
+        self._artifacts = RemoteArtifactStore(signed)  # uploads are this wallet's; it reads what it may
+
+    @property
+    def artifacts(self) -> RemoteArtifactStore:
+        """The coordinator's artifact store, as this client's wallet (see ``Client.wallet``)."""
+        if self._artifacts is None:
+            self._use(self.wallet)
+        return self._artifacts
 
     @property
     def _stub(self) -> jobs_pb2_grpc.SubmitterServiceStub:

@@ -70,7 +70,7 @@ class Wallet:
         if path.exists():
             return cls.from_hex(path.read_text())
         wallet = cls.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
         with os.fdopen(fd, "w") as fh:
             fh.write(wallet.private_key.hex() + "\n")
@@ -87,6 +87,12 @@ class Wallet:
 
     def __repr__(self) -> str:  # never print the key
         return f"Wallet({self.address})"
+
+
+def provider_key_path(data_dir: Path) -> Path:
+    """Where a provider keeps its wallet key: a 0700 directory of its own in its data directory,
+    beside (never inside) the work and model directories its workloads see."""
+    return Path(data_dir) / "keys" / "wallet.key"
 
 
 def recover_signer(text: str, signature: bytes) -> str:

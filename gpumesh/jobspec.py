@@ -27,6 +27,8 @@ class Requirements(_Strict):
     min_vram_mb: int = Field(0, ge=0)
     allow_cpu: bool = True
     min_memory_mb: int = Field(0, ge=0)
+    # Only providers whose workloads run sandboxed (no network, no host files); sealed jobs always.
+    isolated: bool = False
 
     @property
     def min_gpus(self) -> int:

@@ -160,9 +160,9 @@ class LocalNetwork:
         providers on one machine from oversubscribing its cores."""
         env = self._env() | (extra_env or {})
         if tier == "centralized":  # the operator's own node: trust its wallet first
-            from gpumesh.identity import Wallet
+            from gpumesh.identity import Wallet, provider_key_path
 
-            wallet = Wallet.load_or_create(self.root / name / "wallet.key")
+            wallet = Wallet.load_or_create(provider_key_path(self.root / name))
             subprocess.run([sys.executable, "-m", "gpumesh", "coordinator", "trust", wallet.address,
                             "--data-dir", str(self.root / "coordinator"), "--note", name],
                            check=True, env=self._env(), capture_output=True, timeout=120)
@@ -170,7 +170,8 @@ class LocalNetwork:
             name,
             [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,
              "--data-dir", str(self.root / name), "--name", name, "--price", str(price),
-             "--slots", str(slots), "--runtime", runtime, "--threads", str(threads), "--tier", tier],
+             "--slots", str(slots), "--runtime", runtime, "--threads", str(threads), "--tier", tier,
+             *(["--unisolated"] if runtime == "process" else [])],
             self.root / f"{name}.log",
             env,
         ).start()
@@ -184,9 +185,9 @@ class LocalNetwork:
         from eth_account import Account
 
         from gpumesh.chain import ChainClient, Deployment, dev_keys
-        from gpumesh.identity import Wallet
+        from gpumesh.identity import Wallet, provider_key_path
 
-        wallet = Wallet.load_or_create(self.root / name / "wallet.key")
+        wallet = Wallet.load_or_create(provider_key_path(self.root / name))
         chain = ChainClient.connect(self.chain_url, Deployment.load(self.root / "chain" / "deployment.json"))
         funder = Account.from_key(dev_keys()[2])
         chain.send_value(funder, wallet.address, 10**17)

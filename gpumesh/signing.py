@@ -8,7 +8,8 @@ The signature travels in gRPC metadata, so the messages themselves are unchanged
     x-gpumesh-signature  0x + 65 bytes r||s||v over ``request_text(...)``
 
 The body digest is SHA-256 of the request's deterministic protobuf encoding, so a signature is
-bound to one method and one message. The coordinator rejects a timestamp outside its clock skew
+bound to one method and one message; a client-streaming call (an artifact upload) signs the
+empty body, binding the method and the caller, and the server hashes what it receives. The coordinator rejects a timestamp outside its clock skew
 window and a nonce it has seen (it keeps nonces for that window), so a captured request cannot
 be replayed.
 """
@@ -120,17 +121,33 @@ class _Details(grpc.ClientCallDetails):
         self.compression = getattr(base, "compression", None)
 
 
-class SigningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Signs every unary-request call whose method starts with ``prefix`` as ``wallet``; each
-    attempt gets a fresh nonce and timestamp."""
+SUBMITTER = "/gpumesh.v1.SubmitterService/"
+ARTIFACTS = "/gpumesh.v1.ArtifactService/"
 
-    def __init__(self, wallet: Wallet, prefix: str = "/gpumesh.v1.SubmitterService/") -> None:
+
+class _Empty:
+    """The body a client-streaming call signs (every empty message encodes to no bytes)."""
+
+    @staticmethod
+    def SerializeToString(deterministic: bool = False) -> bytes:  # noqa: N802 - protobuf's name
+        return b""
+
+
+STREAM_BODY = _Empty()
+
+
+class SigningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamUnaryClientInterceptor):
+    """Signs every call whose method starts with one of ``prefixes`` as ``wallet``; each attempt
+    gets a fresh nonce and timestamp. A client-streaming call signs :data:`STREAM_BODY`."""
+
+    def __init__(self, wallet: Wallet, prefixes: str | tuple[str, ...] = (SUBMITTER, ARTIFACTS)) -> None:
         self.wallet = wallet
-        self.prefix = prefix
+        self.prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
 
-    def _sign(self, details: grpc.ClientCallDetails, request: Message) -> grpc.ClientCallDetails:
+    def _sign(self, details: grpc.ClientCallDetails, request) -> grpc.ClientCallDetails:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        if not method.startswith(self.prefix):
+        if not method.startswith(self.prefixes):
             return details
         extra = [(k, v) for k, v in details.metadata or () if k not in HEADERS]
         return _Details(details, extra + sign_request(self.wallet, method, request))
@@ -140,6 +157,9 @@ class SigningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
 
     def intercept_unary_stream(self, continuation, client_call_details, request):
         return continuation(self._sign(client_call_details, request), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._sign(client_call_details, STREAM_BODY), request_iterator)
 
 
 # ---- provider registration ----------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""Deterministic tars of directories (models, fine-tune checkpoints), and their safe reading.
+"""Deterministic tars of directories (models, fine-tune checkpoints), and their bounded reading.
 
 :func:`pack_dir` gives equal bytes for equal trees, so a directory has one CID: names sorted, only
 regular files (symlinks by their content), every header with mtime 0, uid/gid 0, no owner names,
-mode 0o644, plain ustar. :func:`extract` and :func:`read_members` refuse members that are not
-regular files or directories, or whose names would escape the destination.
+mode 0o644, plain ustar (:func:`write_tar`, which the provider's sandbox reader shares).
+
+Tars come from other parties (a submitter's model, another provider's checkpoint), so
+:func:`extract` and :func:`read_members` take only regular files and directories whose names stay
+inside the destination, refuse sparse members (a few KiB of tar that expand to GiBs of zeros), and
+stop at a byte budget and a member count: what a tar can write is bounded before any byte lands.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import io
 import os
 import shutil
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 _CHUNK = 1 << 20
+MAX_MEMBERS = 100_000  # entries in one tar (each costs an inode where it is extracted)
 
 
 class TarError(ValueError):
-    """A tar that is corrupt or has a member it must not have."""
+    """A tar that is corrupt, has a member it must not have, or is over a limit."""
 
 
 def iter_files(src_dir: Path) -> list[tuple[str, Path]]:
@@ -34,18 +40,29 @@ def iter_files(src_dir: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def pack_dir(src_dir: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, full in iter_files(Path(src_dir)):
+def write_tar(members: Iterable[tuple[str, int, BinaryIO]], out: BinaryIO) -> None:
+    """Write ``(name, size, file)`` members, in the given order, as a deterministic ustar."""
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, size, fileobj in members:
             info = tarfile.TarInfo(name)
-            info.size = full.stat().st_size
+            info.size = size
             info.mode = 0o644
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""
+            tar.addfile(info, fileobj)
+
+
+def pack_dir(src_dir: Path) -> bytes:
+    """A deterministic tar of a directory the caller trusts (its own files; links followed)."""
+
+    def members():
+        for name, full in iter_files(Path(src_dir)):
             with full.open("rb") as f:
-                tar.addfile(info, f)
+                yield name, os.fstat(f.fileno()).st_size, f
+
+    buf = io.BytesIO()
+    write_tar(members(), buf)
     return buf.getvalue()
 
 
@@ -53,22 +70,51 @@ def safe_member_path(member: tarfile.TarInfo) -> PurePosixPath:
     name = PurePosixPath(member.name)
     if not (member.isfile() or member.isdir()):
         raise TarError(f"tar member {member.name!r} is not a regular file or directory")
-    if name.is_absolute() or ".." in name.parts or "\\" in member.name:
+    if member.issparse():
+        raise TarError(f"tar member {member.name!r} is sparse (its holes would expand on disk)")
+    if name.is_absolute() or ".." in name.parts or "\\" in member.name or "\0" in member.name:
         raise TarError(f"tar member {member.name!r} escapes its directory")
     if not name.parts and member.isfile():
         raise TarError(f"tar member {member.name!r} has no name")
     return name
 
 
-def extract(source: Path | BinaryIO, dest: Path) -> None:
-    """Extract every member of the tar at ``source`` (a path or a binary file) under ``dest``."""
+class _Budget:
+    """Bytes and members a tar may still produce."""
+
+    def __init__(self, max_bytes: int | None, max_members: int) -> None:
+        self.bytes_left = max_bytes
+        self.max_members = max_members
+        self.members = 0
+
+    def member(self, member: tarfile.TarInfo) -> None:
+        self.members += 1
+        if self.members > self.max_members:
+            raise TarError(f"tar has more than {self.max_members} members")
+        if self.bytes_left is not None:
+            if member.size > self.bytes_left:
+                raise TarError(f"tar member {member.name!r} ({member.size} bytes) is over the size limit "
+                               f"({self.bytes_left} bytes left of what this tar may extract)")
+            self.bytes_left -= member.size
+
+
+def extract(source: Path | BinaryIO, dest: Path, *, max_bytes: int | None = None,
+            max_members: int = MAX_MEMBERS) -> None:
+    """Extract every member of the tar at ``source`` (a path or a binary file) under ``dest``.
+
+    At most ``max_bytes`` of file content (None: the tar's own size bounds it, sparse members
+    being refused) and ``max_members`` entries; over either, TarError and the partial tree is
+    the caller's to remove (extract into a fresh directory).
+    """
     dest = Path(dest)
+    budget = _Budget(max_bytes, max_members)
     try:
         opened = tarfile.open(source, mode="r:") if isinstance(source, (str, Path)) else tarfile.open(
             fileobj=source, mode="r:")
         with opened as tar:
             for member in tar:
                 rel = safe_member_path(member)
+                budget.member(member)
                 target = dest.joinpath(*rel.parts)
                 if member.isdir():  # "./" (as ``tar -C dir -cf x.tar .`` writes) is the root itself
                     target.mkdir(parents=True, exist_ok=True)
@@ -76,19 +122,26 @@ def extract(source: Path | BinaryIO, dest: Path) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(member)
                 assert src is not None  # regular file
-                with src, target.open("wb") as out:
+                # O_EXCL|O_NOFOLLOW: a member never writes through a link or over an earlier member.
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                with src, os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
+    except FileExistsError as exc:
+        raise TarError(f"tar has two members named {Path(exc.filename).name!r}") from None
     except tarfile.TarError as exc:
         raise TarError(f"corrupt tar: {exc}") from exc
 
 
-def read_members(data: bytes) -> dict[str, bytes]:
-    """The regular files of an in-memory tar by name (``./`` prefixes dropped)."""
+def read_members(data: bytes, *, max_bytes: int | None = None, max_members: int = MAX_MEMBERS) -> dict[str, bytes]:
+    """The regular files of an in-memory tar by name (``./`` prefixes dropped), within the same
+    limits as :func:`extract` (``max_bytes`` None: at most ``len(data)``)."""
     out = {}
+    budget = _Budget(len(data) if max_bytes is None else max_bytes, max_members)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             for member in tar:
                 rel = safe_member_path(member)
+                budget.member(member)
                 if member.isfile():
                     f = tar.extractfile(member)
                     assert f is not None

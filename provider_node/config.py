@@ -18,7 +18,10 @@ class ProviderSettings(BaseSettings):
     price_per_hour: int = Field(0, ge=0)  # payment-token base units per hour
     slots: int = Field(1, ge=1, le=256)
     tier: Literal["open", "centralized"] = "open"
+    # auto: Docker when an image is pinned and the daemon answers, else bwrap; neither working, the
+    # daemon refuses to start. process (no sandbox) needs unisolated, said explicitly.
     runtime: Literal["auto", "bwrap", "process", "docker"] = "auto"
+    unisolated: bool = False
     # runtime "docker": the workload image, pinned (name@sha256:<digest> or sha256:<image id>).
     docker_image: str = ""
     docker_host_env: bool = False  # mount the host's Python environment; the image is only the OS base
@@ -29,6 +32,9 @@ class ProviderSettings(BaseSettings):
     docker_scratch_mb: int = Field(2048, gt=0)  # the /tmp tmpfs (and /dev/shm) per task
     docker_url: str = ""  # "" = DOCKER_HOST or the default socket
     model_cache_mb: int = Field(20_000, gt=0)
+    # What a workload may hand back: one output file, and one output directory (a checkpoint, weights).
+    max_output_mb: int = Field(4096, gt=0)
+    max_output_dir_mb: int = Field(65536, gt=0)
     reconnect_max_s: float = Field(10.0, gt=0)
     metrics_listen: str = ""  # host:port serving Prometheus /metrics ("" = off)
     # TLS to the coordinator: the CA of its certificate ("" with tls: the system's roots), and a
@@ -54,7 +60,9 @@ class ProviderSettings(BaseSettings):
 
     @property
     def key_file(self) -> Path:
-        return self.data_dir / "wallet.key"
+        from gpumesh.identity import provider_key_path
+
+        return provider_key_path(self.data_dir)
 
     @property
     def cache_dir(self) -> Path:

@@ -22,6 +22,7 @@ from provider_node.hardware import HardwareInfo
 from provider_node.launch import processes_for, workload_argv
 from provider_node.model_cache import ModelCache
 from provider_node.runtime import RunSpec, Runtime
+from provider_node.sandbox_io import Limits, SandboxOutput
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class TaskExecutor:
         threads: int,
         workloads: dict[str, str] | None = None,
         workload_env: dict[str, str] | None = None,
+        limits: Limits = Limits(),
     ) -> None:
         self.artifacts = artifacts
         self.models = models
@@ -56,6 +58,7 @@ class TaskExecutor:
         self.threads = max(1, threads)
         self.workloads = {**WORKLOADS, **(workloads or {})}
         self.workload_env = dict(workload_env or {})
+        self.limits = limits  # what a workload may hand back (provider_node.sandbox_io)
         self.gpus = GpuAllocator(g.index for g in hardware.gpus)
         self.sealing = SealingKey.derive(wallet.private_key)  # sealed inputs' keys are wrapped to it
 
@@ -88,22 +91,24 @@ class TaskExecutor:
         # Sealed inputs: fetched as ciphertext (checked against its CID), opened with the lease's keys.
         keys = {k.cid: self.sealing.unwrap(k.wrapped_key) for k in lease.keys}
         artifacts = OpenedView(self.artifacts, keys.get)
-        inp, out, res = workdir / "input.jsonl", workdir / "output.jsonl", workdir / "result.json"
+        inp = workdir / "input.jsonl"
         await asyncio.to_thread(artifacts.get_file, lease.input_cid, inp)
         extra: tuple[str, ...] = ()
         params = lease.params_json or "{}"
+        out = "output.jsonl"  # what the workload writes, relative to its work directory
         if lease.kind in ("finetune", "replay"):
-            out = workdir / "out"  # a directory: checkpoints, loss log, final weights
+            out = "out"  # a directory: checkpoints, loss log, final weights
             if lease.kind == "replay":
-                params, extra = await asyncio.to_thread(replay_args, params, lease.aux_cid, workdir, artifacts)
+                params, extra = await asyncio.to_thread(replay_args, params, lease.aux_cid, workdir, artifacts,
+                                                        max_bytes=self.limits.max_tree_bytes)
         elif lease.aux_cid:  # a re-scoring check: the job's prompts beside the claimed records
             await asyncio.to_thread(artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
             extra = ("--prompts", str(workdir / "prompts.jsonl"))
         spec = RunSpec(
             argv=workload_argv(
                 self.runtime.python, module,
-                ("--model", str(model), "--input", str(inp), "--output", str(out), "--params", params,
-                 "--result", str(res), *extra),
+                ("--model", str(model), "--input", str(inp), "--output", str(workdir / out), "--params", params,
+                 "--result", str(workdir / "result.json"), *extra),
                 processes=processes_for(lease.kind, len(gpus)),
             ),
             workdir=workdir,
@@ -113,23 +118,26 @@ class TaskExecutor:
             gpus=gpus,
         )
         run = await self.runtime.run(spec)
-        report = _read_report(res)
         if run.timed_out:
             return _failure(lease, f"workload timed out after {spec.timeout_s:.0f}s", True)
+        # Everything in the work directory is the workload's: read back only through the sandbox reader.
+        sandbox = SandboxOutput(workdir, self.limits)
+        report = await asyncio.to_thread(sandbox.read_json, "result.json")
         if run.exit_code != 0 or not report.get("ok"):
             error = report.get("error") or f"workload exited {run.exit_code}: {run.stderr_tail[-1000:]}"
-            return _failure(lease, error, bool(report.get("retryable", True)))
+            return _failure(lease, str(error), bool(report.get("retryable", True)))
         output_key = b""
         if lease.kind == "finetune":
-            output_cid = await asyncio.to_thread(upload_run, out, report, json.loads(params), self.artifacts)
+            output_cid = await asyncio.to_thread(upload_run, sandbox, out, report, json.loads(params), self.artifacts)
         elif lease.kind == "replay":
-            output_cid = await asyncio.to_thread(upload_replay, out, self.artifacts)
+            output_cid = await asyncio.to_thread(upload_replay, sandbox, out, self.artifacts)
         elif lease.output_sealing_key:  # a sealed job: only the coordinator (and then the submitter) reads it
             data_key = new_data_key()
-            output_cid = await asyncio.to_thread(self.artifacts.put_stream, seal_stream(_read_chunks(out), data_key))
+            output_cid = await asyncio.to_thread(
+                lambda: self.artifacts.put_stream(seal_stream(sandbox.chunks(out), data_key)))
             output_key = wrap_key(data_key, lease.output_sealing_key)
         else:
-            output_cid = await asyncio.to_thread(self.artifacts.put_file, out)
+            output_cid = await asyncio.to_thread(lambda: self.artifacts.put_stream(sandbox.chunks(out)))
         metrics = {**report, "runtime": self.runtime.name, "isolated": self.runtime.isolated,
                    "wall_s": round(run.duration_s, 3)}
         metrics.pop("ok", None)
@@ -169,26 +177,13 @@ class TaskExecutor:
             if run.exit_code != 0:
                 log.warning("GGUF conversion failed, tasks load the GGUF directly: %s", run.stderr_tail[-500:])
                 return model
-            try:
-                (staging / "out").rename(converted)
+            try:  # the converter ran in the sandbox: its tree is checked like any workload output
+                await asyncio.to_thread(SandboxOutput(staging, self.limits).adopt, "out", converted)
             except OSError:  # another lease converted it first
                 pass
             return converted if converted.is_dir() else model
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
-
-
-def _read_chunks(path: Path, size: int = 1024 * 1024):
-    with open(path, "rb") as fh:
-        while chunk := fh.read(size):
-            yield chunk
-
-
-def _read_report(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _failure(lease: provider_pb2.TaskLease, error: str, retryable: bool) -> provider_pb2.ProviderMessage:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gpumesh.artifacts import ArtifactStore
 from gpumesh.artifacts.cid import parse_cid
+from gpumesh.errors import WorkloadError
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,37 @@ class ModelCache:
         return loadable
 
     def _fetch(self, cid: str, entry: Path) -> None:
-        from provider_node.workloads.models import materialize
+        """Fetch and unpack one model, within the cache's size and the disk's free space: the
+        artifact is someone else's, so what it may write is bounded before a byte is written."""
+        from provider_node.workloads.models import detect_format, materialize
 
         started = time.monotonic()
+        size = self.artifacts.size(cid)
+        if size > self.max_bytes:
+            raise WorkloadError(f"model {cid} is {size} bytes, over this provider's {self.max_bytes}-byte model cache",
+                                field="model_cid", retryable=True)
         shutil.rmtree(entry, ignore_errors=True)
         entry.mkdir(parents=True)
-        artifact = entry / "artifact"
-        self.artifacts.get_file(cid, artifact)  # verified against the CID
-        loadable = materialize(artifact, entry / "model")
+        try:
+            self._room(cid, size, entry)
+            artifact = entry / "artifact"
+            self.artifacts.get_file(cid, artifact)  # verified against the CID
+            if detect_format(artifact) == "hf-tar":
+                self._room(cid, size, entry)  # its tree, beside it: at most its size (sparse members are refused)
+            loadable = materialize(artifact, entry / "model", max_bytes=self.max_bytes)
+        except BaseException:
+            shutil.rmtree(entry, ignore_errors=True)
+            raise
         ready = entry / (READY + ".tmp")  # written whole, then renamed: a full disk leaves no empty marker
         ready.write_text(str(loadable))
         os.replace(ready, entry / READY)
         log.info("model %s cached in %.1fs", cid, time.monotonic() - started)
+
+    def _room(self, cid: str, size: int, entry: Path) -> None:
+        free = shutil.disk_usage(entry).free
+        if size > free:
+            raise WorkloadError(f"model {cid} needs {size} bytes, {free} are free in {self.root} "
+                                "(No space left on device)", field="model_cid", retryable=True)
 
     def _evict(self, *, keep: str) -> None:
         entries = [p for p in self.root.iterdir() if (p / READY).exists()]

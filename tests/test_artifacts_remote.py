@@ -9,13 +9,16 @@ import pytest
 from gpumesh.artifacts import cid_of_bytes
 from gpumesh.artifacts.remote import RemoteArtifactStore
 from gpumesh.errors import IntegrityError
+from gpumesh.identity import Wallet
+from gpumesh.signing import SigningInterceptor
 from tests.artifact_contract import ArtifactStoreContract
 
 
 @pytest.fixture
 def store(server):
+    """As one wallet: every artifact call is signed, and a wallet reads what it uploaded."""
     with grpc.insecure_channel(server.target) as channel:
-        yield RemoteArtifactStore(channel, timeout=30)
+        yield RemoteArtifactStore(grpc.intercept_channel(channel, SigningInterceptor(Wallet.generate())), timeout=30)
 
 
 class TestRemoteArtifactStoreContract(ArtifactStoreContract):

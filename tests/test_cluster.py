@@ -107,7 +107,7 @@ def test_a_job_survives_the_leader_replica_being_killed(pg_dsn, tmp_path, tiny_m
     def provider(name: str, replica: str) -> Proc:
         proc = Proc(name, [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator",
                            f"127.0.0.1:{ports[replica]}", "--data-dir", str(tmp_path / name), "--name", name,
-                           "--slots", "1", "--runtime", "process", "--threads", "1"],
+                           "--slots", "1", "--runtime", "process", "--unisolated", "--threads", "1"],
                     tmp_path / f"{name}.log", env).start()
         procs.append(proc)
         return proc

@@ -33,12 +33,13 @@ from coordinator.models import (
 from coordinator.settlement.payouts import TaskCharge, job_payout
 from coordinator.settlement.settler import BatchPolicy, Settler
 from coordinator.store.base import Charge, Slash, SlashState, VerificationUpdate
+from gpumesh.artifacts.remote import RemoteArtifactStore
 from gpumesh.client import Client
 from gpumesh.errors import InvalidArgument
 from gpumesh.identity import Wallet, result_text
 from gpumesh.jobspec import JobSpec
 from gpumesh.sealing import SealingKey
-from gpumesh.signing import sign_registration
+from gpumesh.signing import SigningInterceptor, sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from tests.conftest import ServerThread
 
@@ -210,6 +211,8 @@ class ScriptedProvider:
                 common_pb2.GpuInfo(index=0, name="H100", memory_total_mb=81_559)]))))
         self.provider_id = resp.provider_id
         self.session_token = resp.session_token
+        # Its artifact calls are signed by its wallet: the coordinator serves what its leases need.
+        self.artifacts = RemoteArtifactStore(grpc.intercept_channel(self.channel, SigningInterceptor(self.wallet)))
         self._out: queue.Queue = queue.Queue()
         self._in: queue.Queue = queue.Queue()
         bearer = (("authorization", f"Bearer {resp.session_token}"),)
@@ -232,8 +235,9 @@ class ScriptedProvider:
 
     def answer(self, lease, client: Client) -> None:
         """Return one completion per prompt of the lease's input, signed."""
-        records = [json.loads(line) for line in client.download(lease.input_cid).splitlines() if line.strip()]
-        cid = client.upload("".join(json.dumps({**r, "completion": "ok"}) + "\n" for r in records).encode())
+        inp = self.artifacts.get_bytes(lease.input_cid)
+        records = [json.loads(line) for line in inp.splitlines() if line.strip()]
+        cid = self.artifacts.put_bytes("".join(json.dumps({**r, "completion": "ok"}) + "\n" for r in records).encode())
         self._out.put(provider_pb2.ProviderMessage(result=provider_pb2.TaskResult(
             lease_id=lease.lease_id, task_id=lease.task_id, output_cid=cid,
             signature=self.wallet.sign_text(result_text(lease.task_id, cid)), metrics_json='{"engine": "scripted"}')))
@@ -391,7 +395,9 @@ def test_the_page_follows_a_job_and_shows_names_as_text(dashboard, tmp_path):
             output = client.get_job(job_id).raw.output_cid
             assert output
             expect(job.locator(".progress")).to_contain_text("1/1")
-            expect(job.locator(".output")).to_have_attribute("title", output)
+            expect(job.locator(".output")).to_have_text("yes")
+            assert output not in page.content()  # no CID is shown to an anonymous viewer
+            expect(row.locator("td.isolation")).to_have_text("process · unisolated")
             expect(job.locator("td.submitter")).to_have_attribute("title", client.wallet.address)
             expect(row.locator("td.tasks-done")).to_have_text("1")
             assert int(job.locator(".cost").inner_text().replace(",", "")) > 0  # 3600/h: one unit a second

@@ -347,14 +347,14 @@ def test_named_volumes_are_declared_and_each_provider_has_its_own(compose, servi
     for name in (*PROVIDERS, "provider-gpu"):
         argv = service_argv(services[name])
         data_dir = options(argv)["--data-dir"]
-        volume, _ = mount_of(services[name], data_dir + "/wallet.key")
+        volume, _ = mount_of(services[name], data_dir + "/keys/wallet.key")
         data[name] = volume
     assert len(set(data.values())) == len(data), f"providers share a data volume (their wallet): {data}"
     names = [options(service_argv(services[n]))["--name"] for n in data]
     assert len(set(names)) == len(names)
 
 
-def test_providers_wait_for_a_healthy_coordinator_and_run_unsandboxed_processes(services):
+def test_providers_wait_for_a_healthy_coordinator_and_run_workloads_in_the_sandbox(services):
     coord = services["coordinator"]
     assert coord["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
     listen_port = options(service_argv(coord))["--listen"].rsplit(":", 1)[1]
@@ -364,7 +364,10 @@ def test_providers_wait_for_a_healthy_coordinator_and_run_unsandboxed_processes(
         opts = options(service_argv(provider))
         target = opts.get("-c") or opts["--coordinator"]
         assert target == f"coordinator:{listen_port}"
-        assert opts["--runtime"] == "process"  # bwrap needs privileges a container lacks
+        assert opts["--runtime"] == "auto" and "--unisolated" not in service_argv(provider)
+        # bwrap's user namespaces inside the container: Docker's default profiles refuse them.
+        assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(provider["security_opt"])
+        assert not provider.get("privileged") and not provider.get("cap_add")
 
 
 def test_coordinator_healthcheck_runs_the_probe_the_image_ships(services, dockerfiles):

@@ -11,7 +11,7 @@ import pytest
 
 from gpumesh.client import Client
 from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
-from gpumesh.identity import Wallet
+from gpumesh.identity import Wallet, provider_key_path
 from gpumesh.jobspec import InferenceParams, JobSpec
 from gpumesh.localnet import LocalNetwork
 
@@ -107,7 +107,7 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
             assert all(amount <= PRICE * elapsed / 3600 + len(job.tasks) for amount in earned.values())
 
             for name in ("alice", "bob"):
-                key = Wallet.from_hex((net.root / name / "wallet.key").read_text())
+                key = Wallet.from_hex(provider_key_path(net.root / name).read_text())
                 chain.send_value(Account.from_key(dev_keys()[2]), key.address, 10**17)  # gas money
                 chain.withdraw(Account.from_key(key.private_key))
                 assert chain.token_balance(key.address) == earned[name]

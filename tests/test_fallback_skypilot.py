@@ -176,7 +176,7 @@ def test_each_launch_gets_its_own_0600_key_mounted_to_the_provider_key_path(prov
     a, b = req(gpu_count=1, gpu_models=("H100",)), req(gpu_count=1, gpu_models=("H100",))
     task = prov.task_yaml(a)
     path = prov.key_file(a)
-    assert task["file_mounts"] == {"~/.gpumesh/provider/wallet.key": str(path)}
+    assert task["file_mounts"] == {"~/.gpumesh/provider/keys/wallet.key": str(path)}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert Wallet.from_hex(path.read_text()).address == prov.wallet(a).address

@@ -226,15 +226,23 @@ def test_bwrap_command_exposes_only_the_requested_gpus(tmp_path):
     assert str(Path.home()) not in sources and "/" not in sources and "/etc" not in sources
 
 
-def test_select_runtime(monkeypatch, caplog):
-    assert isinstance(select_runtime("process"), ProcessRuntime)
+def test_select_runtime_never_falls_back_to_no_sandbox(monkeypatch, caplog):
+    with pytest.raises(FailedPrecondition, match="--unisolated") as refused:
+        select_runtime("process")
+    assert refused.value.field == "runtime"
+    with caplog.at_level(logging.WARNING, logger="provider_node.runtime"):
+        rt = select_runtime("process", unisolated=True)
+    assert isinstance(rt, ProcessRuntime) and not rt.isolated and "UNISOLATED" in caplog.text
     with pytest.raises(InvalidArgument):
         select_runtime("docker")  # type: ignore[arg-type]
     monkeypatch.setattr(runtime_mod.BwrapRuntime, "available", classmethod(lambda cls: (False, "no bwrap here")))
-    with caplog.at_level(logging.WARNING, logger="provider_node.runtime"):
-        rt = select_runtime("auto")
-    assert isinstance(rt, ProcessRuntime) and not rt.isolated
-    assert "UNISOLATED" in caplog.text and "no bwrap here" in caplog.text
+    # Without bwrap (and no Docker image pinned) auto refuses, naming what to install and the explicit
+    # opt-out; --unisolated does not make auto fall back either.
+    for unisolated in (False, True):
+        with pytest.raises(FailedPrecondition, match="no bwrap here") as refused:
+            select_runtime("auto", unisolated=unisolated)
+        assert "apt-get install bubblewrap" in str(refused.value)
+        assert "--runtime process --unisolated" in str(refused.value)
     with pytest.raises(FailedPrecondition, match="no bwrap here"):
         select_runtime("bwrap")
     monkeypatch.setattr(runtime_mod.BwrapRuntime, "available", classmethod(lambda cls: (True, "")))

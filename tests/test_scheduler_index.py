@@ -23,18 +23,19 @@ GPUS = [GpuSpec("NVIDIA H100 80GB HBM3", 81559), GpuSpec("NVIDIA A10G", 23028), 
 MODELS = ["bafy1", "bafy2"]
 
 candidates = st.builds(
-    lambda pid, gpus, mem, price, free, cached, rel, trust, op, tier, eligible, speed, busy: Candidate(
-        f"p{pid}", tuple(gpus), mem, price, free, frozenset(cached), rel, op, tier, trust, eligible, speed, busy),
+    lambda pid, gpus, mem, price, free, cached, rel, trust, op, tier, eligible, speed, busy, isolated: Candidate(
+        f"p{pid}", tuple(gpus), mem, price, free, frozenset(cached), rel, op, tier, trust, eligible, speed, busy,
+        isolated),
     st.integers(0, 10**6), st.lists(st.sampled_from(GPUS[:3]), max_size=2), st.sampled_from([8_000, 16_000, 64_000]),
     st.sampled_from([0, 5, 5, 10, 50]), st.integers(0, 2), st.sets(st.sampled_from(MODELS)),
     st.sampled_from([0.2, 0.5, 0.9]), st.sampled_from([0.3, 1.0]), st.sampled_from(["0xa", "0xb", "0xc", "0xd"]),
     st.sampled_from(["OPEN", "OPEN", "CENTRALIZED"]), st.sampled_from([True, True, False]), st.sampled_from([1.0, 1.0, 3.0]),
-    st.sampled_from([0.0, 100.0, 5_000.0]))
+    st.sampled_from([0.0, 100.0, 5_000.0]), st.sampled_from([True, True, False]))
 
 requirements = st.builds(
     Requirements, gpu_count=st.integers(0, 3), gpu_models=st.sampled_from([(), ("A10",), ("H100", "t4"), ("a100",)]),
     min_vram_mb=st.sampled_from([0, 20_000, 40_000]), allow_cpu=st.booleans(),
-    min_memory_mb=st.sampled_from([0, 10_000, 32_000]))
+    min_memory_mb=st.sampled_from([0, 10_000, 32_000]), isolated=st.booleans())
 
 demands = st.builds(
     Demand, requirements, st.sampled_from([0, 5, 10, 40]), st.sampled_from(["", *MODELS]),
@@ -99,7 +100,7 @@ def test_classes_group_by_normalised_gpus_tier_and_speed():
     b = Candidate("b", (GPUS[2],), 2, 2, 1)  # same GPU, other case
     assert gpu_class(a) == gpu_class(b)
     assert gpu_class(a) != gpu_class(Candidate("c", (GPUS[1],), 1, 1, 1, tier="CENTRALIZED"))
-    assert gpu_class(Candidate("d", (), 1, 1, 1)) == ("OPEN", 1.0, ())
+    assert gpu_class(Candidate("d", (), 1, 1, 1)) == ("OPEN", True, 1.0, ())
     index = CandidateIndex([a, b, Candidate("d", (), 1, 1, 1)])
     gpu = Demand(Requirements(gpu_count=1), 0)
     assert len(index._classes) == 2 and len(index._classes_for(gpu, None)) == 1  # the CPU class is not touched

@@ -155,11 +155,33 @@ def open_server(coordinator_settings):
 
 
 def test_with_signing_off_unsigned_calls_are_served_but_signed_jobs_stay_owned(open_server):
+    from gpumesh.artifacts.remote import RemoteArtifactStore
+    from gpumesh.errors import NotFound
+
     with grpc.insecure_channel(open_server.target) as ch:
         stub = jobs_pb2_grpc.SubmitterServiceStub(ch)
+        anonymous = RemoteArtifactStore(ch)
         owner, job_id = _job(open_server)
-        assert stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=10).job_id == job_id  # unsigned
+        # A job submitted signed stays its signer's: an unsigned call may neither read nor cancel it...
+        for call in (stub.GetJob, stub.WatchJob, stub.CancelJob):
+            with pytest.raises(grpc.RpcError) as err:
+                reply = call(jobs_pb2.GetJobRequest(job_id=job_id) if call is not stub.CancelJob
+                             else jobs_pb2.CancelJobRequest(job_id=job_id), timeout=10)
+                list(reply) if call is stub.WatchJob else reply
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, call
         with Client.connect(open_server.target, wallet=Wallet.generate()) as stranger:
             with pytest.raises(PermissionDenied):
                 stranger.cancel(job_id)  # a signature is still checked, and the job is not theirs
+        # ... nor read its signed uploads.
+        spec = owner.get_job(job_id).raw.spec
+        with pytest.raises(NotFound):
+            anonymous.get_bytes(spec.input_cid)
+        assert owner.get_job(job_id).state == "QUEUED"
+        # An unsigned job is everyone's: any unsigned call reads it and its unsigned inputs.
+        data = anonymous.put_bytes(b'{"prompt": "open"}\n')
+        open_spec = jobs_pb2.JobSpec(name="open", model_cid=anonymous.put_bytes(b"m"), input_cid=data)
+        open_job = stub.SubmitJob(jobs_pb2.SubmitJobRequest(spec=open_spec), timeout=10).job
+        assert not open_job.submitter
+        assert stub.GetJob(jobs_pb2.GetJobRequest(job_id=open_job.job_id), timeout=10).job_id == open_job.job_id
+        assert anonymous.get_bytes(data) == b'{"prompt": "open"}\n'
         owner.close()

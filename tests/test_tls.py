@@ -65,7 +65,7 @@ def test_a_provider_daemon_registers_over_mutual_tls(tmp_path, ca):
     srv = _server(tmp_path, ca, mutual=True)
     node = ca.issue("provider", server=False)
     proc = Proc("prov", [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", srv.target,
-                         "--data-dir", str(tmp_path / "prov"), "--name", "tls-node", "--runtime", "process",
+                         "--data-dir", str(tmp_path / "prov"), "--name", "tls-node", "--runtime", "process", "--unisolated",
                          "--tls-ca", str(ca.pem.cert), "--tls-cert", str(node.cert), "--tls-key", str(node.key)],
                 tmp_path / "prov.log", {**__import__("os").environ, "PYTHONUNBUFFERED": "1"}).start()
     me = ca.issue("submitter", server=False)

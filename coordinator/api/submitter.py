@@ -31,8 +31,8 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         """The job id of a request its caller may act on."""
         caller = self._caller(method, request, context)
         job_id = _job_id(request.job_id)
-        if caller or self.core.requests.required:
-            self.core.requests.check_owner(caller, self.core.store.get_job(job_id).submitter, job_id)
+        # Always: serving unsigned calls makes unsigned jobs everyone's, never a signed job anyone's.
+        self.core.requests.check_owner(caller, self.core.store.get_job(job_id).submitter, job_id)
         return job_id
 
     async def SubmitJob(self, request, context):

@@ -177,7 +177,9 @@ def job_view(job: Job, progress: JobProgress | None, charges: Sequence[Charge]) 
         "cost": str(owed(charges, job.budget).paid),
         "settlement": job.settlement.value or "NONE",
         "settle_tx": job.settle_tx,
-        "output_cid": job.output_cid,
+        # Whether there is an output, never its CID: the dashboard is unauthenticated, and a CID is
+        # what an artifact is fetched by (the artifact service checks who asks; a public IPFS node does not).
+        "has_output": bool(job.output_cid),
         "error": job.error,
         "pending_reason": job.pending_reason,
     }
@@ -193,7 +195,7 @@ def task_view(task: Task, *, ended: bool) -> dict[str, Any]:
         "provider_id": task.provider_id,
         "attempts": task.attempts,
         "prompts": task.prompts,
-        "output_cid": task.output_cid,
+        "has_output": bool(task.output_cid),
         "error": task.error,
         "verdict": task.verdict if ended else "",
         "price_per_hour": str(task.price_per_hour),

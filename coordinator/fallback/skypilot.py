@@ -38,7 +38,8 @@ from gpumesh.jobspec import Requirements
 log = logging.getLogger(__name__)
 
 REMOTE_DATA_DIR = ".gpumesh/provider"  # under the node's $HOME: the provider's default data dir
-REMOTE_KEY = f"~/{REMOTE_DATA_DIR}/wallet.key"  # ProviderSettings.key_file
+REMOTE_KEYS = f"~/{REMOTE_DATA_DIR}/keys"  # 0700: the daemon refuses a key others can read
+REMOTE_KEY = f"{REMOTE_KEYS}/wallet.key"  # ProviderSettings.key_file (gpumesh.identity.provider_key_path)
 REMOTE_WHEELS = "~/.gpumesh/wheels"
 INSTALL_HINT = ("SkyPilot is not installed: pip install 'skypilot[aws]' (or your cloud: gcp, azure, kubernetes, "
                 "lambda, runpod, ...) on the coordinator host, then run `sky check`")
@@ -184,7 +185,8 @@ class SkyPilotProvisioner:
 
     def _setup(self) -> str:
         cfg = self.config
-        lines = ["set -e", f"chmod 700 ~/{REMOTE_DATA_DIR}", f"chmod 600 {REMOTE_KEY}", *cfg.setup_commands]
+        lines = ["set -e", f"chmod 700 ~/{REMOTE_DATA_DIR} {REMOTE_KEYS}", f"chmod 600 {REMOTE_KEY}",
+                 *cfg.setup_commands]
         if cfg.wheel is not None:  # a wheel replaces the index install
             lines.append(f"pip install {REMOTE_WHEELS}/{shlex.quote(cfg.wheel.name)}")
         elif cfg.install:
@@ -199,8 +201,8 @@ class SkyPilotProvisioner:
                 "--price", str(cfg.price_per_hour)]
         cmd = shlex.join(argv) + f' --data-dir "$HOME/{REMOTE_DATA_DIR}"'
         if not cfg.max_runtime_minutes:
-            return f"chmod 600 {REMOTE_KEY}\nexec {cmd}\n"
-        return (f"chmod 600 {REMOTE_KEY}\n"
+            return f"chmod 700 {REMOTE_KEYS}\nchmod 600 {REMOTE_KEY}\nexec {cmd}\n"
+        return (f"chmod 700 {REMOTE_KEYS}\nchmod 600 {REMOTE_KEY}\n"
                 f"# stopped after {cfg.max_runtime_minutes} min; the idle cluster then autodowns\n"
                 f"rc=0\ntimeout --signal=INT --kill-after=60 {cfg.max_runtime_minutes}m {cmd} || rc=$?\n"
                 'if [ "$rc" -eq 124 ]; then exit 0; fi\nexit "$rc"\n')

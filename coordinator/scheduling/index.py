@@ -1,8 +1,8 @@
 """``CandidateIndex``: providers grouped by GPU class, so a decision does not scan every provider.
 
-A class is (tier, speed, GPU set): the GPU set is each GPU's lower-cased name and VRAM, sorted, so
-a CPU-only provider is the class of the empty set. ``gpus_rule`` and ``tier_rule`` depend only on
-the class, so a demand touches only the classes that pass them (cached per requirement). Within a
+A class is (tier, isolation, speed, GPU set): the GPU set is each GPU's lower-cased name and VRAM,
+sorted, so a CPU-only provider is the class of the empty set. ``gpus_rule``, ``tier_rule`` and
+``isolation_rule`` depend only on the class, so a demand touches only the classes that pass them (cached per requirement). Within a
 class every provider has the same speed, hence the same duration for a task and a cache state,
 and the score orders like the task-independent ``scoring.key``: each class keeps a heap of its
 free providers by (key, -free, provider id), and one more per model CID (built on first use from
@@ -35,6 +35,7 @@ from coordinator.scheduling.rules import (
     Rule,
     gpus_rule,
     independence_rule,
+    isolation_rule,
     memory_rule,
     price_rule,
     reasons,
@@ -43,13 +44,14 @@ from coordinator.scheduling.rules import (
 )
 from coordinator.scheduling.scoring import DEFAULT_WEIGHTS, Weights
 
-_CLASS_RULES = (gpus_rule, tier_rule)  # depend on the class only
+_CLASS_RULES = (gpus_rule, tier_rule, isolation_rule)  # depend on the class only
 _KNOWN = _CLASS_RULES + (memory_rule, price_rule, independence_rule, reputation_rule)
 
 
 def gpu_class(cand: Candidate) -> tuple:
-    """The class key of a provider: (tier, speed, sorted (lower-cased GPU name, VRAM) pairs)."""
-    return (cand.tier, cand.speed, tuple(sorted((g.name.lower(), g.memory_total_mb) for g in cand.gpus)))
+    """The class key of a provider: (tier, isolated, speed, sorted (lower-cased GPU name, VRAM) pairs)."""
+    return (cand.tier, cand.isolated, cand.speed,
+            tuple(sorted((g.name.lower(), g.memory_total_mb) for g in cand.gpus)))
 
 
 class _Class:

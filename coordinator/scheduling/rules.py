@@ -26,6 +26,7 @@ class Candidate:
     eligible: bool = True  # False once it has shown it is wrong too often
     speed: float = 1.0  # throughput relative to the reference provider (scoring.gpu_speed)
     busy_s: float = 0.0  # expected seconds until a slot frees, when it has none (0 = unknown)
+    isolated: bool = True  # its workloads run sandboxed (as its offer says)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,12 @@ def tier_rule(demand: Demand, cand: Candidate) -> str | None:
     return f"needs {what}, provider is {cand.tier.lower()}"
 
 
+def isolation_rule(demand: Demand, cand: Candidate) -> str | None:
+    if not demand.requirements.isolated or cand.isolated:
+        return None
+    return "needs an isolated provider (sandboxed workloads; sealed jobs always do), provider runs them unisolated"
+
+
 def independence_rule(demand: Demand, cand: Candidate) -> str | None:
     if cand.operator not in demand.exclude:
         return None
@@ -99,7 +106,8 @@ def reputation_rule(demand: Demand, cand: Candidate) -> str | None:
     return None if cand.eligible else "provider excluded: too many of its results were found invalid"
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, price_rule, tier_rule, independence_rule, reputation_rule)
+DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, price_rule, tier_rule, isolation_rule, independence_rule,
+                                   reputation_rule)
 
 
 def reasons(demand: Demand, cand: Candidate, rules: Sequence[Rule] = DEFAULT_RULES) -> list[str]:

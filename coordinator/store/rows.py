@@ -162,6 +162,16 @@ CREATE TABLE IF NOT EXISTS sealed_keys (  -- data keys of encrypted artifacts, w
     wrapped TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS artifact_grants (  -- who may read a CID (coordinator.access)
+    cid TEXT NOT NULL,
+    principal TEXT NOT NULL,  -- a wallet address, lower-case ('' = the anonymous caller, unsigned mode)
+    size INTEGER NOT NULL DEFAULT 0,
+    uploaded INTEGER NOT NULL DEFAULT 0,  -- 1: the principal uploaded it (counted in its quota)
+    created_at REAL NOT NULL,
+    PRIMARY KEY (cid, principal)
+);
+CREATE INDEX IF NOT EXISTS artifact_grants_uploads ON artifact_grants(principal) WHERE uploaded = 1;
+CREATE INDEX IF NOT EXISTS jobs_submitter ON jobs(submitter, state);
 """
 
 TASK_COLS = (

@@ -7,14 +7,11 @@ raises ``RetryTransaction``, and ``@_write`` runs the whole method again.
 
 from __future__ import annotations
 
-import functools
 import json
-import random
 import secrets
-import time
 import uuid
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Sequence
 
 from coordinator.models import (
     Job,
@@ -28,48 +25,15 @@ from coordinator.models import (
     check_job_transition,
 )
 from coordinator.store.base import Charge, FailureOutcome, Presence, ResultOutcome, Slash, SlashState, VerificationUpdate
+from coordinator.store.grants import ArtifactGrantsSql
 from coordinator.store.rows import DONE, JOB_COLS, OPEN, TASK_COLS, job_row, provider_row, task_row
+from coordinator.store.txn import Conn, RetryTransaction, _write
 from gpumesh.errors import AlreadyExists, NotFound
 
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["Conn", "RetryTransaction", "SqlStore"]
 
 
-class Cursor(Protocol):
-    rowcount: int
-
-    def fetchone(self) -> tuple | None: ...
-    def fetchall(self) -> list[tuple]: ...
-
-
-class Conn(Protocol):
-    """What the shared code needs of a connection inside a transaction (``?`` placeholders)."""
-
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any: ...
-
-
-class RetryTransaction(Exception):
-    """The database aborted a transaction (serialization failure, deadlock): run it again."""
-
-
-def _write(fn: F) -> F:
-    """Run a write method again, from the start, when its transaction was aborted to stay serializable."""
-
-    @functools.wraps(fn)
-    def run(self: SqlStore, *args, **kwargs):
-        for attempt in range(self.max_retries):
-            try:
-                return fn(self, *args, **kwargs)
-            except RetryTransaction:
-                if attempt == self.max_retries - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # jittered backoff
-        raise AssertionError("unreachable")
-
-    return run  # type: ignore[return-value]
-
-
-class SqlStore:
+class SqlStore(ArtifactGrantsSql):
     """All of the Store port but the connection: adapters give ``_tx`` and ``_read``."""
 
     SKIP_LOCKED = ""  # " FOR UPDATE SKIP LOCKED" where other writers may hold a queued row
@@ -469,6 +433,10 @@ class SqlStore:
         if not rows:
             raise NotFound(f"provider {provider_id!r} not found", field="provider_id")
         return provider_row(rows[0])
+
+    def provider_by_address(self, address: str) -> ProviderRecord | None:
+        rows = self._read("SELECT * FROM providers WHERE lower(address) = ?", (address.lower(),))
+        return provider_row(rows[0]) if rows else None
 
     def list_providers(self) -> list[ProviderRecord]:
         return [provider_row(r) for r in self._read("SELECT * FROM providers ORDER BY registered_at")]

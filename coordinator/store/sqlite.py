@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -28,13 +29,23 @@ def _migrate(db: sqlite3.Connection) -> None:
                 db.execute(f"ALTER TABLE {table} ADD COLUMN {decl}")
 
 
+def _private_file(path: Path) -> None:
+    """The database holds session tokens, sealed data keys and every job: readable by its owner only
+    (0600 in a 0700 directory when made here; SQLite gives its -wal and -shm files the same mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if f.exists() and f.stat().st_mode & 0o077:
+            f.chmod(0o600)
+
+
 class SqliteStore(SqlStore):
     """The Store port over one SQLite file (``:memory:`` for unit tests); one process only."""
 
     def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(self.path))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -156,7 +156,12 @@ def provider() -> None:
 @click.option("--name", default=None)
 @click.option("--price", "price_per_hour", type=int, default=None, help="Price per hour, token base units.")
 @click.option("--slots", type=int, default=None, help="Tasks run at once.")
-@click.option("--runtime", type=click.Choice(["auto", "bwrap", "process", "docker"]), default=None)
+@click.option("--runtime", type=click.Choice(["auto", "bwrap", "process", "docker"]), default=None,
+              help="auto (default): Docker with --docker-image, else the bwrap sandbox; without either the "
+              "daemon refuses to start. process: no sandbox, only with --unisolated.")
+@click.option("--unisolated", is_flag=True, default=None, help="Allow --runtime process: workloads run without a "
+              "sandbox (they can read this host's files and reach the network); the node is then offered as "
+              "unisolated and leased no sealed or isolation-requiring job.")
 @click.option("--docker-image", default=None, help="runtime docker: the workload image, name@sha256:<digest> "
               "or sha256:<image id>.")
 @click.option("--docker-host-env", is_flag=True, default=None, help="runtime docker: mount this host's Python "
@@ -173,7 +178,7 @@ def provider() -> None:
 @click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
 @LOG_FORMAT
 @click.option("-v", "--verbose", is_flag=True)
-def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_image, docker_host_env, tier,
+def provider_run(target, data_dir, name, price_per_hour, slots, runtime, unisolated, docker_image, docker_host_env, tier,
                  threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, log_format, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
@@ -182,7 +187,8 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, docker_
     _logging(verbose, log_format)
     overrides = {k: v for k, v in dict(
         coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
-        slots=slots, runtime=runtime, tier=tier, threads_per_task=threads_per_task, operator=operator,
+        slots=slots, runtime=runtime, unisolated=unisolated, tier=tier, threads_per_task=threads_per_task,
+        operator=operator,
         docker_image=docker_image, docker_host_env=docker_host_env, tls_ca_file=tls_ca_file,
         tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, metrics_listen=metrics_listen,
     ).items() if v is not None}
@@ -203,11 +209,11 @@ def provider_stake(target, data_dir, amount) -> None:
     from eth_account import Account
 
     from gpumesh.client import Client
-    from gpumesh.identity import Wallet
     from provider_node.config import ProviderSettings
+    from provider_node.secret_files import load_wallet
 
     settings = ProviderSettings(**({"data_dir": data_dir} if data_dir else {}))
-    wallet = Wallet.load_or_create(settings.key_file)
+    wallet = load_wallet(settings.key_file, legacy=settings.data_dir / "wallet.key")
     with Client.connect(target) as client:
         chain = client.chain()
         if chain is None:
@@ -326,11 +332,11 @@ def artifacts() -> None:
 @artifacts.command("put")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @TARGET
-def artifacts_put(path, target) -> None:
-    """Upload a file; prints its CID (equal to Kubo's for the same bytes)."""
-    from gpumesh.client import Client
-
-    with Client.connect(target) as client:
+@KEY_FILE
+def artifacts_put(path, target, key_file) -> None:
+    """Upload a file as the submitter wallet; prints its CID (equal to Kubo's for the same bytes).
+    Only that wallet (and the providers its jobs lease it to) may read it through the coordinator."""
+    with _submitter_client(target, key_file) as client:
         click.echo(client.upload(path))
 
 
@@ -338,11 +344,10 @@ def artifacts_put(path, target) -> None:
 @click.argument("cid")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True)
 @TARGET
-def artifacts_get(cid, output, target) -> None:
-    """Download and verify a CID."""
-    from gpumesh.client import Client
-
-    with Client.connect(target) as client:
+@KEY_FILE
+def artifacts_get(cid, output, target, key_file) -> None:
+    """Download and verify a CID this wallet may read (its uploads, its jobs' outputs)."""
+    with _submitter_client(target, key_file) as client:
         client.download(cid, output)
 
 

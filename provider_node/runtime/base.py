@@ -50,6 +50,8 @@ class Runtime(Protocol):
 
     async def run(self, spec: RunSpec) -> RunResult: ...
 
+    def visible_paths(self, work_root: Path) -> list[Path]: ...  # host paths a workload under work_root can read
+
 
 def base_env(spec: RunSpec) -> dict[str, str]:
     """A minimal clean environment: nothing of the daemon's own environment leaks in."""

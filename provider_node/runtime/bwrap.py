@@ -76,6 +76,13 @@ class BwrapRuntime:
     async def run(self, spec: RunSpec) -> RunResult:
         return await run_process(self.command(spec), spec, {})
 
+    def visible_paths(self, work_root: Path) -> list[Path]:
+        """What ``command`` mounts of the host for a task under ``work_root`` (besides the task's
+        own directory and its model): the system, the /etc files, the Python environment."""
+        roots = [Path("/usr"), *(Path(p) for p in ETC_FILES if os.path.exists(p))]
+        roots += [Path("/", n) for n in ROOT_DIRS if Path("/", n).is_dir() and not Path("/", n).is_symlink()]
+        return roots + python_roots(work_root.resolve())
+
     @classmethod
     def available(cls) -> tuple[bool, str]:
         """Whether bwrap is installed and can build the real sandbox here (probed with

@@ -208,6 +208,10 @@ class DockerRuntime:
             log.warning("removed %d stale task container(s) of %s", len(stale), owner)
         return len(stale)
 
+    def visible_paths(self, work_root: Path) -> list[Path]:
+        """Host paths ``container_config`` mounts besides the task's directory and its model."""
+        return python_roots(work_root.resolve()) if self.options.host_env else []
+
     def available(self) -> tuple[bool, str]:
         """Whether the Docker daemon answers and holds (or can pull) the pinned image."""
         try:

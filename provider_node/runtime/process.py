@@ -4,6 +4,7 @@ isolation: the workload can reach the network and every host file the daemon's u
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from provider_node.runtime.base import RunResult, RunSpec, base_env, run_process
 
@@ -15,3 +16,6 @@ class ProcessRuntime:
 
     async def run(self, spec: RunSpec) -> RunResult:
         return await run_process(spec.argv, spec, base_env(spec))
+
+    def visible_paths(self, work_root: Path) -> list[Path]:
+        return [Path("/")]  # everything the daemon's user can read

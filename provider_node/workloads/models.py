@@ -68,21 +68,23 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _extract(artifact: Path, dest: Path) -> None:
-    """Extract every member under ``dest`` after checking it cannot escape it."""
+def _extract(artifact: Path, dest: Path, max_bytes: int) -> None:
+    """Extract every member under ``dest`` after checking it cannot escape it, writing at most
+    ``max_bytes`` (sparse members are refused, so a tar never writes more than its own size)."""
     try:
-        extract(artifact, dest)
+        extract(artifact, dest, max_bytes=max_bytes)
     except TarError as exc:
         raise _model_error(f"model {exc}") from exc
     if not (dest / "config.json").is_file():
         raise _model_error("model tar has no config.json at its root")
 
 
-def materialize(artifact: Path, cache_dir: Path) -> Path:
+def materialize(artifact: Path, cache_dir: Path, *, max_bytes: int | None = None) -> Path:
     """A loadable path for ``artifact``: a GGUF file or model directory as is, a tar extracted.
 
     A tar is extracted once into ``cache_dir/hf-<sha256 prefix>``: into a temporary
-    directory first, then renamed, so a half-extracted model is never seen.
+    directory first, then renamed, so a half-extracted model is never seen. It may write at most
+    its own size, and at most ``max_bytes`` (the caller's disk budget).
     """
     artifact = Path(artifact)
     fmt = detect_format(artifact)
@@ -94,7 +96,8 @@ def materialize(artifact: Path, cache_dir: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
     try:
-        _extract(artifact, tmp)
+        size = artifact.stat().st_size
+        _extract(artifact, tmp, size if max_bytes is None else min(size, max_bytes))
         tmp.chmod(0o755)  # mkdtemp makes it private; the sandboxed workload must read it
         try:
             tmp.rename(dest)

@@ -102,6 +102,8 @@
         td(short(p.address), "mono", p.address),
         td(badge(p.tier)),
         td(p.gpu_summary, "", p.cpu_count + " CPUs, " + Math.round(p.memory_total_mb / 1024) + " GB RAM"),
+        td(p.isolated ? badge(p.runtime, "isolated") : badge(p.runtime + " · unisolated", "unisolated"), "isolation",
+           p.isolated ? "workloads run sandboxed" : "workloads run without a sandbox: no sealed job is leased to it"),
         td(amount(p.price_per_hour), "num mono"),
         td(p.connected ? badge(p.where === "here" ? "connected" : p.where, "connected") : badge("offline", "offline"),
            "conn", p.connected ? p.running + " running" : "last seen " + ago(p.last_seen)),
@@ -111,7 +113,7 @@
         td(p.tasks_rejected, "num tasks-rejected"),
         td(p.slashed, "num"));
     });
-    fill("providers", rows, "No provider has registered yet.", 11);
+    fill("providers", rows, "No provider has registered yet.", 12);
     const more = $("providers-more");
     more.hidden = !page.next;
     more.textContent = page.next ? "Showing the first " + page.providers.length + " providers." : "";
@@ -129,7 +131,7 @@
         td(amount(j.budget), "num mono"),
         td(amount(j.cost), "num mono cost"),
         td(j.settlement === "NONE" ? "–" : badge(j.settlement), "settlement", j.settle_tx),
-        td(short(j.output_cid, 8, 6), "mono output", j.output_cid),
+        td(j.has_output ? "yes" : "–", "output", j.has_output ? "ask the submitter's client for it" : ""),
         td(ago(j.created_at), "muted", when(j.created_at)));
     });
     fill("jobs", rows, state.jobState ? "No " + state.jobState + " jobs." : "No jobs yet.", 10);
@@ -144,15 +146,14 @@
     $("detail-id").textContent = j.job_id;
     $("detail-meta").replaceChildren(
       badge(j.state), " " + j.name + " · " + j.kind + " · " + j.tasks_done + "/" + j.tasks_total + " tasks · " +
-      j.prompts_total + " prompts · cost " + amount(j.cost) + (j.output_cid ? " · output " : ""),
-      j.output_cid ? el("code", {}, j.output_cid) : null);
+      j.prompts_total + " prompts · cost " + amount(j.cost) + (j.has_output ? " · output ready" : ""));
     const err = $("detail-error");
     err.hidden = !(j.error || j.pending_reason);
     err.textContent = j.error || j.pending_reason;
     fill("tasks", d.tasks.map((t) => el("tr", { "data-task-id": t.task_id },
       td(t.index, "num"), td(badge(t.state), "state"), td(short(t.provider_id, 12, 4), "mono", t.provider_id),
       td(t.attempts, "num"), td(t.prompts, "num"), td(t.seconds === null ? "" : t.seconds.toFixed(1), "num"),
-      td(short(t.output_cid, 8, 6), "mono", t.output_cid), td(t.error || t.verdict, "reason"))), "No tasks.", 8);
+      td(t.has_output ? "yes" : "–", "output"), td(t.error || t.verdict, "reason"))), "No tasks.", 8);
     const more = $("tasks-more");
     more.hidden = !d.next;
     more.textContent = d.next ? "Showing the first " + d.tasks.length + " of " + j.tasks_total + " tasks." : "";
