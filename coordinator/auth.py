@@ -18,6 +18,10 @@ from gpumesh.v1 import common_pb2, provider_pb2
 from google.protobuf import json_format
 
 MAX_SLOTS = 256
+MAX_GPUS = 64
+MAX_CPUS = 1 << 16
+MAX_MEMORY_MB = 1 << 32  # 4 PiB of host memory
+MAX_GPU_MEMORY_MB = 1 << 24  # 16 TiB on one GPU
 
 MAX_CACHED_MODELS = 10_000  # model CIDs a provider may report
 
@@ -130,6 +134,15 @@ def _validate_offer(req: provider_pb2.RegisterRequest) -> None:
         raise InvalidArgument("at most 128 characters", field="operator")
     if len(req.cached_model_cids) > MAX_CACHED_MODELS:
         raise InvalidArgument("too many cached models", field="cached_model_cids")
-    for i, gpu in enumerate(req.hardware.gpus):
+    hw = req.hardware
+    for field, value, most in (("cpu_count", hw.cpu_count, MAX_CPUS), ("memory_total_mb", hw.memory_total_mb, MAX_MEMORY_MB)):
+        if value > most:
+            raise InvalidArgument(f"{value} is more than any host has (at most {most})", field=f"hardware.{field}")
+    if len(hw.gpus) > MAX_GPUS:
+        raise InvalidArgument(f"at most {MAX_GPUS} GPUs per provider", field="hardware.gpus")
+    for i, gpu in enumerate(hw.gpus):
         if not gpu.name:
             raise InvalidArgument("GPU name is empty", field=f"hardware.gpus[{i}].name")
+        if gpu.memory_total_mb > MAX_GPU_MEMORY_MB:
+            raise InvalidArgument(f"{gpu.memory_total_mb} MiB is more than any GPU has (at most {MAX_GPU_MEMORY_MB})",
+                                  field=f"hardware.gpus[{i}].memory_total_mb")

@@ -80,7 +80,7 @@ def check_secrets(settings: ProviderSettings, runtime: Runtime) -> None:
     secrets = [("the wallet key", settings.key_file)]
     if settings.tls_key_file is not None:
         secrets.append(("the TLS key", settings.tls_key_file))
-        check_private(settings.tls_key_file, "the TLS key")
+        check_private(settings.tls_key_file, "the TLS key", field="tls_key_file")
     if runtime.isolated:
         check_out_of_reach(secrets, [settings.work_dir, settings.cache_dir,
                                      *runtime.visible_paths(settings.work_dir)])

@@ -39,22 +39,22 @@ def load_wallet(key_file: Path, *, legacy: Path | None = None) -> Wallet:
     return Wallet.load_or_create(key_file)
 
 
-def check_private(path: Path, what: str) -> None:
+def check_private(path: Path, what: str, *, field: str = "data_dir") -> None:
     """``path`` is no link, belongs to this user, and no group or other user may read it."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise FailedPrecondition(f"{what} {path} does not exist", field="data_dir") from None
+        raise FailedPrecondition(f"{what} {path} does not exist", field=field) from None
     if stat.S_ISLNK(st.st_mode):
-        raise FailedPrecondition(f"{what} {path} is a symbolic link; keep the real file there", field="data_dir")
+        raise FailedPrecondition(f"{what} {path} is a symbolic link; keep the real file there", field=field)
     if st.st_uid != os.getuid():
         raise FailedPrecondition(f"{what} {path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})",
-                                 field="data_dir")
+                                 field=field)
     if st.st_mode & 0o077:
         mode = "700" if stat.S_ISDIR(st.st_mode) else "600"
         raise FailedPrecondition(
             f"{what} {path} is open to group or others (mode {stat.S_IMODE(st.st_mode):03o}); "
-            f"run `chmod {mode} {path}`", field="data_dir")
+            f"run `chmod {mode} {path}`", field=field)
 
 
 def check_out_of_reach(secrets: Iterable[tuple[str, Path]], visible: Iterable[Path]) -> None:

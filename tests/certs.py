@@ -29,6 +29,7 @@ def _write(root: Path, name: str, cert, key) -> Pem:
     (root / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                          serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
+    (root / f"{name}.key").chmod(0o600)  # a provider refuses a key others can read
     return Pem(root / f"{name}.crt", root / f"{name}.key")
 
 

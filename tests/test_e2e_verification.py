@@ -64,7 +64,7 @@ def _run_job(net: LocalNetwork, tiny_model: Path, expected: list[str]) -> tuple[
     from gpumesh.chain import dev_keys
 
     submitter = Wallet.from_hex(dev_keys()[1])
-    client = Client.connect(net.target)
+    client = Client.connect(net.target, wallet=submitter)  # it uploads, submits and deposits
     chain = client.chain()
     chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)
     spec = JobSpec(name="checked", model_cid=client.upload(tiny_model),
@@ -163,7 +163,7 @@ def test_fine_tune_that_skips_steps_is_caught_by_segment_replay(tmp_path, tiny_m
         # The cheater is the only open-market provider when the job arrives, so it takes the fine-tune.
         _market(net, {"cheater": provider_env("tests.adversaries.skip_steps", {"keep": 0.5}, kind="finetune")})
         submitter = Wallet.from_hex(dev_keys()[1])
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=submitter) as client:
             chain = client.chain()
             chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)
             spec = JobSpec(name="tune", kind="finetune", model_cid=client.upload(tiny_model),

@@ -57,14 +57,19 @@ def _spec(client: Client, model: Path, *, shard_size: int = 4, max_attempts: int
                    max_attempts=max_attempts)
 
 
-def _funded_submitter(client: Client, index: int = 1) -> Wallet:
-    from eth_account import Account
-
+def _submitter() -> Wallet:
+    """The dev account that submits (it signs the uploads, owns the job and deposits its budget)."""
     from gpumesh.chain import dev_keys
 
-    wallet = Wallet.from_hex(dev_keys()[index])
-    client.chain().mint(Account.from_key(wallet.private_key), wallet.address, BUDGET)
-    return wallet
+    return Wallet.from_hex(dev_keys()[1])
+
+
+def _funded_submitter(client: Client) -> Wallet:
+    """The client's wallet (the submitter's), minted the job's budget."""
+    from eth_account import Account
+
+    client.chain().mint(Account.from_key(client.wallet.private_key), client.wallet.address, BUDGET)
+    return client.wallet
 
 
 def _settlement(client: Client, job_id: str, timeout: float = 60.0):
@@ -90,7 +95,7 @@ def test_killed_provider_is_not_paid_and_the_escrow_pays_the_rescuer_once(tmp_pa
         victim = net.start_provider("victim", price=PRICE, threads=1)  # cheaper: leased first
         net.start_provider("rescuer", price=2 * PRICE, threads=1)
         net.wait_providers(2)
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=_submitter()) as client:
             submitter = _funded_submitter(client)
             handle = client.submit(_spec(client, tiny_model), budget=BUDGET, wallet=submitter)
             ids = provider_ids(client)
@@ -149,7 +154,7 @@ def test_coordinator_killed_mid_settlement_settles_exactly_once_after_restart(tm
             net.start_provider("alice", price=PRICE, threads=1)
             net.wait_providers(1)
             chain = ChainClient.connect(chain_url, Deployment.load(net.root / "chain" / "deployment.json"))
-            with Client.connect(net.target, chain_url=chain_url) as client:
+            with Client.connect(net.target, chain_url=chain_url, wallet=_submitter()) as client:
                 submitter = _funded_submitter(client)
                 handle = client.submit(_spec(client, tiny_model), budget=BUDGET, wallet=submitter)
                 escrow_key = client.get_job(handle.id).raw.escrow_key
@@ -194,7 +199,7 @@ def test_chain_node_restart_settlement_retries_and_pays_once(tmp_path, tiny_mode
             net.start_provider("alice", price=PRICE, threads=1)
             net.wait_providers(1)
             chain = ChainClient.connect(anvil.url, Deployment.load(deployment))
-            with Client.connect(net.target) as client:
+            with Client.connect(net.target, wallet=_submitter()) as client:
                 submitter = _funded_submitter(client)
                 handle = client.submit(_spec(client, tiny_model), budget=BUDGET, wallet=submitter)
                 escrow_key = client.get_job(handle.id).raw.escrow_key
@@ -325,7 +330,7 @@ def test_artifact_node_down_mid_job_is_retried_and_the_job_is_paid_once(tmp_path
                                "GPUMESH_COORDINATOR_KUBO_URL": node.api_url})
         net.start_provider("steady", price=PRICE, threads=1)
         net.wait_providers(1)
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=_submitter()) as client:
             submitter = _funded_submitter(client)
             handle = client.submit(_spec(client, tiny_model, shard_size=1), budget=BUDGET, wallet=submitter)
             wait_for(lambda: client.get_job(handle.id).raw.tasks_done >= 1, 120, "the first task")

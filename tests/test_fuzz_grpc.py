@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from gpumesh.client import Client
 from gpumesh.identity import Wallet, result_text
 from gpumesh.jobspec import JobSpec
-from gpumesh.signing import sign_registration, sign_request
+from gpumesh.signing import STREAM_BODY, sign_registration, sign_request
 from gpumesh.v1 import artifacts_pb2, jobs_pb2, provider_pb2, provider_pb2_grpc
 
 MAX_MESSAGE = 256 * 1024  # tests/conftest.py's coordinator_settings
@@ -40,6 +40,7 @@ CLEAR = {
 }
 NAMES_A_FIELD = re.compile(r"^[A-Za-z_][\w.\-\[\]]*: ")  # GpumeshError's "field: message"
 SUBMITTER = "/gpumesh.v1.SubmitterService/"
+ARTIFACTS = "/gpumesh.v1.ArtifactService/"
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large, HealthCheck.large_base_example])
@@ -110,9 +111,12 @@ def _assert_healthy(target: str) -> None:
 
 
 def _metadata(method: Method, body: bytes, wallet: Wallet | None, extra=()) -> tuple:
-    """Submitter calls signed over the message the server will decode from ``body``."""
-    if wallet is None or not method.path.startswith(SUBMITTER):
+    """Submitter and artifact calls signed over the message the server will decode from ``body``
+    (a client-streaming upload over the empty body)."""
+    if wallet is None or not method.path.startswith((SUBMITTER, ARTIFACTS)):
         return tuple(extra)
+    if method.client_streaming:
+        return (*extra, *sign_request(wallet, method.path, STREAM_BODY))
     try:
         message = method.request.FromString(body)
     except Exception:  # undecodable: signed over an empty message, refused for the body anyway
@@ -310,7 +314,7 @@ def job_requests(draw, cids: list[str]):
 
 
 def test_signed_submissions_with_random_specs_get_a_clear_status(channel, wallet):
-    client = Client(channel)
+    client = Client(channel, wallet=wallet)
     cids = [client.upload(b'{"prompt": "a"}\n{"prompt": "b"}\n'), client.upload(b"not jsonl \xff"),
             client.upload(b'{"messages": [{"role": "user", "content": "hi"}], "completion": "yo"}\n')]
     method = next(m for m in METHODS if m.path.endswith("/SubmitJob"))
@@ -363,7 +367,7 @@ def test_out_of_range_deadline_is_invalid_argument(channel, wallet, seconds, nan
     from google.protobuf.timestamp_pb2 import Timestamp
 
     method = next(m for m in METHODS if m.path.endswith("/SubmitJob"))
-    cid = Client(channel).upload(b'{"prompt": "x"}\n')
+    cid = Client(channel, wallet=wallet).upload(b'{"prompt": "x"}\n')
     body = jobs_pb2.SubmitJobRequest(spec=jobs_pb2.JobSpec(
         model_cid=cid, input_cid=cid, deadline=Timestamp(seconds=seconds, nanos=nanos))).SerializeToString()
     code, details, _ = call(channel, method, [body], _metadata(method, body, wallet))
@@ -381,7 +385,7 @@ def test_deeply_nested_json_is_refused_without_crashing_the_coordinator(tmp_path
     method = next(m for m in METHODS if m.path.endswith("/SubmitJob"))
     with LocalNetwork(tmp_path / "net") as net:
         net.start_coordinator()  # a real process: the crash must not take pytest with it
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=wallet) as client:
             model = client.upload(b"model")
             data = client.upload(b'{"prompt": ' + NESTED.encode() + b"}\n" if where == "input_line" else b'{"prompt": "x"}\n')
         spec = jobs_pb2.JobSpec(model_cid=model, input_cid=data)

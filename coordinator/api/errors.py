@@ -2,7 +2,8 @@
 
 It also decodes the request messages itself: a body that is not a valid message is the caller's
 fault (INVALID_ARGUMENT naming the message type), where grpc's own decoding would answer UNKNOWN
-for a unary call and leave a stream's handler to fail with INTERNAL.
+for a unary call and leave a stream's handler to fail with INTERNAL; and it range-checks every
+number in it (coordinator.api.ranges).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from coordinator.api.ranges import check_ranges
 from gpumesh.errors import GpumeshError, InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,16 @@ class _Decoder:
         if self.deserializer is None:
             return raw
         try:
-            return self.deserializer(raw)
+            msg = self.deserializer(raw)
         except DecodeError as exc:
             self.error = InvalidArgument(f"the request body is not a valid message ({exc})", field="request")
             raise self.error from None
+        try:
+            check_ranges(msg)
+        except InvalidArgument as exc:
+            self.error = exc
+            raise
+        return msg
 
     async def each(self, raw_iterator):
         async for raw in raw_iterator:

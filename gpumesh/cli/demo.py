@@ -67,7 +67,7 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
         for name, price in PRICES.items():
             net.start_provider(name, price=price, threads=threads)
         net.wait_providers(2)
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=_submitter()) as client:
             providers_table(client.list_providers())
             wallet, ledger = _fund_submitter(client)
             model_cid = client.upload(model_path)
@@ -133,14 +133,19 @@ def _wait_settled(client: Client, job_id: str, timeout: float = 120.0):
     return job
 
 
-def _fund_submitter(client: Client):
-    """Dev account 1 is the submitter: mint it the job budget in the test token."""
-    from eth_account import Account
-
+def _submitter():
+    """Dev account 1 is the submitter: it uploads, submits and deposits."""
     from gpumesh.chain import dev_keys
     from gpumesh.identity import Wallet
 
-    wallet = Wallet.from_hex(dev_keys()[1])
+    return Wallet.from_hex(dev_keys()[1])
+
+
+def _fund_submitter(client: Client):
+    """Mint the client's wallet (the submitter) the job budget in the test token."""
+    from eth_account import Account
+
+    wallet = client.wallet
     chain = client.chain()
     chain.mint(Account.from_key(wallet.private_key), wallet.address, BUDGET)
     ledger = Ledger(chain, wallet, {p.name: p.address for p in client.list_providers()})

@@ -115,22 +115,33 @@ def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 
 
+def _store_options(fn):
+    """The coordinator's database, for operator commands run beside it (they write it directly)."""
+    fn = click.option("--postgres-dsn", envvar="GPUMESH_COORDINATOR_POSTGRES_DSN", default=None)(fn)
+    fn = click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default=None)(fn)
+    return click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                        help="The coordinator's data dir (SQLite).")(fn)
+
+
+def _operator_store(data_dir, store, postgres_dsn):
+    from coordinator.config import CoordinatorSettings
+    from coordinator.server import build_store
+
+    overrides = {k: v for k, v in dict(data_dir=data_dir, store=store, postgres_dsn=postgres_dsn).items() if v}
+    return build_store(CoordinatorSettings(**overrides))
+
+
 @coordinator.command("trust")
 @click.argument("address")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="The coordinator's data dir (SQLite).")
-@click.option("--store", type=click.Choice(["sqlite", "postgresql"]), default=None)
-@click.option("--postgres-dsn", envvar="GPUMESH_COORDINATOR_POSTGRES_DSN", default=None)
+@_store_options
 @click.option("--note", default="", help="Who or what this node is.")
 @click.option("--revoke", is_flag=True, help="Take the trust back (the node can then only register as open).")
 def coordinator_trust(address, data_dir, store, postgres_dsn, note, revoke) -> None:
     """Let the wallet ADDRESS register as tier centralized: the operator's own node, trusted
     (its results are not spot-checked and it referees disputes)."""
-    from coordinator.config import CoordinatorSettings
-    from coordinator.server import build_store
     from gpumesh.identity import normalize_address
 
-    overrides = {k: v for k, v in dict(data_dir=data_dir, store=store, postgres_dsn=postgres_dsn).items() if v}
-    db = build_store(CoordinatorSettings(**overrides))
+    db = _operator_store(data_dir, store, postgres_dsn)
     try:
         address = normalize_address(address)
         if revoke:
@@ -140,6 +151,66 @@ def coordinator_trust(address, data_dir, store, postgres_dsn, note, revoke) -> N
             click.echo(f"{address}: trusted as centralized capacity")
     finally:
         db.close()
+
+
+@coordinator.group("jobs")
+def coordinator_jobs() -> None:
+    """The operator's view of every submitter's jobs (run beside the coordinator, on its database)."""
+
+
+@coordinator_jobs.command("list")
+@_store_options
+@click.option("--state", type=click.Choice(["QUEUED", "RUNNING", "VERIFYING", "COMPLETED", "FAILED", "CANCELLED"]),
+              default=None)
+@click.option("--submitter", default=None, help="Only this wallet's jobs.")
+@click.option("--limit", type=int, default=50, show_default=True)
+def coordinator_jobs_list(data_dir, store, postgres_dsn, state, submitter, limit) -> None:
+    """The newest jobs: id, state, submitter, tasks done, created."""
+    import time
+
+    from coordinator.models import JobState
+
+    db = _operator_store(data_dir, store, postgres_dsn)
+    try:
+        jobs = db.recent_jobs(state=JobState(state) if state else None, limit=max(1, min(limit, 1000)))
+        for job in jobs:
+            if submitter and job.submitter.lower() != submitter.lower():
+                continue
+            progress = db.job_progress(job.job_id)
+            click.echo(f"{job.job_id}  {job.state.value:<9}  {job.submitter or '(unsigned)':<42}  "
+                       f"{progress.done}/{job.tasks_total} tasks  "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.created_at))}")
+    finally:
+        db.close()
+
+
+@coordinator_jobs.command("cancel")
+@click.argument("job_ids", nargs=-1, required=True)
+@_store_options
+@click.option("--reason", default="cancelled by the coordinator's operator", show_default=True)
+def coordinator_jobs_cancel(job_ids, data_dir, store, postgres_dsn, reason) -> None:
+    """Cancel any submitter's jobs (abuse, a runaway submission). Their open leases end at the
+    providers' next heartbeat; verified work is paid and the rest of an escrow refunded as for a
+    submitter's own cancel."""
+    import time
+
+    from gpumesh.errors import GpumeshError
+
+    db = _operator_store(data_dir, store, postgres_dsn)
+    failed = 0
+    try:
+        for job_id in job_ids:
+            try:
+                job, leased = db.cancel_job(job_id, reason=reason, now=time.time())
+            except GpumeshError as exc:
+                click.echo(f"{job_id}: not cancelled: {exc}", err=True)
+                failed += 1
+                continue
+            click.echo(f"{job_id}: {job.state.value} ({len(leased)} running task(s) stopped)")
+    finally:
+        db.close()
+    if failed:
+        sys.exit(1)
 
 
 # ---- provider ----------------------------------------------------------------------------------

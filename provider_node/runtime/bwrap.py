@@ -19,8 +19,9 @@ from provider_node.runtime.hostenv import covered, python_roots
 
 log = logging.getLogger(__name__)
 
-# Only what programs need from /etc: not shadow, ssh keys or the host's other configuration.
-ETC_FILES = ("/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives",
+# Only what programs need from /etc: not shadow, ssh keys, /etc/ssl/private (where TLS keys are
+# kept) or the host's other configuration.
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/alternatives",
              "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts")
 ROOT_DIRS = ("bin", "sbin", "lib", "lib64", "lib32")  # symlinks into /usr on merged-usr systems
 
