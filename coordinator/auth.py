@@ -32,11 +32,13 @@ def token_hash(token: str) -> str:
 
 class ProviderAuth:
     def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float],
-                 stake_of: Callable[[str], int] | None = None) -> None:
+                 stake_of: Callable[[str], int] | None = None,
+                 is_registered: Callable[[str], bool] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.stake_of = stake_of  # active stake in the ProviderRegistry (settling coordinators)
+        self.is_registered = is_registered  # in the ProviderRegistry: the escrow pays no one else
 
     def issue_challenge(self, address: str) -> tuple[str, float]:
         address = normalize_address(address)
@@ -65,6 +67,7 @@ class ProviderAuth:
         )
         if tier is ProviderTier.CENTRALIZED:
             self._check_trusted(address, now)
+        self._check_registered(address)
         self._check_stake(address, tier)
         record = self.store.upsert_provider(
             ProviderRecord(
@@ -103,6 +106,14 @@ class ProviderAuth:
         raise PermissionDenied(
             f"{address} is not one of this coordinator's centralized nodes; register as tier open, or have "
             f"the operator run `gpumesh coordinator trust {address}`", field="tier")
+
+    def _check_registered(self, address: str) -> None:
+        """A settling coordinator takes work only from providers it can pay: the escrow pays
+        registered addresses alone (centralized nodes included)."""
+        if self.is_registered is not None and not self.is_registered(address):
+            raise FailedPrecondition(
+                f"{address} is not registered in this coordinator's ProviderRegistry, so the escrow cannot pay it: "
+                "run `gpumesh provider register` (it needs a little gas), then start again", field="address")
 
     def _check_stake(self, address: str, tier: ProviderTier) -> None:
         """Open-market providers need slashable stake to take work (centralized ones are trusted)."""

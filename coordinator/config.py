@@ -90,6 +90,9 @@ class CoordinatorSettings(BaseSettings):
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)
     min_stake: int = Field(0, ge=0)  # active stake a provider needs to take work (settling coordinators)
+    # Who receives a slash when the job has no submitter to compensate (never the coordinator's own
+    # key: the registry refuses that); "" skips such slashes.
+    slash_beneficiary: str = ""
     # Wallets that may register as tier centralized (the operator's own trusted nodes), besides
     # those trusted in the store (`gpumesh coordinator trust ADDRESS`, or launched by the fallback).
     centralized_addresses: tuple[str, ...] = ()

@@ -41,12 +41,12 @@ from coordinator.store.base import Store
 from coordinator.verifier import Verifier
 from gpumesh._convert import timestamp
 from gpumesh.artifacts import ArtifactStore
+from gpumesh.chain.claims import ClaimDomain
 from gpumesh.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -92,16 +92,19 @@ class Coordinator:
         self.chain = chain
         self.clock = clock
         self.settler = (
-            Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s),
+            Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s,
+                                              min(60.0, settings.settle_margin_s / 2)),
                     clock=clock, on_settled=self._on_settled)
             if chain is not None else None
         )
         self.verifier = Verifier(settings, store, self.artifacts, clock=clock)
         self.slasher = (
-            Slasher(store, registry, default_beneficiary=getattr(registry, "address", ""), clock=clock)
+            Slasher(store, registry, default_beneficiary=settings.slash_beneficiary, clock=clock)
             if registry is not None else None
         )
-        self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None)
+        self._claims: ClaimDomain | None = None  # where this escrow's payment claims are signed for
+        self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None,
+                                 is_registered=chain.is_registered if chain is not None else None)
         self.requests = RequestAuth(store, clock, required=settings.require_signed_requests,
                                     max_skew_s=settings.request_max_skew_s)
         self.access = ArtifactAccess(store, clock=clock, anonymous=not settings.require_signed_requests,
@@ -214,10 +217,9 @@ class Coordinator:
                     raise AlreadyExists("another submitter's job has this idempotency key",
                                         field="idempotency_key")
                 return existing
-        escrow = await self._check_escrow(escrow_key) if self.chain is not None else None
-        if escrow is not None and submitter and escrow.submitter.lower() != submitter.lower():
-            raise PermissionDenied(f"the deposit was made by {escrow.submitter}, not by the signer {submitter}",
-                                   field="escrow_key")
+        escrow = None
+        if self.chain is not None:
+            escrow_key, escrow = await self._check_escrow(escrow_key, submitter)
         if escrow is not None:
             # Finish (or fail) in time to settle before the submitter may reclaim the deposit.
             latest = datetime.fromtimestamp(escrow.deadline - self.settings.settle_margin_s, timezone.utc)
@@ -242,7 +244,7 @@ class Coordinator:
             spec = spec.model_copy(update={"requirements": spec.requirements.model_copy(update={"isolated": True})})
         now = self.clock()
         job_id = "job_" + uuid.uuid4().hex[:16]
-        owner = escrow.submitter if escrow is not None else submitter
+        owner = submitter
         tasks = []
         if spec.kind == "finetune":  # one task; its checkpoints are what verification replays
             examples = await asyncio.to_thread(self._check_finetune, spec)
@@ -286,17 +288,25 @@ class Coordinator:
                 f"over the limit of {limit} per submitter (wait for some to finish, or use larger shards)",
                 field="spec.shard_size")
 
-    async def _check_escrow(self, escrow_key: str) -> EscrowView:
-        """A job on a settling coordinator needs its own confirmed, funded deposit."""
-        if not escrow_key:
+    async def _check_escrow(self, job_id: str, submitter: str) -> tuple[str, EscrowView]:
+        """A job on a settling coordinator needs its own confirmed, funded deposit: the one the
+        signer made under ``job_id`` (the escrow keys deposits by depositor and id, so no one can
+        spend or squat another's). Returns the escrow's key of it and what the chain holds."""
+        from gpumesh.chain.claims import escrow_key
+
+        if not job_id:
             raise FailedPrecondition(
                 "this coordinator settles on-chain: deposit the job budget into JobEscrow "
-                "(see GetSettlementInfo) and pass its key", field="escrow_key")
-        if not re.fullmatch(r"0x[0-9a-fA-F]{64}", escrow_key):
+                "(see GetSettlementInfo) and pass the job id you deposited under", field="escrow_key")
+        if not re.fullmatch(r"0x[0-9a-fA-F]{64}", job_id):
             raise InvalidArgument("expected 0x followed by 64 hex digits (bytes32)", field="escrow_key")
-        if self.store.find_job_by_escrow(escrow_key) is not None:
+        if not submitter:
+            raise FailedPrecondition("a paid job must be submitted signed, by the wallet that made the deposit",
+                                     field="escrow_key")
+        key = "0x" + escrow_key(submitter, job_id).hex()
+        if self.store.find_job_by_escrow(key) is not None:
             raise AlreadyExists("this deposit already pays for another job", field="escrow_key")
-        view = await asyncio.to_thread(self.chain.escrow, escrow_key)
+        view = await asyncio.to_thread(self.chain.escrow, key)
         if view.status != "Funded":
             raise FailedPrecondition(f"no confirmed deposit for this key (escrow status {view.status})",
                                      field="escrow_key")
@@ -306,7 +316,7 @@ class Coordinator:
                 f"the deposit can be reclaimed in {window:.0f}s; at least "
                 f"{self.settings.min_escrow_window_s:.0f}s are needed to run and settle the job",
                 field="escrow_key")
-        return view
+        return key, view
 
     def _check_finetune(self, spec: JobSpec) -> int:
         """Validate a fine-tune's parameters and dataset up front; returns its example count."""
@@ -450,6 +460,7 @@ class Coordinator:
             if not await asyncio.to_thread(self.artifacts.has, res.output_cid):
                 raise NotFound(f"output {res.output_cid} was not uploaded", field="output_cid")
             task = self.store.get_task(res.task_id)
+            claim = self._check_claim(task.job_id, res, session.record.address)
             if self._seals_output(task, self._spec(task.job_id)):
                 if not res.output_key:
                     raise InvalidArgument("this job's outputs must be sealed", field="output_key")
@@ -459,14 +470,16 @@ class Coordinator:
             if (task.role is TaskRole.PRIMARY and task.state is TaskState.LEASED and task.lease_id == res.lease_id
                     and task.provider_id == pid):
                 job = self.store.get_job(task.job_id)
-                decision = await asyncio.to_thread(self.verifier.on_primary, task, job, session.record, res.output_cid)
+                decision = await asyncio.to_thread(self.verifier.on_primary, task, job, session.record, res.output_cid,
+                                                   res.signature)
             if decision is not None and decision.reject:
                 log.warning("result of %s from %s rejected: %s", res.task_id, pid, decision.reject,
                             extra={"job_id": task.job_id, "task_id": res.task_id, "lease_id": res.lease_id,
                                    "provider_id": pid})
                 outcome = self.store.reject_result(
                     lease_id=res.lease_id, task_id=res.task_id, provider_id=pid, reason=decision.reject,
-                    slash=self.verifier.slash_for(session.record, task, job, decision.reject),
+                    slash=self.verifier.slash_for(session.record, task, job, decision.reject,
+                                                  output_cid=res.output_cid, signature=res.signature),
                     now=self.clock(), half_life_s=self.settings.reputation_half_life_s)
                 self._refresh(pid)
             else:
@@ -486,6 +499,8 @@ class Coordinator:
                 session.finished.add(res.lease_id)
             self.metrics.results.labels("accepted" if outcome.accepted else
                                         "rejected" if decision is not None and decision.reject else "refused").inc()
+            if outcome.accepted and claim is not None:
+                self.store.record_claim(task.job_id, session.record.address, claim, res.claim_signature)
             if outcome.accepted and not outcome.duplicate:
                 if task.role is TaskRole.PRIMARY:  # its submitter may read it (a failed job's partial output too)
                     await asyncio.to_thread(self._grant_outputs, task.job_id, [res.output_cid])
@@ -507,6 +522,30 @@ class Coordinator:
             self.signals.notify(outcome.job_id)
             if outcome.job_ready:
                 await self._finalize(outcome.job_id)
+
+    @property
+    def claim_domain(self) -> ClaimDomain | None:
+        """Where this coordinator's escrow takes payment claims (None: it does not settle)."""
+        if self._claims is None and self.chain is not None:
+            described = self.chain.describe()
+            self._claims = ClaimDomain(int(described["chain_id"]), described["escrow"])
+        return self._claims
+
+    def _check_claim(self, job_id: str, res: provider_pb2.TaskResult, address: str) -> int | None:
+        """A paid job's result carries the provider's signed claim (its running total for the job):
+        the escrow pays it no more, so a result without a valid one is refused. None: unpaid job."""
+        job = self.store.get_job(job_id)
+        if not job.escrow_key:
+            return None
+        if not res.claim_amount.isdigit() or len(res.claim_amount) > 78 or int(res.claim_amount) >= 2**256:
+            raise InvalidArgument("a paid job's result needs the provider's claim: a decimal uint256 "
+                                  f"(got {res.claim_amount[:80]!r})", field="claim_amount")
+        amount = int(res.claim_amount)
+        signer = self.claim_domain.signer(_claim_job(job), address, amount, res.claim_signature)
+        if signer.lower() != address.lower():
+            raise Unauthenticated("claim_signature is not this provider's EIP-712 signature of its claim",
+                                  field="claim_signature")
+        return amount
 
     def _on_failure(self, session: ProviderSession, failure: provider_pb2.TaskFailure) -> None:
         pid = session.record.provider_id
@@ -630,9 +669,8 @@ class Coordinator:
         self.metrics.leases.inc(leased)
         return leased
 
-    def _on_settled(self, job_id: str) -> None:
+    def _on_settled(self, job_id: str, payout) -> None:
         self.metrics.jobs_settled.inc()
-        payout = self.settler.payout_for(self.store.get_job(job_id))  # what the batch paid for it
         self.metrics.paid.inc(payout.paid)
         self.metrics.refunded.inc(payout.refund)
         self.signals.notify(job_id)
@@ -757,6 +795,7 @@ class Coordinator:
                     expires_at=timestamp(lease.expires_at),
                     keys=self._lease_keys(lease.task, session.record),
                     output_sealing_key=self.keys.public_bytes if self._seals_output(lease.task, spec) else b"",
+                    claim_job=_claim_job(lease.job),
                 )
             )
         )
@@ -854,3 +893,8 @@ class Coordinator:
             except Exception:
                 log.exception("lease sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_s)
+
+
+def _claim_job(job: Job) -> bytes:
+    """The escrow key a paid job's results claim payment under (b"" for an unpaid job)."""
+    return bytes.fromhex(job.escrow_key.removeprefix("0x")) if job.escrow_key else b""

@@ -55,12 +55,15 @@ class ProviderTier(enum.StrEnum):
 
 
 class SettlementState(enum.StrEnum):
-    """A job's on-chain settlement: NONE (no escrow) -> PENDING -> SENT -> SETTLED."""
+    """A job's on-chain settlement: NONE (no escrow) -> PENDING -> SENT -> SETTLED, or EXPIRED: its
+    deposit's deadline came first (the escrow refuses a late settlement; the submitter reclaims)."""
 
     NONE = ""
     PENDING = "PENDING"
     SENT = "SENT"
     SETTLED = "SETTLED"
+    EXPIRED = "EXPIRED"
+    REFUSED = "REFUSED"  # the escrow reverted its settlement alone; the submitter reclaims after the deadline
 
 
 _JOB_TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})

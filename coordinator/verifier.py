@@ -103,9 +103,12 @@ class Verifier:
 
     # ---- primary results ------------------------------------------------------------------------
 
-    def on_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str) -> PrimaryDecision:
+    def on_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str,
+                   signature: bytes = b"") -> PrimaryDecision:
+        """``signature``: the provider's signature of ``result_text(task, output_cid)``, kept with any
+        check so a slash can show the registry what the provider committed to."""
         if job.spec.kind == "finetune":
-            return self._finetune_primary(task, job, provider, output_cid)
+            return self._finetune_primary(task, job, provider, output_cid, signature)
         inp = self.artifacts.get_bytes(task.input_cid)
         out = self.artifacts.get_bytes(output_cid)
         shape = answers(inp, out)
@@ -119,12 +122,13 @@ class Verifier:
             p = plan.replication.probability(provider.track)
             return PrimaryDecision(verdict=f"accepted unchecked (not drawn: replication p={p:.3f}, "
                                            f"audit rate {plan.audit.rate:.2f})")
-        row = self._check_row(task, job, provider, output_cid, inp, out, check)
+        row = self._check_row(task, job, provider, output_cid, signature, inp, out, check)
         return PrimaryDecision(verdict=f"checking ({check.kind})", check=row)
 
-    def _check_row(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str,
+    def _check_row(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str, signature: bytes,
                    inp: bytes, out: bytes, check: Check) -> Task:
-        meta: dict[str, Any] = {"primary_provider": provider.provider_id, "primary_output": output_cid}
+        meta: dict[str, Any] = {"primary_provider": provider.provider_id, "primary_output": output_cid,
+                                "primary_signature": signature.hex()}
         if check.kind == "replica":
             gen = job.spec.inference  # the replica generates in the primary's batches
             d = disguise(inp, check.seed, batch_size=gen.batch_size, max_new_tokens=gen.max_new_tokens)
@@ -147,7 +151,8 @@ class Verifier:
             return "accepted unchecked (trusted centralized provider)"
         return ""
 
-    def _finetune_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str) -> PrimaryDecision:
+    def _finetune_primary(self, task: Task, job: Job, provider: ProviderRecord, output_cid: str,
+                          signature: bytes) -> PrimaryDecision:
         """A fine-tune must have every checkpoint its parameters imply; a replica replays one
         random segment of it (with the adaptive replication probability)."""
         from provider_node.workloads.finetune import FinetuneParams
@@ -167,7 +172,8 @@ class Verifier:
         if not policy.decide(provider.track, self.rng.random()):
             return PrimaryDecision(verdict=f"accepted unchecked (not drawn: p={policy.probability(provider.track):.3f})")
         seg = choose_segment(index, self.rng.random())
-        meta = {"primary_provider": provider.provider_id, "primary_output": output_cid, "from_step": seg.from_step,
+        meta = {"primary_provider": provider.provider_id, "primary_output": output_cid,
+                "primary_signature": signature.hex(), "from_step": seg.from_step,
                 "to_step": seg.to_step, "claimed": seg.claimed_cid,
                 "lease_params": {"finetune": job.spec.finetune, "steps": seg.to_step - seg.from_step}}
         row = Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED, task.input_cid, task.prompts,
@@ -184,9 +190,12 @@ class Verifier:
             return Verdict(False, (), f"replay output is malformed: {exc}"), None, None
         return judge(claimed, start, replayed), start, replayed
 
-    def slash_for(self, provider: ProviderRecord, task: Task, job: Job, reason: str) -> Slash:
+    def slash_for(self, provider: ProviderRecord, task: Task, job: Job, reason: str, *, output_cid: str,
+                  signature: bytes) -> Slash:
+        """A slash of ``provider`` for its result ``output_cid`` of ``task`` (signed ``signature``),
+        paid to the job's submitter, whom the invalid result wronged."""
         return Slash(provider.provider_id, task.task_id, job.job_id, provider.address, self.settings.slash_amount,
-                     job.submitter, reason)
+                     job.submitter, reason, output_cid=output_cid, signature=bytes(signature))
 
     # ---- check and referee results --------------------------------------------------------------
 
@@ -227,7 +236,8 @@ class Verifier:
         first = self.store.get_provider(meta["primary_provider"])
         ref_meta: dict[str, Any] = {"mode": row.role.value, "check_task": row.task_id, "checker_ok": checker_ok,
                                     "primary_provider": meta["primary_provider"],
-                                    "primary_output": meta["primary_output"]}
+                                    "primary_output": meta["primary_output"],
+                                    "primary_signature": meta.get("primary_signature", "")}
         if row.kind == "replay":  # the referee replays the same segment
             ref_meta.update({k: meta[k] for k in ("from_step", "to_step", "claimed", "lease_params")})
             ref_meta["mode"] = "replay"
@@ -298,11 +308,14 @@ class Verifier:
             if current:
                 verdicts.append((primary.task_id, f"verified by referee: {reading.reason}"))
         else:
-            slashes.append(self.slash_for(first, primary, job, f"invalid result: {reading.reason}"))
+            slashes.append(self.slash_for(first, primary, job, f"invalid result: {reading.reason}",
+                                          output_cid=meta["primary_output"],
+                                          signature=bytes.fromhex(meta.get("primary_signature", ""))))
             if current:
                 requeue.append((primary.task_id, f"result rejected by referee: {reading.reason}"))
         if not reading.checker_valid:
-            slashes.append(self.slash_for(checker, checked, job, f"invalid {checked.role.value}: {reading.reason}"))
+            slashes.append(self.slash_for(checker, checked, job, f"invalid {checked.role.value}: {reading.reason}",
+                                          output_cid=checked.output_cid, signature=checked.signature))
         return VerificationUpdate(
             job.job_id, states=states, verdicts=verdicts, requeue=requeue, slashes=slashes,
             observations=[(first.provider_id, reading.primary_valid), (checker.provider_id, reading.checker_valid)],

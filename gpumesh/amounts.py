@@ -18,3 +18,13 @@ def parse_amount(text: str, *, field: str) -> int:
     if value > UINT256_MAX:
         raise InvalidArgument("exceeds uint256", field=field)
     return value
+
+
+SECONDS_PER_HOUR = 3600
+
+
+def cost(price_per_hour: int, seconds: float) -> int:
+    """Price x time, rounded up to a whole base unit (integer arithmetic on microseconds): what a
+    task earns. The coordinator pays by it and a provider claims by it, so they agree."""
+    micros = max(0, round(seconds * 1_000_000))
+    return -(-price_per_hour * micros // (SECONDS_PER_HOUR * 1_000_000))

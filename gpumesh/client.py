@@ -245,8 +245,8 @@ class Client:
 
         from gpumesh.chain import JobStatus, job_key_hex
 
-        escrow_key = job_key_hex(key)
-        if chain.job(escrow_key).status is JobStatus.NONE:  # a retried submit must not pay twice
+        escrow_key = job_key_hex(key)  # the escrow keys it by this id and the depositor's address
+        if chain.job(wallet.address, escrow_key).status is JobStatus.NONE:  # a retried submit must not pay twice
             window = max(window_s, int(info.min_escrow_window_s) * 2)
             chain.deposit(Account.from_key(wallet.private_key), escrow_key, budget, chain.block_timestamp() + window)
         return escrow_key

@@ -166,6 +166,8 @@ class LocalNetwork:
             subprocess.run([sys.executable, "-m", "gpumesh", "coordinator", "trust", wallet.address,
                             "--data-dir", str(self.root / "coordinator"), "--note", name],
                            check=True, env=self._env(), capture_output=True, timeout=120)
+        if self.chain_port:
+            self.register_provider(name)
         proc = Proc(
             name,
             [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,
@@ -178,20 +180,45 @@ class LocalNetwork:
         self.providers[name] = proc
         return proc
 
+    def _chain_client(self):
+        from gpumesh.chain import ChainClient, Deployment
+
+        return ChainClient.connect(self.chain_url, Deployment.load(self.root / "chain" / "deployment.json"))
+
+    def _funded_wallet(self, name: str, chain):
+        """Provider ``name``'s wallet (made now if need be; its daemon uses it), with gas money."""
+        from eth_account import Account
+
+        from gpumesh.chain import dev_keys
+        from gpumesh.identity import Wallet, provider_key_path
+
+        wallet = Wallet.load_or_create(provider_key_path(self.root / name))
+        if chain.web3.eth.get_balance(wallet.address) < 10**16:
+            chain.send_value(Account.from_key(dev_keys()[2]), wallet.address, 10**17)
+        return wallet
+
+    def register_provider(self, name: str):
+        """Register provider ``name``'s wallet in the ProviderRegistry (a settling coordinator
+        takes work only from registered providers), as ``gpumesh provider register`` does."""
+        from eth_account import Account
+
+        chain = self._chain_client()
+        wallet = self._funded_wallet(name, chain)
+        if not chain.is_registered(wallet.address):
+            chain.register(Account.from_key(wallet.private_key))
+        return wallet
+
     def stake_provider(self, name: str, amount: int):
         """Make provider ``name``'s wallet now (its daemon uses it when started), fund it with gas
         and tokens from the dev accounts, and stake ``amount`` with ``gpumesh provider stake``
         (the coordinator must be running)."""
         from eth_account import Account
 
-        from gpumesh.chain import ChainClient, Deployment, dev_keys
-        from gpumesh.identity import Wallet, provider_key_path
+        from gpumesh.chain import dev_keys
 
-        wallet = Wallet.load_or_create(provider_key_path(self.root / name))
-        chain = ChainClient.connect(self.chain_url, Deployment.load(self.root / "chain" / "deployment.json"))
-        funder = Account.from_key(dev_keys()[2])
-        chain.send_value(funder, wallet.address, 10**17)
-        chain.mint(funder, wallet.address, amount)
+        chain = self._chain_client()
+        wallet = self._funded_wallet(name, chain)
+        chain.mint(Account.from_key(dev_keys()[2]), wallet.address, amount)
         subprocess.run([sys.executable, "-m", "gpumesh", "provider", "stake", "--coordinator", self.target,
                         "--data-dir", str(self.root / name), "--amount", str(amount)],
                        check=True, env=self._env(), capture_output=True, timeout=120)

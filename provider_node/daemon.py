@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 import grpc
 from grpc import aio
 
+from gpumesh.amounts import cost
+from gpumesh.chain.claims import ClaimDomain
 from gpumesh.errors import Unauthenticated
 from gpumesh.identity import Wallet
 from gpumesh.logs import log_context
 from gpumesh.rpc import aio_channel
 from gpumesh.signing import sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+from provider_node.claims import ClaimLedger
 from provider_node.config import ProviderSettings
 from provider_node.executor import TaskExecutor
 from provider_node.hardware import HardwareInfo, gpu_telemetry
@@ -36,6 +39,7 @@ class SessionState:
     token: str = ""
     heartbeat_interval_s: float = 5.0
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    claim_domain: ClaimDomain | None = None  # a settling coordinator's escrow
 
 
 class ProviderDaemon:
@@ -55,6 +59,7 @@ class ProviderDaemon:
         self._running: dict[str, asyncio.Task] = {}  # lease id -> task
         self._unacked: dict[str, provider_pb2.ProviderMessage] = {}  # task id -> result
         self._outbox: asyncio.Queue[provider_pb2.ProviderMessage] | None = None
+        self.claims = ClaimLedger(settings.data_dir / "claims.json", wallet.private_key)
         self.completed = 0
         self.metrics = ProviderMetrics().watch(self, gpu_telemetry)
 
@@ -114,6 +119,7 @@ class ProviderDaemon:
         self.state.provider_id = resp.provider_id
         self.state.token = resp.session_token
         self.state.heartbeat_interval_s = resp.heartbeat_interval_s or 5
+        self.state.claim_domain = ClaimDomain(resp.claim_chain_id, resp.claim_escrow) if resp.claim_escrow else None
         log.info("registered as %s (%s)", resp.provider_id, address,
                  extra={"provider_id": resp.provider_id, "address": address})
 
@@ -207,10 +213,24 @@ class ProviderDaemon:
         self.metrics.tasks.labels(kind, message.WhichOneof("body") or "none").inc()
         self.metrics.task_seconds.labels(kind).observe(time.monotonic() - started)
         if message.WhichOneof("body") == "result":
+            if lease.claim_job:
+                self._claim(lease, message.result, time.monotonic() - started)
             self._unacked[lease.task_id] = message
         if self._outbox is not None:
             self._outbox.put_nowait(message)
             self._outbox.put_nowait(self._heartbeat_message())  # report the free slot now
+
+    def _claim(self, lease: provider_pb2.TaskLease, result: provider_pb2.TaskResult, seconds: float) -> None:
+        """Add this task's price x wall time to the job's claim and sign the new total (the escrow
+        pays this provider at most that for the job)."""
+        domain = self.state.claim_domain
+        if domain is None:
+            log.warning("lease %s is for a paid job, but the coordinator named no escrow to claim from",
+                        lease.lease_id[:8])
+            return
+        total, signature = self.claims.claim(domain, lease.claim_job, cost(self.settings.price_per_hour, seconds))
+        result.claim_amount = str(total)
+        result.claim_signature = signature
 
 
 def hardware_to_proto(hw: HardwareInfo) -> common_pb2.Hardware:

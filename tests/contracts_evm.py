@@ -1,6 +1,8 @@
 """A py-evm chain for the contract tests: deploy from contracts/build, send, decode custom errors.
 
-Self-contained on purpose (web3 + eth-tester only): it does not use gpumesh.chain.
+Built on web3 + eth-tester alone, but for the signatures: claims and result commitments are signed
+with gpumesh.chain.claims and gpumesh.identity, so the contracts are checked against the signers the
+product uses.
 """
 
 from __future__ import annotations
@@ -128,3 +130,42 @@ class Chain:
     def travel_to(self, timestamp: int) -> None:
         """Moves the clock so that the next transaction is mined in a block stamped `timestamp`."""
         self.tester.time_travel(timestamp)
+
+
+# --- signatures the contracts check ------------------------------------------------------------
+
+
+def private_key(chain: Chain, account: str) -> bytes:
+    """The eth-tester account's private key."""
+    for key in chain.tester.backend.account_keys:
+        if key.public_key.to_checksum_address() == account:
+            return key.to_bytes()
+    raise KeyError(account)
+
+
+def claim_payout(chain: Chain, escrow, key: bytes, provider: str, amount: int, claimed: int | None = None,
+                 *, signer: str | None = None) -> tuple:
+    """A JobEscrow.Payout of ``amount`` to ``provider`` under its signed claim of ``claimed`` (default: the
+    amount) for job ``key``; ``signer`` signs instead of the provider (a forgery)."""
+    from gpumesh.chain.claims import ClaimDomain, compact
+
+    claimed = amount if claimed is None else claimed
+    domain = ClaimDomain(chain.w3.eth.chain_id, escrow.address)
+    typed = domain.typed_data(key, provider, claimed)
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    signature = bytes(Account.sign_message(encode_typed_data(full_message=typed),
+                                           private_key(chain, signer or provider)).signature)
+    return (provider, amount, claimed, *compact(signature))
+
+
+def commitment(chain: Chain, account: str, task: str, output: str) -> tuple[bytes, bytes]:
+    """A result commitment (gpumesh.identity.result_text) and ``account``'s EIP-191 signature of it."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from gpumesh.identity import result_text
+
+    text = result_text(task, output).encode()
+    return text, bytes(Account.sign_message(encode_defunct(primitive=text), private_key(chain, account)).signature)

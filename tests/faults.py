@@ -233,9 +233,7 @@ class EscrowOutcome:
 def escrow_outcome(chain, escrow_key: str, providers: dict[str, str], submitter: str) -> EscrowOutcome:
     """What the escrow did for one job: its JobSettled events and the balances it credited
     (providers: name -> address; each wallet in these tests takes part in one job only)."""
-    from gpumesh.chain import job_key
-
-    events = chain.events("JobEscrow", "JobSettled", jobId=job_key(escrow_key))
+    events = chain.events("JobEscrow", "JobSettled", key=bytes.fromhex(escrow_key.removeprefix("0x")))
     earned = {name: chain.escrow_balance(address) for name, address in providers.items()}
     return EscrowOutcome(events, earned, chain.escrow_balance(submitter))
 

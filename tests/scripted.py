@@ -20,8 +20,8 @@ class ScriptedProvider:
     """A provider speaking the real protocol by hand: registers with a signed challenge, holds its
     Session stream, and answers a lease when the test says so."""
 
-    def __init__(self, target: str, *, name: str, price: int) -> None:
-        self.wallet = Wallet.generate()
+    def __init__(self, target: str, *, name: str, price: int, wallet: Wallet | None = None) -> None:
+        self.wallet = wallet or Wallet.generate()
         self.channel = grpc.insecure_channel(target)
         stub = provider_pb2_grpc.ProviderServiceStub(self.channel)
         challenge = stub.GetChallenge(provider_pb2.GetChallengeRequest(address=self.wallet.address)).challenge
@@ -54,16 +54,21 @@ class ScriptedProvider:
             if msg.WhichOneof("body") == kind:
                 return getattr(msg, kind)
 
-    def answer(self, lease, client=None) -> None:
-        """Return one completion per prompt of the lease's input, signed."""
+    def answer(self, lease, client=None, *, claim: tuple[str, bytes] | None = None, check: bool = True):
+        """Return one completion per prompt of the lease's input, signed (with ``claim``: its
+        amount and signature for a paid job); returns the coordinator's ack."""
         inp = self.artifacts.get_bytes(lease.input_cid)
         records = [json.loads(line) for line in inp.splitlines() if line.strip()]
         cid = self.artifacts.put_bytes("".join(json.dumps({**r, "completion": "ok"}) + "\n" for r in records).encode())
+        amount, signature = claim or ("", b"")
         self._out.put(provider_pb2.ProviderMessage(result=provider_pb2.TaskResult(
             lease_id=lease.lease_id, task_id=lease.task_id, output_cid=cid,
-            signature=self.wallet.sign_text(result_text(lease.task_id, cid)), metrics_json='{"engine": "scripted"}')))
+            signature=self.wallet.sign_text(result_text(lease.task_id, cid)), metrics_json='{"engine": "scripted"}',
+            claim_amount=amount, claim_signature=signature)))
         ack = self.next("ack")
-        assert ack.accepted, ack.reason
+        if check:
+            assert ack.accepted, ack.reason
+        return ack
 
     def close(self) -> None:
         self._out.put(None)

@@ -218,7 +218,7 @@ def test_devnode_serves_other_processes(tmp_path):
         client = ChainClient.connect(f"http://127.0.0.1:{port}", Deployment.load(tmp_path / "d.json"))
         client.mint(keys[1], Account.from_key(keys[1]), 5)
         client.deposit(keys[1], "x", 5, client.block_timestamp() + 60)
-        assert client.job("x").status is JobStatus.FUNDED
+        assert client.job(Account.from_key(keys[1]), "x").status is JobStatus.FUNDED
     finally:
         proc.terminate()
         proc.wait(10)

@@ -15,12 +15,14 @@ import pytest
 from eth_abi import decode as abi_decode
 from web3 import Web3
 
-from tests.contracts_evm import COORDINATOR_ROLE, ROOT, Chain
+from gpumesh.chain.claims import escrow_key
+from tests.contracts_evm import COORDINATOR_ROLE, ROOT, Chain, claim_payout, commitment, private_key
 
 E18 = 10**18
 DELAY = 7 * 86_400
+CAP_BPS = 2500
 ZERO = "0x" + "00" * 20
-REASON = Web3.keccak(text="task-42 mismatch")
+CHECK = Web3.keccak(text="referee rescore of task-42: 3 of 8 records off")
 
 
 @dataclass
@@ -41,10 +43,21 @@ class Reg:
     def tok(self, account: str) -> int:
         return self.token.functions.balanceOf(account).call()
 
+    def evidence(self, provider: str, task: str = "job_1-t00000", output: str = "bafkreiwrong",
+                 signer: str | None = None) -> tuple[bytes, bytes]:
+        text, _ = commitment(self.chain, provider, task, output)
+        _, signature = commitment(self.chain, signer or provider, task, output)
+        return text, signature
+
+    def slash(self, provider: str, amount: int, *, task: str = "job_1-t00000", beneficiary: str | None = None,
+              check: bytes = CHECK, evidence: tuple[bytes, bytes] | None = None):
+        text, sig = evidence or self.evidence(provider, task)
+        return self.registry.functions.slash(provider, text, sig, check, amount, beneficiary or self.referee)
+
 
 def make_registry(chain: Chain, token) -> Reg:
     admin, coord, p1, p2, referee, stranger = chain.accounts[:6]
-    registry = chain.deploy("ProviderRegistry", token.address, DELAY, admin)
+    registry = chain.deploy("ProviderRegistry", token.address, DELAY, CAP_BPS, admin)
     chain.send(registry.functions.grantRole(COORDINATOR_ROLE, coord), admin)
     for p in (p1, p2):
         chain.send(token.functions.mint(p, 100 * E18), p)
@@ -59,14 +72,35 @@ def reg() -> Reg:
 
 
 def test_views_and_constructor_checks(reg):
-    c = reg.chain
-    assert reg.registry.functions.token().call() == reg.token.address
-    assert reg.registry.functions.unbondingDelay().call() == DELAY
-    assert reg.registry.functions.COORDINATOR_ROLE().call() == COORDINATOR_ROLE
+    c, r = reg.chain, reg.registry
+    assert r.functions.token().call() == reg.token.address
+    assert r.functions.unbondingDelay().call() == DELAY and r.functions.maxSlashBps().call() == CAP_BPS
+    assert r.functions.MIN_UNBONDING_DELAY().call() == 86_400
+    assert r.functions.COMMITMENT_PREFIX().call() == b"gpumesh task result\ntask: "
+    assert r.functions.COORDINATOR_ROLE().call() == COORDINATOR_ROLE
     assert reg.stake_of(reg.p1) == (0, 0, 0)
     factory = c.factory("ProviderRegistry")
-    assert c.revert_of(factory.constructor(ZERO, DELAY, reg.admin), reg.admin) == ("ZeroAddress", ())
-    assert c.revert_of(factory.constructor(reg.token.address, DELAY, ZERO), reg.admin) == ("ZeroAddress", ())
+    t = reg.token.address
+    for args, error in (((ZERO, DELAY, CAP_BPS, reg.admin), ("ZeroAddress", ())),
+                        ((t, DELAY, CAP_BPS, ZERO), ("ZeroAddress", ())),
+                        ((t, 0, CAP_BPS, reg.admin), ("UnbondingDelayTooShort", (0, 86_400))),
+                        ((t, 86_399, CAP_BPS, reg.admin), ("UnbondingDelayTooShort", (86_399, 86_400))),
+                        ((t, DELAY, 0, reg.admin), ("InvalidSlashCap", (0,))),
+                        ((t, DELAY, 10_001, reg.admin), ("InvalidSlashCap", (10_001,)))):
+        assert c.revert_of(factory.constructor(*args), reg.admin) == error
+    c.deploy("ProviderRegistry", t, 86_400, 10_000, reg.admin)  # the bounds themselves are accepted
+
+
+def test_register_once_and_staking_registers(reg):
+    c, r = reg.chain, reg.registry
+    assert not r.functions.isRegistered(reg.p1).call()
+    receipt = c.send(r.functions.register(), reg.p1)
+    assert c.events(r, receipt, "Registered") == [{"provider": reg.p1}]
+    assert c.events(r, c.send(r.functions.register(), reg.p1), "Registered") == []  # idempotent
+    receipt = c.send(r.functions.stake(E18), reg.p2)
+    assert c.events(r, receipt, "Registered") == [{"provider": reg.p2}]
+    assert r.functions.isRegistered(reg.p1).call() and r.functions.isRegistered(reg.p2).call()
+    assert not r.functions.isRegistered(reg.stranger).call()
 
 
 def test_stake_unbond_withdraw(reg):
@@ -112,39 +146,56 @@ def test_stake_and_unbond_reverts(reg):
     c.expect_revert(r.functions.withdrawUnbonded(), reg.p2, "NothingUnbonding")
 
 
-def test_slash_active_then_unbonding(reg):
+def test_slash_takes_active_then_unbonding_a_bounded_share_per_incident(reg):
     c, r = reg.chain, reg.registry
-    c.send(r.functions.stake(10 * E18), reg.p1)
-    c.send(r.functions.requestUnbond(6 * E18), reg.p1)
+    c.send(r.functions.stake(16 * E18), reg.p1)
+    c.send(r.functions.requestUnbond(12 * E18), reg.p1)
     unlock = reg.stake_of(reg.p1)[2]
-    receipt = c.send(r.functions.slash(reg.p1, 3 * E18, reg.referee, REASON), reg.coord)
-    assert c.events(r, receipt, "Slashed") == [
-        {"provider": reg.p1, "amount": 3 * E18, "beneficiary": reg.referee, "reason": REASON}]
-    assert reg.stake_of(reg.p1) == (E18, 6 * E18, unlock)  # active first
-    c.send(r.functions.slash(reg.p1, 4 * E18, reg.referee, REASON), reg.coord)
-    assert reg.stake_of(reg.p1) == (0, 3 * E18, unlock)  # then into unbonding: no escape by unbonding
-    assert reg.tok(reg.referee) == 7 * E18 and reg.tok(r.address) == 3 * E18
-    c.expect_revert(r.functions.slash(reg.p1, 3 * E18 + 1, reg.referee, REASON), reg.coord,
-                    "SlashExceedsStake", 3 * E18, 3 * E18 + 1)
-    c.send(r.functions.slash(reg.p1, 3 * E18, reg.referee, REASON), reg.coord)
-    assert reg.stake_of(reg.p1) == (0, 0, 0)  # fully slashed: the unlock time is cleared too
-    c.travel_to(unlock)
-    c.expect_revert(r.functions.withdrawUnbonded(), reg.p1, "NothingUnbonding")
-    assert reg.tok(reg.referee) == 10 * E18 and reg.tok(r.address) == 0
+    text, sig = reg.evidence(reg.p1, "job_1-t00003")
+    receipt = c.send(reg.slash(reg.p1, 4 * E18, evidence=(text, sig)), reg.coord)  # 25% of 16
+    assert c.events(r, receipt, "Slashed") == [{"provider": reg.p1, "amount": 4 * E18, "beneficiary": reg.referee,
+                                                "incident": Web3.keccak(text), "checkRecord": CHECK}]
+    assert r.functions.isSlashed(Web3.keccak(text)).call()
+    assert reg.stake_of(reg.p1) == (0, 12 * E18, unlock)  # active first, then unbonding: no escape by unbonding
+    c.expect_revert(reg.slash(reg.p1, 3 * E18 + 1, task="job_1-t00004"), reg.coord, "SlashExceedsCap", 3 * E18,
+                    3 * E18 + 1)  # a quarter of what is left
+    c.send(reg.slash(reg.p1, 3 * E18, task="job_1-t00004"), reg.coord)
+    assert reg.stake_of(reg.p1) == (0, 9 * E18, unlock)
+    assert reg.tok(reg.referee) == 7 * E18 and reg.tok(r.address) == 9 * E18
+    # The same incident cannot be slashed again (not even as another amount).
+    c.expect_revert(reg.slash(reg.p1, E18, evidence=(text, sig)), reg.coord, "IncidentAlreadySlashed",
+                    Web3.keccak(text))
 
 
-def test_slash_reverts(reg):
-    c, slash = reg.chain, reg.registry.functions.slash
-    c.send(reg.registry.functions.stake(2 * E18), reg.p1)
+def test_a_coordinator_cannot_slash_without_the_providers_own_commitment_nor_to_itself(reg):
+    c, slash = reg.chain, reg.slash
+    c.send(reg.registry.functions.stake(8 * E18), reg.p1)
     for caller in (reg.stranger, reg.p1, reg.admin):
-        c.expect_revert(slash(reg.p1, E18, reg.referee, REASON), caller, "AccessControlUnauthorizedAccount", caller,
-                        COORDINATOR_ROLE)
-    c.expect_revert(slash(reg.p1, 0, reg.referee, REASON), reg.coord, "ZeroAmount")
-    c.expect_revert(slash(reg.p1, E18, ZERO, REASON), reg.coord, "ZeroAddress")
-    c.expect_revert(slash(reg.p1, 2 * E18 + 1, reg.referee, REASON), reg.coord, "SlashExceedsStake", 2 * E18,
-                    2 * E18 + 1)
-    c.expect_revert(slash(reg.p2, 1, reg.referee, REASON), reg.coord, "SlashExceedsStake", 0, 1)
-    assert reg.stake_of(reg.p1) == (2 * E18, 0, 0)
+        c.expect_revert(slash(reg.p1, E18), caller, "AccessControlUnauthorizedAccount", caller, COORDINATOR_ROLE)
+    c.expect_revert(slash(reg.p1, 0), reg.coord, "ZeroAmount")
+    c.expect_revert(slash(reg.p1, E18, beneficiary=ZERO), reg.coord, "ZeroAddress")
+    c.expect_revert(slash(reg.p1, E18, beneficiary=reg.coord), reg.coord, "BeneficiaryIsCoordinator", reg.coord)
+    c.expect_revert(slash(reg.p1, E18, check=b"\0" * 32), reg.coord, "MissingCheckRecord")
+    # Evidence the provider never signed: forged by the coordinator, or its real signature over another output.
+    forged = reg.evidence(reg.p1, signer=reg.coord)
+    c.expect_revert(slash(reg.p1, E18, evidence=forged), reg.coord, "BadCommitmentSignature", reg.coord, reg.p1)
+    real_text, real_sig = reg.evidence(reg.p1, output="bafkreiright")
+    tampered = real_text.replace(b"bafkreiright", b"bafkreiwrong")
+    got = c.revert_of(slash(reg.p1, E18, evidence=(tampered, real_sig)), reg.coord)
+    assert got[0] == "BadCommitmentSignature" and got[1][1] == reg.p1
+    # Something else the provider did sign (a registration challenge, a signed request) is no result commitment.
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    other = b"gpumesh registration\naddress: " + reg.p1.encode()
+    sig = bytes(Account.sign_message(encode_defunct(primitive=other), private_key(c, reg.p1)).signature)
+    c.expect_revert(slash(reg.p1, E18, evidence=(other, sig)), reg.coord, "NotAResultCommitment")
+    c.expect_revert(slash(reg.p1, E18, evidence=(b"gpumesh task result\ntask: ", sig)), reg.coord,
+                    "NotAResultCommitment")
+    # Bounded: never the whole stake at once, nothing of a provider without stake.
+    c.expect_revert(slash(reg.p1, 8 * E18), reg.coord, "SlashExceedsCap", 2 * E18, 8 * E18)
+    c.expect_revert(slash(reg.p2, 1), reg.coord, "SlashExceedsCap", 0, 1)
+    assert reg.stake_of(reg.p1) == (8 * E18, 0, 0)
 
 
 # --- reentrancy probes ------------------------------------------------------------------------
@@ -220,14 +271,15 @@ def hooked(hook_artifact):
     chain = Chain()
     token = chain.deploy("HookToken", artifact=hook_artifact)
     reg = make_registry(chain, token)
-    escrow = chain.deploy("JobEscrow", token.address, reg.admin)
+    escrow = chain.deploy("JobEscrow", token.address, reg.registry.address, reg.admin)
     chain.send(escrow.functions.grantRole(COORDINATOR_ROLE, reg.coord), reg.admin)
     chain.send(token.functions.approve(escrow.address, 2**256 - 1), reg.p2)
     deadline = chain.now() + 3600
     for name in ("pull", "push", "reclaim"):
         chain.send(escrow.functions.deposit(Web3.keccak(text=name), 10 * E18, deadline), reg.p2)
-    chain.send(escrow.functions.settleBatch([(Web3.keccak(text="pull"), [(reg.p1, 4 * E18)])]), reg.coord)
     chain.send(reg.registry.functions.stake(10 * E18), reg.p1)
+    pull = escrow_key(reg.p2, Web3.keccak(text="pull"))
+    chain.send(escrow.functions.settleBatch([(pull, [claim_payout(chain, escrow, pull, reg.p1, 4 * E18)])]), reg.coord)
     chain.send(reg.registry.functions.requestUnbond(10 * E18), reg.p1)
     return reg, escrow, deadline
 
@@ -246,7 +298,8 @@ def test_reentering_during_a_payment_is_refused(hooked):
     hook(escrow, escrow.functions.withdraw())
     c.expect_revert(escrow.functions.withdraw(), reg.p1, "ReentrancyGuardReentrantCall")
     hook(escrow, escrow.functions.withdraw())
-    c.expect_revert(escrow.functions.settleJob((Web3.keccak(text="push"), [(reg.p1, E18)])), reg.coord,
+    push = escrow_key(reg.p2, Web3.keccak(text="push"))
+    c.expect_revert(escrow.functions.settleJob((push, [claim_payout(c, escrow, push, reg.p1, E18)])), reg.coord,
                     "ReentrancyGuardReentrantCall")
     c.travel_to(deadline + 1)
     hook(escrow, escrow.functions.reclaim(Web3.keccak(text="reclaim")))
@@ -268,14 +321,14 @@ def test_state_is_updated_before_every_transfer(hooked):
     assert _observed(token, ["uint256"]) == (0,)  # the credit was cleared before the tokens moved
     assert reg.tok(reg.p1) == 94 * E18
 
-    push = Web3.keccak(text="push")
+    push = escrow_key(reg.p2, Web3.keccak(text="push"))
     probe(escrow, escrow.functions.getJob(push))
-    c.send(escrow.functions.settleJob((push, [(reg.p1, E18)])), reg.coord)
+    c.send(escrow.functions.settleJob((push, [claim_payout(c, escrow, push, reg.p1, E18)])), reg.coord)
     assert _observed(token, ["address", "uint256", "uint64", "uint8"])[3] == 2  # Settled before paying
 
     c.travel_to(deadline + 1)
     job = Web3.keccak(text="reclaim")
-    probe(escrow, escrow.functions.getJob(job))
+    probe(escrow, escrow.functions.getJob(escrow_key(reg.p2, job)))
     c.send(escrow.functions.reclaim(job), reg.p2)
     assert _observed(token, ["address", "uint256", "uint64", "uint8"])[3] == 3  # Reclaimed before refunding
 

@@ -138,7 +138,7 @@ def test_payouts_per_job_and_per_provider_with_slashes():
     charges = [Charge("job_1", "prov_a", a, "alice", 3600, 20.0, 2),  # 20 owed, over the budget of 10
                Charge("job_2", "prov_a", a, "alice", 3600, 5.0, 1), Charge("job_2", "prov_b", b, "bob", 3600, 7.0, 1)]
     slash = Slash("prov_b", "job_2-t1", "job_2", b, 10, "0xbene", "<script>bad</script>", SlashState.DONE, 7, "0xtx")
-    out = views.payouts_view(jobs, charges, [slash], {"prov_b": "bob"})
+    out = views.payouts_view(jobs, charges, [slash], {"prov_b": "bob"}, {})  # no escrow: no claims bound them
     assert [j["job_id"] for j in out["jobs"]] == ["job_2", "job_1"]
     j2, j1 = out["jobs"]
     assert (j2["paid"], j2["refund"], [p["amount"] for p in j2["payouts"]]) == ("12", "88", ["5", "7"])
@@ -251,24 +251,32 @@ def test_payouts_agree_with_what_the_settler_pays(dashboard):
         slash = Slash("prov_b", f"{job_id}-t1", job_id, "0x" + "b" * 40, 10, "", f"wrong in {job_id}")
         store.apply_verification(VerificationUpdate(job_id, slashes=[slash]), now=now + 9, half_life_s=1e9)
         store.finish_job(job_id, output_cid=CID, now=now + 10)
+        for pid, claimed in (("prov_a", 10**6), ("prov_b", 1 if job_id == "job_paid" else 10**6)):
+            store.record_claim(job_id, "0x" + pid[-1] * 40, claimed, b"sig")  # prov_b claimed less than it is owed
     store.queue_settlements(now=now + 11)
     store.set_settlement(["job_paid", "job_capped"], S.PENDING, S.SETTLED, now=now + 12, tx="0xfeed")
-    settler = Settler(store, None, BatchPolicy(), clock=time.time)
+
+    class Registered:  # every payee is registered (the settler asks the chain)
+        def is_registered(self, address: str) -> bool:
+            return True
+
+    settler = Settler(store, Registered(), BatchPolicy(), clock=time.time)
     page = api(dash, "/api/payouts")
     assert {j["job_id"] for j in page["jobs"]} == {"job_paid", "job_capped"}
     for row in page["jobs"]:
-        expected = settler.payout_for(store.get_job(row["job_id"]))
+        expected, _ = settler.payout_for(store.get_job(row["job_id"]))
         assert row["paid"] == str(expected.paid) and row["refund"] == str(expected.refund)
         assert [(p["address"], p["amount"]) for p in row["payouts"]] == [(a, str(n)) for a, n in expected.payouts]
         assert row["settle_tx"] == "0xfeed"
     capped = next(j for j in page["jobs"] if j["job_id"] == "job_capped")
     assert (capped["paid"], capped["refund"]) == ("4", "1")  # 8 + 7 owed, scaled to the budget of 5 and floored
     assert [(p["name"], p["amount"], p["jobs"]) for p in page["providers"]] == [
-        ("prov_a name", "10", 2), ("prov_b name", "9", 2)]  # over both jobs: 8 + 2 and 7 + 2
+        ("prov_a name", "10", 2), ("prov_b name", "3", 2)]  # over both jobs: 8 + 2 and min(7, its claim 1) + 2
     assert [(s["name"], s["state"], s["reason"]) for s in page["slashes"]] == [
         ("prov_b name", "PENDING", "wrong in job_capped"), ("prov_b name", "PENDING", "wrong in job_paid")]
     jobs = {j["job_id"]: j for j in api(dash, "/api/jobs")["jobs"]}
-    assert jobs["job_paid"]["cost"] == page["jobs"][[j["job_id"] for j in page["jobs"]].index("job_paid")]["paid"]
+    paid = page["jobs"][[j["job_id"] for j in page["jobs"]].index("job_paid")]["paid"]
+    assert (jobs["job_paid"]["cost"], paid) == ("15", "9")  # the work's price x time; what the claims let be paid
     assert jobs["job_paid"]["settlement"] == "SETTLED"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpumesh.client import Client
-from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied
+from gpumesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from gpumesh.identity import Wallet, provider_key_path
 from gpumesh.jobspec import InferenceParams, JobSpec
 from gpumesh.localnet import LocalNetwork
@@ -45,10 +45,31 @@ def _settled(client: Client, job_id: str, timeout: float = 60):
     return job
 
 
+def _refused_unregistered(target: str) -> None:
+    """A provider not registered in the ProviderRegistry cannot be paid, so it is given no work."""
+    import grpc
+
+    from gpumesh.sealing import SealingKey
+    from gpumesh.signing import sign_registration
+    from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+
+    wallet = Wallet.generate()
+    with grpc.insecure_channel(target) as channel:
+        stub = provider_pb2_grpc.ProviderServiceStub(channel)
+        challenge = stub.GetChallenge(provider_pb2.GetChallengeRequest(address=wallet.address)).challenge
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Register(sign_registration(wallet, provider_pb2.RegisterRequest(
+                address=wallet.address, challenge=challenge, name="unregistered", slots=1, price_per_hour="1",
+                runtime="process", sealing_public_key=SealingKey.generate().public_bytes,
+                hardware=common_pb2.Hardware(cpu_count=2, memory_total_mb=4000))))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "address: " in err.value.details() and "gpumesh provider register" in err.value.details()
+
+
 def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
     from eth_account import Account
 
-    from gpumesh.chain import JobStatus, dev_keys, job_key_hex
+    from gpumesh.chain import JobStatus, dev_keys, escrow_key, job_key_hex
 
     from gpumesh.localnet import free_port
     from tests.test_metrics import samples
@@ -76,20 +97,22 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
             assert chain.token_balance(submitter.address) == 0  # all of it is in escrow now
             with pytest.raises(AlreadyExists, match="escrow_key"):  # one deposit pays for one job
                 _raw_submit(client, spec, idempotency_key="other", escrow_key=job_key_hex("paid-1"))
-            # Someone else's deposit cannot pay for a stranger's job (the signer must be the depositor).
+            # Someone else's deposit cannot pay for a stranger's job: deposits are keyed by their depositor.
             chain.mint(Account.from_key(submitter.private_key), submitter.address, 1000)
             chain.deposit(Account.from_key(submitter.private_key), job_key_hex("paid-2"), 1000,
                           chain.block_timestamp() + 7200)
             with Client.connect(net.target, wallet=Wallet.generate()) as stranger:
-                with pytest.raises(PermissionDenied, match="escrow_key: the deposit was made by " + submitter.address):
+                with pytest.raises(FailedPrecondition, match="escrow_key: no confirmed deposit"):
                     _raw_submit(stranger, spec, idempotency_key="paid-2", escrow_key=job_key_hex("paid-2"))
+            _refused_unregistered(net.target)
             # A retried submit is the same job and does not deposit again.
             assert client.submit(spec, budget=BUDGET, wallet=submitter, idempotency_key="paid-1").id == handle.id
 
             handle.wait(timeout=180)
             job = _settled(client, handle.id)
             assert job.budget == str(BUDGET) and job.submitter == submitter.address and job.settle_tx
-            assert chain.job(job.escrow_key).status is JobStatus.SETTLED
+            assert job.escrow_key == "0x" + escrow_key(submitter.address, job_key_hex("paid-1")).hex()
+            assert chain.job(submitter.address, job_key_hex("paid-1")).status is JobStatus.SETTLED
 
             providers = {p.name: p for p in client.list_providers()}
             earned = {name: chain.escrow_balance(p.address) for name, p in providers.items()}
@@ -102,9 +125,13 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
                 got = samples(resp.read().decode())
             assert got[("gpumesh_paid_base_units_total", ())] == sum(earned.values())
             assert got[("gpumesh_refunded_base_units_total", ())] == refund
-            # Each is paid by the second for at most the time the job took (rounded up per task).
+            # Each is paid by the second for at most the time the job took (rounded up per task), and
+            # exactly what it claimed: its own running total, kept in its data dir and signed.
             elapsed = time.monotonic() - started
             assert all(amount <= PRICE * elapsed / 3600 + len(job.tasks) for amount in earned.values())
+            for name, amount in earned.items():
+                claims = json.loads((net.root / name / "claims.json").read_text())
+                assert [int(c["total"]) for c in claims.values()] == [amount], (name, claims)
 
             for name in ("alice", "bob"):
                 key = Wallet.from_hex(provider_key_path(net.root / name).read_text())
@@ -115,3 +142,61 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
             assert chain.token_balance(submitter.address) == refund
             settled_events = chain.events("JobEscrow", "JobSettled")
             assert len(settled_events) == 1  # paid exactly once
+
+
+def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, tiny_model):
+    """A provider speaking the protocol by hand: a result of a paid job without a claim, or with a
+    claim someone else signed, is refused; one with a valid claim is accepted, and the escrow pays
+    that provider exactly its claim (below what its measured time would earn), refunding the rest."""
+    from eth_account import Account
+
+    from gpumesh.chain import ClaimDomain, dev_keys, escrow_key, job_key_hex
+    from tests.scripted import ScriptedProvider
+
+    with LocalNetwork(tmp_path / "net", lease_ttl_s=30, heartbeat_interval_s=0.5) as net:
+        net.start_chain()
+        net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false"})
+        submitter = Wallet.from_hex(dev_keys()[1])
+        with Client.connect(net.target, wallet=submitter) as client:
+            chain = client.chain()
+            funder = Account.from_key(dev_keys()[2])
+            wallet = Wallet.generate()
+            chain.send_value(funder, wallet.address, 10**17)
+            chain.register(Account.from_key(wallet.private_key))
+            provider = ScriptedProvider(net.target, name="scripted", price=PRICE, wallet=wallet)
+            try:
+                chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)
+                handle = client.submit(_spec(client, tiny_model, n=2), budget=BUDGET, wallet=submitter,
+                                       idempotency_key="claimed")
+                lease = provider.next("lease")
+                key = escrow_key(submitter.address, job_key_hex("claimed"))
+                assert lease.claim_job == key  # the lease names the escrow key to claim under
+                domain = ClaimDomain(chain.tx.chain_id, chain.escrow.address)
+
+                ack = provider.answer(lease, check=False)
+                assert not ack.accepted and "claim_amount" in ack.reason
+                forged = domain.sign(Wallet.generate().private_key, key, 5)
+                ack = provider.answer(lease, claim=("5", forged), check=False)
+                assert not ack.accepted and "claim_signature" in ack.reason
+                ack = provider.answer(lease, claim=("5", domain.sign(wallet.private_key, key, 5)), check=False)
+                assert ack.accepted, ack.reason
+
+                handle.wait(timeout=60)
+                _settled(client, handle.id)
+                assert chain.escrow_balance(wallet.address) == 5
+                assert chain.escrow_balance(submitter.address) == BUDGET - 5
+            finally:
+                provider.close()
+            # The operator's command: register a fresh wallet (gas from a dev account), idempotently.
+            import subprocess
+            import sys
+
+            cmd = [sys.executable, "-m", "gpumesh", "provider", "register", "-c", net.target,
+                   "--data-dir", str(tmp_path / "fresh"), "--dev-gas"]
+            first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            fresh = Wallet.from_hex(provider_key_path(tmp_path / "fresh").read_text())
+            assert first.returncode == 0 and f"{fresh.address} registered" in first.stdout, first.stderr
+            assert chain.is_registered(fresh.address)
+            again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            assert "is registered" in again.stdout and len(chain.events("ProviderRegistry", "Registered",
+                                                                        provider=fresh.address)) == 1

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 PROMPTS = [f"question {i}: what is {w}?" for i, w in enumerate(
     ["a lease", "a shard", "a referee", "a stake", "a replica", "an audit", "a decoy", "a slash"])]
-STAKE = 5 * 10**18
+STAKE = 10 * 10**18  # a slash takes at most a quarter of the stake: this keeps each at SLASH
 SLASH = 10**18
 PRICE = 36_000_000  # per hour: 10,000 base units a second
 REFEREE_PRICE = 10 * PRICE  # above the job's cap: the referee never takes primaries

@@ -161,7 +161,7 @@ def test_coordinator_killed_mid_settlement_settles_exactly_once_after_restart(tm
                 handle.wait(timeout=180)
                 assert proxy.fired.wait(60), "the coordinator never sent a settlement"
                 assert not net.coordinator.alive
-                on_chain = chain.job(escrow_key).status
+                on_chain = chain.job_at(bytes.fromhex(escrow_key[2:])).status
                 assert on_chain is (JobStatus.SETTLED if when == "after_send" else JobStatus.FUNDED)
                 assert _settlement_row(net, handle.id) == ("SENT", "")  # the kill landed in the window
 
@@ -231,8 +231,8 @@ def test_chain_node_restart_settlement_retries_and_pays_once(tmp_path, tiny_mode
                 up = time.monotonic()
                 job = _settlement(client, handle.id)
                 recovered = time.monotonic() - up
-                assert chain.job(escrow_key).status is JobStatus.SETTLED
-                assert len(chain.deposits_for(escrow_key)) == 1  # the restarted node kept the deposit
+                assert chain.job_at(bytes.fromhex(escrow_key[2:])).status is JobStatus.SETTLED
+                assert len(chain.events("JobEscrow", "Deposited", key=bytes.fromhex(escrow_key[2:]))) == 1  # the restarted node kept the deposit
                 outcome = escrow_outcome(chain, escrow_key, _addresses(client), submitter.address)
                 assert_paid_once(outcome, BUDGET)
                 assert outcome.earned["alice"] > 0 and job.settle_tx == outcome.settled_events[0]["tx_hash"]

@@ -4,21 +4,30 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {IProviderRegistry} from "src/IProviderRegistry.sol";
 
 /// @title gpumesh job escrow
 /// @notice Submitters deposit a job's budget; the coordinator settles jobs, paying providers and refunding the unspent
-/// budget; a submitter may reclaim the whole budget of a job never settled once its deadline has passed.
-/// @dev `settleBatch` credits internal balances (pull payments, withdrawn with `withdraw`), so a batch of many jobs
-/// makes no token transfer at all; `settleJob` pays with direct transfers and is the per-job baseline. Tokens with
-/// transfer fees or rebasing are not supported.
-contract JobEscrow is AccessControl, ReentrancyGuardTransient {
+/// budget; a submitter reclaims the whole budget of a job not settled by its deadline.
+/// @dev What the coordinator key can do with a deposit is bounded here, not by trust: it settles only before the
+/// deadline (after it, only the submitter's reclaim works), it pays only registered providers that are not
+/// coordinators, each at most the amount that provider itself signed for that job (an EIP-712 `Claim`), each provider
+/// once per job, and never more than the budget; the rest goes back to the submitter. A job's key is bound to its
+/// depositor (`jobKey(submitter, jobId)`), so nobody can take another wallet's job id. `settleBatch` credits internal
+/// balances (pull payments, withdrawn with `withdraw`); `settleJob` pays with direct transfers and is the per-job
+/// baseline. Tokens with transfer fees or rebasing are not supported.
+contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     using SafeERC20 for IERC20;
 
     /// @notice Role allowed to settle jobs.
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
+    /// @notice What a provider signs to be paid for a job: at most `amount` for its work on `job` (a job key).
+    bytes32 public constant CLAIM_TYPEHASH = keccak256("Claim(bytes32 job,address provider,uint256 amount)");
 
-    /// @notice Lifecycle of a job's escrow; `None` means no deposit was ever made for the id.
+    /// @notice Lifecycle of a job's escrow; `None` means no deposit was ever made for the key.
     enum JobStatus {
         None,
         Funded,
@@ -26,20 +35,24 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         Reclaimed
     }
 
-    /// @notice `amount` tokens credited to `provider`.
+    /// @notice `amount` tokens credited to `provider`, who signed (`r`, `vs`: an EIP-2098 compact signature) a
+    /// claim of `claimed` for the job; `amount` is at most `claimed`.
     struct Payout {
         address provider;
         uint256 amount;
+        uint256 claimed;
+        bytes32 r;
+        bytes32 vs;
     }
 
-    /// @notice The payouts of one job; the rest of its budget goes back to the submitter.
+    /// @notice The payouts of one job, by strictly increasing provider address; the rest goes back to the submitter.
     struct Settlement {
-        bytes32 jobId;
+        bytes32 key;
         Payout[] payouts;
     }
 
-    /// @dev Slot 0 holds everything settlement reads and writes (one cold load, one store per job); the deadline,
-    /// only needed by `reclaim`, sits alone in slot 1. Records are kept after closing so an id is never reused.
+    /// @dev Slot 0 holds the submitter, budget and status; the deadline sits alone in slot 1. Records are kept after
+    /// closing so a key is never reused.
     struct Job {
         address submitter;
         uint88 amount;
@@ -48,15 +61,17 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     }
 
     IERC20 private immutable _token;
-    mapping(bytes32 jobId => Job) private _jobs;
+    IProviderRegistry private immutable _registry;
+    mapping(bytes32 key => Job) private _jobs;
     mapping(address account => uint256) private _balances;
 
-    /// @notice Emitted when `submitter` escrows `amount` for `jobId`, reclaimable after `deadline`.
-    event Deposited(bytes32 indexed jobId, address indexed submitter, uint256 amount, uint64 deadline);
+    /// @notice Emitted when `submitter` escrows `amount` for its `jobId` (the job's key is `key`), reclaimable after
+    /// `deadline` unless settled before.
+    event Deposited(bytes32 indexed key, address indexed submitter, bytes32 jobId, uint256 amount, uint64 deadline);
     /// @notice Emitted once per settled job: `paid` to providers and `refunded` to the submitter.
-    event JobSettled(bytes32 indexed jobId, uint256 paid, uint256 refunded);
-    /// @notice Emitted when `submitter` takes back the whole `amount` of an unsettled job after its deadline.
-    event Reclaimed(bytes32 indexed jobId, address indexed submitter, uint256 amount);
+    event JobSettled(bytes32 indexed key, uint256 paid, uint256 refunded);
+    /// @notice Emitted when `submitter` takes back the whole `amount` of a job not settled by its deadline.
+    event Reclaimed(bytes32 indexed key, address indexed submitter, uint256 amount);
     /// @notice Emitted when `account` withdraws its credited balance.
     event Withdrawn(address indexed account, uint256 amount);
 
@@ -66,64 +81,85 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     error ZeroAddress();
     /// @notice The deposit does not fit the job record (more than 2**88 - 1 base units).
     error AmountTooLarge();
-    /// @notice A deposit was already made for `jobId` (ids are never reused).
-    error JobExists(bytes32 jobId);
+    /// @notice The depositor already made a deposit under this job id (keys are never reused).
+    error JobExists(bytes32 key);
     /// @notice The deadline is not in the future.
     error DeadlineInPast(uint64 deadline);
-    /// @notice No deposit was ever made for `jobId`.
-    error UnknownJob(bytes32 jobId);
+    /// @notice No deposit was ever made under `key`.
+    error UnknownJob(bytes32 key);
     /// @notice The job is no longer funded: `status` is Settled (2) or Reclaimed (3).
-    error JobClosed(bytes32 jobId, uint8 status);
-    /// @notice The payouts of `jobId` add up to at least `payout`, more than its `budget`.
-    error PayoutExceedsBudget(bytes32 jobId, uint256 payout, uint256 budget);
-    /// @notice Only the job's submitter may reclaim it.
-    error NotSubmitter(address caller);
+    error JobClosed(bytes32 key, uint8 status);
+    /// @notice The job's deadline has passed: only its submitter's reclaim can close it now.
+    error SettlementAfterDeadline(bytes32 key, uint64 deadline);
+    /// @notice The payouts of `key` add up to at least `payout`, more than its `budget`.
+    error PayoutExceedsBudget(bytes32 key, uint256 payout, uint256 budget);
+    /// @notice `provider` is not registered in the provider registry.
+    error NotRegistered(address provider);
+    /// @notice `provider` holds COORDINATOR_ROLE: a coordinator cannot pay itself.
+    error PayeeIsCoordinator(address provider);
+    /// @notice A payout of `amount` to `provider` for `key` is more than the `claimed` it signed.
+    error PayoutExceedsClaim(bytes32 key, address provider, uint256 amount, uint256 claimed);
+    /// @notice The claim of `provider` for `key` is not signed by `provider`.
+    error BadClaimSignature(bytes32 key, address provider);
+    /// @notice Payouts must name each provider once, by strictly increasing address.
+    error PayoutsNotSorted(bytes32 key, address provider);
     /// @notice The job cannot be reclaimed until after `deadline`.
     error DeadlineNotReached(uint64 deadline);
     /// @notice The caller has no credited balance.
     error NothingToWithdraw();
 
     /// @param token_ The ERC-20 token budgets are paid in.
+    /// @param registry_ The provider registry: only its registered providers are paid.
     /// @param admin Receives DEFAULT_ADMIN_ROLE (grants COORDINATOR_ROLE).
-    constructor(IERC20 token_, address admin) {
-        if (address(token_) == address(0) || admin == address(0)) revert ZeroAddress();
+    constructor(IERC20 token_, IProviderRegistry registry_, address admin) EIP712("gpumesh JobEscrow", "1") {
+        if (address(token_) == address(0) || address(registry_) == address(0) || admin == address(0)) {
+            revert ZeroAddress();
+        }
         _token = token_;
+        _registry = registry_;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
-    /// @notice Escrows `amount` tokens (pulled with transferFrom; approve first) as the budget of `jobId`.
-    /// @param jobId Identifier chosen by the submitter; one deposit per id, ever.
+    /// @notice Escrows `amount` tokens (pulled with transferFrom; approve first) as the budget of the caller's `jobId`.
+    /// @param jobId Identifier chosen by the submitter; its key is `jobKey(msg.sender, jobId)`, one deposit per key.
     /// @param amount Budget in base units; non-zero and below 2**88.
-    /// @param deadline Timestamp after which the submitter may reclaim the budget if the job was not settled.
+    /// @param deadline Timestamp by which the job must be settled; after it the submitter may reclaim the budget.
     function deposit(bytes32 jobId, uint256 amount, uint64 deadline) external {
         if (amount == 0) revert ZeroAmount();
         if (amount > type(uint88).max) revert AmountTooLarge();
         if (deadline <= block.timestamp) revert DeadlineInPast(deadline);
-        Job storage job = _jobs[jobId];
-        if (job.status != JobStatus.None) revert JobExists(jobId);
-        _jobs[jobId] = Job({
-            submitter: msg.sender, amount: uint88(amount), status: JobStatus.Funded, deadline: deadline
-        });
-        emit Deposited(jobId, msg.sender, amount, deadline);
+        bytes32 key = jobKey(msg.sender, jobId);
+        Job storage job = _jobs[key];
+        if (job.status != JobStatus.None) revert JobExists(key);
+        _jobs[key] = Job({submitter: msg.sender, amount: uint88(amount), status: JobStatus.Funded, deadline: deadline});
+        emit Deposited(key, msg.sender, jobId, amount, deadline);
         _token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
     /// @notice Settles many jobs in one transaction, crediting balances that providers and submitters `withdraw`.
-    /// @dev For each job: Funded -> Settled, each payout credited to its provider, the unspent budget credited to the
-    /// submitter, one JobSettled event. The whole batch reverts if any job fails (unknown, closed, a payout to the
-    /// zero address, or payouts above the budget; a job listed twice fails as closed).
+    /// @dev For each job: Funded -> Settled, each payout checked and credited, the unspent budget credited to the
+    /// submitter, one JobSettled event. The whole batch reverts if any job or payout fails a check.
     /// @param settlements The jobs and their payouts.
     function settleBatch(Settlement[] calldata settlements) external onlyRole(COORDINATOR_ROLE) {
         uint256 n = settlements.length;
         for (uint256 i; i < n; ) {
             Settlement calldata s = settlements[i];
-            bytes32 jobId = s.jobId;
-            (address submitter, uint256 budget) = _close(jobId);
-            uint256 paid = _credit(jobId, s.payouts, budget);
+            (address submitter, uint256 budget) = _close(s.key);
+            Payout[] calldata payouts = s.payouts;
+            uint256 m = payouts.length;
+            uint256 paid;
+            for (uint256 j; j < m; ) {
+                uint256 amount = _checkPayout(s.key, payouts, j, paid, budget);
+                paid += amount;
+                _balances[payouts[j].provider] += amount;
+                unchecked {
+                    ++j;
+                }
+            }
             unchecked {
                 uint256 refunded = budget - paid;
                 if (refunded != 0) _balances[submitter] += refunded;
-                emit JobSettled(jobId, paid, refunded);
+                emit JobSettled(s.key, paid, refunded);
                 ++i;
             }
         }
@@ -133,17 +169,14 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
     /// @dev Same checks and event as `settleBatch`; the status is updated before any transfer.
     /// @param settlement The job and its payouts.
     function settleJob(Settlement calldata settlement) external onlyRole(COORDINATOR_ROLE) nonReentrant {
-        bytes32 jobId = settlement.jobId;
-        (address submitter, uint256 budget) = _close(jobId);
+        bytes32 key = settlement.key;
+        (address submitter, uint256 budget) = _close(key);
         Payout[] calldata payouts = settlement.payouts;
         uint256 m = payouts.length;
         uint256 paid;
         for (uint256 j; j < m; ) {
-            uint256 amount = payouts[j].amount;
-            if (payouts[j].provider == address(0)) revert ZeroAddress();
+            paid += _checkPayout(key, payouts, j, paid, budget);
             unchecked {
-                if (amount > budget - paid) revert PayoutExceedsBudget(jobId, _saturatingAdd(paid, amount), budget);
-                paid += amount;
                 ++j;
             }
         }
@@ -151,7 +184,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         unchecked {
             refunded = budget - paid;
         }
-        emit JobSettled(jobId, paid, refunded);
+        emit JobSettled(key, paid, refunded);
         for (uint256 j; j < m; ) {
             uint256 amount = payouts[j].amount;
             if (amount != 0) _token.safeTransfer(payouts[j].provider, amount);
@@ -162,21 +195,20 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         if (refunded != 0) _token.safeTransfer(submitter, refunded);
     }
 
-    /// @notice Returns the whole budget of an unsettled job to its submitter once the deadline has passed.
-    /// @param jobId The job to reclaim; only its submitter may call, only while Funded, only after the deadline.
+    /// @notice Returns the whole budget of the caller's `jobId` once its deadline has passed unsettled.
+    /// @param jobId The job id the caller deposited under; only while Funded, only after the deadline.
     function reclaim(bytes32 jobId) external nonReentrant {
-        Job storage job = _jobs[jobId];
+        bytes32 key = jobKey(msg.sender, jobId);
+        Job storage job = _jobs[key];
         JobStatus status = job.status;
-        if (status == JobStatus.None) revert UnknownJob(jobId);
-        address submitter = job.submitter;
-        if (msg.sender != submitter) revert NotSubmitter(msg.sender);
-        if (status != JobStatus.Funded) revert JobClosed(jobId, uint8(status));
+        if (status == JobStatus.None) revert UnknownJob(key);
+        if (status != JobStatus.Funded) revert JobClosed(key, uint8(status));
         uint64 deadline = job.deadline;
         if (block.timestamp <= deadline) revert DeadlineNotReached(deadline);
         uint256 amount = job.amount;
         job.status = JobStatus.Reclaimed;
-        emit Reclaimed(jobId, submitter, amount);
-        _token.safeTransfer(submitter, amount);
+        emit Reclaimed(key, msg.sender, amount);
+        _token.safeTransfer(msg.sender, amount);
     }
 
     /// @notice Transfers the caller's whole credited balance (payouts and refunds from `settleBatch`) to it.
@@ -188,17 +220,23 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         _token.safeTransfer(msg.sender, amount);
     }
 
-    /// @notice The escrow record of `jobId` (all zero if no deposit was ever made).
+    /// @notice The key of `submitter`'s job `jobId`: keccak256(abi.encode(submitter, jobId)).
+    function jobKey(address submitter, bytes32 jobId) public pure returns (bytes32) {
+        return keccak256(abi.encode(submitter, jobId));
+    }
+
+    /// @notice The EIP-712 digest a provider signs to claim at most `amount` for its work on the job `key`.
+    function claimDigest(bytes32 key, address provider, uint256 amount) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(CLAIM_TYPEHASH, key, provider, amount)));
+    }
+
+    /// @notice The escrow record of the job `key` (all zero if no deposit was ever made).
     /// @return submitter The depositor.
     /// @return amount The budget deposited (kept after the job closes).
-    /// @return deadline After this timestamp an unsettled job may be reclaimed.
+    /// @return deadline The job must be settled by this timestamp; after it, it may be reclaimed.
     /// @return status JobStatus as uint8: 0 None, 1 Funded, 2 Settled, 3 Reclaimed.
-    function getJob(bytes32 jobId)
-        external
-        view
-        returns (address submitter, uint256 amount, uint64 deadline, uint8 status)
-    {
-        Job storage job = _jobs[jobId];
+    function getJob(bytes32 key) external view returns (address submitter, uint256 amount, uint64 deadline, uint8 status) {
+        Job storage job = _jobs[key];
         return (job.submitter, job.amount, job.deadline, uint8(job.status));
     }
 
@@ -212,56 +250,44 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient {
         return address(_token);
     }
 
-    /// @dev Funded -> Settled for `jobId`, returning what settlement needs from the record (one slot).
-    function _close(bytes32 jobId) private returns (address submitter, uint256 budget) {
-        Job storage job = _jobs[jobId];
+    /// @notice The provider registry whose registered providers are paid.
+    function registry() external view returns (address) {
+        return address(_registry);
+    }
+
+    /// @dev Funded -> Settled for `key` if its deadline has not passed, returning the submitter and the budget.
+    function _close(bytes32 key) private returns (address submitter, uint256 budget) {
+        Job storage job = _jobs[key];
         submitter = job.submitter;
         budget = job.amount;
         JobStatus status = job.status;
         if (status != JobStatus.Funded) {
-            if (status == JobStatus.None) revert UnknownJob(jobId);
-            revert JobClosed(jobId, uint8(status));
+            if (status == JobStatus.None) revert UnknownJob(key);
+            revert JobClosed(key, uint8(status));
         }
+        uint64 deadline = job.deadline;
+        if (block.timestamp > deadline) revert SettlementAfterDeadline(key, deadline);
         job.status = JobStatus.Settled;
     }
 
-    /// @dev Credits every payout to its provider's balance and returns their sum; reverts on a zero provider or
-    /// when the sum exceeds `budget`. The hot loop of `settleBatch`, in assembly: Solidity has already checked that
-    /// `payouts` lies within calldata when the array was accessed, so elements are read with plain calldataload.
-    function _credit(bytes32 jobId, Payout[] calldata payouts, uint256 budget) private returns (uint256 paid) {
-        uint256 balancesSlot;
-        assembly ("memory-safe") {
-            balancesSlot := _balances.slot
-        }
-        uint256 end;
-        unchecked {
-            end = payouts.length * 64;
-        }
-        for (uint256 k; k < end; ) {
-            address provider;
-            uint256 amount;
-            assembly ("memory-safe") {
-                let at := add(payouts.offset, k)
-                let word := calldataload(at)
-                // ABI decoding rejects addresses with dirty upper bits; so do we.
-                if shr(160, word) { revert(0, 0) }
-                provider := word
-                amount := calldataload(add(at, 32))
-            }
-            if (provider == address(0)) revert ZeroAddress();
-            unchecked {
-                if (amount > budget - paid) revert PayoutExceedsBudget(jobId, _saturatingAdd(paid, amount), budget);
-                paid += amount;
-                k += 64;
-            }
-            // Credits never exceed the tokens this contract holds, so they cannot overflow.
-            assembly ("memory-safe") {
-                mstore(0, provider)
-                mstore(32, balancesSlot)
-                let slot := keccak256(0, 64)
-                sstore(slot, add(sload(slot), amount))
-            }
-        }
+    /// @dev The amount of `payouts[j]` after every check: a registered, non-coordinator provider after the previous
+    /// one, paid at most what it signed for this job, within what is left of the budget.
+    function _checkPayout(bytes32 key, Payout[] calldata payouts, uint256 j, uint256 paid, uint256 budget)
+        private
+        view
+        returns (uint256 amount)
+    {
+        Payout calldata p = payouts[j];
+        address provider = p.provider;
+        amount = p.amount;
+        if (provider == address(0)) revert ZeroAddress();
+        if (j != 0 && uint160(provider) <= uint160(payouts[j - 1].provider)) revert PayoutsNotSorted(key, provider);
+        if (amount > p.claimed) revert PayoutExceedsClaim(key, provider, amount, p.claimed);
+        if (amount > budget - paid) revert PayoutExceedsBudget(key, _saturatingAdd(paid, amount), budget);
+        if (!_registry.isRegistered(provider)) revert NotRegistered(provider);
+        if (hasRole(COORDINATOR_ROLE, provider)) revert PayeeIsCoordinator(provider);
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(claimDigest(key, provider, p.claimed), p.r, p.vs);
+        if (err != ECDSA.RecoverError.NoError || signer != provider) revert BadClaimSignature(key, provider);
     }
 
     function _saturatingAdd(uint256 a, uint256 b) private pure returns (uint256) {

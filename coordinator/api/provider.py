@@ -7,6 +7,7 @@ import logging
 
 from coordinator.api.convert import timestamp
 from coordinator.core import Coordinator
+from gpumesh.errors import GpumeshError
 from gpumesh.v1 import provider_pb2, provider_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,10 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
     async def Register(self, request, context):
         record, token, expires = self.core.auth.register(request)
         settings = self.core.settings
+        domain = self.core.claim_domain
         return provider_pb2.RegisterResponse(
+            claim_chain_id=domain.chain_id if domain else 0,
+            claim_escrow=domain.escrow if domain else "",
             provider_id=record.provider_id,
             session_token=token,
             token_expires_at=timestamp(expires),
@@ -40,6 +44,8 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
                     await self.core.on_message(session, msg)
             except asyncio.CancelledError:
                 raise
+            except GpumeshError as exc:  # the provider's fault (a bad message): the call ends with its status
+                log.warning("session of %s ended: %s", session.record.provider_id, exc)
             except Exception:
                 log.exception("session reader for %s failed", session.record.provider_id)
             finally:

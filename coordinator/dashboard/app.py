@@ -234,6 +234,7 @@ class Dashboard:
                     names[pid] = store.get_provider(pid).name
                 except NotFound:
                     names[pid] = ""
-            return {**views.payouts_view(jobs, charges, slashes, names), "limit": limit}
+            claims = {j.job_id: store.claims_of(j.job_id) for j in jobs}
+            return {**views.payouts_view(jobs, charges, slashes, names, claims), "limit": limit}
 
         return await asyncio.to_thread(read)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from coordinator.models import GpuSpec, Job, JobProgress, JobState, ProviderRecord, ProviderTier, Task
 from coordinator.reputation import eligible
-from coordinator.settlement.payouts import JobPayout, TaskCharge, job_payout, task_cost
+from coordinator.settlement.payouts import Claim, JobPayout, TaskCharge, job_payout, task_cost, within_claims
 from coordinator.store.base import Charge, Slash
 from gpumesh.errors import InvalidArgument
 
@@ -218,9 +218,11 @@ def job_detail_view(job: Job, progress: JobProgress | None, charges: Sequence[Ch
 
 
 def payouts_view(jobs: Sequence[Job], charges: Sequence[Charge], slashes: Sequence[Slash],
-                 names: Mapping[str, str]) -> dict[str, Any]:
+                 names: Mapping[str, str], claims: Mapping[str, Mapping[str, tuple[int, bytes]]]) -> dict[str, Any]:
     """Settled jobs (newest first) with what each provider was paid and what went back; the
-    providers' totals over these jobs; recent slashes. ``names``: provider id -> name."""
+    providers' totals over these jobs; recent slashes. ``names``: provider id -> name;
+    ``claims``: job id -> each provider's signed claim (lower-case address -> (amount, signature)),
+    which bounds what the escrow paid it, as the settler bounds it."""
     by_job: dict[str, list[Charge]] = defaultdict(list)
     for c in charges:
         by_job[c.job_id].append(c)
@@ -229,6 +231,9 @@ def payouts_view(jobs: Sequence[Job], charges: Sequence[Charge], slashes: Sequen
     for job in jobs:
         who = {c.address or c.provider_id: c for c in by_job[job.job_id]}
         payout = owed(by_job[job.job_id], job.budget)
+        if job.escrow_key:
+            signed = {a: Claim(amount, sig) for a, (amount, sig) in claims.get(job.job_id, {}).items()}
+            payout = within_claims(payout, signed, job.budget)
         rows = []
         for address, amount in payout.payouts:
             c = who[address]

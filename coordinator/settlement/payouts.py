@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
-SECONDS_PER_HOUR = 3600
+from gpumesh.amounts import cost
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,8 @@ class JobPayout:
 
 
 def task_cost(charge: TaskCharge) -> int:
-    """Price x time, rounded up to a whole base unit (integer arithmetic on microseconds)."""
-    micros = max(0, round(charge.seconds * 1_000_000))
-    return -(-charge.price_per_hour * micros // (SECONDS_PER_HOUR * 1_000_000))
+    """Price x time, rounded up to a whole base unit (``gpumesh.amounts.cost``)."""
+    return cost(charge.price_per_hour, charge.seconds)
 
 
 def job_payout(charges: Sequence[TaskCharge], budget: int) -> JobPayout:
@@ -50,3 +49,22 @@ def job_payout(charges: Sequence[TaskCharge], budget: int) -> JobPayout:
         owed = {p: amount * budget // total for p, amount in owed.items()}
     payouts = tuple(sorted((p, a) for p, a in owed.items() if a > 0))
     return JobPayout(payouts, budget - sum(a for _, a in payouts))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a provider signed it may be paid for a job (its largest running total so far)."""
+
+    amount: int
+    signature: bytes
+
+
+def within_claims(payout: JobPayout, claims: Mapping[str, Claim], budget: int) -> JobPayout:
+    """``payout`` as the escrow will accept it: each provider at most its own signed claim, and
+    nothing to one that signed none (what is not paid is refunded)."""
+    bounded = []
+    for provider, amount in payout.payouts:
+        claim = claims.get(provider.lower())
+        if claim is not None and min(amount, claim.amount) > 0:
+            bounded.append((provider, min(amount, claim.amount)))
+    return JobPayout(tuple(bounded), budget - sum(a for _, a in bounded))

@@ -4,6 +4,13 @@ A terminal job with an escrow goes PENDING; a batch is sent once ``batch_size`` 
 the oldest has waited ``interval_s``. Before sending, the batch is marked SENT; after a crash,
 SENT jobs are checked against the chain (the escrow contract refuses to settle a job twice),
 so a job is never paid twice and never forgotten.
+
+The escrow bounds what is sent: each provider is paid at most the claim it signed for the job
+(``payouts.within_claims``), only if it is registered on-chain, and only before the deposit's
+deadline. A job whose deadline is too near or past is not sent (the contract would refuse the whole
+batch): it goes EXPIRED, and its budget is the submitter's to reclaim. A batch the escrow refuses
+(a revert: nothing changed on chain) is sent again job by job, so one unpayable job (REFUSED, its
+budget left to the submitter's reclaim) cannot hold up the others.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from coordinator.models import Job, SettlementState, TaskState
-from coordinator.settlement.payouts import JobPayout, TaskCharge, job_payout
+from coordinator.settlement.payouts import Claim, JobPayout, TaskCharge, job_payout, within_claims
 from coordinator.store.base import Store
+from gpumesh.chain.errors import ChainRevert
 from gpumesh.errors import GpumeshError
 
 log = logging.getLogger(__name__)
@@ -36,7 +44,10 @@ class SettlementChain(Protocol):
 
     def escrow(self, escrow_key: str) -> EscrowView: ...
     def settled_tx(self, escrow_key: str) -> str: ...  # the tx that settled it ("" if none is found)
-    def settle(self, batch: Sequence[tuple[str, JobPayout]]) -> str: ...  # returns the tx hash
+    def is_registered(self, address: str) -> bool: ...  # in the ProviderRegistry (the escrow pays no one else)
+    def chain_time(self) -> int: ...  # the latest block's timestamp: what the escrow's deadlines are checked against
+    # each job: (escrow key, payouts, each payee's signed claim by lower-case address); returns the tx hash
+    def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]]) -> str: ...
     def describe(self) -> dict: ...  # chain_url, chain_id, token, escrow, registry
 
 
@@ -44,6 +55,7 @@ class SettlementChain(Protocol):
 class BatchPolicy:
     batch_size: int = 100
     interval_s: float = 30.0
+    deadline_margin_s: float = 60.0  # a deposit this close to its deadline is not sent (it could land too late)
 
     def due(self, pending: int, oldest_age_s: float) -> bool:
         return pending >= self.batch_size or (pending > 0 and oldest_age_s >= self.interval_s)
@@ -57,7 +69,7 @@ class Settler:
         policy: BatchPolicy,
         *,
         clock: Callable[[], float],
-        on_settled: Callable[[str], None] = lambda job_id: None,
+        on_settled: Callable[[str, JobPayout], None] = lambda job_id, payout: None,
     ) -> None:
         self.store = store
         self.chain = chain
@@ -65,9 +77,10 @@ class Settler:
         self.clock = clock
         self.on_settled = on_settled
 
-    def payout_for(self, job: Job) -> JobPayout:
+    def payout_for(self, job: Job) -> tuple[JobPayout, dict[str, Claim]]:
         """Verified tasks, and the verified checks of them, are paid at their lease-time price for
-        their measured duration; rejected results are not paid."""
+        their measured duration, each provider at most what it claimed, and only registered ones;
+        rejected results are not paid. Returns the payout and the claims that back it."""
         charges = []
         for task in (*self.store.list_tasks(job.job_id), *self.store.list_checks(job.job_id)):
             if task.state not in (TaskState.VERIFIED, TaskState.SETTLED):
@@ -77,7 +90,15 @@ class Settler:
                 TaskCharge(task.task_id, provider.address, task.price_per_hour,
                            max(0.0, task.submitted_at - task.leased_at))
             )
-        return job_payout(charges, job.budget)
+        claims = {a: Claim(amount, sig) for a, (amount, sig) in self.store.claims_of(job.job_id).items()}
+        payout = within_claims(job_payout(charges, job.budget), claims, job.budget)
+        unregistered = [p for p, _ in payout.payouts if not self.chain.is_registered(p)]
+        for address in unregistered:
+            log.warning("settlement of %s: %s is not registered on-chain; its share is refunded", job.job_id, address)
+            claims.pop(address.lower(), None)
+        if unregistered:
+            payout = within_claims(payout, claims, job.budget)
+        return payout, claims
 
     def recover(self) -> None:
         """Resolve batches a crash left SENT: settled on chain -> SETTLED (with the tx that did it),
@@ -89,12 +110,12 @@ class Settler:
                 log.error("settlement of %s: the chain has no deposit %s (wrong or reset chain?); kept SENT",
                           job.job_id, job.escrow_key)
                 continue
-            dst = S.PENDING if status == "Funded" else S.SETTLED
+            dst = {"Funded": S.PENDING, "Settled": S.SETTLED}.get(status, S.EXPIRED)
             tx = self.chain.settled_tx(job.escrow_key) if status == "Settled" else ""
             self.store.set_settlement([job.job_id], S.SENT, dst, now=self.clock(), tx=tx)
             log.info("settlement of %s after restart: on-chain %s -> %s %s", job.job_id, status, dst.value, tx)
             if dst is S.SETTLED:
-                self.on_settled(job.job_id)
+                self.on_settled(job.job_id, self.payout_for(job)[0])
 
     def settle_once(self, *, force: bool = False) -> int:
         """Send one batch if due (or ``force``); returns how many jobs it settled."""
@@ -106,21 +127,69 @@ class Settler:
         oldest = self.clock() - min(self._since(j) for j in pending)
         if not force and not self.policy.due(len(pending), oldest):
             return 0
-        ids = [j.job_id for j in pending]
-        batch = [(j.escrow_key, self.payout_for(j)) for j in pending]
-        now = self.clock()
-        self.store.set_settlement(ids, S.PENDING, S.SENT, now=now)
+        chain_now = self.chain.chain_time()
+        pending = [j for j in pending if self._payable(j, chain_now)]
+        if not pending:
+            return 0
+        try:
+            return self._send(pending)
+        except ChainRevert as exc:
+            if len(pending) == 1:
+                self._refused(pending[0], exc)
+                return 0
+            log.warning("the escrow refused a batch of %d (%s); sending them one by one", len(pending), exc)
+        return sum(self._send_alone(job) for job in pending)
+
+    def _send_alone(self, job: Job) -> int:
+        try:
+            return self._send([job])
+        except ChainRevert as exc:
+            self._refused(job, exc)
+            return 0
+
+    def _refused(self, job: Job, exc: ChainRevert) -> None:
+        self.store.set_settlement([job.job_id], S.PENDING, S.REFUSED, now=self.clock())
+        log.error("the escrow refused the settlement of %s: %s; its budget is left to the submitter's reclaim",
+                  job.job_id, exc, extra={"job_id": job.job_id})
+
+    def _send(self, jobs: Sequence[Job]) -> int:
+        """Settle ``jobs`` in one transaction. A revert (nothing changed on chain) puts them back
+        to PENDING and raises ChainRevert; another failure leaves them SENT for ``recover``."""
+        ids = [j.job_id for j in jobs]
+        batch = [(j.escrow_key, *self.payout_for(j)) for j in jobs]
+        self.store.set_settlement(ids, S.PENDING, S.SENT, now=self.clock())
         try:
             tx = self.chain.settle(batch)
+        except ChainRevert:
+            self.store.set_settlement(ids, S.SENT, S.PENDING, now=self.clock())
+            raise
         except GpumeshError as exc:
             # Left SENT: the next round asks the chain which of them (if any) were settled.
             log.warning("settlement batch of %d failed (%s); will retry", len(ids), exc)
             return 0
         self.store.set_settlement(ids, S.SENT, S.SETTLED, now=self.clock(), tx=tx)
-        for job_id in ids:
-            self.on_settled(job_id)
+        for job_id, (_, payout, _) in zip(ids, batch):
+            self.on_settled(job_id, payout)
         log.info("settled %d job(s) in tx %s", len(ids), tx)
         return len(ids)
+
+    def _payable(self, job: Job, chain_now: int) -> bool:
+        """Whether the escrow still takes this job's settlement; if not, it leaves the queue."""
+        view = self.chain.escrow(job.escrow_key)
+        if view.status == "Funded" and view.deadline > chain_now + self.policy.deadline_margin_s:
+            return True
+        if view.status == "None":  # the node lost it (reset chain?): keep it, as recover() does
+            log.error("settlement of %s: the chain has no deposit %s; kept pending", job.job_id, job.escrow_key)
+            return False
+        dst = S.SETTLED if view.status == "Settled" else S.EXPIRED
+        tx = self.chain.settled_tx(job.escrow_key) if dst is S.SETTLED else ""
+        self.store.set_settlement([job.job_id], S.PENDING, dst, now=self.clock(), tx=tx)
+        log.warning("settlement of %s: escrow %s (deadline %d) -> %s; its budget is the submitter's to reclaim"
+                    if dst is S.EXPIRED else "settlement of %s: escrow %s (deadline %d) -> %s",
+                    job.job_id, view.status, view.deadline, dst.value)
+        if dst is S.SETTLED:
+            self.on_settled(job.job_id, self.payout_for(job)[0])
+        return False
 
     def _since(self, job: Job) -> float:
         return job.updated_at

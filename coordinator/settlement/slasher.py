@@ -1,35 +1,47 @@
 """Slashing invalid results through the ProviderRegistry: queued by the verifier, sent here.
 
-Each slash (one per provider and invalid result) goes PENDING -> SENT -> DONE. Its on-chain
-``reason`` is a digest of the provider and task, so after a crash between sending and recording,
-a SENT slash is looked up among the registry's ``Slashed`` events instead of being sent twice.
-The amount is capped at what the provider still has staked (active plus unbonding); a provider
-with nothing staked is recorded as slashed for 0.
+The registry slashes only on evidence: the result commitment the provider signed
+(``gpumesh.identity.result_text`` of the task and its output CID, with its signature) and the
+digest of the check that found it invalid (``check_record``); one slash per commitment, at most
+the registry's per-incident cap, never to the coordinator itself. Each slash goes PENDING -> SENT
+-> DONE; after a crash between sending and recording, a SENT slash is looked up among the
+registry's ``Slashed`` events (by its incident, keccak of the commitment) instead of being sent twice.
+A provider with nothing staked, or a slash without a signed commitment, is recorded as slashed for 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from typing import Callable, Protocol
 
 from coordinator.store.base import Slash, SlashState, Store
+from gpumesh.chain.errors import ChainRevert
 from gpumesh.errors import GpumeshError
+from gpumesh.identity import result_text
 
 log = logging.getLogger(__name__)
 
 
 class StakeRegistry(Protocol):
     def stake_of(self, address: str) -> int: ...  # active stake
-    def slashable(self, address: str) -> int: ...  # active + unbonding
-    def slash(self, address: str, amount: int, beneficiary: str, reason: bytes) -> str: ...  # tx hash
-    def was_slashed(self, address: str, reason: bytes) -> tuple[bool, int, str]: ...  # (found, amount, tx)
+    def max_slash(self, address: str) -> int: ...  # what one incident may take now (the registry's cap)
+    def slash(self, address: str, commitment: str, signature: bytes, check_record: bytes, amount: int,
+              beneficiary: str) -> str: ...  # tx hash
+    def was_slashed(self, address: str, commitment: str) -> tuple[bool, int, str]: ...  # (found, amount, tx)
 
 
-def slash_reason(slash: Slash) -> bytes:
-    """The bytes32 the registry stores: sha256 of the provider and the task, so it is unique."""
-    return hashlib.sha256(f"gpumesh-slash:{slash.provider_id}:{slash.task_id}".encode()).digest()
+def commitment_of(slash: Slash) -> str:
+    """The text the provider signed when it returned the result found invalid."""
+    return result_text(slash.task_id, slash.output_cid)
+
+
+def check_record(slash: Slash) -> bytes:
+    """The bytes32 the registry records for the check that found the result invalid: keccak256 of
+    the task, the result and the verdict (the coordinator's log and store hold the check itself)."""
+    from eth_utils import keccak
+
+    return keccak(text=f"gpumesh check\ntask: {slash.task_id}\noutput: {slash.output_cid}\nverdict: {slash.reason}")
 
 
 class Slasher:
@@ -37,39 +49,57 @@ class Slasher:
                  clock: Callable[[], float]) -> None:
         self.store = store
         self.registry = registry
-        self.default_beneficiary = default_beneficiary
+        self.default_beneficiary = default_beneficiary  # when the job has no submitter to compensate
         self.clock = clock
 
     def recover(self) -> None:
         for s in self.store.slashes_in_state(SlashState.SENT):
-            found, amount, tx = self.registry.was_slashed(s.address, slash_reason(s))
+            found, amount, tx = self.registry.was_slashed(s.address, commitment_of(s))
             dst = SlashState.DONE if found else SlashState.PENDING
             self.store.set_slash(s.provider_id, s.task_id, SlashState.SENT, dst, now=self.clock(), tx=tx,
                                  slashed_amount=amount if found else None)
+
+    def _skip(self, s: Slash, why: str) -> None:
+        self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.DONE, now=self.clock(),
+                             slashed_amount=0)
+        log.warning("provider %s not slashed for %s: %s", s.provider_id, s.task_id, why)
 
     def slash_once(self) -> int:
         """Send every pending slash; returns how many were done."""
         self.recover()
         done = 0
         for s in self.store.slashes_in_state(SlashState.PENDING):
-            amount = min(s.amount, self.registry.slashable(s.address))
-            if amount == 0:
-                self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.DONE,
-                                     now=self.clock(), slashed_amount=0)
-                log.warning("provider %s has no stake to slash for %s", s.provider_id, s.task_id)
-                done += 1
+            amount = min(s.amount, self.registry.max_slash(s.address))
+            beneficiary = s.beneficiary or self.default_beneficiary
+            if not s.signature:
+                self._skip(s, "no signed result commitment to show the registry")
+            elif not beneficiary:
+                self._skip(s, "no beneficiary (the job has no submitter and no slash_beneficiary is set)")
+            elif amount == 0:
+                self._skip(s, "nothing staked")
+            else:
+                self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.SENT, now=self.clock())
+                if self._send(s, amount, beneficiary):
+                    done += 1
                 continue
-            self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.SENT, now=self.clock())
-            try:
-                tx = self.registry.slash(s.address, amount, s.beneficiary or self.default_beneficiary, slash_reason(s))
-            except GpumeshError as exc:  # left SENT: the next round asks the chain
-                log.warning("slash of %s for %s failed (%s); will retry", s.provider_id, s.task_id, exc)
-                continue
-            self.store.set_slash(s.provider_id, s.task_id, SlashState.SENT, SlashState.DONE, now=self.clock(),
-                                 tx=tx, slashed_amount=amount)
-            log.warning("slashed %s: %d from %s for %s (%s)", s.provider_id, amount, s.address, s.task_id, s.reason)
             done += 1
         return done
+
+    def _send(self, s: Slash, amount: int, beneficiary: str) -> bool:
+        try:
+            tx = self.registry.slash(s.address, commitment_of(s), s.signature, check_record(s), amount, beneficiary)
+        except ChainRevert as exc:  # the registry refuses this evidence: sending it again cannot help
+            self.store.set_slash(s.provider_id, s.task_id, SlashState.SENT, SlashState.DONE, now=self.clock(),
+                                 slashed_amount=0)
+            log.error("the registry refused the slash of %s for %s: %s", s.provider_id, s.task_id, exc)
+            return True
+        except GpumeshError as exc:  # left SENT: the next round asks the chain
+            log.warning("slash of %s for %s failed (%s); will retry", s.provider_id, s.task_id, exc)
+            return False
+        self.store.set_slash(s.provider_id, s.task_id, SlashState.SENT, SlashState.DONE, now=self.clock(),
+                             tx=tx, slashed_amount=amount)
+        log.warning("slashed %s: %d from %s for %s (%s)", s.provider_id, amount, s.address, s.task_id, s.reason)
+        return True
 
     async def run(self, *, tick_s: float = 1.0) -> None:
         while True:

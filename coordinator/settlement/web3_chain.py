@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from coordinator.settlement.payouts import JobPayout
+from coordinator.settlement.payouts import Claim, JobPayout
 from coordinator.settlement.settler import EscrowView
 from gpumesh.errors import InvalidArgument
 
@@ -32,22 +32,30 @@ class Web3SettlementChain:
         return cls(client, account, url)
 
     def escrow(self, escrow_key: str) -> EscrowView:
-        job = self.client.job(escrow_key)
+        job = self.client.job_at(_key(escrow_key))
         return EscrowView(job.submitter, job.amount, job.deadline, job.status.label)
 
     def settled_tx(self, escrow_key: str) -> str:
-        from gpumesh.chain import job_key
-
-        events = self.client.events("JobEscrow", "JobSettled", jobId=job_key(escrow_key))
+        events = self.client.events("JobEscrow", "JobSettled", key=_key(escrow_key))
         return events[-1]["tx_hash"] if events else ""
 
-    def settle(self, batch: Sequence[tuple[str, JobPayout]]) -> str:
+    def is_registered(self, address: str) -> bool:
+        return self.client.is_registered(address)
+
+    def chain_time(self) -> int:
+        return self.client.block_timestamp()
+
+    def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]]) -> str:
         from gpumesh.chain import Payout, Settlement
 
-        settlements = [
-            Settlement(key, tuple(Payout(provider, amount) for provider, amount in payout.payouts))
-            for key, payout in batch
-        ]
+        settlements = []
+        for key, payout, claims in batch:
+            payouts = []
+            # the escrow takes payees in strictly increasing address order (as numbers, not as strings)
+            for provider, amount in sorted(payout.payouts, key=lambda p: int(p[0], 16)):
+                claim = claims[provider.lower()]
+                payouts.append(Payout(provider, amount, claim.amount, claim.signature))
+            settlements.append(Settlement(_key(key), tuple(payouts)))
         return self.client.settle_batch(self.account, settlements).tx_hash
 
     # ---- the StakeRegistry port (coordinator.settlement.slasher) ----------------------------
@@ -55,16 +63,20 @@ class Web3SettlementChain:
     def stake_of(self, address: str) -> int:
         return self.client.stake_of(address).active
 
-    def slashable(self, address: str) -> int:
-        return self.client.stake_of(address).total
+    def max_slash(self, address: str) -> int:
+        return self.client.max_slash(address)
 
-    def slash(self, address: str, amount: int, beneficiary: str, reason: bytes) -> str:
-        return self.client.slash(self.account, address, amount, beneficiary or self.account.address, reason).tx_hash
+    def slash(self, address: str, commitment: str, signature: bytes, check_record: bytes, amount: int,
+              beneficiary: str) -> str:
+        return self.client.slash(self.account, address, commitment, signature, check_record, amount,
+                                 beneficiary).tx_hash
 
-    def was_slashed(self, address: str, reason: bytes) -> tuple[bool, int, str]:
-        for event in self.client.events("ProviderRegistry", "Slashed", provider=address):
-            if bytes(event["args"]["reason"]) == reason:
-                return True, int(event["args"]["amount"]), event["tx_hash"]
+    def was_slashed(self, address: str, commitment: str) -> tuple[bool, int, str]:
+        from eth_utils import keccak
+
+        for event in self.client.events("ProviderRegistry", "Slashed", provider=address,
+                                        incident=keccak(commitment.encode())):
+            return True, int(event["args"]["amount"]), event["tx_hash"]
         return False, 0, ""
 
     @property
@@ -73,3 +85,7 @@ class Web3SettlementChain:
 
     def describe(self) -> dict:
         return {**self.client.describe(), "chain_url": self.url}
+
+
+def _key(escrow_key: str) -> bytes:
+    return bytes.fromhex(escrow_key.removeprefix("0x"))

@@ -1,4 +1,5 @@
-"""Who may read which artifact, and what each submitter holds: the grants table and the quotas.
+"""Who may read which artifact, and what each submitter holds: the grants table and the quotas;
+and what each provider signed it may be paid for a job (the claims table).
 
 A grant lets one principal (a wallet address, lower-case; "" is the anonymous caller of a
 coordinator that serves unsigned calls) read one CID: its uploader, a job's submitter for the
@@ -50,3 +51,23 @@ class ArtifactGrantsSql:
             "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.job_id = t.job_id WHERE j.submitter = ? AND t.state IN (?, ?)",
             (submitter, TaskState.QUEUED.value, TaskState.LEASED.value))
         return int(n)
+
+    # ---- payment claims (gpumesh.chain.claims) --------------------------------------------------
+
+    @_write
+    def record_claim(self, job_id: str, address: str, amount: int, signature: bytes) -> None:
+        """Keep a provider's claim for a job if it is its largest yet (claims are running totals)."""
+        with self._tx() as db:
+            row = db.execute("SELECT amount FROM claims WHERE job_id = ? AND address = ?",
+                             (job_id, address.lower())).fetchone()
+            if row is None:
+                db.execute("INSERT INTO claims (job_id, address, amount, signature) VALUES (?,?,?,?)",
+                           (job_id, address.lower(), str(amount), signature.hex()))
+            elif amount > int(row[0]):
+                db.execute("UPDATE claims SET amount = ?, signature = ? WHERE job_id = ? AND address = ?",
+                           (str(amount), signature.hex(), job_id, address.lower()))
+
+    def claims_of(self, job_id: str) -> dict[str, tuple[int, bytes]]:
+        """Each provider's (lower-case address) largest signed claim for the job."""
+        rows = self._read("SELECT address, amount, signature FROM claims WHERE job_id = ?", (job_id,))
+        return {a: (int(amount), bytes.fromhex(sig)) for a, amount, sig in rows}

@@ -121,10 +121,19 @@ CREATE TABLE IF NOT EXISTS slashes (
     tx TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    output_cid TEXT NOT NULL DEFAULT '',  -- the result found invalid, as the provider signed it
+    signature TEXT NOT NULL DEFAULT '',  -- hex: its signature of result_text(task_id, output_cid)
     PRIMARY KEY (provider_id, task_id)
 );
 CREATE INDEX IF NOT EXISTS slashes_state ON slashes(state, created_at);
 CREATE INDEX IF NOT EXISTS slashes_recent ON slashes(created_at);
+CREATE TABLE IF NOT EXISTS claims (
+    job_id TEXT NOT NULL,
+    address TEXT NOT NULL,  -- lower-case provider address
+    amount TEXT NOT NULL,  -- its largest signed running total for the job (token base units)
+    signature TEXT NOT NULL,  -- hex EIP-712 Claim signature (gpumesh.chain.claims)
+    PRIMARY KEY (job_id, address)
+);
 CREATE TABLE IF NOT EXISTS challenges (
     address TEXT NOT NULL,
     text TEXT NOT NULL,

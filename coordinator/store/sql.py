@@ -33,6 +33,14 @@ from gpumesh.errors import AlreadyExists, NotFound
 __all__ = ["Conn", "RetryTransaction", "SqlStore"]
 
 
+SLASH_COLS = "provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx, output_cid, signature"
+
+
+def _slash(r) -> Slash:
+    return Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9], r[10],
+                 bytes.fromhex(r[11]))
+
+
 class SqlStore(ArtifactGrantsSql):
     """All of the Store port but the connection: adapters give ``_tx`` and ``_read``."""
 
@@ -674,9 +682,9 @@ class SqlStore(ArtifactGrantsSql):
     def _insert_slash(self, db: Conn, slash: Slash, now: float) -> None:
         cur = db.execute(
             "INSERT INTO slashes (provider_id, task_id, job_id, address, amount, beneficiary, reason, state, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            "created_at, updated_at, output_cid, signature) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (slash.provider_id, slash.task_id, slash.job_id, slash.address, str(slash.amount), slash.beneficiary,
-             slash.reason[:500], SlashState.PENDING.value, now, now),
+             slash.reason[:500], SlashState.PENDING.value, now, now, slash.output_cid, slash.signature.hex()),
         )
         if cur.rowcount:
             db.execute("UPDATE providers SET slashed = slashed + 1 WHERE provider_id = ?", (slash.provider_id,))
@@ -702,15 +710,15 @@ class SqlStore(ArtifactGrantsSql):
 
     def slashes_in_state(self, state: SlashState, limit: int = 100) -> list[Slash]:
         rows = self._read(
-            "SELECT provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx "
+            f"SELECT {SLASH_COLS} "
             "FROM slashes WHERE state = ? ORDER BY created_at LIMIT ?", (state.value, limit))
-        return [Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9]) for r in rows]
+        return [_slash(r) for r in rows]
 
     def list_slashes(self, provider_id: str = "") -> list[Slash]:
         rows = self._read(
-            "SELECT provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx "
+            f"SELECT {SLASH_COLS} "
             "FROM slashes WHERE ? = '' OR provider_id = ? ORDER BY created_at", (provider_id, provider_id))
-        return [Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9]) for r in rows]
+        return [_slash(r) for r in rows]
 
     @_write
     def set_slash(self, provider_id: str, task_id: str, src: SlashState, dst: SlashState, *, now: float,
@@ -811,9 +819,9 @@ class SqlStore(ArtifactGrantsSql):
 
     def recent_slashes(self, limit: int = 50) -> list[Slash]:
         rows = self._read(
-            "SELECT provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx "
+            f"SELECT {SLASH_COLS} "
             "FROM slashes ORDER BY created_at DESC, provider_id, task_id LIMIT ?", (limit,))
-        return [Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9]) for r in rows]
+        return [_slash(r) for r in rows]
 
     def page_providers(self, *, limit: int = 100, after: str = "") -> list[ProviderRecord]:
         """Up to ``limit`` providers by id, after the id ``after``."""

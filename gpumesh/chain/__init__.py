@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from gpumesh.chain.claims import ClaimDomain, compact, escrow_key
 from gpumesh.chain.errors import ChainError, ChainRevert
 from gpumesh.chain.models import (
     Deployment,
@@ -75,6 +76,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ChainError", "ChainRevert", "Deployment", "EscrowJob", "JobStatus", "Payout", "Settlement",
+    "ChainError", "ChainRevert", "ClaimDomain", "Deployment", "compact", "escrow_key", "EscrowJob", "JobStatus", "Payout", "Settlement",
     "Stake", "TxResult", "deploy", "job_key", "job_key_hex", "reason_bytes", "reason_text",
 ] + list(_LAZY)

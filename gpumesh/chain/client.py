@@ -1,7 +1,7 @@
 """``ChainClient``: the settlement contracts (TestToken, ProviderRegistry, JobEscrow) over web3.
 
-Amounts are token base units (ints). Job ids are hashed to the escrow's bytes32 keys with
-``job_key``. Signers are ``LocalAccount``s or hex private keys; address arguments also take a
+Amounts are token base units (ints). A submitter's job id is hashed to bytes32 with ``job_key``;
+the escrow keys a job by its depositor and that id (``claims.escrow_key``). Signers are ``LocalAccount``s or hex private keys; address arguments also take a
 ``LocalAccount``. Every write returns a ``TxResult`` with the receipt's decoded events, and a
 revert raises ``ChainRevert`` named after the contract's custom error.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 
 from gpumesh.chain.artifacts import load_all
+from gpumesh.chain.claims import ClaimDomain, compact, escrow_key
 from gpumesh.chain.errors import RevertDecoder
 from gpumesh.chain.models import (
     Deployment,
@@ -23,13 +24,13 @@ from gpumesh.chain.models import (
     Stake,
     TxResult,
     job_key,
-    reason_bytes,
 )
 from gpumesh.chain.tx import TxSender, account_lock, as_account
 from gpumesh.errors import InvalidArgument
 
 COORDINATOR_ROLE = keccak(text="COORDINATOR_ROLE")
 DEFAULT_UNBONDING_DELAY_S = 7 * 24 * 3600
+DEFAULT_MAX_SLASH_BPS = 2500  # one incident takes at most a quarter of a provider's stake
 
 
 def address_of(who: Any) -> str:
@@ -42,7 +43,11 @@ def address_of(who: Any) -> str:
 
 
 def _settlement_arg(s: Settlement) -> tuple:
-    return (job_key(s.job_id), [(address_of(p.provider), int(p.amount)) for p in s.payouts])
+    payouts = []
+    for p in s.payouts:
+        r, vs = compact(p.signature)
+        payouts.append((address_of(p.provider), int(p.amount), int(p.claimed), r, vs))
+    return (bytes(s.key), payouts)
 
 
 class ChainClient:
@@ -86,8 +91,8 @@ class ChainClient:
 
     @classmethod
     def deploy(cls, web3, admin: Any, *, coordinator: Any = None,
-               unbonding_delay_s: int = DEFAULT_UNBONDING_DELAY_S, build_dir=None,
-               receipt_timeout: float = 60.0) -> Deployment:
+               unbonding_delay_s: int = DEFAULT_UNBONDING_DELAY_S, max_slash_bps: int = DEFAULT_MAX_SLASH_BPS,
+               build_dir=None, receipt_timeout: float = 60.0) -> Deployment:
         """Deploy TestToken, ProviderRegistry and JobEscrow from ``admin`` and grant
         COORDINATOR_ROLE on both to ``coordinator`` (default: the admin)."""
         arts = load_all(build_dir)
@@ -103,8 +108,9 @@ class ChainClient:
 
         token_receipt = create("TestToken")
         token = token_receipt["contractAddress"]
-        registry = create("ProviderRegistry", token, int(unbonding_delay_s), admin_addr)["contractAddress"]
-        escrow = create("JobEscrow", token, admin_addr)["contractAddress"]
+        registry = create("ProviderRegistry", token, int(unbonding_delay_s), int(max_slash_bps),
+                          admin_addr)["contractAddress"]
+        escrow = create("JobEscrow", token, registry, admin_addr)["contractAddress"]
         for name, address in (("ProviderRegistry", registry), ("JobEscrow", escrow)):
             contract = web3.eth.contract(address=address, abi=arts[name].abi)
             sender.send(admin_account, address, contract.encode_abi("grantRole", [COORDINATOR_ROLE, coordinator_addr]))
@@ -179,8 +185,13 @@ class ChainClient:
 
     # -- escrow ----------------------------------------------------------------------------
 
+    @property
+    def claim_domain(self) -> ClaimDomain:
+        """Where this escrow's claims are signed for."""
+        return ClaimDomain(self.tx.chain_id, self.escrow.address)
+
     def deposit(self, submitter: Any, job_id: str | bytes, amount: int, deadline: int) -> TxResult:
-        """Fund a job's escrow (approving the escrow for ``amount`` first when needed)."""
+        """Fund ``submitter``'s job ``job_id`` (approving the escrow for ``amount`` first when needed)."""
         key = job_key(job_id)
         return self._with_allowance(
             submitter, self.escrow.address, int(amount),
@@ -198,22 +209,34 @@ class ChainClient:
         return self._send(coordinator, self.escrow, "settleJob", _settlement_arg(settlement))
 
     def reclaim(self, submitter: Any, job_id: str | bytes) -> TxResult:
+        """The submitter takes back its job's whole budget (after the deadline, if never settled)."""
         return self._send(submitter, self.escrow, "reclaim", job_key(job_id))
 
     def withdraw(self, account: Any) -> TxResult:
         return self._send(account, self.escrow, "withdraw")
 
-    def job(self, job_id: str | bytes) -> EscrowJob:
-        submitter, amount, deadline, status = self._read(self.escrow, "getJob", job_key(job_id))
+    def job(self, submitter: Any, job_id: str | bytes) -> EscrowJob:
+        """The escrow record of ``submitter``'s job ``job_id``."""
+        return self.job_at(escrow_key(address_of(submitter), job_id))
+
+    def job_at(self, key: bytes) -> EscrowJob:
+        submitter, amount, deadline, status = self._read(self.escrow, "getJob", bytes(key))
         return EscrowJob(address_of(submitter), int(amount), int(deadline), JobStatus(int(status)))
 
     def escrow_balance(self, who: Any) -> int:
         return int(self._read(self.escrow, "balanceOf", address_of(who)))
 
-    def deposits_for(self, job_id: str | bytes) -> list[dict[str, Any]]:
-        return self.events("JobEscrow", "Deposited", jobId=job_key(job_id))
+    def deposits_for(self, submitter: Any, job_id: str | bytes) -> list[dict[str, Any]]:
+        return self.events("JobEscrow", "Deposited", key=escrow_key(address_of(submitter), job_id))
 
     # -- registry --------------------------------------------------------------------------
+
+    def register(self, provider: Any) -> TxResult:
+        """Register ``provider`` (its own transaction) so the escrow may pay it."""
+        return self._send(provider, self.registry, "register")
+
+    def is_registered(self, who: Any) -> bool:
+        return bool(self._read(self.registry, "isRegistered", address_of(who)))
 
     def stake(self, provider: Any, amount: int) -> TxResult:
         return self._with_allowance(
@@ -227,11 +250,16 @@ class ChainClient:
     def withdraw_unbonded(self, provider: Any) -> TxResult:
         return self._send(provider, self.registry, "withdrawUnbonded")
 
-    def slash(self, coordinator: Any, provider: Any, amount: int, beneficiary: Any, reason: str | bytes) -> TxResult:
-        """Slash ``amount`` of a provider's stake to ``beneficiary``; ``reason`` is stored as bytes32
-        (UTF-8 padded if it fits, else its keccak256; ``models.reason_text`` reads it back)."""
-        return self._send(coordinator, self.registry, "slash", address_of(provider), int(amount),
-                          address_of(beneficiary), reason_bytes(reason))
+    def slash(self, coordinator: Any, provider: Any, commitment: str, signature: bytes, check_record: bytes,
+              amount: int, beneficiary: Any) -> TxResult:
+        """Slash ``amount`` of a provider's stake to ``beneficiary`` for the result ``commitment`` (the text it
+        signed, ``gpumesh.identity.result_text``) that the check ``check_record`` (a bytes32 digest) found invalid."""
+        return self._send(coordinator, self.registry, "slash", address_of(provider), commitment.encode(),
+                          bytes(signature), bytes(check_record), int(amount), address_of(beneficiary))
+
+    def max_slash(self, who: Any) -> int:
+        """The most one incident may take from ``who`` now."""
+        return self.stake_of(who).total * int(self._read(self.registry, "maxSlashBps")) // 10_000
 
     def stake_of(self, who: Any) -> Stake:
         active, unbonding, unlock_at = self._read(self.registry, "stakeOf", address_of(who))
@@ -255,7 +283,7 @@ class ChainClient:
     def events(self, contract_name: str, event_name: str, from_block: int | None = None,
                to_block: int | str = "latest", **filters: Any) -> list[dict[str, Any]]:
         """Decoded events (``args``, ``tx_hash``, ``block_number``, ``log_index``) in block order;
-        keyword arguments filter on indexed arguments (``jobId=job_key(...)``)."""
+        keyword arguments filter on indexed arguments (``key=escrow_key(...)``)."""
         if contract_name not in self.contracts:
             raise InvalidArgument(f"unknown contract {contract_name!r}", field="contract_name")
         contract = self.contracts[contract_name]

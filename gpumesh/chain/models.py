@@ -115,15 +115,20 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Payout:
+    """``amount`` to ``provider``, who signed (``signature``, 65 bytes) a claim of ``claimed`` for the job."""
+
     provider: str
     amount: int
+    claimed: int = 0
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
 class Settlement:
-    """One job's settlement: payouts to providers; the rest of the budget goes back to the submitter."""
+    """One job's settlement: payouts to providers; the rest of the budget goes back to the submitter.
+    ``key`` is the escrow's key of the job (``claims.escrow_key(submitter, job_id)``)."""
 
-    job_id: str | bytes
+    key: bytes
     payouts: tuple[Payout, ...] = ()
 
     @property

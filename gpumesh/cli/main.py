@@ -221,6 +221,11 @@ def provider() -> None:
     """Run a provider node."""
 
 
+DEV_GAS = click.option("--dev-gas", is_flag=True, default=False,
+                       help="Local dev chains only (anvil, `gpumesh chain serve`): first fund the wallet's gas from "
+                       "dev account 2 (a public test key) if it has none.")
+
+
 @provider.command("run")
 @TARGET
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Wallet key, model cache, work.")
@@ -247,10 +252,14 @@ def provider() -> None:
               help="Mutual TLS: this node's certificate (PEM), with --tls-key.")
 @click.option("--tls-key", "tls_key_file", type=click.Path(exists=True, path_type=Path), default=None)
 @click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
+@click.option("--register", is_flag=True, default=False, help="First register the wallet in a settling "
+              "coordinator's ProviderRegistry if it is not yet (as `gpumesh provider register`).")
+@DEV_GAS
 @LOG_FORMAT
 @click.option("-v", "--verbose", is_flag=True)
 def provider_run(target, data_dir, name, price_per_hour, slots, runtime, unisolated, docker_image, docker_host_env, tier,
-                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, log_format, verbose) -> None:
+                 threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, register, dev_gas,
+                 log_format, verbose) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
@@ -263,11 +272,50 @@ def provider_run(target, data_dir, name, price_per_hour, slots, runtime, unisola
         docker_image=docker_image, docker_host_env=docker_host_env, tls_ca_file=tls_ca_file,
         tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, metrics_listen=metrics_listen,
     ).items() if v is not None}
-    daemon = build_daemon(ProviderSettings(**overrides))
+    settings = ProviderSettings(**overrides)
+    if register:
+        click.echo(_register_on_chain(settings.coordinator, settings, dev_gas=dev_gas))
+    daemon = build_daemon(settings)
     try:
         asyncio.run(daemon.run())
     except KeyboardInterrupt:
         pass
+
+
+def _register_on_chain(target: str, settings, *, dev_gas: bool) -> str:
+    """Register the provider's wallet in the coordinator's ProviderRegistry if it is not yet;
+    returns what was done, for the operator."""
+    from eth_account import Account
+
+    from gpumesh.chain import dev_keys
+    from gpumesh.client import Client
+    from provider_node.secret_files import load_wallet
+
+    wallet = load_wallet(settings.key_file, legacy=settings.data_dir / "wallet.key")
+    with Client.connect(target, tls=settings.tls_config()) as client:
+        chain = client.chain()
+        if chain is None:
+            return "this coordinator does not settle on-chain: nothing to register"
+        if chain.is_registered(wallet.address):
+            return f"{wallet.address} is registered in {chain.registry.address}"
+        if dev_gas and chain.web3.eth.get_balance(wallet.address) < 10**16:
+            chain.send_value(Account.from_key(dev_keys()[2]), wallet.address, 10**17)
+        chain.register(Account.from_key(wallet.private_key))
+        return f"{wallet.address} registered in {chain.registry.address}"
+
+
+@provider.command("register")
+@TARGET
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the provider's wallet key is.")
+@DEV_GAS
+def provider_register(target, data_dir, dev_gas) -> None:
+    """Register this provider's wallet in the coordinator's ProviderRegistry: the escrow pays
+    registered addresses only, so a settling coordinator takes work from no one else. It is a
+    transaction from the wallet (it needs a little gas); ``stake`` registers too."""
+    from provider_node.config import ProviderSettings
+
+    settings = ProviderSettings(**({"data_dir": data_dir} if data_dir else {}))
+    click.echo(_register_on_chain(target, settings, dev_gas=dev_gas))
 
 
 @provider.command("stake")

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gpumesh.v1 import common_pb2 as gpumesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gpumesh/v1/provider.proto\x12\ngpumesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17gpumesh/v1/common.proto\"&\n\x13GetChallengeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"Y\n\x14GetChallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb9\x02\n\x0fRegisterRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tchallenge\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12&\n\x08hardware\x18\x05 \x01(\x0b\x32\x14.gpumesh.v1.Hardware\x12\x16\n\x0eprice_per_hour\x18\x06 \x01(\t\x12&\n\x04tier\x18\x07 \x01(\x0e\x32\x18.gpumesh.v1.ProviderTier\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x19\n\x11\x63\x61\x63hed_model_cids\x18\t \x03(\t\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x10\n\x08isolated\x18\x0b \x01(\x08\x12\x10\n\x08operator\x18\x0c \x01(\t\x12\x1a\n\x12sealing_public_key\x18\r \x01(\x0c\"\xa7\x01\n\x10RegisterResponse\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x34\n\x10token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x13\n\x0blease_ttl_s\x18\x05 \x01(\r\"z\n\tHeartbeat\x12\x11\n\tlease_ids\x18\x01 \x03(\t\x12+\n\ttelemetry\x18\x02 \x03(\x0b\x32\x18.gpumesh.v1.GpuTelemetry\x12\x12\n\nfree_slots\x18\x03 \x01(\r\x12\x19\n\x11\x63\x61\x63hed_model_cids\x18\x04 \x03(\t\"\x80\x01\n\nTaskResult\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\noutput_cid\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x14\n\x0cmetrics_json\x18\x05 \x01(\t\x12\x12\n\noutput_key\x18\x06 \x01(\x0c\"R\n\x0bTaskFailure\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\x9b\x01\n\x0fProviderMessage\x12*\n\theartbeat\x18\x01 \x01(\x0b\x32\x15.gpumesh.v1.HeartbeatH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.gpumesh.v1.TaskResultH\x00\x12*\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x17.gpumesh.v1.TaskFailureH\x00\x42\x06\n\x04\x62ody\"\xcc\x02\n\tTaskLease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tmodel_cid\x18\x05 \x01(\t\x12\x11\n\tinput_cid\x18\x06 \x01(\t\x12\x13\n\x0bparams_json\x18\x07 \x01(\t\x12\x11\n\ttimeout_s\x18\x08 \x01(\r\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0crequirements\x18\n \x01(\x0b\x32\x18.gpumesh.v1.Requirements\x12\x0f\n\x07\x61ux_cid\x18\x0b \x01(\t\x12#\n\x04keys\x18\x0c \x03(\x0b\x32\x15.gpumesh.v1.SealedKey\x12\x1a\n\x12output_sealing_key\x18\r \x01(\x0c\"Y\n\x0fSessionAccepted\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\r\x12\x13\n\x0blease_ttl_s\x18\x03 \x01(\r\">\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x0b\x43\x61ncelLease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc6\x01\n\x12\x43oordinatorMessage\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.gpumesh.v1.SessionAcceptedH\x00\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x15.gpumesh.v1.TaskLeaseH\x00\x12$\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x15.gpumesh.v1.ResultAckH\x00\x12)\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x17.gpumesh.v1.CancelLeaseH\x00\x42\x06\n\x04\x62ody2\xf7\x01\n\x0fProviderService\x12Q\n\x0cGetChallenge\x12\x1f.gpumesh.v1.GetChallengeRequest\x1a .gpumesh.v1.GetChallengeResponse\x12\x45\n\x08Register\x12\x1b.gpumesh.v1.RegisterRequest\x1a\x1c.gpumesh.v1.RegisterResponse\x12J\n\x07Session\x12\x1b.gpumesh.v1.ProviderMessage\x1a\x1e.gpumesh.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gpumesh/v1/provider.proto\x12\ngpumesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17gpumesh/v1/common.proto\"&\n\x13GetChallengeRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\"Y\n\x14GetChallengeResponse\x12\x11\n\tchallenge\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb9\x02\n\x0fRegisterRequest\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x11\n\tchallenge\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x0c\n\x04name\x18\x04 \x01(\t\x12&\n\x08hardware\x18\x05 \x01(\x0b\x32\x14.gpumesh.v1.Hardware\x12\x16\n\x0eprice_per_hour\x18\x06 \x01(\t\x12&\n\x04tier\x18\x07 \x01(\x0e\x32\x18.gpumesh.v1.ProviderTier\x12\r\n\x05slots\x18\x08 \x01(\r\x12\x19\n\x11\x63\x61\x63hed_model_cids\x18\t \x03(\t\x12\x0f\n\x07runtime\x18\n \x01(\t\x12\x10\n\x08isolated\x18\x0b \x01(\x08\x12\x10\n\x08operator\x18\x0c \x01(\t\x12\x1a\n\x12sealing_public_key\x18\r \x01(\x0c\"\xd5\x01\n\x10RegisterResponse\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x15\n\rsession_token\x18\x02 \x01(\t\x12\x34\n\x10token_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\r\x12\x13\n\x0blease_ttl_s\x18\x05 \x01(\r\x12\x16\n\x0e\x63laim_chain_id\x18\x06 \x01(\x04\x12\x14\n\x0c\x63laim_escrow\x18\x07 \x01(\t\"z\n\tHeartbeat\x12\x11\n\tlease_ids\x18\x01 \x03(\t\x12+\n\ttelemetry\x18\x02 \x03(\x0b\x32\x18.gpumesh.v1.GpuTelemetry\x12\x12\n\nfree_slots\x18\x03 \x01(\r\x12\x19\n\x11\x63\x61\x63hed_model_cids\x18\x04 \x03(\t\"\xaf\x01\n\nTaskResult\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x12\n\noutput_cid\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x14\n\x0cmetrics_json\x18\x05 \x01(\t\x12\x12\n\noutput_key\x18\x06 \x01(\x0c\x12\x14\n\x0c\x63laim_amount\x18\x07 \x01(\t\x12\x17\n\x0f\x63laim_signature\x18\x08 \x01(\x0c\"R\n\x0bTaskFailure\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\x9b\x01\n\x0fProviderMessage\x12*\n\theartbeat\x18\x01 \x01(\x0b\x32\x15.gpumesh.v1.HeartbeatH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.gpumesh.v1.TaskResultH\x00\x12*\n\x07\x66\x61ilure\x18\x03 \x01(\x0b\x32\x17.gpumesh.v1.TaskFailureH\x00\x42\x06\n\x04\x62ody\"\xdf\x02\n\tTaskLease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x11\n\tmodel_cid\x18\x05 \x01(\t\x12\x11\n\tinput_cid\x18\x06 \x01(\t\x12\x13\n\x0bparams_json\x18\x07 \x01(\t\x12\x11\n\ttimeout_s\x18\x08 \x01(\r\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0crequirements\x18\n \x01(\x0b\x32\x18.gpumesh.v1.Requirements\x12\x0f\n\x07\x61ux_cid\x18\x0b \x01(\t\x12#\n\x04keys\x18\x0c \x03(\x0b\x32\x15.gpumesh.v1.SealedKey\x12\x1a\n\x12output_sealing_key\x18\r \x01(\x0c\x12\x11\n\tclaim_job\x18\x0e \x01(\x0c\"Y\n\x0fSessionAccepted\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\r\x12\x13\n\x0blease_ttl_s\x18\x03 \x01(\r\">\n\tResultAck\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x0b\x43\x61ncelLease\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xc6\x01\n\x12\x43oordinatorMessage\x12/\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1b.gpumesh.v1.SessionAcceptedH\x00\x12&\n\x05lease\x18\x02 \x01(\x0b\x32\x15.gpumesh.v1.TaskLeaseH\x00\x12$\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x15.gpumesh.v1.ResultAckH\x00\x12)\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x17.gpumesh.v1.CancelLeaseH\x00\x42\x06\n\x04\x62ody2\xf7\x01\n\x0fProviderService\x12Q\n\x0cGetChallenge\x12\x1f.gpumesh.v1.GetChallengeRequest\x1a .gpumesh.v1.GetChallengeResponse\x12\x45\n\x08Register\x12\x1b.gpumesh.v1.RegisterRequest\x1a\x1c.gpumesh.v1.RegisterResponse\x12J\n\x07Session\x12\x1b.gpumesh.v1.ProviderMessage\x1a\x1e.gpumesh.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,25 +40,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREQUEST']._serialized_start=231
   _globals['_REGISTERREQUEST']._serialized_end=544
   _globals['_REGISTERRESPONSE']._serialized_start=547
-  _globals['_REGISTERRESPONSE']._serialized_end=714
-  _globals['_HEARTBEAT']._serialized_start=716
-  _globals['_HEARTBEAT']._serialized_end=838
-  _globals['_TASKRESULT']._serialized_start=841
-  _globals['_TASKRESULT']._serialized_end=969
-  _globals['_TASKFAILURE']._serialized_start=971
-  _globals['_TASKFAILURE']._serialized_end=1053
-  _globals['_PROVIDERMESSAGE']._serialized_start=1056
-  _globals['_PROVIDERMESSAGE']._serialized_end=1211
-  _globals['_TASKLEASE']._serialized_start=1214
-  _globals['_TASKLEASE']._serialized_end=1546
-  _globals['_SESSIONACCEPTED']._serialized_start=1548
-  _globals['_SESSIONACCEPTED']._serialized_end=1637
-  _globals['_RESULTACK']._serialized_start=1639
-  _globals['_RESULTACK']._serialized_end=1701
-  _globals['_CANCELLEASE']._serialized_start=1703
-  _globals['_CANCELLEASE']._serialized_end=1767
-  _globals['_COORDINATORMESSAGE']._serialized_start=1770
-  _globals['_COORDINATORMESSAGE']._serialized_end=1968
-  _globals['_PROVIDERSERVICE']._serialized_start=1971
-  _globals['_PROVIDERSERVICE']._serialized_end=2218
+  _globals['_REGISTERRESPONSE']._serialized_end=760
+  _globals['_HEARTBEAT']._serialized_start=762
+  _globals['_HEARTBEAT']._serialized_end=884
+  _globals['_TASKRESULT']._serialized_start=887
+  _globals['_TASKRESULT']._serialized_end=1062
+  _globals['_TASKFAILURE']._serialized_start=1064
+  _globals['_TASKFAILURE']._serialized_end=1146
+  _globals['_PROVIDERMESSAGE']._serialized_start=1149
+  _globals['_PROVIDERMESSAGE']._serialized_end=1304
+  _globals['_TASKLEASE']._serialized_start=1307
+  _globals['_TASKLEASE']._serialized_end=1658
+  _globals['_SESSIONACCEPTED']._serialized_start=1660
+  _globals['_SESSIONACCEPTED']._serialized_end=1749
+  _globals['_RESULTACK']._serialized_start=1751
+  _globals['_RESULTACK']._serialized_end=1813
+  _globals['_CANCELLEASE']._serialized_start=1815
+  _globals['_CANCELLEASE']._serialized_end=1879
+  _globals['_COORDINATORMESSAGE']._serialized_start=1882
+  _globals['_COORDINATORMESSAGE']._serialized_end=2080
+  _globals['_PROVIDERSERVICE']._serialized_start=2083
+  _globals['_PROVIDERSERVICE']._serialized_end=2330
 # @@protoc_insertion_point(module_scope)

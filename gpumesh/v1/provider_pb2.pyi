@@ -55,18 +55,22 @@ class RegisterRequest(_message.Message):
     def __init__(self, address: _Optional[str] = ..., challenge: _Optional[str] = ..., signature: _Optional[bytes] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., operator: _Optional[str] = ..., sealing_public_key: _Optional[bytes] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("provider_id", "session_token", "token_expires_at", "heartbeat_interval_s", "lease_ttl_s")
+    __slots__ = ("provider_id", "session_token", "token_expires_at", "heartbeat_interval_s", "lease_ttl_s", "claim_chain_id", "claim_escrow")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     LEASE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_ESCROW_FIELD_NUMBER: _ClassVar[int]
     provider_id: str
     session_token: str
     token_expires_at: _timestamp_pb2.Timestamp
     heartbeat_interval_s: int
     lease_ttl_s: int
-    def __init__(self, provider_id: _Optional[str] = ..., session_token: _Optional[str] = ..., token_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_interval_s: _Optional[int] = ..., lease_ttl_s: _Optional[int] = ...) -> None: ...
+    claim_chain_id: int
+    claim_escrow: str
+    def __init__(self, provider_id: _Optional[str] = ..., session_token: _Optional[str] = ..., token_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_interval_s: _Optional[int] = ..., lease_ttl_s: _Optional[int] = ..., claim_chain_id: _Optional[int] = ..., claim_escrow: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("lease_ids", "telemetry", "free_slots", "cached_model_cids")
@@ -81,20 +85,24 @@ class Heartbeat(_message.Message):
     def __init__(self, lease_ids: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., free_slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json", "output_key")
+    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json", "output_key", "claim_amount", "claim_signature")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CID_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     output_cid: str
     signature: bytes
     metrics_json: str
     output_key: bytes
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ..., output_key: _Optional[bytes] = ...) -> None: ...
+    claim_amount: str
+    claim_signature: bytes
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ..., output_key: _Optional[bytes] = ..., claim_amount: _Optional[str] = ..., claim_signature: _Optional[bytes] = ...) -> None: ...
 
 class TaskFailure(_message.Message):
     __slots__ = ("lease_id", "task_id", "error", "retryable")
@@ -119,7 +127,7 @@ class ProviderMessage(_message.Message):
     def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ...) -> None: ...
 
 class TaskLease(_message.Message):
-    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key")
+    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +141,7 @@ class TaskLease(_message.Message):
     AUX_CID_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SEALING_KEY_FIELD_NUMBER: _ClassVar[int]
+    CLAIM_JOB_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     job_id: str
@@ -146,7 +155,8 @@ class TaskLease(_message.Message):
     aux_cid: str
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedKey]
     output_sealing_key: bytes
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ...) -> None: ...
+    claim_job: bytes
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ..., claim_job: _Optional[bytes] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
     __slots__ = ("provider_id", "heartbeat_interval_s", "lease_ttl_s")
