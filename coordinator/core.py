@@ -33,6 +33,7 @@ from coordinator.sealing import KeyBroker, SealedView
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
 from coordinator.scheduling.scoring import gpu_speed
+from coordinator.settlement.payouts import JobPayout
 from coordinator.settlement.settler import BatchPolicy, EscrowView, SettlementChain, Settler
 from coordinator.settlement.slasher import Slasher, StakeRegistry
 from coordinator.sessions import ProviderSession, SessionRegistry
@@ -669,7 +670,7 @@ class Coordinator:
         self.metrics.leases.inc(leased)
         return leased
 
-    def _on_settled(self, job_id: str, payout) -> None:
+    def _on_settled(self, job_id: str, payout: JobPayout) -> None:
         self.metrics.jobs_settled.inc()
         self.metrics.paid.inc(payout.paid)
         self.metrics.refunded.inc(payout.refund)

@@ -187,14 +187,11 @@ class LocalNetwork:
 
     def _funded_wallet(self, name: str, chain):
         """Provider ``name``'s wallet (made now if need be; its daemon uses it), with gas money."""
-        from eth_account import Account
-
-        from gpumesh.chain import dev_keys
+        from gpumesh.chain import fund_dev_gas
         from gpumesh.identity import Wallet, provider_key_path
 
         wallet = Wallet.load_or_create(provider_key_path(self.root / name))
-        if chain.web3.eth.get_balance(wallet.address) < 10**16:
-            chain.send_value(Account.from_key(dev_keys()[2]), wallet.address, 10**17)
+        fund_dev_gas(chain, wallet.address)
         return wallet
 
     def register_provider(self, name: str):

@@ -69,7 +69,7 @@ def _refused_unregistered(target: str) -> None:
 def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
     from eth_account import Account
 
-    from gpumesh.chain import JobStatus, dev_keys, escrow_key, job_key_hex
+    from gpumesh.chain import JobStatus, dev_keys, escrow_key, fund_dev_gas, job_key_hex
 
     from gpumesh.localnet import free_port
     from tests.test_metrics import samples
@@ -135,7 +135,7 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
 
             for name in ("alice", "bob"):
                 key = Wallet.from_hex(provider_key_path(net.root / name).read_text())
-                chain.send_value(Account.from_key(dev_keys()[2]), key.address, 10**17)  # gas money
+                fund_dev_gas(chain, key.address)  # gas money
                 chain.withdraw(Account.from_key(key.private_key))
                 assert chain.token_balance(key.address) == earned[name]
             chain.withdraw(Account.from_key(submitter.private_key))
@@ -150,7 +150,7 @@ def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, t
     that provider exactly its claim (below what its measured time would earn), refunding the rest."""
     from eth_account import Account
 
-    from gpumesh.chain import ClaimDomain, dev_keys, escrow_key, job_key_hex
+    from gpumesh.chain import dev_keys, escrow_key, fund_dev_gas, job_key_hex
     from tests.scripted import ScriptedProvider
 
     with LocalNetwork(tmp_path / "net", lease_ttl_s=30, heartbeat_interval_s=0.5) as net:
@@ -159,9 +159,8 @@ def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, t
         submitter = Wallet.from_hex(dev_keys()[1])
         with Client.connect(net.target, wallet=submitter) as client:
             chain = client.chain()
-            funder = Account.from_key(dev_keys()[2])
             wallet = Wallet.generate()
-            chain.send_value(funder, wallet.address, 10**17)
+            fund_dev_gas(chain, wallet.address)
             chain.register(Account.from_key(wallet.private_key))
             provider = ScriptedProvider(net.target, name="scripted", price=PRICE, wallet=wallet)
             try:
@@ -171,7 +170,7 @@ def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, t
                 lease = provider.next("lease")
                 key = escrow_key(submitter.address, job_key_hex("claimed"))
                 assert lease.claim_job == key  # the lease names the escrow key to claim under
-                domain = ClaimDomain(chain.tx.chain_id, chain.escrow.address)
+                domain = chain.claim_domain
 
                 ack = provider.answer(lease, check=False)
                 assert not ack.accepted and "claim_amount" in ack.reason

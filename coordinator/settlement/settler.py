@@ -90,15 +90,14 @@ class Settler:
                 TaskCharge(task.task_id, provider.address, task.price_per_hour,
                            max(0.0, task.submitted_at - task.leased_at))
             )
+        owed = job_payout(charges, job.budget)
         claims = {a: Claim(amount, sig) for a, (amount, sig) in self.store.claims_of(job.job_id).items()}
-        payout = within_claims(job_payout(charges, job.budget), claims, job.budget)
-        unregistered = [p for p, _ in payout.payouts if not self.chain.is_registered(p)]
-        for address in unregistered:
-            log.warning("settlement of %s: %s is not registered on-chain; its share is refunded", job.job_id, address)
-            claims.pop(address.lower(), None)
-        if unregistered:
-            payout = within_claims(payout, claims, job.budget)
-        return payout, claims
+        for address, _ in owed.payouts:  # only a payee with a claim can be paid: ask the chain about those
+            if address.lower() in claims and not self.chain.is_registered(address):
+                log.warning("settlement of %s: %s is not registered on-chain; its share is refunded",
+                            job.job_id, address)
+                del claims[address.lower()]
+        return within_claims(owed, claims, job.budget), claims
 
     def recover(self) -> None:
         """Resolve batches a crash left SENT: settled on chain -> SETTLED (with the tx that did it),
@@ -181,14 +180,15 @@ class Settler:
         if view.status == "None":  # the node lost it (reset chain?): keep it, as recover() does
             log.error("settlement of %s: the chain has no deposit %s; kept pending", job.job_id, job.escrow_key)
             return False
-        dst = S.SETTLED if view.status == "Settled" else S.EXPIRED
-        tx = self.chain.settled_tx(job.escrow_key) if dst is S.SETTLED else ""
-        self.store.set_settlement([job.job_id], S.PENDING, dst, now=self.clock(), tx=tx)
-        log.warning("settlement of %s: escrow %s (deadline %d) -> %s; its budget is the submitter's to reclaim"
-                    if dst is S.EXPIRED else "settlement of %s: escrow %s (deadline %d) -> %s",
-                    job.job_id, view.status, view.deadline, dst.value)
-        if dst is S.SETTLED:
+        if view.status == "Settled":
+            self.store.set_settlement([job.job_id], S.PENDING, S.SETTLED, now=self.clock(),
+                                      tx=self.chain.settled_tx(job.escrow_key))
+            log.info("settlement of %s: the escrow has it settled already", job.job_id)
             self.on_settled(job.job_id, self.payout_for(job)[0])
+            return False
+        self.store.set_settlement([job.job_id], S.PENDING, S.EXPIRED, now=self.clock())
+        log.warning("settlement of %s: escrow %s, deadline %d: too late to settle; its budget is the submitter's "
+                    "to reclaim", job.job_id, view.status, view.deadline)
         return False
 
     def _since(self, job: Job) -> float:

@@ -71,21 +71,19 @@ class Slasher:
         for s in self.store.slashes_in_state(SlashState.PENDING):
             amount = min(s.amount, self.registry.max_slash(s.address))
             beneficiary = s.beneficiary or self.default_beneficiary
-            if not s.signature:
-                self._skip(s, "no signed result commitment to show the registry")
-            elif not beneficiary:
-                self._skip(s, "no beneficiary (the job has no submitter and no slash_beneficiary is set)")
-            elif amount == 0:
-                self._skip(s, "nothing staked")
-            else:
-                self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.SENT, now=self.clock())
-                if self._send(s, amount, beneficiary):
-                    done += 1
+            why_not = ("no signed result commitment to show the registry" if not s.signature else
+                       "no beneficiary (the job has no submitter and no slash_beneficiary is set)" if not beneficiary
+                       else "nothing staked" if amount == 0 else "")
+            if why_not:
+                self._skip(s, why_not)
+                done += 1
                 continue
-            done += 1
+            self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.SENT, now=self.clock())
+            done += self._send(s, amount, beneficiary)
         return done
 
     def _send(self, s: Slash, amount: int, beneficiary: str) -> bool:
+        """Send one SENT slash; True when it is done (slashed, or refused for good)."""
         try:
             tx = self.registry.slash(s.address, commitment_of(s), s.signature, check_record(s), amount, beneficiary)
         except ChainRevert as exc:  # the registry refuses this evidence: sending it again cannot help

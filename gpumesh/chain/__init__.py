@@ -35,6 +35,7 @@ _LAZY = {
     "DevNode": "gpumesh.chain.node",
     "dev_keys": "gpumesh.chain.node",
     "find_anvil": "gpumesh.chain.node",
+    "fund_dev_gas": "gpumesh.chain.node",
     "in_process_web3": "gpumesh.chain.node",
     "increase_time": "gpumesh.chain.node",
     "json_rpc_web3": "gpumesh.chain.node",

@@ -61,6 +61,17 @@ def dev_keys(mnemonic: str = DEV_MNEMONIC, count: int = 10) -> list[str]:
     return list(_dev_keys(mnemonic, count))
 
 
+def fund_dev_gas(chain, address: str, *, at_least: int = 10**16, amount: int = 10**17) -> bool:
+    """On a local dev chain, send ``address`` ``amount`` wei of gas money from dev account 2 if it
+    holds under ``at_least``; returns whether it sent. ``chain``: a ``ChainClient``."""
+    from eth_account import Account
+
+    if chain.web3.eth.get_balance(address) >= at_least:
+        return False
+    chain.send_value(Account.from_key(dev_keys()[2]), address, amount)
+    return True
+
+
 def _measured_gas_estimate(state, transaction) -> int:
     """py-evm gas estimation in ~2 executions instead of a ~13-step binary search: run once at
     the block gas limit, try what it used (+1/63 for nested calls' 63/64 rule, + a margin),

@@ -169,15 +169,14 @@ class Ledger:
     def withdraw_all(self, root: Path) -> None:
         from eth_account import Account
 
-        from gpumesh.chain import dev_keys
+        from gpumesh.chain import fund_dev_gas
         from gpumesh.identity import Wallet, provider_key_path
 
-        gas = Account.from_key(dev_keys()[2])
         for name, address in self.parties.items():
             if not self.chain.escrow_balance(address):
                 continue
             key = self.submitter if name == "submitter" else Wallet.from_hex(provider_key_path(root / name).read_text())
-            self.chain.send_value(gas, address, 10**17)  # gas money for the withdrawal
+            fund_dev_gas(self.chain, address)  # gas money for the withdrawal
             self.chain.withdraw(Account.from_key(key.private_key))
 
     def print(self, job) -> None:

@@ -287,7 +287,7 @@ def _register_on_chain(target: str, settings, *, dev_gas: bool) -> str:
     returns what was done, for the operator."""
     from eth_account import Account
 
-    from gpumesh.chain import dev_keys
+    from gpumesh.chain import fund_dev_gas
     from gpumesh.client import Client
     from provider_node.secret_files import load_wallet
 
@@ -298,8 +298,8 @@ def _register_on_chain(target: str, settings, *, dev_gas: bool) -> str:
             return "this coordinator does not settle on-chain: nothing to register"
         if chain.is_registered(wallet.address):
             return f"{wallet.address} is registered in {chain.registry.address}"
-        if dev_gas and chain.web3.eth.get_balance(wallet.address) < 10**16:
-            chain.send_value(Account.from_key(dev_keys()[2]), wallet.address, 10**17)
+        if dev_gas:
+            fund_dev_gas(chain, wallet.address)
         chain.register(Account.from_key(wallet.private_key))
         return f"{wallet.address} registered in {chain.registry.address}"
 
