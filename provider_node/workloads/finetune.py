@@ -513,5 +513,16 @@ def main(argv: list[str] | None = None) -> int:
         return run_reporting("finetune", args.result, run, summary)
     return _run_workers(args.result, run, summary)
 
+def _exit_worker(code: int) -> None:
+    """Leave a torchrun worker without the interpreter's teardown: gloo's transport threads can
+    still be joinable when C++ destructors run, and ``std::terminate`` then aborts a rank whose
+    work (and rank 0's report, written atomically) is already done. One process exits normally."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_worker(main())
