@@ -5,54 +5,62 @@
 CHEAT_RATES, and a corrupted fraction ``f``, drawn from CHEAT_FRACTIONS: each task it executes
 (original or replica; it cannot tell them apart) it cheats with its rate, and a cheated result has
 ``max(1, round(f * records))`` wrong records (``f = 1``: it substitutes a cheaper model or skips
-the task; ``f = 1/4``: stealthier; ``f = 1/16``: a single wrong record). Honest providers return a
-wrong result with a small nondeterminism rate (``--honest-error``), a glitch in one record.
+the task; ``f = 1/4``: stealthier; ``f = 1/16``: a single wrong record). A ``--rings`` share of
+the cheaters collude in rings of ``--ring-size`` identities of one operator: they return the same
+wrong records for the same task, so a ring member checking its partner would agree with it.
+Honest providers' results differ from another engine's with a small nondeterminism rate
+(``--honest-error``): a record that is not identical but is consistent with the model, which a
+re-score accepts except with the band's false-reject rate ``--referee-fr`` (``bench/tolerance.py``).
 
 Each of ``--tasks`` tasks goes to a random active provider, and the coordinator's
 ``VerificationPlan.decide`` (the real code, with a ``random.Random`` per run) picks its check from
-that provider's ``ProviderTrack``:
+that provider's ``ProviderTrack``. The checker is drawn at random among active providers of
+*another operator* (the coordinator's independence rule: operator, stake funder and network), or,
+with ``--no-independence``, among all others:
 
-* **replica**: a second, random, independent provider executes the task again; outputs are
-  compared exactly, so any wrong record on either side makes a disagreement (wrong results never
-  coincide: no collusion);
-* **audit**: a random independent provider re-scores the plan's drawn records plus its decoys
-  (planted wrong records). It finds the result wrong iff a drawn record is corrupted (the
-  hypergeometric chance ``1 - C(n - k, r) / C(n, r)``). An honest auditor rejects every decoy
-  and raises a false alarm with ``--audit-fp``. A *lazy* auditor (a ``--lazy`` fraction of the
-  cheaters; on each audit with its cheat rate) reports everything valid without computing: it
-  accepts the decoy, which disputes the audit;
+* **replica**: the checker executes the task again; outputs are compared exactly, so any wrong or
+  nondeterministic record on either side makes a disagreement; a ring partner returns the same
+  wrong records and agrees;
+* **audit**: the checker re-scores the plan's records (every record by default) plus decoys. It
+  finds the result wrong iff a drawn record is corrupted (for a sample, the hypergeometric chance
+  ``1 - C(n - k, r) / C(n, r)``). An honest auditor rejects every decoy and raises a false alarm
+  with ``--audit-fp``. A *lazy* auditor (a ``--lazy`` fraction of the cheaters; on each audit
+  with its cheat rate) reports everything valid without computing: it accepts the decoy, which
+  disputes the audit; a ring partner passes its partner's wrong records and rejects the decoy;
 * none: the result is accepted unchecked.
 
-A disagreement goes to the trusted referee (a re-execution for a replica, a re-score of the
-audit's records and decoys for an audit), which finds the truth: every side that was wrong, and
-an auditor whose readings contradict it (lazy, or a false alarm), loses: it is slashed, sent back
-to probation and observed invalid by its ``Reputation``, which ejects it (no more tasks) once it
-is no longer ``eligible``. An undisputed check, or a disputed one the referee upholds, is a
-verified-valid result for the primary and for the checker (``resolve.py``: "both sides verified
-valid"); ``--audit-credit`` says whom a passed audit credits (``none``: only replicas move tracks).
+A disagreement goes to the trusted referee, which judges every disputed record against the model:
+a wrong record loses, a nondeterministic honest one passes (unless the band falsely rejects it),
+and an auditor whose readings contradict it loses. A loser is slashed, sent back to probation and
+observed invalid by its ``Reputation``, which ejects it (no more tasks) once it is no longer
+``eligible``. An undisputed check, or a disputed one the referee upholds, is a verified-valid
+result for the primary and for the checker (``resolve.py``); ``--audit-credit`` says whom a passed
+audit credits (``none``: only replicas move tracks).
 
-Schemes: (a) adaptive replication only (``VerificationPlan(audit=AuditPolicy(rate=0))``, the
-former default); (b) the default ``VerificationPlan()``: adaptive replication, and an audit of
-every result that is not replicated; (c) full 2x replication (the baseline).
+Schemes: (a) adaptive replication only (``VerificationPlan(audit=AuditPolicy(rate=0))``);
+(b) the default ``VerificationPlan()``: a few replicas, and a full-coverage audit of every result
+that is not replicated; (s) the former default: probation replicas and audits of 2 sampled
+records; (c) full 2x replication (the baseline).
+
+Audits are priced with the measured rescore/generate ratio (``bench/rescore_cost.py``, read from
+``bench/data/rescore_cost.json``: its GPU figure when there is one, else its CPU figure), or
+``--rescore-cost``; the line above the table names the one used.
 
 Definitions printed:
   caught      share of cheaters that lost at least one referee decision (were slashed), as a worker,
               a replica or an auditor. A cheater's first loss is its detection; "median" is how many
               tasks it had executed by then (as worker or replica: it cannot tell a replica from a
               task; audits are not counted as tasks).
-  <=200       caught within its first 200 executed tasks, among cheaters that returned a wrong
-              result within their first 200 (one that never cheated there cannot be caught there).
-              A cheater that executed fewer than 200 tasks in the run and was not caught counts as
-              missed. With 1,000 providers and 100k tasks a provider executes ~110 tasks, so this is
-              "caught in the run, among those that cheated".
-  FP          share of honest providers slashed at least once. The referee is trusted, so an honest
-              provider loses only when a glitch really made its result wrong, or (``--audit-fp``)
-              when, as an auditor, it raised a false alarm; "FP ejct": share of honest ejected.
+  <=200       caught within its first 200 executed tasks, among cheaters that returned at least two
+              wrong results within their first 200 (a cheater that cheats once in 200 is left to
+              the per-task economics of p_floor). A cheater that executed fewer than 200 tasks in
+              the run and was not caught counts as missed.
+  FP          share of honest providers slashed at least once (a nondeterministic record the band
+              rejected, or an honest auditor's false alarm); "FP ejct": share of honest ejected.
   extra       (replica executions + referee re-executions + (audits + audit disputes) x audit
               cost) / tasks, in task executions. Audit cost: ``AuditPolicy.cost(records,
               rescore_cost)``; "@1.0" is the same run priced with a re-score as dear as generating.
-  wrong out   results with a wrong record that were delivered (unchecked, or audited and missed),
-              per task.
+  wrong/rec   wrong records delivered (unchecked, or checked and missed) per record delivered.
   checks      checked results (its own audited or replicated results, and its replicas) among an
               honest provider's first 200 tasks (mean).
 
@@ -63,10 +71,12 @@ Definitions printed:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
 from dataclasses import replace, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -78,15 +88,34 @@ CHEAT_RATES = (0.01, 0.05, 0.2, 0.5, 1.0)
 CHEAT_FRACTIONS = (1.0, 0.25, 1 / 16)
 WINDOW = 200
 TARGET_CAUGHT, TARGET_EXTRA = 0.99, 0.10
+TARGET_WRONG, TARGET_FP = 1e-4, 0.005  # wrong records delivered per record; honest providers slashed
 HALF_LIFE = 1e6  # reputation half-life, in tasks (the simulated clock ticks once per task)
 FULL = ReplicationPolicy(p_new=1.0, probation=0, p_floor=1.0)  # replicate everything: the 2x baseline
 NO_AUDIT = AuditPolicy(rate=0.0)
+SAMPLED = VerificationPlan(ReplicationPolicy(p_new=1.0, probation=9, p_floor=0.02), AuditPolicy(records=2))
 SCHEMES = {
-    "(a) replica-only adapt.": VerificationPlan(ReplicationPolicy(), NO_AUDIT),
+    "(a) replica-only adapt.": VerificationPlan(ReplicationPolicy(p_new=1.0, probation=9), NO_AUDIT),
     "(b) adaptive + audits": VerificationPlan(),
+    "(s) sampled audits (old)": SAMPLED,
     "(c) full 2x replication": VerificationPlan(FULL, NO_AUDIT),
 }
-DEFAULT_RESCORE_COST = 0.25  # re-scoring a record / generating it: 0.14-0.25 measured on 2 CPU cores
+DEFAULT = "(b) adaptive + audits"
+MEASURED = Path(__file__).resolve().parent / "data" / "rescore_cost.json"
+DEFAULT_RESCORE_COST = 0.39  # SmolLM2-135M on 2 CPU cores (bench/rescore_cost.py), when no file says
+
+
+def measured_rescore_cost(path: Path = MEASURED) -> tuple[float, str]:
+    """The rescore/generate ratio ``bench/rescore_cost.py`` measured (GPU if measured, else CPU), and where from."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return DEFAULT_RESCORE_COST, "the built-in CPU figure (no measurement file)"
+    for kind in ("gpu", "cpu"):
+        if kind in data:
+            d = data[kind]
+            models = ", ".join(f"{m} {v['ratio']:.3f}" for m, v in sorted(d["models"].items()))
+            return float(d["ratio"]), f"{kind.upper()} ratio measured on {d['device']} ({models}; the dearer)"
+    return DEFAULT_RESCORE_COST, "the built-in CPU figure"
 
 
 @dataclass
@@ -96,10 +125,12 @@ class Provider:
     lazy: bool  # also skips audits (with its cheat rate), reporting "valid"
     error: float  # chance that a result is wrong
     bad_records: int  # wrong records in a wrong result
+    ring: int = -1  # colluding ring (one operator), -1 for none
     track: ProviderTrack = field(default_factory=ProviderTrack)
     rep: Reputation = field(default_factory=Reputation)
     executed: int = 0
     first_wrong_at: int | None = None
+    wrong_early: int = 0  # wrong results among its first WINDOW executed tasks
     caught_at: int | None = None
     caught_by: str = ""  # "replica", "audit" (its result), "auditor" (its audit), "referee"
     losses: int = 0
@@ -121,6 +152,7 @@ class Outcome:
     audits: int = 0
     audit_disputes: int = 0  # referee re-scorings
     wrong_accepted: int = 0
+    wrong_records: int = 0  # wrong records delivered
     cheated_audits: int = 0  # audits of a cheated result by an auditor that computed
     cheated_audits_hit: int = 0  # ... that drew a wrong record
 
@@ -136,25 +168,40 @@ class Outcome:
 
 
 def population(providers: int, dishonest: float, honest_error: float, records: int, lazy: float,
-               seed: int) -> list[Provider]:
+               seed: int, rings: float = 0.0, ring_size: int = 2) -> list[Provider]:
     rng = np.random.default_rng(seed)
     bad = rng.random(providers) < dishonest
     rates = rng.choice(CHEAT_RATES, size=providers)
     fractions = rng.choice(CHEAT_FRACTIONS, size=providers)
     lazies = rng.random(providers) < lazy
-    return [Provider(float(r), float(f), bool(z), float(r), max(1, round(f * records))) if b
-            else Provider(0.0, 0.0, False, honest_error, 1)
+    colluding = rng.random(providers) < rings
+    pool = [Provider(float(r), float(f), bool(z), float(r), max(1, round(f * records))) if b
+            else Provider(0.0, 0.0, False, honest_error, 0)
             for b, r, f, z in zip(bad, rates, fractions, lazies)]
+    members = [i for i, p in enumerate(pool) if p.cheat_rate > 0 and colluding[i]]
+    for k in range(0, len(members) - ring_size + 1, ring_size):  # one ring: one cheat profile, one operator
+        lead = pool[members[k]]
+        for i in members[k:k + ring_size]:
+            pool[i] = replace(pool[i], ring=k, cheat_rate=lead.cheat_rate, fraction=lead.fraction,
+                              error=lead.error, bad_records=lead.bad_records)
+    return pool
 
 
 def _execute(p: Provider, u: float) -> int:
-    """``p`` runs a task; how many of its records are wrong?"""
+    """``p`` runs a task; how many of its records are wrong (an honest provider's: 0, its
+    nondeterministic records are not wrong)?"""
     p.executed += 1
-    if u >= p.error:
+    if u >= p.error or p.cheat_rate == 0:
         return 0
     if p.first_wrong_at is None:
         p.first_wrong_at = p.executed
+    p.wrong_early += p.executed <= WINDOW
     return p.bad_records
+
+
+def _differs(p: Provider, u: float) -> bool:
+    """An honest provider's result is not identical to another engine's (nondeterminism)."""
+    return p.cheat_rate == 0 and u < p.error
 
 
 def _settle(p: Provider, wrong: bool, t: int, by: str) -> bool:
@@ -172,59 +219,88 @@ def _settle(p: Provider, wrong: bool, t: int, by: str) -> bool:
     return p.ejected
 
 
+def _operator(p: Provider, k: int) -> int:
+    return p.ring if p.ring >= 0 else -2 - k
+
+
 def simulate(plan: VerificationPlan, *, providers: int, tasks: int, dishonest: float,
              honest_error: float, seed: int, records: int = 16, lazy: float = 0.5,
-             audit_fp: float = 0.0, audit_credit: str = "both") -> Outcome:
+             audit_fp: float = 0.0, audit_credit: str = "both", rings: float = 0.0, ring_size: int = 2,
+             referee_fr: float = 0.0, independent: bool = True) -> Outcome:
     """One run. The population and every draw except the plan's are the same for every ``plan``."""
-    pool = population(providers, dishonest, honest_error, records, lazy, seed)
+    pool = population(providers, dishonest, honest_error, records, lazy, seed, rings, ring_size)
     out = Outcome(pool, tasks, records, plan.audit)
     active = list(range(providers))
     rng = random.Random(seed)  # the plan's draws, as the coordinator makes them
     where = random.Random(seed + 2)  # which records a wrong result has wrong
+    draw = random.Random(seed + 3)  # which independent provider checks
     positions = range(records)
     credit_primary = audit_credit in ("both", "primary")
     credit_auditor = audit_credit == "both"
-    u = np.random.default_rng(seed + 1).random((tasks, 6)).tolist()
-    for t, (u_pick, u_wrong, u_pick2, u_wrong2, u_lazy, u_fp) in enumerate(u):
+    u = np.random.default_rng(seed + 1).random((tasks, 7)).tolist()
+    for t, (u_pick, u_wrong, u_wrong2, u_lazy, u_fp, u_fr, u_fr2) in enumerate(u):
         if len(active) < 2:
             break
         i = active[int(u_pick * len(active))]
         worker = pool[i]
         wrong = _execute(worker, u_wrong)
+        differs = _differs(worker, u_wrong)
         early = worker.executed <= WINDOW
         check = plan.decide(worker.track, records, rng)
         if check is None:
             out.wrong_accepted += wrong > 0
+            out.wrong_records += wrong
             worker.escaped += wrong > 0
             continue
         worker.checked_early += early
-        j = active[int(u_pick2 * (len(active) - 1))]  # any active provider but the worker
-        j = active[-1] if j == i else j
+        op = _operator(worker, i)
+        j = i
+        for _ in range(64):  # a random independent checker (the scheduler's draw; rejection sampling)
+            j = active[draw.randrange(len(active))]
+            if j != i and (not independent or _operator(pool[j], j) != op):
+                break
+        if j == i or (independent and _operator(pool[j], j) == op):
+            out.wrong_accepted += wrong > 0  # no independent provider: the referee would take it (not modelled)
+            out.wrong_records += wrong
+            continue
         checker = pool[j]
+        partner = worker.ring >= 0 and checker.ring == worker.ring
+        # the referee's band falsely rejects an honest nondeterministic record with ``referee_fr``
+        glitch_lost = differs and u_fr < referee_fr
         if check.kind == "replica":
             out.replicas += 1
-            c_wrong = _execute(checker, u_wrong2)
+            c_wrong = wrong if partner else _execute(checker, u_wrong2)
+            c_differs = _differs(checker, u_wrong2)
             checker.checked_early += checker.executed <= WINDOW  # its replica is a checked result too
-            out.replica_disputes += bool(wrong or c_wrong)
-            sides = ((i, worker, wrong > 0, "replica"), (j, checker, c_wrong > 0, "replica"))
+            disputed = not partner and bool(wrong or c_wrong or differs or c_differs)
+            out.replica_disputes += disputed
+            primary_wrong = disputed and (wrong > 0 or glitch_lost)
+            checker_wrong = disputed and (c_wrong > 0 or (c_differs and u_fr2 < referee_fr))
+            if wrong and not primary_wrong:
+                out.wrong_accepted += 1
+                out.wrong_records += wrong
+                worker.escaped += 1
+            sides = ((i, worker, primary_wrong, "replica"), (j, checker, checker_wrong, "replica"))
         else:
             out.audits += 1
             checker.audits += 1
             bad = set(where.sample(positions, wrong)) if wrong else ()
             hit = any(r in bad for r in check.records)
-            skips = checker.lazy and u_lazy < checker.cheat_rate
-            checker.skipped += skips
-            false_alarm = not skips and u_fp < audit_fp
+            skips = partner or (checker.lazy and u_lazy < checker.cheat_rate)
+            checker.skipped += skips and not partner
+            false_alarm = not skips and (u_fp < audit_fp or glitch_lost)
             if not skips and wrong:
                 out.cheated_audits += worker.cheat_rate > 0
                 out.cheated_audits_hit += worker.cheat_rate > 0 and hit
-            # a lazy auditor accepts everything, decoys too: disputed iff the plan planted a decoy
-            disputed = bool(check.decoys) if skips else hit or false_alarm
+            # a lazy auditor accepts everything, decoys too: disputed iff the plan planted a decoy;
+            # a partner passes its partner's records but rejects the decoy: nothing to dispute
+            disputed = (not partner and bool(check.decoys)) if skips else hit or false_alarm
             out.audit_disputes += disputed
-            primary_wrong = disputed and hit  # the referee re-scores the drawn records
-            checker_wrong = disputed and (skips or false_alarm)
+            primary_wrong = disputed and (hit or glitch_lost)  # the referee re-scores the drawn records
+            checker_wrong = disputed and ((skips and not partner) or (false_alarm and not glitch_lost))
             if wrong and not primary_wrong:
                 out.wrong_accepted += 1
+                out.wrong_records += wrong
                 worker.escaped += 1
             sides = []
             if credit_primary or primary_wrong:
@@ -242,13 +318,14 @@ def simulate_runs(plan: VerificationPlan, runs: int, seed: int, **kw) -> Outcome
     outs = [simulate(plan, seed=seed + 10 * k, **kw) for k in range(runs)]
     pooled = Outcome([p for o in outs for p in o.providers], 0, outs[0].records, plan.audit)
     for name in ("tasks", "replicas", "replica_disputes", "audits", "audit_disputes", "wrong_accepted",
-                 "cheated_audits", "cheated_audits_hit"):
+                 "wrong_records", "cheated_audits", "cheated_audits_hit"):
         setattr(pooled, name, sum(getattr(o, name) for o in outs))
     return pooled
 
 
 def _cheated(ps: list[Provider]) -> list[Provider]:
-    return [p for p in ps if p.first_wrong_at is not None and p.first_wrong_at <= WINDOW]
+    """Cheaters that returned at least two wrong results within their first WINDOW tasks."""
+    return [p for p in ps if p.wrong_early >= 2]
 
 
 def _within(ps: list[Provider]) -> int:
@@ -270,17 +347,18 @@ def figures(out: Outcome, rescore_cost: float) -> dict[str, float]:
         "extra": out.extra(rescore_cost),
         "extra_1": out.extra(1.0),
         "wrong_out": out.wrong_accepted / max(1, out.tasks),
+        "wrong_rec": out.wrong_records / max(1, out.tasks * out.records),
     }
 
 
 def print_header() -> None:
     print(f"{'scheme':<25}{'caught':>8}{'<=200':>8}{'median':>7}{'FP':>7}{'FP ejct':>8}{'extra':>7}"
-          f"{'@1.0':>7}{'wrong out':>10}{'checks':>7}")
+          f"{'@1.0':>7}{'wrong/rec':>10}{'checks':>7}")
 
 
 def print_row(name: str, f: dict[str, float]) -> None:
     print(f"{name:<25}{f['detected']:>8.1%}{f['window']:>8.1%}{f['median']:>7.0f}{f['fp']:>7.2%}"
-          f"{f['honest_ejected']:>8.2%}{f['extra']:>7.1%}{f['extra_1']:>7.1%}{f['wrong_out']:>10.3%}"
+          f"{f['honest_ejected']:>8.2%}{f['extra']:>7.1%}{f['extra_1']:>7.1%}{f['wrong_rec']:>10.1e}"
           f"{f['checks']:>7.1f}")
 
 
@@ -290,7 +368,7 @@ def _fname(f: float) -> str:
 
 def audit_hit(records: int, bad: int, audit: AuditPolicy) -> float:
     """The chance that an audit draws at least one of ``bad`` wrong records (1 - hypergeometric miss)."""
-    drawn = min(audit.records, records)
+    drawn = audit.drawn(records)
     return 1.0 - math.comb(records - bad, drawn) / math.comb(records, drawn)
 
 
@@ -346,45 +424,40 @@ def _binom_window(rate: float, hit: float, n: int = WINDOW) -> float:
     return 1 - missed_all / cheated
 
 
-def target_report(out: Outcome, f: dict[str, float], rescore_cost: float) -> list[str]:
-    lines = []
-    met = f["window"] >= TARGET_CAUGHT and f["extra"] <= TARGET_EXTRA
-    lines.append(f"target (>= {TARGET_CAUGHT:.0%} of cheaters caught within their first {WINDOW} tasks at <= "
-                 f"{TARGET_EXTRA:.0%} extra compute) for (b), all cheater types pooled: "
-                 f"{'MET' if met else 'NOT met'} ({f['window']:.1%} at {f['extra']:.1%} extra, "
-                 f"{f['extra_1']:.1%} at rescore cost 1.0)")
-    ok, short = [], []
-    for rate in CHEAT_RATES:
-        for frac in CHEAT_FRACTIONS:
-            ps = [p for p in out.providers if p.cheat_rate == rate and p.fraction == frac]
-            cheated = _cheated(ps)
-            if not cheated:
-                continue
-            share = _within(cheated) / len(cheated)
-            diligent = [p for p in cheated if not p.lazy]
-            name = f"rate {rate:g} f={_fname(frac)}"
-            if share >= TARGET_CAUGHT:
-                ok.append(name)
-            else:
-                hit = audit_hit(out.records, ps[0].bad_records, out.audit)
-                need = math.ceil(math.log(1 - TARGET_CAUGHT) / math.log1p(-hit)) if hit < 1 else 1
-                honest_share = f"{_within(diligent) / len(diligent):.1%}" if diligent else "-"
-                span = [min(WINDOW, p.executed) for p in cheated]  # the run may end before WINDOW tasks
-                alone = sum(_binom_window(rate, hit, n) for n in span) / len(span)
-                short.append(f"  {name}: {share:.1%} (n={len(cheated)}; non-lazy {honest_share}); an audit "
-                             f"catches a cheated result with {hit:.3f}, it cheats ~{rate * np.mean(span):.1f} times "
-                             f"in the {np.mean(span):.0f} tasks it executes (of {WINDOW}) and {need} audited cheats "
-                             f"are needed for 99%; with every result audited and no other help: {alone:.1%}")
-    if f["extra"] > TARGET_EXTRA:
-        rep, ref, aud = out.parts(rescore_cost)
-        lines.append(f"cost: {f['extra']:.1%} > {TARGET_EXTRA:.0%}; replicas are {rep:.1%} of it: every newcomer's "
-                     f"first results are replicated (probation), and here every provider is a newcomer, "
-                     f"executing ~{sum(p.executed for p in out.providers) / max(1, len(out.providers)):.0f} tasks")
-    lines.append(f"met for: {', '.join(ok) or 'none'}")
-    if short:
-        lines.append("NOT met for (too few wrong records are ever drawn: a cheater that corrupts few records "
-                     "on few tasks gives an audit little to find):")
-        lines.extend(short)
+def break_even(out: Outcome) -> float:
+    """The largest rescore/generate ratio at which this run's extra compute is within TARGET_EXTRA."""
+    rep, ref, aud1 = out.parts(1.0)
+    return (TARGET_EXTRA - rep - ref) / aud1 if aud1 > 0 else math.inf
+
+
+def ring_report(out: Outcome) -> str:
+    ring = _cheated([p for p in out.providers if p.ring >= 0])
+    lone = _cheated([p for p in out.providers if p.cheat_rate > 0 and p.ring < 0])
+    if not ring:
+        return "colluding rings: none in this population (--rings)"
+    return (f"colluding rings (one operator, same wrong records): <=200 {_within(ring) / len(ring):.1%} of "
+            f"{len(ring)} ring members vs {_within(lone) / max(1, len(lone)):.1%} of {len(lone)} lone cheaters")
+
+
+def target_report(out: Outcome, f: dict[str, float], rescore_cost: float, source: str) -> list[str]:
+    checks = {
+        f">= {TARGET_CAUGHT:.0%} of cheaters that cheat twice caught within their first {WINDOW} tasks":
+            (f["window"] >= TARGET_CAUGHT, f"{f['window']:.2%}"),
+        f"wrong records delivered <= {TARGET_WRONG:g} per record": (f["wrong_rec"] <= TARGET_WRONG,
+                                                                  f"{f['wrong_rec']:.1e}"),
+        f"honest providers falsely slashed <= {TARGET_FP:.1%}": (f["fp"] <= TARGET_FP, f"{f['fp']:.2%}"),
+        f"extra compute <= {TARGET_EXTRA:.0%}": (f["extra"] <= TARGET_EXTRA, f"{f['extra']:.1%}"),
+    }
+    met = all(ok for ok, _ in checks.values())
+    lines = [f"target for (b), every cheater type pooled, at rescore cost {rescore_cost:.3f} ({source}): "
+             f"{'MET' if met else 'NOT met'}"]
+    lines += [f"  {'ok ' if ok else 'NO '} {name}: {value}" for name, (ok, value) in checks.items()]
+    lines.append(f"  the cost target holds up to a rescore/generate ratio of {break_even(out):.3f} "
+                 f"(at 1.0: {f['extra_1']:.1%} extra)")
+    rep, ref, aud = out.parts(rescore_cost)
+    lines.append(f"  extra = replicas {rep:.1%} + referee re-executions {ref:.2%} + audits and their referee "
+                 f"re-scorings {aud:.1%} ({out.audits / max(1, out.tasks):.1%} of tasks audited, "
+                 f"{out.replicas / max(1, out.tasks):.1%} replicated)")
     return lines
 
 
@@ -393,66 +466,80 @@ def main() -> None:
     ap.add_argument("--providers", type=int, default=1000)
     ap.add_argument("--tasks", type=int, default=100_000)
     ap.add_argument("--dishonest", type=float, default=0.1)
-    ap.add_argument("--honest-error", type=float, default=0.001)
+    ap.add_argument("--honest-error", type=float, default=0.01,
+                    help="share of an honest provider's results that are not identical to another engine's")
+    ap.add_argument("--referee-fr", type=float, default=0.001,
+                    help="chance that the rescoring band rejects a nondeterministic honest result")
     ap.add_argument("--records", type=int, default=16, help="records per task (the default shard size)")
-    ap.add_argument("--rescore-cost", type=float, default=DEFAULT_RESCORE_COST,
-                    help="re-scoring a record relative to generating it")
+    ap.add_argument("--rescore-cost", type=float, default=None,
+                    help="re-scoring a task's records relative to generating them (default: measured)")
     ap.add_argument("--audit-fp", type=float, default=0.0, help="an honest audit's false-alarm rate")
     ap.add_argument("--lazy", type=float, default=0.5, help="fraction of cheaters that also skip audits")
+    ap.add_argument("--rings", type=float, default=0.3, help="fraction of cheaters in colluding rings")
+    ap.add_argument("--ring-size", type=int, default=2)
+    ap.add_argument("--no-independence", action="store_true",
+                    help="draw checkers among all providers, ring partners included (what the rule prevents)")
     ap.add_argument("--audit-credit", choices=("both", "primary", "none"), default="both",
                     help="whom a passed audit counts as verified valid")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--runs", type=int, default=1, help="pool this many runs (seeds seed, seed+10, ...)")
     default = VerificationPlan()
+    ap.add_argument("--p-new", type=float, default=default.replication.p_new, help="plan (b): probation replicas")
     ap.add_argument("--probation", type=int, default=default.replication.probation,
                     help="plan (b): consecutive valid results before replication drops")
     ap.add_argument("--p-floor", type=float, default=default.replication.p_floor, help="plan (b): replication floor")
-    ap.add_argument("--audit-records", type=int, default=default.audit.records, help="plan (b): records per audit")
+    ap.add_argument("--audit-records", type=int, default=default.audit.records,
+                    help="plan (b): records per audit (0: all)")
     ap.add_argument("--decoys", type=int, default=default.audit.decoys, help="plan (b): decoys per audit")
     args = ap.parse_args()
-    SCHEMES["(b) adaptive + audits"] = VerificationPlan(
-        replace(default.replication, probation=args.probation, p_floor=args.p_floor),
+    if args.rescore_cost is None:
+        rescore_cost, source = measured_rescore_cost()
+    else:
+        rescore_cost, source = args.rescore_cost, "given with --rescore-cost"
+    SCHEMES[DEFAULT] = VerificationPlan(
+        replace(default.replication, p_new=args.p_new, probation=args.probation, p_floor=args.p_floor),
         replace(default.audit, records=args.audit_records, decoys=args.decoys))
     kw = {"providers": args.providers, "tasks": args.tasks, "dishonest": args.dishonest,
           "honest_error": args.honest_error, "seed": args.seed, "runs": args.runs, "records": args.records,
-          "lazy": args.lazy, "audit_fp": args.audit_fp, "audit_credit": args.audit_credit}
-    plan = SCHEMES["(b) adaptive + audits"]
+          "lazy": args.lazy, "audit_fp": args.audit_fp, "audit_credit": args.audit_credit, "rings": args.rings,
+          "ring_size": args.ring_size, "referee_fr": args.referee_fr, "independent": not args.no_independence}
+    plan = SCHEMES[DEFAULT]
     a = plan.audit
     print(f"{args.providers} providers, {args.dishonest:.0%} dishonest (cheat rates {CHEAT_RATES} x corrupted "
-          f"fractions {', '.join(map(_fname, CHEAT_FRACTIONS))}; {args.lazy:.0%} of them lazy auditors), "
-          f"{args.tasks} tasks of {args.records} records, honest error rate {args.honest_error}, audit FP "
-          f"{args.audit_fp}, seed {args.seed}" + (f", {args.runs} runs pooled" if args.runs > 1 else ""))
-    print(f"plan (b): {plan.replication}, {a}; an audit re-scores {min(a.records, args.records)} records + "
-          f"{a.decoys if args.records >= 2 else 0} decoy(s) = {a.cost(args.records, args.rescore_cost):.4f} of a "
-          f"task at rescore cost {args.rescore_cost} ({a.cost(args.records, 1.0):.4f} at 1.0); passed audits "
-          f"credit: {args.audit_credit}")
+          f"fractions {', '.join(map(_fname, CHEAT_FRACTIONS))}; {args.lazy:.0%} of them lazy auditors, "
+          f"{args.rings:.0%} in rings of {args.ring_size}), {args.tasks} tasks of {args.records} records, honest "
+          f"nondeterminism {args.honest_error}, band false-reject {args.referee_fr}, audit FP {args.audit_fp}, "
+          f"checkers {'independent' if not args.no_independence else 'drawn among all'}, seed {args.seed}"
+          + (f", {args.runs} runs pooled" if args.runs > 1 else ""))
+    print(f"rescore/generate ratio used: {rescore_cost:.3f}, {source}")
+    print(f"plan (b): {plan.replication}, {a}; an audit re-scores {a.drawn(args.records)} records + "
+          f"{a.decoys if args.records >= 2 else 0} decoy(s) = {a.cost(args.records, rescore_cost):.4f} of a "
+          f"task ({a.cost(args.records, 1.0):.4f} at 1.0); passed audits credit: {args.audit_credit}")
     print_header()
     start = time.perf_counter()
     outs, figs = {}, {}
     for name, scheme in SCHEMES.items():
         outs[name] = simulate_runs(scheme, **kw)
-        figs[name] = figures(outs[name], args.rescore_cost)
+        figs[name] = figures(outs[name], rescore_cost)
         print_row(name, figs[name])
     elapsed = time.perf_counter() - start
-    print(f"extra: at rescore cost {args.rescore_cost} (measured 0.14-0.25 on 2 CPU cores with SmolLM2-135M; "
-          f"the GPU ratio is unmeasured, expected lower); '@1.0': a re-score as dear as regenerating.")
     print("<=200 by corrupted fraction: "
           + "; ".join(f"{name.split()[0]} {by_fraction(o)}" for name, o in outs.items()))
-    b = outs["(b) adaptive + audits"]
-    rep, ref, aud = b.parts(args.rescore_cost)
-    print(f"(b) extra = replicas {rep:.1%} + referee re-executions {ref:.2%} + audits and their referee "
-          f"re-scorings {aud:.1%} ({b.audits / max(1, b.tasks):.1%} of tasks audited, "
-          f"{b.replicas / max(1, b.tasks):.1%} replicated)")
+    b = outs[DEFAULT]
     print(f"(b) by cheat rate x corrupted fraction f ('audit hit': chance an audit draws a wrong record of a "
           f"cheated result; measured {b.cheated_audits_hit}/{b.cheated_audits} = "
           f"{b.cheated_audits_hit / max(1, b.cheated_audits):.3f} over all audits of cheated results):")
     print_by_type(b)
     print(lazy_report(b))
-    for line in target_report(b, figs["(b) adaptive + audits"], args.rescore_cost):
+    print(ring_report(b))
+    for line in target_report(b, figs[DEFAULT], rescore_cost, source):
         print(line)
-    fa, fc = figs["(a) replica-only adapt."], figs["(c) full 2x replication"]
-    print(f"for comparison: (a) {fa['window']:.1%} at {fa['extra']:.1%} extra; (c) {fc['window']:.1%} at "
-          f"{fc['extra']:.1%} extra")
+    cpu = json.loads(MEASURED.read_text()).get("cpu") if MEASURED.exists() else None
+    if cpu and "gpu" in json.loads(MEASURED.read_text()):
+        print(f"at the CPU ratio {cpu['ratio']:.3f}: {b.extra(cpu['ratio']):.1%} extra")
+    fa, fs, fc = (figs[k] for k in ("(a) replica-only adapt.", "(s) sampled audits (old)", "(c) full 2x replication"))
+    print(f"for comparison: (a) {fa['window']:.1%} at {fa['extra']:.1%} extra; (s) {fs['window']:.1%} at "
+          f"{fs['extra']:.1%}, {fs['wrong_rec']:.1e} wrong/record; (c) {fc['window']:.1%} at {fc['extra']:.1%} extra")
     print(f"({elapsed:.1f} s for {len(SCHEMES)} schemes x {args.runs} run(s))")
 
 

@@ -79,11 +79,11 @@ class CoordinatorSettings(BaseSettings):
     # Verification (coordinator.verifier): adaptive replication, sampled re-scoring audits,
     # referees on centralized providers, slashing through the ProviderRegistry.
     verify: bool = True
-    replication_p_new: float = Field(1.0, ge=0, le=1)
+    replication_p_new: float = Field(0.1, ge=0, le=1)  # full audits check the rest
     replication_probation: int = Field(9, ge=0)
     replication_p_floor: float = Field(0.02, ge=0, le=1)  # >= cost / (reward + stake), see policy.p_floor
     audit_rate: float = Field(1.0, ge=0, le=1)  # of results not replicated
-    audit_records: int = Field(2, ge=1)
+    audit_records: int = Field(0, ge=0)  # 0: every record of the result (full coverage); k: a sample of k
     audit_decoys: int = Field(1, ge=0)
     check_wait_s: float = Field(300.0, gt=0)  # a replica/audit no independent provider takes is dropped
     reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)

@@ -19,6 +19,7 @@ _spec.loader.exec_module(sim)
 
 REPLICA_ONLY = sim.SCHEMES["(a) replica-only adapt."]
 AUDITS = sim.SCHEMES["(b) adaptive + audits"]
+SAMPLED = sim.SCHEMES["(s) sampled audits (old)"]
 FULL = sim.SCHEMES["(c) full 2x replication"]
 SMALL = {"providers": 200, "tasks": 8000, "dishonest": 0.3, "honest_error": 0.0}
 
@@ -29,7 +30,8 @@ def _cheated(out):
 
 def test_the_schemes_are_the_coordinator_plans():
     assert AUDITS == VerificationPlan()  # (b) is the coordinator's default plan
-    assert REPLICA_ONLY.replication == ReplicationPolicy() and REPLICA_ONLY.audit.rate == 0
+    assert AUDITS.audit.records == 0 and AUDITS.audit.drawn(16) == 16  # full coverage
+    assert REPLICA_ONLY.audit.rate == 0 and SAMPLED.audit.records == 2
     out = sim.simulate(FULL, seed=3, **SMALL)
     assert out.audits == 0 and out.replicas == out.tasks == SMALL["tasks"]
 
@@ -52,6 +54,7 @@ def test_audits_catch_more_than_replica_only_for_about_the_audit_cost():
     assert caught(b) / cheated(b) > caught(a) / cheated(a) + 0.05
     assert sum(o.wrong_accepted for o in b) < sum(o.wrong_accepted for o in a)
     audit_cost = AUDITS.audit.cost(16, sim.DEFAULT_RESCORE_COST)
+    assert audit_cost == pytest.approx(17 / 16 * sim.DEFAULT_RESCORE_COST)  # 16 records + 1 decoy
     for oa, ob in zip(a, b):  # same population and draws: (b) costs at most the audits on top of (a)
         assert ob.extra(sim.DEFAULT_RESCORE_COST) <= oa.extra(sim.DEFAULT_RESCORE_COST) + audit_cost + 0.01
     # a whole-task cheat cannot pass an audit: with every unreplicated result audited, it is caught at once
@@ -64,7 +67,7 @@ def test_audits_catch_more_than_replica_only_for_about_the_audit_cost():
 @pytest.mark.parametrize("rescore_cost", [0.25, 1.0])
 def test_extra_compute_matches_the_analytic_cost(rescore_cost):
     p, rate, tasks = 0.1, 0.5, 20000
-    plan = VerificationPlan(ReplicationPolicy(p_new=p, probation=0, p_floor=p), AuditPolicy(rate=rate))
+    plan = VerificationPlan(ReplicationPolicy(p_new=p, probation=0, p_floor=p), AuditPolicy(rate=rate, records=2))
     out = sim.simulate(plan, providers=100, tasks=tasks, dishonest=0.0, honest_error=0.0, seed=5)
     assert out.replica_disputes == out.audit_disputes == 0  # nobody is wrong: no referee
     per_audit = plan.audit.cost(16, rescore_cost)
@@ -78,8 +81,10 @@ def test_extra_compute_matches_the_analytic_cost(rescore_cost):
 def test_an_audit_finds_a_cheated_result_with_the_hypergeometric_chance(monkeypatch, fraction, hit):
     monkeypatch.setattr(sim, "CHEAT_RATES", (0.3,))
     monkeypatch.setattr(sim, "CHEAT_FRACTIONS", (fraction,))
-    assert sim.audit_hit(16, max(1, round(fraction * 16)), AuditPolicy()) == pytest.approx(hit)
-    plan = VerificationPlan(ReplicationPolicy(p_new=0.02, probation=0, p_floor=0.02))  # nearly all audited
+    assert sim.audit_hit(16, max(1, round(fraction * 16)), AuditPolicy(records=2)) == pytest.approx(hit)
+    assert sim.audit_hit(16, max(1, round(fraction * 16)), AuditPolicy()) == 1.0  # full coverage finds it
+    plan = VerificationPlan(ReplicationPolicy(p_new=0.02, probation=0, p_floor=0.02),  # nearly all audited
+                            AuditPolicy(records=2))
     n = hits = 0
     for seed in (21, 22):
         out = sim.simulate(plan, providers=400, tasks=10000, dishonest=0.5, honest_error=0.0, seed=seed,
@@ -117,4 +122,45 @@ def test_main_prints_the_table_and_the_target_verdict(monkeypatch, capsys):
     text = capsys.readouterr().out
     for name in sim.SCHEMES:
         assert name in text
-    assert "target (>= 99%" in text and "GPU ratio is unmeasured" in text
+    assert "target for (b)" in text and "rescore/generate ratio used: " in text
+    assert "colluding rings" in text and "cost target holds up to a rescore/generate ratio of" in text
+
+
+def test_full_audits_catch_one_wrong_record_in_sixteen_where_samples_miss_it(monkeypatch):
+    monkeypatch.setattr(sim, "CHEAT_RATES", (0.05,))
+    monkeypatch.setattr(sim, "CHEAT_FRACTIONS", (1 / 16,))
+    kw = dict(providers=300, tasks=20000, dishonest=0.5, honest_error=0.0, lazy=0.0)
+    full = sim.simulate_runs(AUDITS, runs=2, seed=51, **kw)
+    sampled = sim.simulate_runs(SAMPLED, runs=2, seed=51, **kw)
+    f_full, f_s = sim.figures(full, 0.1), sim.figures(sampled, 0.1)
+    assert f_full["window"] >= 0.99 and f_full["wrong_rec"] < f_s["wrong_rec"] / 3
+    assert full.cheated_audits_hit == full.cheated_audits > 100  # every audited cheated result is caught
+
+
+def test_rings_never_check_each_other_under_the_independence_rule(monkeypatch):
+    monkeypatch.setattr(sim, "CHEAT_RATES", (0.2,))
+    kw = dict(providers=60, tasks=6000, dishonest=0.5, honest_error=0.0, lazy=0.0, rings=1.0, ring_size=3)
+    honest = sim.simulate(AUDITS, seed=61, **kw)
+    cheaters = [p for p in honest.providers if p.cheat_rate > 0]
+    assert sum(p.ring >= 0 for p in cheaters) >= len(cheaters) - 2  # all but a ring's remainder
+    caught = sim.figures(honest, 0.1)["window"]
+    blind = sim.simulate(AUDITS, seed=61, independent=False, **kw)  # partners vouch for each other
+    assert caught >= 0.99 and blind.wrong_records > honest.wrong_records
+
+
+def test_honest_nondeterminism_is_not_slashed_but_the_band_false_rejects_cost_fp():
+    kw = dict(providers=200, tasks=20000, dishonest=0.0, honest_error=0.05, seed=71)
+    out = sim.simulate(AUDITS, **kw)
+    assert out.replica_disputes > 0 and not any(p.losses for p in out.providers)
+    noisy = sim.simulate(AUDITS, referee_fr=0.5, **kw)
+    assert any(p.losses for p in noisy.providers)
+
+
+def test_the_measured_ratio_is_read_from_the_bench_file(tmp_path):
+    f = tmp_path / "r.json"
+    f.write_text('{"cpu": {"device": "CPU (2 cores)", "ratio": 0.3, "models": {"tiny": {"ratio": 0.3}}}}')
+    assert sim.measured_rescore_cost(f)[0] == 0.3 and "CPU" in sim.measured_rescore_cost(f)[1]
+    f.write_text('{"cpu": {"device": "c", "ratio": 0.3, "models": {}}, "gpu": {"device": "H100", "ratio": 0.04, '
+                 '"models": {}}}')
+    assert sim.measured_rescore_cost(f) [0] == 0.04
+    assert sim.measured_rescore_cost(tmp_path / "none.json")[0] == sim.DEFAULT_RESCORE_COST

@@ -75,7 +75,7 @@ class ReplicationPolicy:
     ``p_floor`` (2.9% over 1M tasks in the simulation).
     """
 
-    p_new: float = 1.0  # while on probation
+    p_new: float = 0.1  # while on probation (full-coverage audits check the rest)
     probation: int = 9  # consecutive verified-valid results to leave probation
     p_floor: float = 0.02  # never below this
     halving: int = 1  # after probation, p halves every `halving` further consecutive valid results
