@@ -81,6 +81,7 @@ class CoordinatorSettings(BaseSettings):
     verify: bool = True
     replication_p_new: float = Field(0.1, ge=0, le=1)  # full audits check the rest
     replication_probation: int = Field(9, ge=0)
+    replay_p_new: float = Field(1.0, ge=0, le=1)  # fine-tunes on probation (a segment replay is their only check)
     replication_p_floor: float = Field(0.02, ge=0, le=1)  # >= cost / (reward + stake), see policy.p_floor
     audit_rate: float = Field(1.0, ge=0, le=1)  # of results not replicated
     audit_records: int = Field(0, ge=0)  # 0: every record of the result (full coverage); k: a sample of k

@@ -169,6 +169,8 @@ class Verifier:
         if why := self._unchecked(provider):
             return PrimaryDecision(verdict=why)
         policy = self.plan_for(job.spec, task).replication
+        # no audit covers a fine-tune: a replay is its only check, so probation replays every result
+        policy = replace(policy, p_new=max(policy.p_new, self.settings.replay_p_new))
         if not policy.decide(provider.track, self.rng.random()):
             return PrimaryDecision(verdict=f"accepted unchecked (not drawn: p={policy.probability(provider.track):.3f})")
         seg = choose_segment(index, self.rng.random())

@@ -2,8 +2,9 @@
 cheat, the referee (a centralized provider) decides, the cheater is slashed on-chain through the
 ProviderRegistry and loses its pay, and the job still completes with the honest outputs.
 
-Every provider is a newcomer, so every result of an open-market provider is replicated
-(probation); a disputed check goes to the referee, which re-scores both sides teacher-forced.
+Every result of an open-market provider is checked: replicated (some probation results) or audited
+in full (every record re-scored, plus a decoy); a disputed check goes to the referee, which
+re-scores both sides teacher-forced.
 """
 
 from __future__ import annotations
@@ -126,8 +127,14 @@ def test_cheater_is_caught_slashed_and_unpaid(tmp_path, tiny_model, expected, ad
         with client:
             _assert_cheater_caught(client, job, providers, "cheater", ["honest", "referee"])
             chain = client.chain()
-            assert chain.escrow_balance(providers["cheater"]) == 0  # every result it returned was wrong
-            assert chain.escrow_balance(providers["honest"]) > 0
+            # every result it returned was wrong and went unpaid; what it earned, it earned auditing
+            by_id = {p.provider_id: p.name for p in client.list_providers()}
+            paid = [t for t in job.tasks if t.state == common_pb2.TASK_STATE_SETTLED
+                    and by_id.get(t.provider_id) == "cheater"]
+            assert {t.role for t in paid} <= {"audit"}
+            if not paid:
+                assert chain.escrow_balance(providers["cheater"]) == 0
+            assert chain.escrow_balance(providers["honest"]) > chain.escrow_balance(providers["cheater"])
 
 
 def test_lazy_copier_is_caught(tmp_path, tiny_model, expected):

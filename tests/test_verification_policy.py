@@ -54,7 +54,7 @@ def test_probation_then_halving_to_the_floor_and_back_to_probation_on_failure():
 
 
 def test_decide_compares_the_callers_uniform_draw():
-    policy = ReplicationPolicy(probation=0, p_floor=0.25, halving=1)
+    policy = ReplicationPolicy(p_new=1.0, probation=0, p_floor=0.25, halving=1)
     veteran = ProviderTrack(consecutive_valid=50, total_valid=50)
     assert policy.probability(veteran) == 0.25
     assert policy.decide(veteran, 0.0) and policy.decide(veteran, 0.2499)
@@ -76,10 +76,10 @@ def test_jobs_may_ask_for_more_checking_but_never_less():
     assert policy.for_job(p_floor(3, 5, 95)) is policy  # the market floor (0.03) is already met
 
 
-def test_defaults_check_newcomers_always_and_veterans_at_the_floor():
-    policy = ReplicationPolicy()
-    assert policy.p_new == 1.0 and policy.probation >= 1
-    assert policy.probability(ProviderTrack()) == 1.0
+def test_defaults_replicate_a_tenth_of_newcomers_results_and_veterans_at_the_floor():
+    policy = ReplicationPolicy()  # full-coverage audits check the rest (plan.py)
+    assert policy.p_new == 0.1 and policy.probation >= 1
+    assert policy.probability(ProviderTrack()) == 0.1
     assert policy.probability(ProviderTrack(consecutive_valid=10_000)) == policy.p_floor > 0
 
 

@@ -37,7 +37,7 @@ def env(tmp_path):
     store = SqliteStore(tmp_path / "c.db")
     # What the coordinator hands its verifier: the store seen through its key broker.
     blocks = SealedView(EmbeddedBlockstore(tmp_path / "blocks"), KeyBroker(SealingKey.generate(), store, lambda: 10.0))
-    settings = CoordinatorSettings(data_dir=tmp_path)
+    settings = CoordinatorSettings(data_dir=tmp_path, replication_p_new=1.0)  # newcomers replicated: the replica path
     for pid, addr, tier in (("prov_a", "0x" + "a" * 40, ProviderTier.OPEN), ("prov_b", "0x" + "b" * 40, ProviderTier.OPEN),
                             ("prov_r", "0x" + "c" * 40, ProviderTier.CENTRALIZED)):
         store.upsert_provider(ProviderRecord(pid, addr, pid, "{}", (GpuSpec("H100", 80_000),), 8, 64_000, 10, tier, 1,
