@@ -33,11 +33,13 @@ def token_hash(token: str) -> str:
 class ProviderAuth:
     def __init__(self, store: Store, settings: CoordinatorSettings, clock: Callable[[], float],
                  stake_of: Callable[[str], int] | None = None,
-                 is_registered: Callable[[str], bool] | None = None) -> None:
+                 is_registered: Callable[[str], bool] | None = None,
+                 funder_of: Callable[[str], str] | None = None) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
         self.stake_of = stake_of  # active stake in the ProviderRegistry (settling coordinators)
+        self.funder_of = funder_of  # who first sent it payment tokens (settling coordinators)
         self.is_registered = is_registered  # in the ProviderRegistry: the escrow pays no one else
 
     def issue_challenge(self, address: str) -> tuple[str, float]:
@@ -48,8 +50,9 @@ class ProviderAuth:
         self.store.put_challenge(address=address, text=text, expires_at=expires)
         return text, expires
 
-    def register(self, req: provider_pb2.RegisterRequest) -> tuple[ProviderRecord, str, float]:
-        """Check the signed challenge (used once), upsert the provider, mint a session token."""
+    def register(self, req: provider_pb2.RegisterRequest, peer: str = "") -> tuple[ProviderRecord, str, float]:
+        """Check the signed challenge (used once), upsert the provider, mint a session token.
+        ``peer``: the gRPC peer it registered from (its network is an independence key)."""
         address = normalize_address(req.address)
         _validate_offer(req)
         price = parse_amount(req.price_per_hour, field="price_per_hour")  # before the challenge is spent
@@ -68,7 +71,7 @@ class ProviderAuth:
         if tier is ProviderTier.CENTRALIZED:
             self._check_trusted(address, now)
         self._check_registered(address)
-        self._check_stake(address, tier)
+        stake = self._check_stake(address, tier)
         record = self.store.upsert_provider(
             ProviderRecord(
                 provider_id="prov_" + uuid.uuid4().hex[:16],
@@ -88,6 +91,9 @@ class ProviderAuth:
                 last_seen=now,
                 operator=req.operator.lower(),
                 sealing_key=req.sealing_public_key.hex(),
+                network=self._network(peer),
+                funder=self._funder(address),
+                stake=stake,
             )
         )
         token = secrets.token_urlsafe(32)
@@ -115,15 +121,34 @@ class ProviderAuth:
                 f"{address} is not registered in this coordinator's ProviderRegistry, so the escrow cannot pay it: "
                 "run `gpumesh provider register` (it needs a little gas), then start again", field="address")
 
-    def _check_stake(self, address: str, tier: ProviderTier) -> None:
-        """Open-market providers need slashable stake to take work (centralized ones are trusted)."""
-        if self.stake_of is None or self.settings.min_stake == 0 or tier is ProviderTier.CENTRALIZED:
-            return
+    def _check_stake(self, address: str, tier: ProviderTier) -> int | None:
+        """Open-market providers need slashable stake to take work (centralized ones are trusted).
+        Returns the active stake read (None without a registry)."""
+        if self.stake_of is None:
+            return None
         active = self.stake_of(address)
+        if self.settings.min_stake == 0 or tier is ProviderTier.CENTRALIZED:
+            return active
         if active < self.settings.min_stake:
             raise FailedPrecondition(
                 f"{address} has {active} staked in the ProviderRegistry; at least {self.settings.min_stake} "
                 "is needed to take work (stake, then register again)", field="stake")
+        return active
+
+    def _network(self, peer: str) -> str:
+        from coordinator.verification.independence import network_of
+
+        if not self.settings.independent_networks:
+            return ""
+        return network_of(peer, v4_prefix=self.settings.network_prefix_v4, v6_prefix=self.settings.network_prefix_v6)
+
+    def _funder(self, address: str) -> str:
+        """Who funded it, unless that is itself or a public funder (an exchange, a faucet)."""
+        if self.funder_of is None:
+            return ""
+        funder = self.funder_of(address).lower()
+        public = {a.lower() for a in self.settings.public_funders}
+        return "" if funder in public or funder == address.lower() else funder
 
     def authenticate(self, metadata: tuple[tuple[str, str], ...] | None) -> ProviderRecord:
         """Resolve the ``authorization: Bearer <token>`` metadata to a provider."""

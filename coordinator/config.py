@@ -86,11 +86,24 @@ class CoordinatorSettings(BaseSettings):
     audit_rate: float = Field(1.0, ge=0, le=1)  # of results not replicated
     audit_records: int = Field(0, ge=0)  # 0: every record of the result (full coverage); k: a sample of k
     audit_decoys: int = Field(1, ge=0)
-    check_wait_s: float = Field(300.0, gt=0)  # a replica/audit no independent provider takes is dropped
+    # A replica/audit no independent provider takes this long goes to centralized capacity, or, where
+    # the job allows unchecked results, is given up and its result paid unchecked_price_bps of its price.
+    check_wait_s: float = Field(300.0, gt=0)
+    unchecked_price_bps: int = Field(5000, ge=0, le=10_000)
+    # Independence (coordinator.verification.independence): checks never go to a provider sharing
+    # the checked one's operator, network (/24, /48) or stake funder. A local network of one host
+    # (gpumesh localnet) turns the network key off; exchanges and faucets fund strangers alike.
+    independent_networks: bool = True
+    network_prefix_v4: int = Field(24, ge=8, le=32)
+    network_prefix_v6: int = Field(48, ge=16, le=128)
+    public_funders: tuple[str, ...] = ()
     reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)
-    min_stake: int = Field(0, ge=0)  # active stake a provider needs to take work (settling coordinators)
+    # Active stake an open-market provider needs to take work (settling coordinators), checked at
+    # registration and after every slash: a provider slashed below it gets no more work.
+    min_stake: int = Field(0, ge=0)
+    registry_max_slash_bps: int = Field(2500, ge=0, le=10_000)  # the registry's per-incident cap (as deployed)
     # Who receives a slash when the job has no submitter to compensate (never the coordinator's own
     # key: the registry refuses that); "" skips such slashes.
     slash_beneficiary: str = ""

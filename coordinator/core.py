@@ -94,18 +94,21 @@ class Coordinator:
         self.clock = clock
         self.settler = (
             Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s,
-                                              min(60.0, settings.settle_margin_s / 2)),
+                                              min(60.0, settings.settle_margin_s / 2),
+                                              settings.unchecked_price_bps),
                     clock=clock, on_settled=self._on_settled)
             if chain is not None else None
         )
         self.verifier = Verifier(settings, store, self.artifacts, clock=clock)
         self.slasher = (
-            Slasher(store, registry, default_beneficiary=settings.slash_beneficiary, clock=clock)
+            Slasher(store, registry, default_beneficiary=settings.slash_beneficiary, clock=clock,
+                    on_stake=self._on_stake)
             if registry is not None else None
         )
         self._claims: ClaimDomain | None = None  # where this escrow's payment claims are signed for
         self.auth = ProviderAuth(store, settings, clock, stake_of=registry.stake_of if registry is not None else None,
-                                 is_registered=chain.is_registered if chain is not None else None)
+                                 is_registered=chain.is_registered if chain is not None else None,
+                                 funder_of=getattr(registry, "funder_of", None))
         self.requests = RequestAuth(store, clock, required=settings.require_signed_requests,
                                     max_skew_s=settings.request_max_skew_s)
         self.access = ArtifactAccess(store, clock=clock, anonymous=not settings.require_signed_requests,
@@ -601,6 +604,12 @@ class Coordinator:
         if ready:
             await self._finalize(row.job_id)
 
+    def _on_stake(self, provider_id: str) -> None:
+        """A slash changed a provider's collectable stake (now in the store): below ``min_stake`` it
+        gets no more work, and the check floor uses what is left."""
+        self._refresh(provider_id)
+        self.signals.notify(SCHEDULER)
+
     def _refresh(self, provider_id: str) -> None:
         """A provider's verification record changed: the scheduler sees the new one."""
         session = self.sessions.get(provider_id)
@@ -617,7 +626,8 @@ class Coordinator:
 
     def _standing(self, record):
         return standing(record, now=self.clock(), half_life_s=self.settings.reputation_half_life_s,
-                        max_invalid_rate=self.settings.max_invalid_rate)
+                        max_invalid_rate=self.settings.max_invalid_rate,
+                        min_stake=self.settings.min_stake if self.slasher is not None else 0)
 
     def _after_failure(self, outcomes) -> None:
         for outcome in outcomes:
@@ -723,6 +733,8 @@ class Coordinator:
             deadline=spec.deadline.timestamp() if spec.deadline is not None else None,
             expected_s=self.estimates.expected(task.job_id, spec, task.prompts),
             fallback=spec.fallback,
+            draw=task.role in (TaskRole.REPLICA, TaskRole.AUDIT),
+            avoid=frozenset(task.avoid),
         )
 
     def _request_capacity(self, plan) -> None:
@@ -871,9 +883,9 @@ class Coordinator:
         now = self.clock()
         if self.fallback.live():
             self._background(self._release_idle_capacity())
-        for job_id in self.store.drop_stale_checks(older_than=now - self.settings.check_wait_s, now=now):
-            log.warning("job %s: a check found no independent provider within %.0fs; its result stands unchecked",
-                        job_id, self.settings.check_wait_s)
+        for job_id in self.store.escalate_stale_checks(older_than=now - self.settings.check_wait_s, now=now):
+            log.warning("job %s: a check found no independent provider within %.0fs; its result is delivered "
+                        "marked unchecked (the submitter allowed it)", job_id, self.settings.check_wait_s)
             asyncio.get_running_loop().create_task(self._finalize(job_id))
         outcomes = self.store.expire_leases(now=self.clock())
         self.metrics.leases_expired.inc(len(outcomes))

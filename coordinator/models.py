@@ -110,6 +110,11 @@ class GpuSpec:
     memory_total_mb: int
 
 
+# The verdict prefix of a result delivered without a check (the submitter allowed it): paid at the
+# coordinator's ``unchecked_price_bps`` and shown as such to the submitter.
+UNCHECKED_VERDICT = "delivered unchecked"
+
+
 @dataclass(frozen=True)
 class ProviderRecord:
     """A registered provider as the coordinator stores it."""
@@ -140,10 +145,20 @@ class ProviderRecord:
     rep_updated_at: float | None = None
     slashed: int = 0  # times slashed
     sealing_key: str = ""  # hex X25519 public key: sealed inputs' data keys are wrapped to it
+    network: str = ""  # the /24 (IPv4) or /48 (IPv6) it registered from ("" = unknown)
+    funder: str = ""  # the address that funded its stake ("" = unknown or a public funder)
+    stake: int | None = None  # collectable active stake, as last read from the registry (None = not read)
 
     @property
     def operator_id(self) -> str:
         return (self.operator or self.address).lower()
+
+    @property
+    def independence_keys(self) -> tuple[str, ...]:
+        """What ties it to other identities: operator, network, stake funder (checks exclude them all)."""
+        from coordinator.verification.independence import independence_keys
+
+        return independence_keys(self.operator_id, self.network, self.funder)
 
     @property
     def track(self):
@@ -210,10 +225,11 @@ class Task:
     verifies: str = ""  # checks: the primary task checked
     kind: str = "inference"  # what the provider runs: "inference" or "rescore"
     aux_cid: str = ""  # rescore: the job's prompts beside the claims in input_cid
-    exclude: tuple[str, ...] = ()  # operators that must not take it
+    exclude: tuple[str, ...] = ()  # independence keys (operator, network, funder) that must not take it
     require_tier: str = ""  # "CENTRALIZED" for referees
     check_json: str = ""  # checks: what is checked and how (coordinator.verifier)
     verdict: str = ""  # "" until read; then why it was accepted, disputed or rejected
+    avoid: tuple[str, ...] = ()  # independence keys of providers whose attempts failed: others go first
 
     @property
     def is_check(self) -> bool:

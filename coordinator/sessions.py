@@ -110,6 +110,7 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
         cached_models=cached_models,
         reliability=reliability,
         operator=record.operator_id,
+        groups=frozenset(record.independence_keys),
         tier=record.tier.value,
         trust=trust,
         eligible=eligible,

@@ -83,23 +83,31 @@ class Verifier:
             AuditPolicy(settings.audit_rate, settings.audit_records, settings.audit_decoys),
         )
 
-    def plan_for(self, spec: JobSpec, task: Task | None = None) -> VerificationPlan:
+    def plan_for(self, spec: JobSpec, task: Task | None = None,
+                 provider: ProviderRecord | None = None) -> VerificationPlan:
         """The coordinator's plan, raised to the job's ``min_replication`` and to the economic
         floor of this task (:meth:`p_min`)."""
         v = spec.verification
         audit = self.plan.audit if v.audit_rate is None else replace(self.plan.audit, rate=v.audit_rate)
-        floor = max(v.min_replication or 0.0, self.p_min(task) if task is not None else 0.0)
+        floor = max(v.min_replication or 0.0, self.p_min(task, provider) if task is not None else 0.0)
         return VerificationPlan(self.plan.replication.for_job(floor or None), audit)
 
-    def p_min(self, task: Task) -> float:
+    def p_min(self, task: Task, provider: ProviderRecord | None = None) -> float:
         """``C / (R + S)`` for this result: its reward R is what the task earns at its lease price
         for the time it took; the cheater's saving C is taken as all of R (no margin, the worst
-        case); S is the stake surely slashable on a catch, ``min(slash_amount, min_stake)``. With no
-        stake required every paid result is checked; a coordinator that pays nobody needs no floor."""
+        case); S is the stake surely slashable on a catch: ``slash_amount``, at most what one incident
+        may take of the provider's collectable stake as last read (after every slash), else of
+        ``min_stake``. With nothing slashable every paid result is checked; a coordinator that pays
+        nobody needs no floor."""
         if not self.settings.chain_url:
             return 0.0
         reward = task_cost(TaskCharge(task.task_id, "", task.price_per_hour, max(0.0, self.clock() - task.leased_at)))
-        return p_floor(reward, reward, min(self.settings.slash_amount, self.settings.min_stake))
+        return p_floor(reward, reward, self.slashable(provider))
+
+    def slashable(self, provider: ProviderRecord | None) -> int:
+        """What one slash can surely collect from ``provider``."""
+        stake = provider.stake if provider is not None and provider.stake is not None else self.settings.min_stake
+        return min(self.settings.slash_amount, stake * self.settings.registry_max_slash_bps // 10_000)
 
     # ---- primary results ------------------------------------------------------------------------
 
@@ -116,7 +124,7 @@ class Verifier:
             return PrimaryDecision(reject=f"result does not answer the task's input: {shape.reason}")
         if why := self._unchecked(provider):
             return PrimaryDecision(verdict=why)
-        plan = self.plan_for(job.spec, task)
+        plan = self.plan_for(job.spec, task, provider)
         check = plan.decide(provider.track, len(records(inp)), self.rng)
         if check is None:
             p = plan.replication.probability(provider.track)
@@ -135,14 +143,14 @@ class Verifier:
             meta["names"] = d.names
             return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
                         self.artifacts.put_like(task.input_cid, d.data), task.prompts, role=TaskRole.REPLICA,
-                        verifies=task.task_id, kind="inference", exclude=(provider.operator_id,),
+                        verifies=task.task_id, kind="inference", exclude=provider.independence_keys,
                         check_json=json.dumps(meta))
         a = audit_input(inp, out, check, self.rng.getrandbits(63))
         meta["kinds"] = a.kinds
         return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
                     self.artifacts.put_like(task.input_cid, a.claims), len(a.kinds), role=TaskRole.AUDIT,
                     verifies=task.task_id, kind="rescore", aux_cid=self.artifacts.put_like(task.input_cid, a.prompts),
-                    exclude=(provider.operator_id,), check_json=json.dumps(meta))
+                    exclude=provider.independence_keys, check_json=json.dumps(meta))
 
     def _unchecked(self, provider: ProviderRecord) -> str:
         if not self.settings.verify:
@@ -168,7 +176,7 @@ class Verifier:
             return PrimaryDecision(reject=problem or f"{len(missing)} output artifact(s) were not uploaded")
         if why := self._unchecked(provider):
             return PrimaryDecision(verdict=why)
-        policy = self.plan_for(job.spec, task).replication
+        policy = self.plan_for(job.spec, task, provider).replication
         # no audit covers a fine-tune: a replay is its only check, so probation replays every result
         policy = replace(policy, p_new=max(policy.p_new, self.settings.replay_p_new))
         if not policy.decide(provider.track, self.rng.random()):
@@ -180,7 +188,7 @@ class Verifier:
                 "lease_params": {"finetune": job.spec.finetune, "steps": seg.to_step - seg.from_step}}
         row = Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED, task.input_cid, task.prompts,
                    role=TaskRole.REPLICA, verifies=task.task_id, kind="replay", aux_cid=seg.start_cid,
-                   exclude=(provider.operator_id,), check_json=json.dumps(meta))
+                   exclude=provider.independence_keys, check_json=json.dumps(meta))
         return PrimaryDecision(verdict=f"checking (replay of steps {seg.from_step + 1}..{seg.to_step})", check=row)
 
     def _replay_reading(self, meta: dict, output_cid: str) -> tuple[Verdict, dict | None, dict | None]:
@@ -272,8 +280,9 @@ class Verifier:
 
     @staticmethod
     def _referee_exclude(first: ProviderRecord, checker: ProviderRecord) -> tuple[str, ...]:
-        """Neither side's operator; a centralized checker is trusted and may referee its own dispute."""
-        return (first.operator_id,) + (() if checker.tier is ProviderTier.CENTRALIZED else (checker.operator_id,))
+        """Neither side's operator, network or funder; a centralized checker is trusted and may referee
+        its own dispute."""
+        return first.independence_keys + (() if checker.tier is ProviderTier.CENTRALIZED else checker.independence_keys)
 
     def _replay_referee(self, row: Task, checked: Task, meta: dict) -> RefereeReading:
         truth, start, replayed = self._replay_reading(meta, row.output_cid)

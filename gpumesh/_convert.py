@@ -69,7 +69,8 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
         data["output_sealing_key"] = msg.output_sealing_key.hex()
     if msg.HasField("verification"):
         v = msg.verification
-        data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate") if v.HasField(k)}
+        data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate", "allow_unchecked")
+                                if v.HasField(k)}
     return validate_spec(data)
 
 

@@ -44,10 +44,13 @@ class InferenceParams(_Strict):
 class VerificationParams(_Strict):
     """How much checking a job asks for: at least ``min_replication`` of its tasks re-executed
     elsewhere (the coordinator's adaptive rate applies when higher), and the share of the rest
-    audited by re-scoring a sample of records (None = the coordinator's default)."""
+    audited by re-scoring every record (None = the coordinator's default). ``allow_unchecked``:
+    the submitter consents to results no check could be found for being delivered marked
+    unchecked, at a discount (off: such a result waits for a check, else the job fails)."""
 
     min_replication: float | None = Field(None, ge=0, le=1)
     audit_rate: float | None = Field(None, ge=0, le=1)
+    allow_unchecked: bool = False
 
 
 class JobSpec(_Strict):

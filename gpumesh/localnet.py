@@ -146,7 +146,8 @@ class LocalNetwork:
                 "--chain-key-file", str(self.root / "chain" / "coordinator.key"), "--settle-interval", "1"]
                if self.chain_port else [])],
             self.root / "coordinator.log",
-            self._env() | self.coordinator_env,
+            # every node of a local network is this one host: the network is no independence key here
+            self._env() | {"GPUMESH_COORDINATOR_INDEPENDENT_NETWORKS": "false"} | self.coordinator_env,
         ).start()
         try:
             wait_healthy(self.target)

@@ -15,8 +15,9 @@ from gpumesh.jobspec import JobSpec
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 
 
-def make_job(store, job_id="job_1", n=3, key="", max_attempts=3, now=100.0, deadline=None):
-    spec = JobSpec(model_cid=CID, input_cid=CID, max_attempts=max_attempts, deadline=deadline)
+def make_job(store, job_id="job_1", n=3, key="", max_attempts=3, now=100.0, deadline=None, allow_unchecked=False):
+    spec = JobSpec(model_cid=CID, input_cid=CID, max_attempts=max_attempts, deadline=deadline,
+                   verification={"allow_unchecked": allow_unchecked})
     job = Job(job_id, spec, JobState.QUEUED, n, n * 2, now, now, idempotency_key=key)
     tasks = [Task(f"{job_id}-t{i}", job_id, i, TaskState.QUEUED, CID, 2) for i in range(n)]
     return store.create_job(job, tasks)
@@ -316,33 +317,65 @@ def test_an_invalid_result_is_requeued_for_another_operator_and_slashed_once(sto
     assert (done.state, done.tx, done.slashed_amount) == (SlashState.DONE, "0xt", 7)
 
 
-def test_a_check_that_cannot_run_leaves_the_job_finishable(store):
-    make_job(store, n=1, max_attempts=1)
+def test_a_failed_check_goes_to_another_checker_then_to_centralized_capacity(store):
+    make_job(store, n=1, max_attempts=2)
     make_provider(store)
+    make_provider(store, address="0x" + "2" * 40, pid="prov_b")
     (lease,) = lease_all(store)
     store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
                         output_cid=CID, signature=b"s", metrics_json="{}", now=102.0, check=_check_row(lease.task))
     (check,) = store.list_checks("job_1")
-    replica = store.lease_task(check.task_id, "prov_a", ttl=10, now=103.0)
-    outcome = store.fail_task(lease_id=replica.lease_id, task_id=check.task_id, provider_id="prov_a",
-                              error="oom", retryable=True, now=104.0)
-    assert outcome.job_ready and not outcome.job_failed  # the primary stands, unchecked
-    assert store.get_job("job_1").state is JobState.VERIFYING
-    assert store.list_checks("job_1")[0].verdict == "check could not run"
+    replica = store.lease_task(check.task_id, "prov_b", ttl=10, now=103.0)
+    outcome = store.fail_task(lease_id=replica.lease_id, task_id=check.task_id, provider_id="prov_b",
+                              error="bad input", retryable=False, now=104.0)
+    assert outcome.requeued and not outcome.job_ready  # the primary does not stand on a checker's refusal
+    (check,) = store.list_checks("job_1")
+    assert check.state is TaskState.QUEUED and "0x" + "2" * 40 in check.exclude and check.require_tier == ""
+    b = store.get_provider("prov_b")
+    assert b.total_invalid == 1 and b.leases_abandoned == 1  # calling bad an input the primary ran: suspect
+    again = store.lease_task(check.task_id, "prov_b", ttl=10, now=105.0)  # (the store leases what it is told)
+    store.fail_task(lease_id=again.lease_id, task_id=check.task_id, provider_id="prov_b", error="oom",
+                    retryable=True, now=106.0)
+    (check,) = store.list_checks("job_1")
+    assert check.state is TaskState.QUEUED and check.require_tier == "CENTRALIZED"  # out of attempts: the referee tier
+    assert store.get_job("job_1").state is JobState.RUNNING
 
 
-def test_a_check_no_independent_provider_takes_is_dropped_in_time(store):
+def test_a_failed_attempt_is_avoided_next_time_and_counts_against_the_provider(store):
+    make_job(store, n=1)
+    make_provider(store)
+    (lease,) = lease_all(store)
+    out = store.fail_task(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a", error="oom",
+                          retryable=True, now=102.0)
+    assert out.requeued
+    (task,) = store.list_tasks("job_1")
+    assert "0x" + "0" * 39 + "1" in task.avoid and task.exclude == ()
+    assert store.get_provider("prov_a").leases_abandoned == 1
+
+
+def test_a_stale_check_goes_to_centralized_capacity_unless_the_job_allows_unchecked(store):
     make_job(store, n=1)
     make_provider(store)
     (lease,) = lease_all(store)
     store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
                         output_cid=CID, signature=b"s", metrics_json="{}", now=102.0, check=_check_row(lease.task))
-    assert store.drop_stale_checks(older_than=101.0, now=150.0) == []  # queued at 102: not stale yet
-    assert store.get_job("job_1").state is JobState.RUNNING
-    assert store.drop_stale_checks(older_than=103.0, now=400.0) == ["job_1"]
+    assert store.escalate_stale_checks(older_than=101.0, now=150.0) == []  # queued at 102: not stale yet
+    assert store.escalate_stale_checks(older_than=103.0, now=400.0) == []
     (check,) = store.list_checks("job_1")
+    assert check.state is TaskState.QUEUED and check.require_tier == "CENTRALIZED"  # never silently unchecked
+    assert store.get_job("job_1").state is JobState.RUNNING
+    assert store.escalate_stale_checks(older_than=1000.0, now=1000.0) == []  # once there, it waits for it
+
+    make_job(store, job_id="job_2", n=1, allow_unchecked=True)
+    lease = store.lease_task("job_2-t0", "prov_a", ttl=10, now=1000.5)
+    store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
+                        output_cid=CID, signature=b"s", metrics_json="{}", now=1001.0, check=_check_row(lease.task))
+    assert store.escalate_stale_checks(older_than=1002.0, now=1400.0) == ["job_2"]
+    (check,) = store.list_checks("job_2")
     assert check.state is TaskState.FAILED and check.verdict.startswith("check not run")
-    assert store.get_job("job_1").state is JobState.VERIFYING
+    (primary,) = store.list_tasks("job_2")
+    assert primary.verdict.startswith("delivered unchecked")
+    assert store.get_job("job_2").state is JobState.VERIFYING
 
 
 def test_presence_follows_the_newest_session_and_counts_open_leases(store):

@@ -56,11 +56,11 @@ def test_a_check_never_goes_to_the_checked_operator():
     d = demand(exclude={"0xabc"})
     plan = schedule(tasks(4, d), [same, same_other_node, other])
     assert placed(plan) == ["other"] * 4
-    assert independence_rule(d, same) == (
-        "same operator as the result it checks (or an earlier invalid result of this task)")
+    assert independence_rule(d, same) == ("same operator, network or stake funder as the result it checks (or "
+                                          "an earlier failed attempt of this task)")
     assert independence_rule(d, other) is None
     alone = schedule(tasks(1, d), [same, same_other_node])
-    assert alone.assignments == [] and "same operator" in alone.unschedulable["t0"]
+    assert alone.assignments == [] and "same operator, network" in alone.unschedulable["t0"]
     # a referee excludes both sides of the dispute and still needs a centralized provider
     ref = demand(exclude={"0xabc", "0xdef"}, tier=CENTRALIZED)
     central_same = cand("c1", price=1, operator="0xdef", tier=CENTRALIZED)
@@ -87,3 +87,34 @@ def test_at_equal_price_the_more_trusted_provider_wins():
     assert placed(schedule(tasks(1, demand()), [trusted, doubtful])) == ["z-trusted"]  # not the listing order
     cheaper = replace(doubtful, price_per_hour=9)
     assert placed(schedule(tasks(1, demand()), [trusted, cheaper])) == ["a-doubtful"]  # price still comes first
+
+
+def test_checks_are_drawn_at_random_weighted_by_trust_never_won_by_underpricing():
+    import random
+    from collections import Counter
+
+    from coordinator.scheduling.scheduler import Scheduler
+
+    colluder = cand("colluder", price=1, slots=1000, trust=0.5)  # underprices everyone
+    fair = [cand(f"h{i}", price=50, slots=1000, trust=0.5) for i in range(3)]
+    newcomer = cand("new", price=50, slots=1000, trust=0.05)
+    d = replace(demand(exclude={"0xchecked"}), draw=True)
+    s = Scheduler([colluder, *fair, newcomer], rng=random.Random(5))
+    got = Counter(a.provider_id for a in s.schedule(tasks(3000, d)).assignments)
+    assert sum(got.values()) == 3000
+    for pid in ("colluder", "h0", "h1", "h2"):  # equal trust, equal chance whatever the price
+        assert 3000 * 0.5 / 2.05 * 0.85 < got[pid] < 3000 * 0.5 / 2.05 * 1.15, got
+    assert got["new"] < got["h0"] / 5  # a newcomer checks rarely until verified
+    assert placed(schedule(tasks(5, demand()), [colluder, *fair])) == ["colluder"] * 5  # primaries: the price
+
+
+def test_a_task_whose_attempt_failed_goes_to_another_provider_first():
+    cheap = cand("cheap", price=1)
+    dear = cand("dear", price=90)
+    d = replace(demand(), avoid=frozenset({"0xcheap"}))
+    assert placed(schedule(tasks(2, d), [cheap, dear])) == ["dear", "dear"]
+    assert placed(schedule(tasks(1, d), [cheap])) == ["cheap"]  # none other: it may try again
+    grouped = replace(cand("cheap2", price=1), groups=frozenset({"0xop", "net:10.0.0.0/24"}))
+    near = replace(cand("near", price=2), groups=frozenset({"0xother", "net:10.0.0.0/24"}))
+    checks = demand(exclude={"net:10.0.0.0/24"})
+    assert schedule(tasks(1, checks), [grouped, near]).assignments == []  # one network: not independent

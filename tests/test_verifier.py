@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -134,10 +135,13 @@ def test_a_restarted_coordinator_reads_the_check_its_predecessor_left_unread(env
 
 def test_the_replication_floor_rises_to_cost_over_reward_plus_stake(env, tmp_path):
     store, blocks, _, _, _ = env
-    paid = CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1", slash_amount=30, min_stake=50)
+    paid = CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1", slash_amount=30, min_stake=200)
     verifier = Verifier(paid, store, blocks, clock=lambda: 3600.0, rng=random.Random(1))
     task = Task("t", "job_1", 0, TaskState.LEASED, "", 1, leased_at=0.0, price_per_hour=10)  # earns 10 in the hour
-    assert verifier.p_min(task) == pytest.approx(10 / (10 + 30))
+    assert verifier.p_min(task) == pytest.approx(10 / (10 + 30))  # a quarter of 200 covers the slash of 30
+    slashed = replace(store.get_provider("prov_a"), stake=40)  # what is left after slashes: 10 per incident
+    assert verifier.p_min(task, slashed) == pytest.approx(10 / (10 + 10))
+    assert verifier.p_min(task, replace(slashed, stake=0)) == 1.0
     plan = verifier.plan_for(store.get_job("job_1").spec, task)
     assert plan.replication.p_floor == pytest.approx(0.25)  # above the configured 0.02
     unstaked = Verifier(CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1"), store, blocks,

@@ -22,7 +22,7 @@ class ProviderServicer(provider_pb2_grpc.ProviderServiceServicer):
         return provider_pb2.GetChallengeResponse(challenge=text, expires_at=timestamp(expires))
 
     async def Register(self, request, context):
-        record, token, expires = self.core.auth.register(request)
+        record, token, expires = self.core.auth.register(request, context.peer())
         settings = self.core.settings
         domain = self.core.claim_domain
         return provider_pb2.RegisterResponse(

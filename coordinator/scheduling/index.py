@@ -36,6 +36,7 @@ from coordinator.scheduling.rules import (
     gpus_rule,
     independence_rule,
     isolation_rule,
+    keys,
     memory_rule,
     price_rule,
     reasons,
@@ -95,7 +96,8 @@ class CandidateIndex(Pool):
             cls.members.append(i)
             cls.prices[c.price_per_hour] += 1
             cls.mems[c.memory_total_mb] += 1
-            cls.ops[c.operator] += 1
+            for k in keys(c):
+                cls.ops[k] += 1
             if not c.eligible:
                 cls.ineligible += 1
             if c.eligible or not self._rep:
@@ -178,7 +180,7 @@ class CandidateIndex(Pool):
         cap = demand.max_price_per_hour
         if self._price and cap and c.price_per_hour > cap:
             return False
-        if self._indep and c.operator in demand.exclude:
+        if self._indep and not keys(c).isdisjoint(demand.exclude):
             return False
         return all(r(demand, c) is None for r in self._extra)
 
@@ -210,7 +212,10 @@ class CandidateIndex(Pool):
 
     # The questions.
     def feasible_ids(self, demand: Demand, tier: str | None) -> list[str]:
-        return [self.cands[i].provider_id for cls in self._classes_for(demand, tier) if not self._pruned(cls, demand)
+        return [self.cands[i].provider_id for i in self.feasible_indices(demand, tier)]
+
+    def feasible_indices(self, demand: Demand, tier: str | None) -> list[int]:
+        return [i for cls in self._classes_for(demand, tier) if not self._pruned(cls, demand)
                 for i in cls.placeable if self._ok(demand, i)]
 
     def feasible_count(self, demand: Demand, tier: str | None) -> int:
@@ -316,7 +321,7 @@ class CandidateIndex(Pool):
             if self._indep:
                 for op in demand.exclude:
                     if k := cls.ops.get(op, 0):
-                        counts[independence_rule(demand, replace(rep, operator=op))] += k
+                        counts[independence_rule(demand, replace(rep, groups=frozenset((op,))))] += k
             if self._rep and cls.ineligible:
                 counts[reputation_rule(demand, replace(rep, eligible=False))] += cls.ineligible
         return n, counts

@@ -72,6 +72,26 @@ class Pool:
     def feasible_ids(self, demand: Demand, tier: str | None) -> list[str]:
         raise NotImplementedError
 
+    def feasible_indices(self, demand: Demand, tier: str | None) -> list[int]:
+        raise NotImplementedError
+
+    def drawn_free(self, demand: Demand, tier: str | None, deadline_by: float | None, u: float) -> int | None:
+        """A feasible provider with a free slot drawn at random (``u`` uniform in [0, 1)), each with
+        weight its ``trust`` (verified reputation; a newcomer's is small, never zero), not by price:
+        who checks a result cannot be bought by underpricing, nor predicted by a colluder."""
+        free = [i for i in self.feasible_indices(demand, tier) if self.free[i] > 0 and (
+            deadline_by is None or self.now + scoring.duration_s(
+                demand, self.cands[i].speed, self.cached(demand, i), self.w) <= deadline_by)]
+        if not free:
+            return None
+        weights = [max(self.cands[i].trust, 0.01) for i in free]
+        x, acc = u * sum(weights), 0.0
+        for i, w in zip(free, weights):
+            acc += w
+            if x < acc:
+                return i
+        return free[-1]
+
     def feasible_count(self, demand: Demand, tier: str | None) -> int:
         raise NotImplementedError
 
@@ -111,6 +131,9 @@ class LinearPool(Pool):
 
     def feasible_ids(self, demand: Demand, tier: str | None) -> list[str]:
         return [self.cands[i].provider_id for i in self._options(demand, tier)]
+
+    def feasible_indices(self, demand: Demand, tier: str | None) -> list[int]:
+        return list(self._options(demand, tier))
 
     def feasible_count(self, demand: Demand, tier: str | None) -> int:
         return len(self._options(demand, tier))

@@ -20,13 +20,16 @@ class Candidate:
     free_slots: int
     cached_models: frozenset[str] = frozenset()
     reliability: float = 0.5  # lower quantile of finishing a lease (coordinator.reputation)
-    operator: str = ""  # who runs it (lower-case); checks exclude the checked result's operator
+    operator: str = ""  # who runs it (lower-case)
     tier: str = "OPEN"
     trust: float = 1.0  # lower quantile of the validity of its results (coordinator.reputation)
     eligible: bool = True  # False once it has shown it is wrong too often
     speed: float = 1.0  # throughput relative to the reference provider (scoring.gpu_speed)
     busy_s: float = 0.0  # expected seconds until a slot frees, when it has none (0 = unknown)
     isolated: bool = True  # its workloads run sandboxed (as its offer says)
+    # what ties it to other identities (operator, network, stake funder: verification.independence);
+    # a check excludes every key of the result it checks. Empty: the operator alone.
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class Demand:
     deadline: float | None = None  # epoch seconds the task should be done by
     expected_s: float = 0.0  # expected runtime on a speed-1.0 provider (0 = unknown)
     fallback: str = "on_deadline"  # "never" | "on_deadline" | "always": when centralized capacity runs it
+    draw: bool = False  # a check: drawn at random among feasible free providers, weighted by trust, not ranked
+    avoid: frozenset[str] = frozenset()  # keys of providers that failed it: any other free one goes first
 
 
 Rule = Callable[[Demand, Candidate], str | None]  # None = passes, else the reason it fails
@@ -96,10 +101,16 @@ def isolation_rule(demand: Demand, cand: Candidate) -> str | None:
     return "needs an isolated provider (sandboxed workloads; sealed jobs always do), provider runs them unisolated"
 
 
+def keys(cand: Candidate) -> frozenset[str]:
+    """Its independence keys: ``groups``, or its operator when it has none."""
+    return cand.groups or frozenset((cand.operator,))
+
+
 def independence_rule(demand: Demand, cand: Candidate) -> str | None:
-    if cand.operator not in demand.exclude:
+    if keys(cand).isdisjoint(demand.exclude):
         return None
-    return "same operator as the result it checks (or an earlier invalid result of this task)"
+    return ("same operator, network or stake funder as the result it checks (or an earlier failed attempt "
+            "of this task)")
 
 
 def reputation_rule(demand: Demand, cand: Candidate) -> str | None:

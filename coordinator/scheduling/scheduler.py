@@ -9,7 +9,8 @@
    (free, or busy counting its ``busy_s``) can finish before the deadline (or there is none), else
    centralized capacity (``Assignment.fallback``).
 2. **Place** on the best free feasible provider of that tier (``scoring``); when some provider of
-   the tier can finish before the deadline, only such providers qualify.
+   the tier can finish before the deadline, only such providers qualify. A check (``Demand.draw``)
+   is placed on a provider drawn at random among those, weighted by trust, never by price.
 3. Else record why: ``unschedulable`` (no provider of the tier is feasible: which requirement fails
    how many), ``waiting`` (feasible ones exist, all busy), and for tasks routed to centralized
    capacity ``fallback`` (a ``FallbackNeed`` for the launcher). A fallback task is also in exactly
@@ -18,9 +19,10 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from coordinator.scheduling import scoring
 from coordinator.scheduling.index import CandidateIndex
@@ -90,20 +92,33 @@ class Scheduler:
     """Decisions over one round's candidates; ``plan`` accumulates them."""
 
     def __init__(self, candidates: Sequence[Candidate], rules: Sequence[Rule] = DEFAULT_RULES, *,
-                 now: float = 0.0, weights: Weights = DEFAULT_WEIGHTS, pool: type[Pool] = CandidateIndex) -> None:
+                 now: float = 0.0, weights: Weights = DEFAULT_WEIGHTS, pool: type[Pool] = CandidateIndex,
+                 rng: random.Random | None = None) -> None:
         self.pool = pool(candidates, rules, weights=weights, now=now)
         self.now = now
+        self.rng = rng or random.SystemRandom()  # draws checkers (``Demand.draw``)
         self.plan = Plan()
         self._routes: dict[Demand, _Route] = {}
         self._why: dict[tuple[Demand, _Route], str] = {}
 
-    def decide(self, task: PendingTask) -> Assignment | None:
-        """Place ``task`` (taking a slot) or record in ``plan`` why it is not placed."""
-        d = task.demand
+    def _free(self, d: Demand) -> tuple[_Route, int | None]:
         route = self._routes.get(d)
         if route is None:
             route = self._routes[d] = self._route(d)
-        i = self.pool.best_free(d, route.tier, route.deadline_by)
+        if d.draw:
+            return route, self.pool.drawn_free(d, route.tier, route.deadline_by, self.rng.random())
+        return route, self.pool.best_free(d, route.tier, route.deadline_by)
+
+    def decide(self, task: PendingTask) -> Assignment | None:
+        """Place ``task`` (taking a slot) or record in ``plan`` why it is not placed. A task whose
+        earlier attempts failed goes to another free provider first (attempts rotate), and back to
+        one that failed it only when no other can take it now."""
+        d = task.demand
+        i = None
+        if d.avoid:
+            route, i = self._free(replace(d, exclude=d.exclude | d.avoid, avoid=frozenset()))
+        if i is None:
+            route, i = self._free(d)
         if i is not None:
             self.pool.take(i)
             a = Assignment(task.task_id, task.job_id, self.pool.cands[i].provider_id, route.fallback)

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
-from coordinator.models import Job, SettlementState, TaskState
+from coordinator.models import UNCHECKED_VERDICT, Job, SettlementState, TaskState
 from coordinator.settlement.payouts import Claim, JobPayout, TaskCharge, job_payout, within_claims
 from coordinator.store.base import Store
 from gpumesh.chain.errors import ChainRevert
@@ -56,6 +56,7 @@ class BatchPolicy:
     batch_size: int = 100
     interval_s: float = 30.0
     deadline_margin_s: float = 60.0  # a deposit this close to its deadline is not sent (it could land too late)
+    unchecked_price_bps: int = 5000  # a result delivered unchecked (with consent) is paid this share of its price
 
     def due(self, pending: int, oldest_age_s: float) -> bool:
         return pending >= self.batch_size or (pending > 0 and oldest_age_s >= self.interval_s)
@@ -79,17 +80,17 @@ class Settler:
 
     def payout_for(self, job: Job) -> tuple[JobPayout, dict[str, Claim]]:
         """Verified tasks, and the verified checks of them, are paid at their lease-time price for
-        their measured duration, each provider at most what it claimed, and only registered ones;
+        their measured duration (a result delivered unchecked at ``unchecked_price_bps`` of it), each provider at most what it claimed, and only registered ones;
         rejected results are not paid. Returns the payout and the claims that back it."""
         charges = []
         for task in (*self.store.list_tasks(job.job_id), *self.store.list_checks(job.job_id)):
             if task.state not in (TaskState.VERIFIED, TaskState.SETTLED):
                 continue
             provider = self.store.get_provider(task.provider_id)
-            charges.append(
-                TaskCharge(task.task_id, provider.address, task.price_per_hour,
-                           max(0.0, task.submitted_at - task.leased_at))
-            )
+            price = task.price_per_hour
+            if task.verdict.startswith(UNCHECKED_VERDICT):
+                price = price * self.policy.unchecked_price_bps // 10_000
+            charges.append(TaskCharge(task.task_id, provider.address, price, max(0.0, task.submitted_at - task.leased_at)))
         owed = job_payout(charges, job.budget)
         claims = {a: Claim(amount, sig) for a, (amount, sig) in self.store.claims_of(job.job_id).items()}
         for address, _ in owed.payouts:  # only a payee with a claim can be paid: ask the chain about those

@@ -46,11 +46,22 @@ def check_record(slash: Slash) -> bytes:
 
 class Slasher:
     def __init__(self, store: Store, registry: StakeRegistry, *, default_beneficiary: str,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], on_stake: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.registry = registry
         self.default_beneficiary = default_beneficiary  # when the job has no submitter to compensate
         self.clock = clock
+        self.on_stake = on_stake  # called (in the event loop) with each provider whose stake was re-read
+        self._restaked: set[str] = set()
+
+    def _reread(self, s: Slash) -> None:
+        """Store what the provider has left to collect, after a slash (or a slash of nothing)."""
+        try:
+            self.store.set_provider_stake(s.address, self.registry.stake_of(s.address))
+        except GpumeshError as exc:
+            log.warning("stake of %s not re-read after a slash: %s", s.provider_id, exc)
+            return
+        self._restaked.add(s.provider_id)
 
     def recover(self) -> None:
         for s in self.store.slashes_in_state(SlashState.SENT):
@@ -62,6 +73,7 @@ class Slasher:
     def _skip(self, s: Slash, why: str) -> None:
         self.store.set_slash(s.provider_id, s.task_id, SlashState.PENDING, SlashState.DONE, now=self.clock(),
                              slashed_amount=0)
+        self._reread(s)
         log.warning("provider %s not slashed for %s: %s", s.provider_id, s.task_id, why)
 
     def slash_once(self) -> int:
@@ -96,6 +108,7 @@ class Slasher:
             return False
         self.store.set_slash(s.provider_id, s.task_id, SlashState.SENT, SlashState.DONE, now=self.clock(),
                              tx=tx, slashed_amount=amount)
+        self._reread(s)
         log.warning("slashed %s: %d from %s for %s (%s)", s.provider_id, amount, s.address, s.task_id, s.reason)
         return True
 
@@ -105,4 +118,7 @@ class Slasher:
                 await asyncio.to_thread(self.slash_once)
             except Exception:
                 log.exception("slashing round failed")
+            changed, self._restaked = self._restaked, set()
+            for provider_id in changed if self.on_stake is not None else ():
+                self.on_stake(provider_id)
             await asyncio.sleep(tick_s)

@@ -63,6 +63,9 @@ class Web3SettlementChain:
     def stake_of(self, address: str) -> int:
         return self.client.stake_of(address).active
 
+    def funder_of(self, address: str) -> str:
+        return self.client.funder_of(address)
+
     def max_slash(self, address: str) -> int:
         return self.client.max_slash(address)
 

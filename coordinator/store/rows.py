@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     exclude_json TEXT NOT NULL DEFAULT '[]',
     require_tier TEXT NOT NULL DEFAULT '',
     check_json TEXT NOT NULL DEFAULT '',
-    verdict TEXT NOT NULL DEFAULT ''
+    verdict TEXT NOT NULL DEFAULT '',
+    avoid_json TEXT NOT NULL DEFAULT '[]'  -- providers whose attempts failed: others go first
 );
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, role, idx);
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(state, queued_at, idx);
@@ -106,7 +107,10 @@ CREATE TABLE IF NOT EXISTS providers (
     rep_beta REAL NOT NULL DEFAULT 1.0,
     rep_updated_at REAL,
     slashed INTEGER NOT NULL DEFAULT 0,
-    sealing_key TEXT NOT NULL DEFAULT ''  -- hex X25519 public key that input data keys are wrapped to
+    sealing_key TEXT NOT NULL DEFAULT '',  -- hex X25519 public key that input data keys are wrapped to
+    network TEXT NOT NULL DEFAULT '',  -- the /24 or /48 it registered from
+    funder TEXT NOT NULL DEFAULT '',  -- the address that funded its stake
+    stake TEXT NOT NULL DEFAULT ''  -- collectable active stake last read ('' = not read)
 );
 CREATE TABLE IF NOT EXISTS slashes (
     provider_id TEXT NOT NULL,
@@ -186,7 +190,7 @@ CREATE INDEX IF NOT EXISTS jobs_submitter ON jobs(submitter, state);
 TASK_COLS = (
     "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
     "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at, submitted_at, price_per_hour, "
-    "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json, verdict"
+    "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json, verdict, avoid_json"
 )
 
 
@@ -226,6 +230,7 @@ def task_row(row: tuple) -> Task:
         require_tier=row[23],
         check_json=row[24],
         verdict=row[25],
+        avoid=tuple(json.loads(row[26])),
     )
 
 
@@ -278,6 +283,9 @@ def provider_row(row: tuple) -> ProviderRecord:
         rep_updated_at=row[23],
         slashed=row[24],
         sealing_key=row[25],
+        network=row[26],
+        funder=row[27],
+        stake=int(row[28]) if row[28] != "" else None,
     )
 
 

@@ -8,6 +8,7 @@ raises ``RetryTransaction``, and ``@_write`` runs the whole method again.
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import uuid
 from contextlib import AbstractContextManager
@@ -22,6 +23,7 @@ from coordinator.models import (
     SettlementState,
     Task,
     TaskState,
+    UNCHECKED_VERDICT,
     check_job_transition,
 )
 from coordinator.store.base import Charge, FailureOutcome, Presence, ResultOutcome, Slash, SlashState, VerificationUpdate
@@ -340,6 +342,9 @@ class SqlStore(ArtifactGrantsSql):
             ).fetchone()
             if row is None:
                 return None
+            # reliability: a failed attempt is a lease not completed, whoever's fault it claims to be
+            db.execute("UPDATE providers SET leases_abandoned = leases_abandoned + 1 WHERE provider_id = ?",
+                       (provider_id,))
             return self._fail_tx(db, task_row(row), error, retryable, now)
 
     @_write
@@ -418,23 +423,31 @@ class SqlStore(ArtifactGrantsSql):
             db.execute(
                 "INSERT INTO providers (provider_id, address, name, hardware_json, gpus_json, cpu_count, "
                 "memory_total_mb, price_per_hour, tier, slots, runtime, isolated, cached_models_json, "
-                "registered_at, last_seen, operator, sealing_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "registered_at, last_seen, operator, sealing_key, network, funder, stake) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(address) DO UPDATE SET name = excluded.name, "
                 "hardware_json = excluded.hardware_json, gpus_json = excluded.gpus_json, "
                 "cpu_count = excluded.cpu_count, memory_total_mb = excluded.memory_total_mb, "
                 "price_per_hour = excluded.price_per_hour, tier = excluded.tier, slots = excluded.slots, "
                 "runtime = excluded.runtime, isolated = excluded.isolated, "
                 "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen, "
-                "operator = excluded.operator, sealing_key = excluded.sealing_key",
+                "operator = excluded.operator, sealing_key = excluded.sealing_key, network = excluded.network, "
+                "funder = excluded.funder, stake = excluded.stake",
                 (record.provider_id, record.address, record.name, record.hardware_json, gpus,
                  record.cpu_count, record.memory_total_mb, str(record.price_per_hour), record.tier.value,
                  record.slots, record.runtime, int(record.isolated), json.dumps(list(record.cached_models)),
-                 record.registered_at, record.last_seen, record.operator, record.sealing_key),
+                 record.registered_at, record.last_seen, record.operator, record.sealing_key, record.network,
+                 record.funder, "" if record.stake is None else str(record.stake)),
             )
             row = db.execute(
                 "SELECT * FROM providers WHERE address = ?", (record.address,)
             ).fetchone()
         return provider_row(row)
+
+    @_write
+    def set_provider_stake(self, address: str, stake: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE providers SET stake = ? WHERE lower(address) = ?", (str(stake), address.lower()))
 
     def get_provider(self, provider_id: str) -> ProviderRecord:
         rows = self._read("SELECT * FROM providers WHERE provider_id = ?", (provider_id,))
@@ -655,8 +668,8 @@ class SqlStore(ArtifactGrantsSql):
 
     def _requeue_tx(self, db: Conn, task: Task, reason: str, now: float) -> None:
         """An invalid result: queue the task again, never again for the same operator."""
-        row = db.execute("SELECT operator, address FROM providers WHERE provider_id = ?", (task.provider_id,)).fetchone()
-        exclude = set(task.exclude) | ({(row[0] or row[1]).lower()} if row else set())
+        row = db.execute("SELECT * FROM providers WHERE provider_id = ?", (task.provider_id,)).fetchone()
+        exclude = set(task.exclude) | (set(provider_row(row).independence_keys) if row else set())
         db.execute(
             "UPDATE tasks SET state = ?, lease_id = '', provider_id = '', lease_expires_at = 0, output_cid = '', "
             "error = ?, verdict = '', exclude_json = ?, updated_at = ? WHERE task_id = ?",
@@ -690,21 +703,37 @@ class SqlStore(ArtifactGrantsSql):
             db.execute("UPDATE providers SET slashed = slashed + 1 WHERE provider_id = ?", (slash.provider_id,))
 
     @_write
-    def drop_stale_checks(self, *, older_than: float, now: float) -> list[str]:
-        """Replicas and audits still queued since before ``older_than`` (no independent provider
-        took them) are given up: FAILED, their primaries stand unchecked. Returns the jobs this
-        made ready. Referees are never given up: a dispute means one side is wrong."""
+    def escalate_stale_checks(self, *, older_than: float, now: float) -> list[str]:
+        """Replicas and audits of the open market still queued since before ``older_than`` (no
+        independent provider took them) never leave their primary silently unchecked: with the
+        submitter's consent (``verification.allow_unchecked``) the check is given up (FAILED) and
+        the primary marked ``UNCHECKED_VERDICT`` (paid at the unchecked discount); otherwise the
+        check goes to centralized capacity (the referee tier, which the fallback launcher can
+        provision) and waits there, at worst until the job's deadline. Returns the jobs this made
+        ready. Referees are never given up: a dispute means one side is wrong."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT task_id, job_id FROM tasks WHERE role IN ('replica', 'audit') AND state = ? AND queued_at < ?",
+                "SELECT task_id, job_id, verifies FROM tasks WHERE role IN ('replica', 'audit') AND state = ? "
+                "AND queued_at < ? AND require_tier = ''",
                 (TaskState.QUEUED.value, older_than),
             ).fetchall()
-            db.executemany(
-                "UPDATE tasks SET state = ?, verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
-                [(TaskState.FAILED.value, "check not run: no independent provider took it in time", now, tid,
-                  TaskState.QUEUED.value) for tid, _ in rows],
-            )
-            return [job_id for job_id in sorted({j for _, j in rows}) if self._ready_tx(db, job_id, now)]
+            consent: dict[str, bool] = {}
+            for tid, job_id, verifies in rows:
+                if job_id not in consent:
+                    consent[job_id] = self._job_tx(db, job_id).spec.verification.allow_unchecked
+                if consent[job_id]:
+                    db.execute("UPDATE tasks SET state = ?, verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
+                               (TaskState.FAILED.value, "check not run: no independent provider took it in time",
+                                now, tid, TaskState.QUEUED.value))
+                    db.execute("UPDATE tasks SET verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
+                               (f"{UNCHECKED_VERDICT}: no independent provider could check it in time (the "
+                                "submitter allowed unchecked results)", now, verifies, TaskState.SUBMITTED.value))
+                else:
+                    db.execute("UPDATE tasks SET require_tier = ?, queued_at = ?, updated_at = ? "
+                               "WHERE task_id = ? AND state = ?",
+                               ("CENTRALIZED", now, now, tid, TaskState.QUEUED.value))
+            return [job_id for job_id in sorted({j for _, j, _ in rows}) if consent[job_id]
+                    and self._ready_tx(db, job_id, now)]
 
     # ---- slashes --------------------------------------------------------------------------------
 
@@ -734,20 +763,45 @@ class SqlStore(ArtifactGrantsSql):
     def _fail_tx(
         self, db: Conn, task: Task, error: str, retryable: bool, now: float
     ) -> FailureOutcome:
-        """Requeue a leased task, or fail it (and its job) when out of attempts or not retryable."""
+        """Requeue a failed attempt, avoiding the provider that failed it (others go first), or fail
+        the task (and its job) when out of attempts or not retryable. A check is never given up on
+        an open-market checker's word: a failed replica or audit goes to another independent checker
+        (the failing one excluded; one that calls bad an input the primary ran is observed invalid),
+        and after ``max_attempts`` to centralized capacity; only a centralized checker's failure
+        ends it, and its primary is then marked delivered unchecked."""
         job = self._job_tx(db, task.job_id)
+        row = db.execute("SELECT * FROM providers WHERE provider_id = ?", (task.provider_id,)).fetchone()
+        failed_by = provider_row(row) if row else None
+        keys = set(failed_by.independence_keys) if failed_by else set()
+        avoid = json.dumps(sorted(set(task.avoid) | keys))
+        if task.is_check and failed_by is not None and failed_by.tier.value != "CENTRALIZED" \
+                and task.role.value != "referee":
+            if not retryable:  # "bad input" about a check built from a result the primary produced
+                self._observe_tx(db, failed_by.provider_id, False, now, math.inf)
+            exclude = json.dumps(sorted(set(task.exclude) | keys))
+            tier = "CENTRALIZED" if task.attempts >= job.spec.max_attempts else ""
+            db.execute(
+                "UPDATE tasks SET state = ?, lease_id = '', provider_id = '', lease_expires_at = 0, error = ?, "
+                "exclude_json = ?, avoid_json = ?, require_tier = ?, queued_at = ?, updated_at = ? WHERE task_id = ?",
+                (TaskState.QUEUED.value, error, exclude, avoid, tier, now, now, task.task_id),
+            )
+            return FailureOutcome(task.task_id, task.job_id, requeued=True, job_failed=False)
         if retryable and task.attempts < job.spec.max_attempts:
             db.execute(
                 "UPDATE tasks SET state = ?, lease_id = '', provider_id = '', lease_expires_at = 0, "
-                "error = ?, updated_at = ? WHERE task_id = ?",
-                (TaskState.QUEUED.value, error, now, task.task_id),
+                "error = ?, avoid_json = ?, updated_at = ? WHERE task_id = ?",
+                (TaskState.QUEUED.value, error, avoid, now, task.task_id),
             )
             return FailureOutcome(task.task_id, task.job_id, requeued=True, job_failed=False)
         db.execute(
             "UPDATE tasks SET state = ?, error = ?, updated_at = ?, verdict = ? WHERE task_id = ?",
             (TaskState.FAILED.value, error, now, "check could not run" if task.is_check else "", task.task_id),
         )
-        if task.is_check:  # a check that cannot run leaves its primary unchecked; the job goes on
+        if task.is_check:  # the trusted tier could not run it: the result is marked, never silently checked
+            if task.role.value != "referee":
+                db.execute("UPDATE tasks SET verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
+                           (f"{UNCHECKED_VERDICT}: its check failed on centralized capacity ({error[:200]})", now,
+                            task.verifies, TaskState.SUBMITTED.value))
             ready = self._ready_tx(db, task.job_id, now)
             return FailureOutcome(task.task_id, task.job_id, requeued=False, job_failed=False, job_ready=ready)
         failed = not job.state.is_terminal()

@@ -265,6 +265,17 @@ class ChainClient:
         active, unbonding, unlock_at = self._read(self.registry, "stakeOf", address_of(who))
         return Stake(int(active), int(unbonding), int(unlock_at))
 
+    def funder_of(self, who: Any) -> str:
+        """The address that first sent ``who`` payment tokens (what its stake is paid from), or ``""``
+        when it has received none or only minted ones. One funder behind several provider
+        identities ties them together (``coordinator.verification.independence``)."""
+        zero = "0x" + "0" * 40
+        for event in self.events("TestToken", "Transfer", to=address_of(who)):
+            sender = str(event["args"]["from"])
+            if sender.lower() != zero:
+                return address_of(sender)
+        return ""
+
     # -- roles -----------------------------------------------------------------------------
 
     def grant_coordinator(self, admin: Any, coordinator: Any) -> tuple[TxResult, TxResult]:

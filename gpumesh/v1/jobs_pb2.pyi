@@ -55,12 +55,14 @@ class InferenceParams(_message.Message):
     def __init__(self, max_new_tokens: _Optional[int] = ..., batch_size: _Optional[int] = ..., chat: _Optional[bool] = ...) -> None: ...
 
 class VerificationParams(_message.Message):
-    __slots__ = ("min_replication", "audit_rate")
+    __slots__ = ("min_replication", "audit_rate", "allow_unchecked")
     MIN_REPLICATION_FIELD_NUMBER: _ClassVar[int]
     AUDIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNCHECKED_FIELD_NUMBER: _ClassVar[int]
     min_replication: float
     audit_rate: float
-    def __init__(self, min_replication: _Optional[float] = ..., audit_rate: _Optional[float] = ...) -> None: ...
+    allow_unchecked: bool
+    def __init__(self, min_replication: _Optional[float] = ..., audit_rate: _Optional[float] = ..., allow_unchecked: _Optional[bool] = ...) -> None: ...
 
 class JobSpec(_message.Message):
     __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json", "fallback", "output_sealing_key")
