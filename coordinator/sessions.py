@@ -110,7 +110,8 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
         cached_models=cached_models,
         reliability=reliability,
         operator=record.operator_id,
-        groups=frozenset(record.independence_keys),
+        # the operator's own centralized nodes are trusted: only their operator ties them to a result
+        groups=frozenset(record.independence_keys if record.tier.value == "OPEN" else (record.operator_id,)),
         tier=record.tier.value,
         trust=trust,
         eligible=eligible,

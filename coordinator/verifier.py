@@ -280,9 +280,9 @@ class Verifier:
 
     @staticmethod
     def _referee_exclude(first: ProviderRecord, checker: ProviderRecord) -> tuple[str, ...]:
-        """Neither side's operator, network or funder; a centralized checker is trusted and may referee
-        its own dispute."""
-        return first.independence_keys + (() if checker.tier is ProviderTier.CENTRALIZED else checker.independence_keys)
+        """Neither side's operator (a referee is the coordinator's own trusted node: its network and
+        funding say nothing of collusion); a centralized checker is trusted and may referee its own dispute."""
+        return (first.operator_id,) + (() if checker.tier is ProviderTier.CENTRALIZED else (checker.operator_id,))
 
     def _replay_referee(self, row: Task, checked: Task, meta: dict) -> RefereeReading:
         truth, start, replayed = self._replay_reading(meta, row.output_cid)

@@ -131,15 +131,19 @@ class LocalNetwork:
         env.setdefault("TRANSFORMERS_OFFLINE", "1")
         return env
 
-    def start_coordinator(self, extra_env: dict[str, str] | None = None) -> Proc:
+    def start_coordinator(self, extra_env: dict[str, str] | None = None, *, listen: str | None = None) -> Proc:
         """Start (or restart, with the same settings) the coordinator; ``extra_env`` sets
-        ``GPUMESH_COORDINATOR_*`` settings and is remembered for restarts."""
+        ``GPUMESH_COORDINATOR_*`` settings and is remembered for restarts; ``listen`` (e.g.
+        ``[::]:PORT`` with ``self.port``, to be reached over IPv6 too) replaces ``target``."""
         if extra_env is not None:
             self.coordinator_env = dict(extra_env)
+        if listen is not None:
+            self.coordinator_listen = listen
         self.root.mkdir(parents=True, exist_ok=True)
         self.coordinator = Proc(
             "coordinator",
-            [sys.executable, "-m", "gpumesh", "coordinator", "serve", "--listen", self.target,
+            [sys.executable, "-m", "gpumesh", "coordinator", "serve", "--listen",
+             getattr(self, "coordinator_listen", "") or self.target,
              "--data-dir", str(self.root / "coordinator"), "--lease-ttl", str(self.lease_ttl_s),
              "--heartbeat-interval", str(self.heartbeat_interval_s),
              *(["--chain-url", self.chain_url, "--deployment", str(self.root / "chain" / "deployment.json"),
@@ -156,9 +160,11 @@ class LocalNetwork:
         return self.coordinator
 
     def start_provider(self, name: str, *, price: int = 100, slots: int = 1, runtime: str = "auto",
-                       threads: int = 0, tier: str = "open", extra_env: dict[str, str] | None = None) -> Proc:
+                       threads: int = 0, tier: str = "open", extra_env: dict[str, str] | None = None,
+                       coordinator: str = "") -> Proc:
         """Start a provider daemon; ``threads`` per task (0 = cores / slots) keeps several
-        providers on one machine from oversubscribing its cores."""
+        providers on one machine from oversubscribing its cores; ``coordinator``: the address it
+        dials (default ``target``; e.g. ``[::1]:PORT`` to arrive from another network)."""
         env = self._env() | (extra_env or {})
         if tier == "centralized":  # the operator's own node: trust its wallet first
             from gpumesh.identity import Wallet, provider_key_path
@@ -171,7 +177,7 @@ class LocalNetwork:
             self.register_provider(name)
         proc = Proc(
             name,
-            [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", self.target,
+            [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", coordinator or self.target,
              "--data-dir", str(self.root / name), "--name", name, "--price", str(price),
              "--slots", str(slots), "--runtime", runtime, "--threads", str(threads), "--tier", tier,
              *(["--unisolated"] if runtime == "process" else [])],

@@ -46,12 +46,13 @@ def expected(tiny_model, tmp_path_factory) -> list[str]:
     return [json.loads(line)["completion"] for line in (root / "out.jsonl").read_text().splitlines()]
 
 
-def _market(net: LocalNetwork, providers: dict[str, dict[str, str]]) -> None:
-    """A chain, a coordinator that requires stake and slashes, a staked open-market provider per
-    entry of ``providers`` (name -> extra env), and an unstaked centralized referee."""
+def _market(net: LocalNetwork, providers: dict[str, dict[str, str]], settings: dict[str, str] | None = None) -> None:
+    """A chain, a coordinator that requires stake and slashes (and ``settings``), a staked
+    open-market provider per entry of ``providers`` (name -> extra env), and an unstaked
+    centralized referee."""
     net.start_chain()
     net.start_coordinator({"GPUMESH_COORDINATOR_MIN_STAKE": str(STAKE),
-                           "GPUMESH_COORDINATOR_SLASH_AMOUNT": str(SLASH)})
+                           "GPUMESH_COORDINATOR_SLASH_AMOUNT": str(SLASH), **(settings or {})})
     for name, env in providers.items():
         net.stake_provider(name, STAKE)
         net.start_provider(name, price=PRICE, threads=1, runtime="process" if env else "auto", extra_env=env)
@@ -144,7 +145,8 @@ def test_lazy_copier_is_caught(tmp_path, tiny_model, expected):
     share.mkdir()
     with LocalNetwork(tmp_path / "net", lease_ttl_s=10, heartbeat_interval_s=0.5) as net:
         _market(net, {name: provider_env("tests.adversaries.lazy_copy", {"share_dir": str(share), "name": name})
-                      for name in ("copier-a", "copier-b")})
+                      for name in ("copier-a", "copier-b")},
+                {"GPUMESH_COORDINATOR_REPLICATION_P_NEW": "1"})  # replicas: what a copier copies into
         client, job, providers = _run_job(net, tiny_model, expected)
         with client:
             copies = [e for e in read_log(share) if e.get("action") == "copied"]

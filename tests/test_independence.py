@@ -17,6 +17,7 @@ from coordinator.verification.independence import independence_keys, network_of
     ("ipv6:[2001:db8:1234:5678::1]:443", "2001:db8:1234::/48"),
     ("ipv6:[::ffff:198.51.100.9]:9", "198.51.100.0/24"),  # IPv4-mapped: the IPv4 network
     ("ipv6:[::1]:5", "::/48"),
+    ("ipv6:%5B2001:db8:1:2::3%5D:443", "2001:db8:1::/48"),  # as gRPC writes it
     ("unix:/tmp/sock", ""), ("", ""), ("ipv4:not-an-ip:1", ""),
 ])
 def test_the_network_of_a_peer(peer, net):

@@ -13,6 +13,7 @@ funders were keys too).
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import unquote
 
 IPV4_PREFIX, IPV6_PREFIX = 24, 48
 
@@ -20,7 +21,7 @@ IPV4_PREFIX, IPV6_PREFIX = 24, 48
 def network_of(peer: str, *, v4_prefix: int = IPV4_PREFIX, v6_prefix: int = IPV6_PREFIX) -> str:
     """The network of a gRPC peer string (``ipv4:1.2.3.4:5``, ``ipv6:[::1]:5``), as a CIDR, or ``""``
     for a peer without an IP (a Unix socket, an in-process channel). IPv4-mapped IPv6 is IPv4."""
-    kind, _, rest = peer.partition(":")
+    kind, _, rest = unquote(peer).partition(":")  # gRPC writes ipv6:%5B::1%5D:port
     if kind not in ("ipv4", "ipv6"):
         return ""
     host = rest.rsplit(":", 1)[0].strip("[]") if kind == "ipv4" or rest.startswith("[") else rest
