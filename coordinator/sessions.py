@@ -6,7 +6,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from coordinator.models import ProviderRecord
+from coordinator.models import ProviderRecord, ProviderTier
 from coordinator.scheduling.rules import Candidate
 from coordinator.scheduling.scoring import gpu_speed
 from gpumesh.v1 import common_pb2, provider_pb2
@@ -111,7 +111,7 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
         reliability=reliability,
         operator=record.operator_id,
         # the operator's own centralized nodes are trusted: only their operator ties them to a result
-        groups=frozenset(record.independence_keys if record.tier.value == "OPEN" else (record.operator_id,)),
+        groups=frozenset(record.independence_keys if record.tier is ProviderTier.OPEN else (record.operator_id,)),
         tier=record.tier.value,
         trust=trust,
         eligible=eligible,

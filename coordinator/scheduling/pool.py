@@ -56,6 +56,12 @@ class Pool:
         c = self.cands[i]
         return self.now + self.wait[i] + scoring.duration_s(demand, c.speed, self.cached(demand, i), self.w)
 
+    def in_time(self, demand: Demand, i: int, deadline_by: float | None) -> bool:
+        """Whether ``i``, started now, would finish ``demand`` by ``deadline_by`` (None: no deadline)."""
+        c = self.cands[i]
+        return deadline_by is None or self.now + scoring.duration_s(
+            demand, c.speed, self.cached(demand, i), self.w) <= deadline_by
+
     def rank(self, demand: Demand, i: int) -> tuple:
         c = self.cands[i]
         h = scoring.hours(demand, c.speed, self.cached(demand, i), self.w)
@@ -79,9 +85,7 @@ class Pool:
         """A feasible provider with a free slot drawn at random (``u`` uniform in [0, 1)), each with
         weight its ``trust`` (verified reputation; a newcomer's is small, never zero), not by price:
         who checks a result cannot be bought by underpricing, nor predicted by a colluder."""
-        free = [i for i in self.feasible_indices(demand, tier) if self.free[i] > 0 and (
-            deadline_by is None or self.now + scoring.duration_s(
-                demand, self.cands[i].speed, self.cached(demand, i), self.w) <= deadline_by)]
+        free = [i for i in self.feasible_indices(demand, tier) if self.free[i] > 0 and self.in_time(demand, i, deadline_by)]
         if not free:
             return None
         weights = [max(self.cands[i].trust, 0.01) for i in free]
@@ -143,10 +147,8 @@ class LinearPool(Pool):
         for i in self._options(demand, tier):
             if self.free[i] <= 0:
                 continue
-            if deadline_by is not None:
-                c = self.cands[i]
-                if self.now + scoring.duration_s(demand, c.speed, self.cached(demand, i), self.w) > deadline_by:
-                    continue
+            if not self.in_time(demand, i, deadline_by):
+                continue
             r = self.rank(demand, i)
             if best is None or r < best:
                 best, best_i = r, i

@@ -80,7 +80,8 @@ class Settler:
 
     def payout_for(self, job: Job) -> tuple[JobPayout, dict[str, Claim]]:
         """Verified tasks, and the verified checks of them, are paid at their lease-time price for
-        their measured duration (a result delivered unchecked at ``unchecked_price_bps`` of it), each provider at most what it claimed, and only registered ones;
+        their measured duration (a result delivered unchecked at ``unchecked_price_bps`` of it), each
+        provider at most what it claimed, and only registered ones;
         rejected results are not paid. Returns the payout and the claims that back it."""
         charges = []
         for task in (*self.store.list_tasks(job.job_id), *self.store.list_checks(job.job_id)):

@@ -20,8 +20,10 @@ from coordinator.models import (
     JobState,
     Lease,
     ProviderRecord,
+    ProviderTier,
     SettlementState,
     Task,
+    TaskRole,
     TaskState,
     UNCHECKED_VERDICT,
     check_job_transition,
@@ -668,13 +670,21 @@ class SqlStore(ArtifactGrantsSql):
 
     def _requeue_tx(self, db: Conn, task: Task, reason: str, now: float) -> None:
         """An invalid result: queue the task again, never again for the same operator."""
-        row = db.execute("SELECT * FROM providers WHERE provider_id = ?", (task.provider_id,)).fetchone()
-        exclude = set(task.exclude) | (set(provider_row(row).independence_keys) if row else set())
+        exclude = set(task.exclude) | self._keys_tx(db, task.provider_id)
         db.execute(
             "UPDATE tasks SET state = ?, lease_id = '', provider_id = '', lease_expires_at = 0, output_cid = '', "
             "error = ?, verdict = '', exclude_json = ?, updated_at = ? WHERE task_id = ?",
             (TaskState.QUEUED.value, reason[:2000], json.dumps(sorted(exclude)), now, task.task_id),
         )
+
+    def _provider_tx(self, db: Conn, provider_id: str) -> ProviderRecord | None:
+        row = db.execute("SELECT * FROM providers WHERE provider_id = ?", (provider_id,)).fetchone()
+        return provider_row(row) if row else None
+
+    def _keys_tx(self, db: Conn, provider_id: str) -> set[str]:
+        """The independence keys of a provider (none for an unknown one): what a redo must avoid."""
+        record = self._provider_tx(db, provider_id)
+        return set(record.independence_keys) if record else set()
 
     def _observe_tx(self, db: Conn, provider_id: str, valid: bool, now: float, half_life_s: float) -> None:
         """One verified (``valid``) or invalid result: the replication track and the reputation."""
@@ -770,12 +780,11 @@ class SqlStore(ArtifactGrantsSql):
         and after ``max_attempts`` to centralized capacity; only a centralized checker's failure
         ends it, and its primary is then marked delivered unchecked."""
         job = self._job_tx(db, task.job_id)
-        row = db.execute("SELECT * FROM providers WHERE provider_id = ?", (task.provider_id,)).fetchone()
-        failed_by = provider_row(row) if row else None
+        failed_by = self._provider_tx(db, task.provider_id)
         keys = set(failed_by.independence_keys) if failed_by else set()
         avoid = json.dumps(sorted(set(task.avoid) | keys))
-        if task.is_check and failed_by is not None and failed_by.tier.value != "CENTRALIZED" \
-                and task.role.value != "referee":
+        if (task.is_check and task.role is not TaskRole.REFEREE and failed_by is not None
+                and failed_by.tier is not ProviderTier.CENTRALIZED):
             if not retryable:  # "bad input" about a check built from a result the primary produced
                 self._observe_tx(db, failed_by.provider_id, False, now, math.inf)
             exclude = json.dumps(sorted(set(task.exclude) | keys))
@@ -798,7 +807,7 @@ class SqlStore(ArtifactGrantsSql):
             (TaskState.FAILED.value, error, now, "check could not run" if task.is_check else "", task.task_id),
         )
         if task.is_check:  # the trusted tier could not run it: the result is marked, never silently checked
-            if task.role.value != "referee":
+            if task.role is not TaskRole.REFEREE:
                 db.execute("UPDATE tasks SET verdict = ?, updated_at = ? WHERE task_id = ? AND state = ?",
                            (f"{UNCHECKED_VERDICT}: its check failed on centralized capacity ({error[:200]})", now,
                             task.verifies, TaskState.SUBMITTED.value))
