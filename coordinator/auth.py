@@ -10,6 +10,7 @@ from typing import Callable
 from coordinator.config import CoordinatorSettings
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
 from coordinator.store.base import Store
+from coordinator.verification.hardware import trusted
 from gpumesh.amounts import parse_amount
 from gpumesh.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
 from gpumesh.identity import challenge_text, normalize_address, verify_signature
@@ -94,6 +95,10 @@ class ProviderAuth:
                 network=self._network(peer),
                 funder=self._funder(address),
                 stake=stake,
+                # the operator's own capacity, or checks off: claims trusted; else None (checked
+                # in its session; earlier checks of the same claimed GPUs stand until then)
+                hardware_checks=(trusted([g.name for g in req.hardware.gpus], now)
+                                 if tier is ProviderTier.CENTRALIZED or not self.settings.hardware_checks else None),
             )
         )
         token = secrets.token_urlsafe(32)

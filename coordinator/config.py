@@ -97,6 +97,14 @@ class CoordinatorSettings(BaseSettings):
     network_prefix_v4: int = Field(24, ge=8, le=32)
     network_prefix_v6: int = Field(48, ge=16, le=128)
     public_funders: tuple[str, ...] = ()
+    # Hardware truth (coordinator.verification.hardware): open-market providers answer a timed,
+    # seeded matmul check per claimed device when their session opens and at random times after
+    # (exponential, this mean); only verified GPUs are scheduled. Off: claims are trusted as given.
+    hardware_checks: bool = True
+    hardware_recheck_s: float = Field(6 * 3600.0, gt=0)
+    hardware_target_s: float = Field(0.5, gt=0)  # a GPU check's duration at its class's nominal TFLOPS
+    hardware_pass_fraction: float = Field(0.3, gt=0, le=1)  # of nominal TFLOPS, measured end to end
+    hardware_slack_s: float = Field(1.0, ge=0)  # network allowance on each check's deadline
     reputation_half_life_s: float = Field(30 * 24 * 3600.0, gt=0)
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)

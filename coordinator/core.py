@@ -26,6 +26,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.fallback import FallbackManager, NullProvisioner
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
+from coordinator.hwchecks import HardwareChecks
 from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
 from coordinator.reputation import standing
 from coordinator.requests import RequestAuth
@@ -59,6 +60,7 @@ from gpumesh.v1 import provider_pb2
 log = logging.getLogger(__name__)
 
 LEASES = "lease:"  # signal key prefix: the leader made a lease for a provider another replica holds
+PROVIDER = "provider:"  # signal key prefix: a provider's record changed (a hardware check, a slash)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class Coordinator:
         self.verifier = Verifier(settings, store, self.artifacts, clock=clock)
         self.slasher = (
             Slasher(store, registry, default_beneficiary=settings.slash_beneficiary, clock=clock,
-                    on_stake=self._on_stake)
+                    on_stake=self._on_standing)
             if registry is not None else None
         )
         self._claims: ClaimDomain | None = None  # where this escrow's payment claims are signed for
@@ -115,6 +117,7 @@ class Coordinator:
                                      model_of=lambda job_id: self._spec(job_id).model_cid,
                                      max_stored_bytes=settings.max_stored_bytes_per_submitter)
         self.sessions = SessionRegistry()
+        self.hardware = HardwareChecks(settings, store, clock=clock, on_checked=self._on_standing)
         self.signals = Signals()
         self.metrics = CoordinatorMetrics().watch(self)
         self.fallback = fallback or FallbackManager(NullProvisioner(), clock=clock)
@@ -417,12 +420,14 @@ class Coordinator:
             )
         )
         self.store.touch_provider(record.provider_id, now=self.clock())
+        self.hardware.start(session)  # timed checks of what it claims; no work before the first
         self.signals.notify(SCHEDULER)
         log.info("provider %s (%s) connected", record.provider_id, record.name,
                  extra={"provider_id": record.provider_id, "address": record.address})
         return session
 
     def close_session(self, session: ProviderSession) -> None:
+        self.hardware.stop(session)
         self.sessions.close(session)
         if self.view is not None:
             self.view.closed(session)
@@ -438,6 +443,8 @@ class Coordinator:
             await self._on_result(session, msg.result)
         elif kind == "failure":
             self._on_failure(session, msg.failure)
+        elif kind == "check":
+            self.hardware.on_reply(session, msg.check)
 
     def _on_heartbeat(self, session: ProviderSession, hb: provider_pb2.Heartbeat) -> None:
         pid = session.record.provider_id
@@ -513,7 +520,7 @@ class Coordinator:
                     took = max(0.0, self.clock() - task.leased_at)
                     self.metrics.task_seconds.observe(took)
                     self.estimates.observe(task.job_id, prompts=task.prompts, seconds=took,
-                                           speed=gpu_speed(session.record.gpus))
+                                           speed=gpu_speed(session.record.verified_gpus))
                 if task.is_check:
                     await self._read_check(task.task_id)
         except (Unauthenticated, NotFound, InvalidArgument) as exc:
@@ -604,10 +611,13 @@ class Coordinator:
         if ready:
             await self._finalize(row.job_id)
 
-    def _on_stake(self, provider_id: str) -> None:
+    def _on_standing(self, provider_id: str) -> None:
         """A slash changed a provider's collectable stake (now in the store): below ``min_stake`` it
-        gets no more work, and the check floor uses what is left."""
+        gets no more work, and the check floor uses what is left. Also called after a hardware check:
+        the scheduler sees the verified devices."""
         self._refresh(provider_id)
+        if self.relay is not None:  # the leader may be another replica: it reads the record again
+            self.signals.notify(PROVIDER + provider_id)
         self.signals.notify(SCHEDULER)
 
     def _refresh(self, provider_id: str) -> None:
@@ -791,7 +801,7 @@ class Coordinator:
         spec = lease.job.spec
         now = self.clock()
         session.running[lease.lease_id] = now
-        speed = gpu_speed(session.record.gpus)
+        speed = gpu_speed(session.record.verified_gpus)
         session.ends[lease.lease_id] = now + self.estimates.expected(lease.job.job_id, spec, lease.task.prompts) / speed
         session.send(
             provider_pb2.CoordinatorMessage(
@@ -838,6 +848,11 @@ class Coordinator:
         if key.startswith(LEASES):
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._deliver_leases, key[len(LEASES):])
+            return
+        if key.startswith(PROVIDER):
+            if self.view is not None and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self.view.forget, key[len(PROVIDER):])
+            self.signals.receive(SCHEDULER)
             return
         self.signals.receive(key)
 

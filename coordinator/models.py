@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from coordinator.verification.hardware import DeviceCheck, cpu_ok, verified_name
 from gpumesh.errors import FailedPrecondition
 from gpumesh.jobspec import JobSpec
 
@@ -148,6 +149,29 @@ class ProviderRecord:
     network: str = ""  # the /24 (IPv4) or /48 (IPv6) it registered from ("" = unknown)
     funder: str = ""  # the address that funded its stake ("" = unknown or a public funder)
     stake: int | None = None  # collectable active stake, as last read from the registry (None = not read)
+    hardware_checks: tuple[DeviceCheck, ...] | None = None  # timed checks' verdicts (None = never checked)
+    edge_records: int = 0  # records a referee found less likely than an honest side's, within the tie band
+
+    @property
+    def verified_gpus(self) -> tuple[GpuSpec, ...]:
+        """The GPUs a timed check verified (or trusted), named by what was verified: what the
+        scheduler, prices and ``gpu_models`` see."""
+        by_device = {c.device: c for c in self.hardware_checks or ()}
+        out = []
+        for k, gpu in enumerate(self.gpus):
+            check = by_device.get(k)
+            name = verified_name(gpu.name, check)
+            if name is None:
+                continue
+            cls = check.verified_class
+            memory = min(gpu.memory_total_mb, cls.memory_mb) if cls.memory_mb else gpu.memory_total_mb
+            out.append(GpuSpec(name, memory))
+        return tuple(out)
+
+    @property
+    def hardware_verified(self) -> bool:
+        """Its CPU check was answered correctly (no work before that)."""
+        return cpu_ok(self.hardware_checks)
 
     @property
     def operator_id(self) -> str:

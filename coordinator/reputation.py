@@ -194,11 +194,14 @@ class Standing:
 def standing(record, *, now: float, half_life_s: float, max_invalid_rate: float, min_stake: int = 0) -> Standing:
     """A provider record's standing now; the operator's centralized capacity is trusted. An
     open-market provider whose collectable stake, as last read (at registration and after each
-    slash), fell below ``min_stake`` is not eligible: it has nothing left to lose."""
+    slash), fell below ``min_stake`` is not eligible: it has nothing left to lose; nor is one whose
+    hardware is not checked yet (or that answered its CPU check wrong)."""
     from coordinator.models import ProviderTier
 
     rep = record.reputation.decayed(now, half_life_s)
     if record.tier is ProviderTier.CENTRALIZED:
         return Standing(record.reliability, 1.0, True)
     staked = not min_stake or record.stake is None or record.stake >= min_stake
-    return Standing(record.reliability, rep.score(), staked and eligible(rep, max_invalid_rate))
+    # no work before its hardware is checked: a provider that cannot answer its CPU check is not run
+    return Standing(record.reliability, rep.score(),
+                    staked and record.hardware_verified and eligible(rep, max_invalid_rate))

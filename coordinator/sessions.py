@@ -34,9 +34,11 @@ class ProviderSession:
     def models(self) -> frozenset[str]:
         return self.record.cached_models if self.cached_models is None else self.cached_models
 
+    checking: bool = False  # a hardware check runs (or waits for its running leases): no new work
+
     @property
     def free_slots(self) -> int:
-        return max(0, self.record.slots - len(self.running))
+        return 0 if self.checking else max(0, self.record.slots - len(self.running))
 
     def busy_s(self, now: float) -> float:
         """With no free slot: expected seconds until one frees (0 = free now, or unknown)."""
@@ -103,7 +105,7 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
     """The scheduler's view of a provider, wherever its session is held."""
     return Candidate(
         provider_id=record.provider_id,
-        gpus=record.gpus,
+        gpus=record.verified_gpus,  # what timed checks verified, never the bare claim
         memory_total_mb=record.memory_total_mb,
         price_per_hour=record.price_per_hour,
         free_slots=free_slots,
@@ -115,7 +117,7 @@ def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozens
         tier=record.tier.value,
         trust=trust,
         eligible=eligible,
-        speed=gpu_speed(record.gpus),
+        speed=gpu_speed(record.verified_gpus),
         busy_s=busy_s,
         isolated=record.isolated,
     )

@@ -300,16 +300,20 @@ class Verifier:
 
     def _read_referee(self, row: Task, job: Job, primary: Task, meta: dict) -> VerificationUpdate:
         checked = self.store.get_task(meta["check_task"])
+        first = self.store.get_provider(meta["primary_provider"])
+        checker = self.store.get_provider(checked.provider_id)
         if meta["mode"] == "replay":
             reading = self._replay_referee(row, checked, meta)
         else:
             check_report = (self.artifacts.get_bytes(checked.output_cid)
                             if meta["checker_ok"] and checked.output_cid else b"")
+            th = self.thresholds
+            referee = self.store.get_provider(row.provider_id)
+            if not any(p.verified_gpus for p in (first, checker, referee)):  # all float32 CPUs: a narrow tie band
+                th = replace(th, tie_nats=th.tie_nats_fp32)
             reading = read_referee(meta, self.artifacts.get_bytes(row.input_cid),
                                    self.artifacts.get_bytes(row.output_cid),
-                                   self.artifacts.get_bytes(checked.input_cid), check_report, self.thresholds)
-        first = self.store.get_provider(meta["primary_provider"])
-        checker = self.store.get_provider(checked.provider_id)
+                                   self.artifacts.get_bytes(checked.input_cid), check_report, th)
         states = [(row.task_id, TaskState.VERIFIED, reading.reason),
                   (checked.task_id, TaskState.VERIFIED if reading.checker_valid else TaskState.REJECTED,
                    f"referee: {reading.reason}")]
@@ -330,4 +334,6 @@ class Verifier:
         return VerificationUpdate(
             job.job_id, states=states, verdicts=verdicts, requeue=requeue, slashes=slashes,
             observations=[(first.provider_id, reading.primary_valid), (checker.provider_id, reading.checker_valid)],
+            edges=[(p.provider_id, n) for p, n in ((first, reading.primary_edges), (checker, reading.checker_edges))
+                   if n],
         )

@@ -28,6 +28,7 @@ from provider_node.claims import ClaimLedger
 from provider_node.config import ProviderSettings
 from provider_node.executor import TaskExecutor
 from provider_node.hardware import HardwareInfo, gpu_telemetry
+from provider_node.hwcheck import CheckRunner
 from provider_node.metrics import ProviderMetrics
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class ProviderDaemon:
         self._outbox: asyncio.Queue[provider_pb2.ProviderMessage] | None = None
         self.claims = ClaimLedger(settings.data_dir / "claims.json", wallet.private_key)
         self.completed = 0
+        self.checks = CheckRunner(hardware)  # the coordinator's timed hardware checks
+        self._checking: set[asyncio.Task] = set()
         self.metrics = ProviderMetrics().watch(self, gpu_telemetry)
 
     @property
@@ -186,6 +189,10 @@ class ProviderDaemon:
                 log.info("lease %s cancelled: %s", msg.cancel.lease_id[:8], msg.cancel.reason,
                          extra={"task_id": msg.cancel.task_id, "lease_id": msg.cancel.lease_id})
                 task.cancel()
+        elif kind == "check":
+            task = asyncio.create_task(self._check(msg.check), name=f"check-{msg.check.check_id[:8]}")
+            self._checking.add(task)  # held until done (the loop keeps only weak references)
+            task.add_done_callback(self._checking.discard)
         elif kind == "ack":
             self._unacked.pop(msg.ack.task_id, None)
             if not msg.ack.accepted:
@@ -194,6 +201,11 @@ class ProviderDaemon:
                             extra={"task_id": msg.ack.task_id})
             else:
                 self.completed += 1
+
+    async def _check(self, check: provider_pb2.HardwareCheck) -> None:
+        reply = await asyncio.to_thread(self.checks.handle, check)
+        if self._outbox is not None:
+            self._outbox.put_nowait(provider_pb2.ProviderMessage(check=reply))
 
     async def _run_lease(self, lease: provider_pb2.TaskLease) -> None:
         # Every line logged while running it (the executor's too) carries the lease's ids.

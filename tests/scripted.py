@@ -14,6 +14,8 @@ from gpumesh.identity import Wallet, result_text
 from gpumesh.sealing import SealingKey
 from gpumesh.signing import SigningInterceptor, sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
+from provider_node.hardware import GpuInfo, HardwareInfo
+from provider_node.hwcheck import CheckRunner
 
 
 class ScriptedProvider:
@@ -34,6 +36,9 @@ class ScriptedProvider:
         self.session_token = resp.session_token
         # Its artifact calls are signed by its wallet: the coordinator serves what its leases need.
         self.artifacts = RemoteArtifactStore(grpc.intercept_channel(self.channel, SigningInterceptor(self.wallet)))
+        # It runs on this CPU: its claimed H100 fails its check (no CUDA), its CPU passes.
+        self.checks = CheckRunner(HardwareInfo(gpus=(GpuInfo(0, "", "H100", 81_559, "", "", ""),), cpu_count=8,
+                                               memory_total_mb=64_000, cpu_model="", platform=""))
         self._out: queue.Queue = queue.Queue()
         self._in: queue.Queue = queue.Queue()
         bearer = (("authorization", f"Bearer {resp.session_token}"),)
@@ -43,9 +48,15 @@ class ScriptedProvider:
     def _read(self) -> None:
         try:
             for msg in self.call:
+                if msg.WhichOneof("body") == "check":  # hardware checks: answered as the daemon does
+                    threading.Thread(target=self._check, args=(msg.check,), daemon=True).start()
+                    continue
                 self._in.put(msg)
         except grpc.RpcError:
             pass
+
+    def _check(self, check) -> None:
+        self._out.put(provider_pb2.ProviderMessage(check=self.checks.handle(check)))
 
     def next(self, kind: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout

@@ -149,3 +149,37 @@ def test_two_identities_on_one_network_never_check_each_other_and_are_caught(tmp
             caught = [n for n in ("sybil-a", "sybil-b") if _slashes(chain, info[n].address)]
             assert caught and all(info[n].verified_invalid >= 1 for n in caught)
             assert not _slashes(chain, info["honest"].address)
+
+
+REPLICAS_ONLY = {"GPUMESH_COORDINATOR_REPLICATION_P_NEW": "1", "GPUMESH_COORDINATOR_AUDIT_RATE": "0"}
+
+
+def test_a_noised_weights_provider_loses_its_differing_records_to_the_honest_replica(tmp_path, tiny_model):
+    """Weights with 1% noise: 11 of these 16 records differ from the model's, and the band alone
+    (what an audit has) accepts 6 of those (bench/tolerance.py). A replica disputes them and the
+    referee judges record by record against the honest side: none is delivered."""
+    expected = _direct(tiny_model, tmp_path / "direct", PROMPTS16)
+    noised = provider_env("tests.adversaries.noised_weights", {"sigma": 0.01, "seed": 0})
+    with LocalNetwork(tmp_path / "net", lease_ttl_s=10, heartbeat_interval_s=0.5) as net:
+        net.start_chain()
+        net.start_coordinator({"GPUMESH_COORDINATOR_MIN_STAKE": str(STAKE),
+                               "GPUMESH_COORDINATOR_SLASH_AMOUNT": str(SLASH), **REPLICAS_ONLY})
+        for name, price, env in (("noised", PRICE // 2, noised), ("honest", PRICE, {})):
+            net.stake_provider(name, STAKE)
+            net.start_provider(name, price=price, threads=1, runtime="process" if env else "auto", extra_env=env)
+        net.start_provider("referee", price=REFEREE_PRICE, threads=1, tier="centralized")
+        net.wait_providers(3, timeout=90)
+        client, wallet = _client(net)
+        with client:
+            handle = _submit(client, client.upload(tiny_model), PROMPTS16, 4, wallet)
+            _done(handle, net)
+            assert [o["completion"] for o in handle.outputs()] == expected  # not one of its records
+            info = {p.name: p for p in client.list_providers()}
+            by_id = {p.provider_id: p.name for p in info.values()}
+            rows = list(client.get_job(handle.id).raw.tasks)
+            referees = [t for t in rows if t.role == "referee"]
+            assert referees and any("loses records" in t.verdict for t in referees), [t.verdict for t in rows]
+            assert not [t for t in rows if t.role == "primary" and by_id.get(t.provider_id) == "noised"]
+            assert info["noised"].verified_invalid >= 1 and info["honest"].verified_invalid == 0
+            assert _wait_slashed(client.chain(), info["noised"].address)
+            assert not _slashes(client.chain(), info["honest"].address)

@@ -8,6 +8,7 @@ import pytest
 
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
 from coordinator.reputation import standing
+from coordinator.verification import hardware as hw
 from coordinator.verification.independence import independence_keys, network_of
 
 
@@ -38,7 +39,8 @@ def test_keys_tie_identities_by_operator_network_and_funder():
 
 def _record(**kw) -> ProviderRecord:
     return replace(ProviderRecord("p", "0x" + "1" * 40, "p", "{}", (GpuSpec("H100", 80_000),), 8, 64_000, 10,
-                                  ProviderTier.OPEN, 1, "bwrap", True), **kw)
+                                  ProviderTier.OPEN, 1, "bwrap", True,
+                                  hardware_checks=hw.trusted(["H100"], 0.0)), **kw)
 
 
 def test_a_provider_slashed_below_the_minimum_stake_is_not_eligible():

@@ -111,7 +111,7 @@ def test_judge_accepts_greedy_outputs_and_numeric_near_ties():
          "bad stop: stops after 3 of 10 tokens without an end-of-sequence token"),
         (rec(ranks=[0, 7, 0, 0, 5] + [0] * 5, n_not_greedy=2, max_gap=0.3),
          "2 of 10 tokens outside the verifier's top-5"),
-        (rec(ranks=[1] + [0] * 9, n_not_greedy=1, max_gap=1.5), "a token 1.500 nats below the best (limit 1.0)"),
+        (rec(ranks=[1] + [0] * 9, n_not_greedy=1, max_gap=1.5), "a token 1.500 nats below the best (limit 0.3)"),
     ],
     ids=["vocab", "text", "counts", "prompt", "stop", "top-k", "gap"],
 )

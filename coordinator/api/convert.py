@@ -8,6 +8,7 @@ from coordinator.core import JobView
 from coordinator.models import ProviderRecord, ProviderTier
 from coordinator.sessions import ProviderSession
 from coordinator.store.base import Presence
+from coordinator.verification.hardware import DeviceCheck
 from gpumesh._convert import spec_from_proto, spec_to_proto, timestamp
 from gpumesh.v1 import common_pb2, jobs_pb2
 
@@ -89,7 +90,17 @@ def provider_to_proto(record: ProviderRecord, session: ProviderSession | None,
         slashed=record.slashed,
         reputation=record.reputation.score(),
         operator=record.operator_id,
+        hardware_checks=[device_check_to_proto(c) for c in record.hardware_checks or ()],
+        hardware_verified=record.hardware_verified,
+        edge_records=record.edge_records,
     )
     if session is not None:
         msg.telemetry.extend(session.telemetry)
     return msg
+
+
+def device_check_to_proto(check: DeviceCheck) -> jobs_pb2.DeviceCheck:
+    cls = check.verified_class
+    return jobs_pb2.DeviceCheck(device=check.device, claimed=check.claimed, verified=check.verified,
+                                verified_label=cls.label if cls is not None else "", tflops=check.tflops,
+                                checked_at=timestamp(check.checked_at), source=check.source, note=check.note)

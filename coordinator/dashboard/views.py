@@ -17,6 +17,7 @@ from coordinator.models import GpuSpec, Job, JobProgress, JobState, ProviderReco
 from coordinator.reputation import eligible
 from coordinator.settlement.payouts import Claim, JobPayout, TaskCharge, job_payout, task_cost, within_claims
 from coordinator.store.base import Charge, Slash
+from coordinator.verification.hardware import DeviceCheck
 from gpumesh.errors import InvalidArgument
 
 MAX_ID = 128  # longest job or provider id a request may name
@@ -118,6 +119,13 @@ def gpu_summary(gpus: Sequence[GpuSpec]) -> str:
     return ", ".join(f"{n}x {name} ({round(mb / 1024)} GB)" for (name, mb), n in groups.items())
 
 
+def device_check_view(check: DeviceCheck) -> dict[str, Any]:
+    """One device: claimed vs verified, and the TFLOPS its timed check measured."""
+    cls = check.verified_class
+    return {**check.as_dict(), "verified_label": cls.label if cls is not None else "",
+            "claimed": check.claimed or "CPU"}
+
+
 def provider_view(record: ProviderRecord, live: Live | None, *, now: float, half_life_s: float,
                   max_invalid_rate: float) -> dict[str, Any]:
     rep = record.reputation.decayed(now, half_life_s)
@@ -129,7 +137,10 @@ def provider_view(record: ProviderRecord, live: Live | None, *, now: float, half
         "operator": record.operator_id,
         "tier": record.tier.value,
         "gpus": [{"name": g.name, "memory_total_mb": g.memory_total_mb} for g in record.gpus],
-        "gpu_summary": gpu_summary(record.gpus),
+        "gpu_summary": gpu_summary(record.gpus),  # as claimed
+        "verified_gpu_summary": gpu_summary(record.verified_gpus),  # what the scheduler uses
+        "hardware_verified": record.hardware_verified,
+        "hardware_checks": [device_check_view(c) for c in record.hardware_checks or ()],
         "cpu_count": record.cpu_count,
         "memory_total_mb": record.memory_total_mb,
         "price_per_hour": str(record.price_per_hour),
@@ -152,6 +163,7 @@ def provider_view(record: ProviderRecord, live: Live | None, *, now: float, half
         "tasks_valid": record.total_valid,
         "leases_abandoned": record.leases_abandoned,
         "slashed": record.slashed,
+        "edge_records": record.edge_records,
         "registered_at": record.registered_at,
         "last_seen": record.last_seen,
     }

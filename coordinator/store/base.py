@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from coordinator.models import Job, JobProgress, JobState, Lease, ProviderRecord, SettlementState, Task, TaskState
+from coordinator.verification.hardware import DeviceCheck
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class VerificationUpdate:
     requeue: Sequence[tuple[str, str]] = ()  # primaries found invalid: (task_id, reason)
     new_rows: Sequence[Task] = ()  # checks and referees to queue
     observations: Sequence[tuple[str, bool]] = ()  # (provider_id, valid)
+    edges: Sequence[tuple[str, int]] = ()  # (provider_id, records at the edge of the tie band): back on probation
     slashes: Sequence[Slash] = field(default_factory=tuple)
 
 
@@ -149,6 +151,7 @@ class Store(Protocol):
     def upsert_provider(self, record: ProviderRecord) -> ProviderRecord: ...
     def get_provider(self, provider_id: str) -> ProviderRecord: ...
     def provider_by_address(self, address: str) -> ProviderRecord | None: ...
+    def set_provider_checks(self, provider_id: str, checks: Sequence[DeviceCheck]) -> None: ...  # hardware verdicts
     def set_provider_stake(self, address: str, stake: int) -> None: ...  # collectable stake as last read
     def list_providers(self) -> list[ProviderRecord]: ...
     def touch_provider(self, provider_id: str, *, now: float) -> None: ...

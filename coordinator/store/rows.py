@@ -19,7 +19,13 @@ from coordinator.models import (
     TaskRole,
     TaskState,
 )
+from coordinator.verification.hardware import DeviceCheck
 from gpumesh.jobspec import JobSpec
+
+
+def checks_json(checks) -> str | None:
+    """Hardware checks as stored (None: never checked)."""
+    return None if checks is None else json.dumps([c.as_dict() for c in checks])
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -110,7 +116,9 @@ CREATE TABLE IF NOT EXISTS providers (
     sealing_key TEXT NOT NULL DEFAULT '',  -- hex X25519 public key that input data keys are wrapped to
     network TEXT NOT NULL DEFAULT '',  -- the /24 or /48 it registered from
     funder TEXT NOT NULL DEFAULT '',  -- the address that funded its stake
-    stake TEXT NOT NULL DEFAULT ''  -- collectable active stake last read ('' = not read)
+    stake TEXT NOT NULL DEFAULT '',  -- collectable active stake last read ('' = not read)
+    hardware_checks TEXT,  -- JSON: per device, claimed vs verified by timed checks (NULL = never checked)
+    edge_records INTEGER NOT NULL DEFAULT 0  -- records that lost a referee's tie band to the other side
 );
 CREATE TABLE IF NOT EXISTS slashes (
     provider_id TEXT NOT NULL,
@@ -286,6 +294,9 @@ def provider_row(row: tuple) -> ProviderRecord:
         network=row[26],
         funder=row[27],
         stake=int(row[28]) if row[28] != "" else None,
+        hardware_checks=(tuple(DeviceCheck.from_dict(d) for d in json.loads(row[29])) if row[29] is not None
+                         else None),
+        edge_records=row[30],
     )
 
 

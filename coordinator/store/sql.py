@@ -30,7 +30,8 @@ from coordinator.models import (
 )
 from coordinator.store.base import Charge, FailureOutcome, Presence, ResultOutcome, Slash, SlashState, VerificationUpdate
 from coordinator.store.grants import ArtifactGrantsSql
-from coordinator.store.rows import DONE, JOB_COLS, OPEN, TASK_COLS, job_row, provider_row, task_row
+from coordinator.store.rows import DONE, JOB_COLS, OPEN, TASK_COLS, checks_json, job_row, provider_row, task_row
+from coordinator.verification.hardware import DeviceCheck
 from coordinator.store.txn import Conn, RetryTransaction, _write
 from gpumesh.errors import AlreadyExists, NotFound
 
@@ -328,6 +329,9 @@ class SqlStore(ArtifactGrantsSql):
             self._insert_rows(db, update.new_rows, now)
             for provider_id, valid in update.observations:
                 self._observe_tx(db, provider_id, valid, now, half_life_s)
+            for provider_id, n in update.edges:  # flagged: counted, and checked as a newcomer again
+                db.execute("UPDATE providers SET edge_records = edge_records + ?, consecutive_valid = 0 "
+                           "WHERE provider_id = ?", (n, provider_id))
             for slash in update.slashes:
                 self._insert_slash(db, slash, now)
             return self._ready_tx(db, update.job_id, now)
@@ -425,8 +429,8 @@ class SqlStore(ArtifactGrantsSql):
             db.execute(
                 "INSERT INTO providers (provider_id, address, name, hardware_json, gpus_json, cpu_count, "
                 "memory_total_mb, price_per_hour, tier, slots, runtime, isolated, cached_models_json, "
-                "registered_at, last_seen, operator, sealing_key, network, funder, stake) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "registered_at, last_seen, operator, sealing_key, network, funder, stake, hardware_checks) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(address) DO UPDATE SET name = excluded.name, "
                 "hardware_json = excluded.hardware_json, gpus_json = excluded.gpus_json, "
                 "cpu_count = excluded.cpu_count, memory_total_mb = excluded.memory_total_mb, "
@@ -434,17 +438,27 @@ class SqlStore(ArtifactGrantsSql):
                 "runtime = excluded.runtime, isolated = excluded.isolated, "
                 "cached_models_json = excluded.cached_models_json, last_seen = excluded.last_seen, "
                 "operator = excluded.operator, sealing_key = excluded.sealing_key, network = excluded.network, "
-                "funder = excluded.funder, stake = excluded.stake",
+                "funder = excluded.funder, stake = excluded.stake, "
+                # checks of the same claimed GPUs stand until the next check; a new claim is unchecked
+                "hardware_checks = COALESCE(excluded.hardware_checks, CASE WHEN providers.gpus_json = "
+                "excluded.gpus_json THEN providers.hardware_checks END)",
                 (record.provider_id, record.address, record.name, record.hardware_json, gpus,
                  record.cpu_count, record.memory_total_mb, str(record.price_per_hour), record.tier.value,
                  record.slots, record.runtime, int(record.isolated), json.dumps(list(record.cached_models)),
                  record.registered_at, record.last_seen, record.operator, record.sealing_key, record.network,
-                 record.funder, "" if record.stake is None else str(record.stake)),
+                 record.funder, "" if record.stake is None else str(record.stake),
+                 checks_json(record.hardware_checks)),
             )
             row = db.execute(
                 "SELECT * FROM providers WHERE address = ?", (record.address,)
             ).fetchone()
         return provider_row(row)
+
+    @_write
+    def set_provider_checks(self, provider_id: str, checks: Sequence[DeviceCheck]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE providers SET hardware_checks = ? WHERE provider_id = ?",
+                       (checks_json(checks), provider_id))
 
     @_write
     def set_provider_stake(self, address: str, stake: int) -> None:

@@ -96,9 +96,37 @@ class RescoreThresholds:
     """
 
     top_k: int = 5
-    max_logprob_gap: float = 1.0
+    max_logprob_gap: float = 0.3  # bench/tolerance.py: bfloat16 weights stay under 0.1
     max_bad_fraction: float = 0.1
     max_sample_z: float = 5.0
+    # With an honest side (a referee of a replica dispute): at the first token where two greedy
+    # records differ, the one the model finds more likely by more than this wins (bench/tolerance.py:
+    # bfloat16 copies of the weights, the honest precision baseline, stay within it).
+    tie_nats: float = 0.1
+    # ... when the two sides and the referee are all CPU (float32) nodes by their verified hardware:
+    # batch composition is then the only honest difference (bench/tolerance.py, "batch-1").
+    tie_nats_fp32: float = 1e-3
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where two greedy records of one prompt first differ, as the verifier's model scores them."""
+
+    index: int  # the completion token
+    margin: float  # log-prob of the first side's token minus the second's (same context: comparable)
+
+
+def first_divergence(first: Mapping[str, Any], second: Mapping[str, Any], first_ids: Sequence[int] | None,
+                     second_ids: Sequence[int] | None) -> Divergence | None:
+    """``first``/``second``: re-score reports of the two records (per-token ``logprobs``); the ids
+    are their completion token ids. None when they do not differ within both scored spans."""
+    if not first_ids or not second_ids:
+        return None
+    d = next((k for k, (a, b) in enumerate(zip(first_ids, second_ids)) if a != b), None)
+    a_lp, b_lp = first.get("logprobs") or [], second.get("logprobs") or []
+    if d is None or d >= len(a_lp) or d >= len(b_lp):
+        return None
+    return Divergence(d, float(a_lp[d]) - float(b_lp[d]))
 
 
 def _record_problem(r: Mapping[str, Any], th: RescoreThresholds) -> str:

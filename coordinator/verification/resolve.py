@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.verification.compare import RescoreThresholds, Verdict, compare_exact, judge_rescore
+from coordinator.verification.compare import (
+    RescoreThresholds,
+    Verdict,
+    compare_exact,
+    first_divergence,
+    judge_rescore,
+)
 from coordinator.verification.inputs import answers, records, undisguise
 
 
@@ -30,6 +36,8 @@ class RefereeReading:
     primary_valid: bool
     checker_valid: bool
     reason: str
+    primary_edges: int = 0  # records that lost to the other side's within the tie band
+    checker_edges: int = 0
 
 
 def _report(data: bytes, claims: bytes) -> list[dict] | str:
@@ -77,6 +85,51 @@ def read_audit(claims: bytes, report: bytes, kinds: Sequence[Sequence], th: Resc
     return CheckReading(True, True, f"audit: {verdict.reason}; {len(decoys_accepted)} decoy(s) rejected")
 
 
+@dataclass(frozen=True)
+class Duel:
+    primary_lost: tuple = ()  # ids of the primary's records the model finds less likely than the replica's
+    checker_lost: tuple = ()
+    primary_edges: int = 0  # records less likely than the other side's, but within the tie band
+    checker_edges: int = 0
+
+    @property
+    def reason(self) -> str:
+        parts = [f"{side} loses records {_ids(lost)} to the other side" for side, lost in
+                 (("primary", self.primary_lost), ("replica", self.checker_lost)) if lost]
+        parts += [f"{side} has {n} record(s) at the edge of the tie band" for side, n in
+                  (("primary", self.primary_edges), ("replica", self.checker_edges)) if n]
+        return "; record by record: " + ", ".join(parts) if parts else ""
+
+
+def _ids(ids: Sequence) -> str:
+    return ", ".join(map(repr, ids[:5])) + (f" (+{len(ids) - 5})" if len(ids) > 5 else "")
+
+
+def record_by_record(claims: Sequence[dict], report: Sequence[dict], n: int, th: RescoreThresholds) -> Duel:
+    """Judge a replica dispute's differing records against each other: ``claims`` and ``report``
+    hold the primary's ``n`` records, then the replica's in the same order. At the first token
+    where two greedy records of one prompt differ, both sides share the context, so the model's
+    log-probabilities of their two tokens compare directly; the less likely side loses the record
+    when the gap exceeds ``th.tie_nats`` (honest precision differences stay within it)."""
+    lost_p, lost_c, edge_p, edge_c = [], [], 0, 0
+    for i in range(n):
+        a, b = claims[i], claims[n + i]
+        if a.get("completion") == b.get("completion") or report[i].get("temperature", 0) > 0:
+            continue
+        div = first_divergence(report[n + i], report[i], b.get("completion_ids"), a.get("completion_ids"))
+        if div is None:
+            continue
+        if div.margin > th.tie_nats:
+            lost_p.append(a.get("id", i))
+        elif div.margin < -th.tie_nats:
+            lost_c.append(b.get("id", i))
+        elif div.margin > 0:
+            edge_p += 1
+        elif div.margin < 0:
+            edge_c += 1
+    return Duel(tuple(lost_p), tuple(lost_c), edge_p, edge_c)
+
+
 def read_referee(meta: Mapping[str, Any], referee_claims: bytes, referee_report: bytes,
                  check_claims: bytes, check_report: bytes, th: RescoreThresholds) -> RefereeReading:
     """``meta``: the referee row's check metadata (``mode``, ``kinds``, ``checker_ok``)."""
@@ -88,8 +141,12 @@ def read_referee(meta: Mapping[str, Any], referee_claims: bytes, referee_report:
         n = sum(1 for k in kinds if k[0] == "primary")
         primary = judge_rescore(rep[:n], th)
         checker = judge_rescore(rep[n:], th) if meta["checker_ok"] and len(rep) > n else Verdict(False, (), "malformed replica")
-        return RefereeReading(primary.agree, checker.agree,
-                              f"referee on primary: {primary.reason}; on replica: {checker.reason}")
+        reason = f"referee on primary: {primary.reason}; on replica: {checker.reason}"
+        if not (meta["checker_ok"] and len(rep) == 2 * n):
+            return RefereeReading(primary.agree, checker.agree, reason)
+        duel = record_by_record(records(referee_claims), rep, n, th)
+        return RefereeReading(primary.agree and not duel.primary_lost, checker.agree and not duel.checker_lost,
+                              reason + duel.reason, duel.primary_edges, duel.checker_edges)
     truth, truth_decoys = _readings(kinds, rep, th)
     checker_valid = False
     if meta["checker_ok"]:

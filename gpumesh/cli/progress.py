@@ -40,13 +40,13 @@ def watch_job(client: Client, job_id: str) -> JobStatus:
 
 def providers_table(providers) -> None:
     table = Table(title="providers")
-    for col in ("id", "name", "address", "hardware", "price/h", "tier", "runtime", "online", "done",
+    for col in ("id", "name", "address", "claimed", "verified", "price/h", "tier", "runtime", "online", "done",
                 "checked ok/bad", "reputation"):
         table.add_column(col)
     for p in providers:
-        gpus = ", ".join(g.name for g in p.hardware.gpus) or f"CPU x{p.hardware.cpu_count}"
+        claimed = ", ".join(g.name for g in p.hardware.gpus) or f"CPU x{p.hardware.cpu_count}"
         table.add_row(
-            p.provider_id, p.name, p.address[:10] + "…", gpus, str(p.price_per_hour),
+            p.provider_id, p.name, p.address[:10] + "…", claimed, verified_hardware(p), str(p.price_per_hour),
             common_pb2.ProviderTier.Name(p.tier).removeprefix("PROVIDER_TIER_").lower(),
             f"{p.runtime}{'' if p.isolated else ' (unisolated)'}",
             "yes" if p.connected else "no", str(p.tasks_completed),
@@ -54,3 +54,18 @@ def providers_table(providers) -> None:
             f"{p.reputation:.2f}",
         )
     Console().print(table)
+
+
+def verified_hardware(p) -> str:
+    """Per device, what its timed hardware check verified and measured ("unchecked" before one)."""
+    if not p.hardware_checks:
+        return "unchecked"
+    parts = []
+    for c in p.hardware_checks:
+        if not c.verified:
+            parts.append(f"not verified ({c.claimed or 'CPU'}: {c.note or 'no answer'})")
+        elif c.source == "trusted":
+            parts.append(f"{c.verified_label} (trusted)")
+        else:
+            parts.append(f"{c.verified_label} {c.tflops:.3g} TFLOPS")
+    return ", ".join(parts)

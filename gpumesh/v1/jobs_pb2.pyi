@@ -211,7 +211,7 @@ class ListProvidersRequest(_message.Message):
     def __init__(self, connected_only: _Optional[bool] = ...) -> None: ...
 
 class ProviderInfo(_message.Message):
-    __slots__ = ("provider_id", "address", "name", "hardware", "price_per_hour", "tier", "connected", "slots", "running", "runtime", "isolated", "telemetry", "last_seen", "tasks_completed", "verified_valid", "verified_invalid", "slashed", "reputation", "operator")
+    __slots__ = ("provider_id", "address", "name", "hardware", "price_per_hour", "tier", "connected", "slots", "running", "runtime", "isolated", "telemetry", "last_seen", "tasks_completed", "verified_valid", "verified_invalid", "slashed", "reputation", "operator", "hardware_checks", "hardware_verified", "edge_records")
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +231,9 @@ class ProviderInfo(_message.Message):
     SLASHED_FIELD_NUMBER: _ClassVar[int]
     REPUTATION_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    HARDWARE_VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    EDGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     provider_id: str
     address: str
     name: str
@@ -250,7 +253,30 @@ class ProviderInfo(_message.Message):
     slashed: int
     reputation: float
     operator: str
-    def __init__(self, provider_id: _Optional[str] = ..., address: _Optional[str] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., connected: _Optional[bool] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks_completed: _Optional[int] = ..., verified_valid: _Optional[int] = ..., verified_invalid: _Optional[int] = ..., slashed: _Optional[int] = ..., reputation: _Optional[float] = ..., operator: _Optional[str] = ...) -> None: ...
+    hardware_checks: _containers.RepeatedCompositeFieldContainer[DeviceCheck]
+    hardware_verified: bool
+    edge_records: int
+    def __init__(self, provider_id: _Optional[str] = ..., address: _Optional[str] = ..., name: _Optional[str] = ..., hardware: _Optional[_Union[_common_pb2.Hardware, _Mapping]] = ..., price_per_hour: _Optional[str] = ..., tier: _Optional[_Union[_common_pb2.ProviderTier, str]] = ..., connected: _Optional[bool] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., runtime: _Optional[str] = ..., isolated: _Optional[bool] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks_completed: _Optional[int] = ..., verified_valid: _Optional[int] = ..., verified_invalid: _Optional[int] = ..., slashed: _Optional[int] = ..., reputation: _Optional[float] = ..., operator: _Optional[str] = ..., hardware_checks: _Optional[_Iterable[_Union[DeviceCheck, _Mapping]]] = ..., hardware_verified: _Optional[bool] = ..., edge_records: _Optional[int] = ...) -> None: ...
+
+class DeviceCheck(_message.Message):
+    __slots__ = ("device", "claimed", "verified", "verified_label", "tflops", "checked_at", "source", "note")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TFLOPS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    claimed: str
+    verified: str
+    verified_label: str
+    tflops: float
+    checked_at: _timestamp_pb2.Timestamp
+    source: str
+    note: str
+    def __init__(self, device: _Optional[int] = ..., claimed: _Optional[str] = ..., verified: _Optional[str] = ..., verified_label: _Optional[str] = ..., tflops: _Optional[float] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ListProvidersResponse(_message.Message):
     __slots__ = ("providers",)

@@ -3,12 +3,24 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from gpumesh.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class CheckPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_PHASE_UNSPECIFIED: _ClassVar[CheckPhase]
+    CHECK_PHASE_PREPARE: _ClassVar[CheckPhase]
+    CHECK_PHASE_START: _ClassVar[CheckPhase]
+    CHECK_PHASE_OPEN: _ClassVar[CheckPhase]
+CHECK_PHASE_UNSPECIFIED: CheckPhase
+CHECK_PHASE_PREPARE: CheckPhase
+CHECK_PHASE_START: CheckPhase
+CHECK_PHASE_OPEN: CheckPhase
 
 class GetChallengeRequest(_message.Message):
     __slots__ = ("address",)
@@ -116,15 +128,67 @@ class TaskFailure(_message.Message):
     retryable: bool
     def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
+class HardwareCheck(_message.Message):
+    __slots__ = ("check_id", "phase", "device", "n", "rows", "rounds", "leaf_rows", "seed_a", "seed_b", "deadline_s", "open_rows")
+    CHECK_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    LEAF_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_A_FIELD_NUMBER: _ClassVar[int]
+    SEED_B_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    check_id: str
+    phase: CheckPhase
+    device: int
+    n: int
+    rows: int
+    rounds: int
+    leaf_rows: int
+    seed_a: int
+    seed_b: int
+    deadline_s: float
+    open_rows: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, check_id: _Optional[str] = ..., phase: _Optional[_Union[CheckPhase, str]] = ..., device: _Optional[int] = ..., n: _Optional[int] = ..., rows: _Optional[int] = ..., rounds: _Optional[int] = ..., leaf_rows: _Optional[int] = ..., seed_a: _Optional[int] = ..., seed_b: _Optional[int] = ..., deadline_s: _Optional[float] = ..., open_rows: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class CheckLeaf(_message.Message):
+    __slots__ = ("index", "digests", "path")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    digests: bytes
+    path: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, index: _Optional[int] = ..., digests: _Optional[bytes] = ..., path: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class HardwareCheckReply(_message.Message):
+    __slots__ = ("check_id", "phase", "root", "leaves", "error")
+    CHECK_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    check_id: str
+    phase: CheckPhase
+    root: bytes
+    leaves: _containers.RepeatedCompositeFieldContainer[CheckLeaf]
+    error: str
+    def __init__(self, check_id: _Optional[str] = ..., phase: _Optional[_Union[CheckPhase, str]] = ..., root: _Optional[bytes] = ..., leaves: _Optional[_Iterable[_Union[CheckLeaf, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ProviderMessage(_message.Message):
-    __slots__ = ("heartbeat", "result", "failure")
+    __slots__ = ("heartbeat", "result", "failure", "check")
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     heartbeat: Heartbeat
     result: TaskResult
     failure: TaskFailure
-    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ...) -> None: ...
+    check: HardwareCheckReply
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., check: _Optional[_Union[HardwareCheckReply, _Mapping]] = ...) -> None: ...
 
 class TaskLease(_message.Message):
     __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job")
@@ -189,13 +253,15 @@ class CancelLease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("accepted", "lease", "ack", "cancel")
+    __slots__ = ("accepted", "lease", "ack", "cancel", "check")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     accepted: SessionAccepted
     lease: TaskLease
     ack: ResultAck
     cancel: CancelLease
-    def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., cancel: _Optional[_Union[CancelLease, _Mapping]] = ...) -> None: ...
+    check: HardwareCheck
+    def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., cancel: _Optional[_Union[CancelLease, _Mapping]] = ..., check: _Optional[_Union[HardwareCheck, _Mapping]] = ...) -> None: ...

@@ -94,6 +94,20 @@
     if (s.refresh_s > 0) state.refreshMs = Math.max(200, s.refresh_s * 1000);
   }
 
+  // Hardware as timed checks verified it: the scheduler uses this, never the claim.
+  function verifiedCell(p) {
+    if (!p.hardware_checks.length) return badge("unchecked", "unisolated");
+    return p.hardware_checks.map((c) => !c.verified ? "not verified (claimed " + c.claimed + ")"
+      : c.source === "trusted" ? c.verified_label + " (trusted)"
+      : c.verified_label + " · " + c.tflops.toFixed(c.tflops < 10 ? 2 : 0) + " TFLOPS").join(", ");
+  }
+
+  function checksTitle(p) {
+    return p.hardware_checks.map((c) => c.claimed + ": " + (c.verified ? c.verified_label : "not verified") +
+      (c.source === "trusted" ? " (trusted)" : ", measured " + c.tflops.toFixed(3) + " TFLOPS") +
+      (c.note ? " – " + c.note : "")).join("\n") || "no hardware check answered yet: no work until one is";
+  }
+
   function renderProviders(page) {
     const rows = page.providers.map((p) => {
       const rep = p.reputation;
@@ -101,7 +115,8 @@
         td(p.name, "name", p.provider_id),
         td(short(p.address), "mono", p.address),
         td(badge(p.tier)),
-        td(p.gpu_summary, "", p.cpu_count + " CPUs, " + Math.round(p.memory_total_mb / 1024) + " GB RAM"),
+        td(p.gpu_summary, "claimed", p.cpu_count + " CPUs, " + Math.round(p.memory_total_mb / 1024) + " GB RAM"),
+        td(verifiedCell(p), "verified", checksTitle(p)),
         td(p.isolated ? badge(p.runtime, "isolated") : badge(p.runtime + " · unisolated", "unisolated"), "isolation",
            p.isolated ? "workloads run sandboxed" : "workloads run without a sandbox: no sealed job is leased to it"),
         td(amount(p.price_per_hour), "num mono"),
@@ -113,7 +128,7 @@
         td(p.tasks_rejected, "num tasks-rejected"),
         td(p.slashed, "num"));
     });
-    fill("providers", rows, "No provider has registered yet.", 12);
+    fill("providers", rows, "No provider has registered yet.", 13);
     const more = $("providers-more");
     more.hidden = !page.next;
     more.textContent = page.next ? "Showing the first " + page.providers.length + " providers." : "";
