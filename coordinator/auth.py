@@ -132,11 +132,11 @@ class ProviderAuth:
         if self.stake_of is None:
             return None
         active = self.stake_of(address)
-        if self.settings.min_stake == 0 or tier is ProviderTier.CENTRALIZED:
+        if self.settings.required_stake == 0 or tier is ProviderTier.CENTRALIZED:
             return active
-        if active < self.settings.min_stake:
+        if active < self.settings.required_stake:
             raise FailedPrecondition(
-                f"{address} has {active} staked in the ProviderRegistry; at least {self.settings.min_stake} "
+                f"{address} has {active} staked in the ProviderRegistry; at least {self.settings.required_stake} "
                 "is needed to take work (stake, then register again)", field="stake")
         return active
 

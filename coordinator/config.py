@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coordinator.fallback.skypilot import SkyPilotConfig
 from coordinator.ratelimit import Limits
+from coordinator.verification.policy import deterring_stake
 
 
 def default_home() -> Path:
@@ -109,8 +110,13 @@ class CoordinatorSettings(BaseSettings):
     max_invalid_rate: float = Field(0.1, gt=0, le=1)  # above it (upper 95% bound) a provider gets no work
     slash_amount: int = Field(10**18, ge=0)  # stake taken per invalid result (at most what is staked)
     # Active stake an open-market provider needs to take work (settling coordinators), checked at
-    # registration and after every slash: a provider slashed below it gets no more work.
-    min_stake: int = Field(0, ge=0)
+    # registration and after every slash: a provider slashed below it gets no more work. Unset:
+    # derived from the floor check rate (``required_stake``); 0 lets identities take work for free.
+    min_stake: int | None = Field(None, ge=0)
+    # The task reward the floor check rate is sized for: a fresh identity then stakes more than
+    # it expects to be paid before its first check (policy.deterring_stake). Tasks paying more are
+    # checked more often (verifier.p_min). 0.02 GMT is ~10 minutes of a 120 GMT/hour provider.
+    floor_task_reward: int = Field(2 * 10**16, ge=0)
     registry_max_slash_bps: int = Field(2500, ge=0, le=10_000)  # the registry's per-incident cap (as deployed)
     # Who receives a slash when the job has no submitter to compensate (never the coordinator's own
     # key: the registry refuses that); "" skips such slashes.
@@ -125,6 +131,20 @@ class CoordinatorSettings(BaseSettings):
     fallback_cooldown_s: float = Field(300.0, ge=0)  # after a failed launch, per requirements
     fallback_tasks_per_cluster: int = Field(8, ge=1)
     fallback_release_after_s: float = Field(600.0, ge=0)  # tear down a cluster no task has needed this long
+
+    @property
+    def required_stake(self) -> int:
+        """``min_stake``, or the least stake that makes the floor check rate deter cheating on a
+        task paying ``floor_task_reward`` and lets one slash collect ``slash_amount`` in full:
+        ``ceil(max(R * (1 - p_floor) / p_floor, slash_amount) * 10000 / registry_max_slash_bps)``
+        (4 GMT at the defaults: p_floor 0.02, R 0.02 GMT, slash 1 GMT, cap 25%)."""
+        if self.min_stake is not None:
+            return self.min_stake
+        if self.replication_p_floor <= 0 or self.registry_max_slash_bps == 0:
+            return 0  # no floor rate (or an unslashable registry): stake buys nothing
+        per_incident = max(deterring_stake(self.replication_p_floor, self.floor_task_reward),
+                           self.slash_amount)
+        return -(-per_incident * 10_000 // self.registry_max_slash_bps)
 
     @property
     def fallback_trust_s(self) -> float:

@@ -365,7 +365,8 @@ class Coordinator:
         """Where deposits go; empty when this coordinator does not settle on-chain."""
         if self.chain is None:
             return {}
-        return {**self.chain.describe(), "min_escrow_window_s": int(self.settings.min_escrow_window_s)}
+        return {**self.chain.describe(), "min_escrow_window_s": int(self.settings.min_escrow_window_s),
+                "min_stake": str(self.settings.required_stake if self.slasher is not None else 0)}
 
     def get_job(self, job_id: str) -> JobView:
         job = self.store.get_job(job_id)
@@ -637,7 +638,7 @@ class Coordinator:
     def _standing(self, record):
         return standing(record, now=self.clock(), half_life_s=self.settings.reputation_half_life_s,
                         max_invalid_rate=self.settings.max_invalid_rate,
-                        min_stake=self.settings.min_stake if self.slasher is not None else 0)
+                        min_stake=self.settings.required_stake if self.slasher is not None else 0)
 
     def _after_failure(self, outcomes) -> None:
         for outcome in outcomes:
@@ -898,10 +899,18 @@ class Coordinator:
         now = self.clock()
         if self.fallback.live():
             self._background(self._release_idle_capacity())
-        for job_id in self.store.escalate_stale_checks(older_than=now - self.settings.check_wait_s, now=now):
+        stale = self.store.escalate_stale_checks(older_than=now - self.settings.check_wait_s, now=now)
+        for job_id, task_id in stale.escalated:
+            log.warning("job %s: check %s found no independent open-market provider within %.0fs; it goes to "
+                        "centralized capacity", job_id, task_id, self.settings.check_wait_s,
+                        extra={"job_id": job_id, "task_id": task_id})
+        for job_id in stale.ready:
             log.warning("job %s: a check found no independent provider within %.0fs; its result is delivered "
                         "marked unchecked (the submitter allowed it)", job_id, self.settings.check_wait_s)
             asyncio.get_running_loop().create_task(self._finalize(job_id))
+        if stale.escalated or stale.unchecked:  # the scheduler asks the fallback for what they need
+            self.metrics.checks_escalated.labels("centralized").inc(len(stale.escalated))
+            self.metrics.checks_escalated.labels("unchecked").inc(len(stale.unchecked))
         outcomes = self.store.expire_leases(now=self.clock())
         self.metrics.leases_expired.inc(len(outcomes))
         for outcome in outcomes:

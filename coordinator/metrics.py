@@ -28,6 +28,9 @@ class CoordinatorMetrics:
                                 registry=r)
         self.verdicts = Counter("gpumesh_verification_observations", "Results found valid or invalid by checks",
                                 ["verdict"], registry=r)
+        self.checks_escalated = Counter(
+            "gpumesh_checks_escalated", "Checks no independent open-market provider took in time, by where they went "
+            "(centralized capacity, or given up unchecked with the submitter's consent)", ["to"], registry=r)
         self.jobs_settled = Counter("gpumesh_jobs_settled", "Jobs settled on-chain", registry=r)
         self.paid = Counter("gpumesh_paid_base_units", "Token base units settled to providers", registry=r)
         self.refunded = Counter("gpumesh_refunded_base_units", "Token base units refunded to submitters",

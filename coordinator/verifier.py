@@ -106,7 +106,7 @@ class Verifier:
 
     def slashable(self, provider: ProviderRecord | None) -> int:
         """What one slash can surely collect from ``provider``."""
-        stake = provider.stake if provider is not None and provider.stake is not None else self.settings.min_stake
+        stake = provider.stake if provider is not None and provider.stake is not None else self.settings.required_stake
         return min(self.settings.slash_amount, stake * self.settings.registry_max_slash_bps // 10_000)
 
     # ---- primary results ------------------------------------------------------------------------
@@ -201,11 +201,22 @@ class Verifier:
         return judge(claimed, start, replayed), start, replayed
 
     def slash_for(self, provider: ProviderRecord, task: Task, job: Job, reason: str, *, output_cid: str,
-                  signature: bytes) -> Slash:
+                  signature: bytes, dispute_cost: int = 0) -> Slash:
         """A slash of ``provider`` for its result ``output_cid`` of ``task`` (signed ``signature``),
-        paid to the job's submitter, whom the invalid result wronged."""
-        return Slash(provider.provider_id, task.task_id, job.job_id, provider.address, self.settings.slash_amount,
-                     job.submitter, reason, output_cid=output_cid, signature=bytes(signature))
+        paid to the job's submitter, whom the invalid result wronged: ``slash_amount`` plus
+        ``dispute_cost``, the loser's share of the referee the submitter's budget paid for (the
+        registry's per-incident cap still bounds the whole)."""
+        if dispute_cost:
+            reason = f"{reason} (and {dispute_cost} for the dispute's referee)"
+        return Slash(provider.provider_id, task.task_id, job.job_id, provider.address,
+                     self.settings.slash_amount + dispute_cost, job.submitter, reason, output_cid=output_cid,
+                     signature=bytes(signature))
+
+    @staticmethod
+    def referee_cost(row: Task) -> int:
+        """What the referee ``row`` earns from the job's budget: its price for its measured time."""
+        seconds = max(0.0, (row.submitted_at or row.leased_at) - row.leased_at)
+        return task_cost(TaskCharge(row.task_id, "", row.price_per_hour, seconds))
 
     # ---- check and referee results --------------------------------------------------------------
 
@@ -319,18 +330,23 @@ class Verifier:
                    f"referee: {reading.reason}")]
         current = primary.output_cid == meta["primary_output"] and primary.state is TaskState.SUBMITTED
         verdicts, requeue, slashes = [], [], []
+        # The submitter's budget pays the referee; whoever it proves wrong pays that back from stake.
+        losers = (not reading.primary_valid) + (not reading.checker_valid)
+        share = -(-self.referee_cost(row) // losers) if losers else 0
         if reading.primary_valid:
             if current:
                 verdicts.append((primary.task_id, f"verified by referee: {reading.reason}"))
         else:
             slashes.append(self.slash_for(first, primary, job, f"invalid result: {reading.reason}",
                                           output_cid=meta["primary_output"],
-                                          signature=bytes.fromhex(meta.get("primary_signature", ""))))
+                                          signature=bytes.fromhex(meta.get("primary_signature", "")),
+                                          dispute_cost=share))
             if current:
                 requeue.append((primary.task_id, f"result rejected by referee: {reading.reason}"))
         if not reading.checker_valid:
             slashes.append(self.slash_for(checker, checked, job, f"invalid {checked.role.value}: {reading.reason}",
-                                          output_cid=checked.output_cid, signature=checked.signature))
+                                          output_cid=checked.output_cid, signature=checked.signature,
+                                          dispute_cost=share))
         return VerificationUpdate(
             job.job_id, states=states, verdicts=verdicts, requeue=requeue, slashes=slashes,
             observations=[(first.provider_id, reading.primary_valid), (checker.provider_id, reading.checker_valid)],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.store.base import Presence
+from coordinator.store.base import Presence, StaleChecks
 from coordinator.models import GpuSpec, Job, JobState, ProviderRecord, ProviderTier, Task, TaskState
 from gpumesh.errors import FailedPrecondition, NotFound
 from gpumesh.jobspec import JobSpec
@@ -359,18 +359,20 @@ def test_a_stale_check_goes_to_centralized_capacity_unless_the_job_allows_unchec
     (lease,) = lease_all(store)
     store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
                         output_cid=CID, signature=b"s", metrics_json="{}", now=102.0, check=_check_row(lease.task))
-    assert store.escalate_stale_checks(older_than=101.0, now=150.0) == []  # queued at 102: not stale yet
-    assert store.escalate_stale_checks(older_than=103.0, now=400.0) == []
+    assert store.escalate_stale_checks(older_than=101.0, now=150.0) == StaleChecks([], [], [])  # queued at 102
+    (check,) = store.list_checks("job_1")
+    assert store.escalate_stale_checks(older_than=103.0, now=400.0) == StaleChecks([], [], [("job_1", check.task_id)])
     (check,) = store.list_checks("job_1")
     assert check.state is TaskState.QUEUED and check.require_tier == "CENTRALIZED"  # never silently unchecked
     assert store.get_job("job_1").state is JobState.RUNNING
-    assert store.escalate_stale_checks(older_than=1000.0, now=1000.0) == []  # once there, it waits for it
+    assert store.escalate_stale_checks(older_than=1000.0, now=1000.0) == StaleChecks([], [], [])  # it waits there
 
     make_job(store, job_id="job_2", n=1, allow_unchecked=True)
     lease = store.lease_task("job_2-t0", "prov_a", ttl=10, now=1000.5)
     store.submit_result(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id="prov_a",
                         output_cid=CID, signature=b"s", metrics_json="{}", now=1001.0, check=_check_row(lease.task))
-    assert store.escalate_stale_checks(older_than=1002.0, now=1400.0) == ["job_2"]
+    (check,) = store.list_checks("job_2")
+    assert store.escalate_stale_checks(older_than=1002.0, now=1400.0) == StaleChecks(["job_2"], [check.task_id], [])
     (check,) = store.list_checks("job_2")
     assert check.state is TaskState.FAILED and check.verdict.startswith("check not run")
     (primary,) = store.list_tasks("job_2")

@@ -131,7 +131,7 @@ def test_a_job_survives_the_leader_replica_being_killed(pg_dsn, tmp_path, tiny_m
             _wait(lambda: any(pid == bob for pid, _ in _tasks(client, job_id)), 60, "a task on bob (via replica B)")
             _wait(lambda: sum(st == "SUBMITTED" for _, st in _tasks(client, job_id)) >= 2, 90, "progress")
             a.kill()
-            assert _wait(leader, 15, "B to take the leadership") == "B"
+            assert _wait(lambda: leader() == "B", 30, "B to take the leadership")
             job = None
             for job in client.watch(job_id, timeout=240):
                 pass

@@ -162,6 +162,10 @@ def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, t
             wallet = Wallet.generate()
             fund_dev_gas(chain, wallet.address)
             chain.register(Account.from_key(wallet.private_key))
+            minimum = int(client.settlement_info().min_stake)  # derived from the floor check rate
+            assert minimum > 0
+            chain.mint(Account.from_key(dev_keys()[2]), wallet.address, minimum)
+            chain.stake(Account.from_key(wallet.private_key), minimum)
             provider = ScriptedProvider(net.target, name="scripted", price=PRICE, wallet=wallet)
             try:
                 chain.mint(Account.from_key(submitter.private_key), submitter.address, BUDGET)

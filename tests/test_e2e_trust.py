@@ -87,8 +87,9 @@ def test_one_wrong_record_in_sixteen_is_caught_by_the_first_audit_and_a_slashed_
             chain = client.chain()
             info = {p.name: p for p in client.list_providers()}
             events = _wait_slashed(chain, info["cheater"].address)
-            assert len(events) == 1 and int(events[0]["args"]["amount"]) == SLASH
-            assert chain.stake_of(info["cheater"].address).active == STAKE - SLASH < STAKE
+            # SLASH, plus the referee's pay if a referee decided it (the loser pays for the dispute)
+            assert len(events) == 1 and SLASH <= (taken := int(events[0]["args"]["amount"])) < 2 * SLASH
+            assert chain.stake_of(info["cheater"].address).active == STAKE - taken < STAKE
             assert not _slashes(chain, info["honest"].address)
             rows = list(client.get_job(first.id).raw.tasks)
             by_id = {p.provider_id: p.name for p in info.values()}

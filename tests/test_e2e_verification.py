@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -97,11 +98,36 @@ def _wait_slashed(chain, address: str, timeout: float = 30) -> list[dict]:
     return events
 
 
-def _assert_cheater_caught(client: Client, job, providers: dict, cheater: str, honest: list[str]) -> None:
+def _referee_costs(net: LocalNetwork, job_id: str) -> list[int]:
+    """What each referee of the job earned from its budget, read from the coordinator's store."""
+    from coordinator.config import CoordinatorSettings
+    from coordinator.models import TaskRole
+    from coordinator.store.sqlite import SqliteStore
+    from coordinator.verifier import Verifier
+
+    store = SqliteStore(CoordinatorSettings(data_dir=net.root / "coordinator").db_path)
+    try:
+        return [Verifier.referee_cost(t) for t in store.list_checks(job_id) if t.role is TaskRole.REFEREE]
+    finally:
+        store.close()
+
+
+def _assert_cheater_caught(net: LocalNetwork, client: Client, job, providers: dict, cheater: str,
+                           honest: list[str]) -> None:
     chain = client.chain()
     events = _wait_slashed(chain, providers[cheater])
-    assert all(int(e["args"]["amount"]) == SLASH for e in events)
-    assert chain.stake_of(providers[cheater]).active == STAKE - SLASH * len(events)
+    # Each slash takes SLASH, plus the referee's pay where the referee decided a dispute the cheater
+    # lost alone: the submitter's budget paid the referee, the cheater's stake pays the submitter back.
+    referee_costs = Counter(_referee_costs(net, job.job_id))
+    deadline = time.monotonic() + 30
+    while not (extra := Counter(int(e["args"]["amount"]) - SLASH for e in events) - Counter([0])) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+        events = _slashes(chain, providers[cheater])
+    assert extra and not extra - referee_costs, (extra, referee_costs)  # each is one referee's whole pay
+    assert all(int(e["args"]["amount"]) >= SLASH for e in events)
+    assert {e["args"]["beneficiary"].lower() for e in events} == {client.wallet.address.lower()}
+    assert chain.stake_of(providers[cheater]).active == STAKE - sum(int(e["args"]["amount"]) for e in events)
     for name in honest:
         assert not _slashes(chain, providers[name]), f"honest {name} was slashed"
         assert chain.stake_of(providers[name]).active == (0 if name == "referee" else STAKE)  # referees need none
@@ -126,7 +152,7 @@ def test_cheater_is_caught_slashed_and_unpaid(tmp_path, tiny_model, expected, ad
         _market(net, {"honest": {}, "cheater": provider_env(adversary, config)})
         client, job, providers = _run_job(net, tiny_model, expected)
         with client:
-            _assert_cheater_caught(client, job, providers, "cheater", ["honest", "referee"])
+            _assert_cheater_caught(net, client, job, providers, "cheater", ["honest", "referee"])
             chain = client.chain()
             # every result it returned was wrong and went unpaid; what it earned, it earned auditing
             by_id = {p.provider_id: p.name for p in client.list_providers()}

@@ -3,6 +3,7 @@ from itertools import pairwise
 import pytest
 
 from coordinator.verification import ProviderTrack, ReplicationPolicy, p_floor
+from coordinator.verification.policy import deterring_stake
 
 
 def _cheat_income(p: float, reward: float, stake: float) -> float:
@@ -90,3 +91,30 @@ def test_defaults_replicate_a_tenth_of_newcomers_results_and_veterans_at_the_flo
 def test_invalid_policies_are_rejected(kwargs):
     with pytest.raises(ValueError):
         ReplicationPolicy(**kwargs)
+
+
+def test_the_deterring_stake_makes_the_floor_rate_exactly_deter_and_outweighs_a_sybils_earnings():
+    reward = 2 * 10**16
+    per_incident = deterring_stake(0.02, reward)  # collectable on one catch
+    assert per_incident == 49 * reward
+    assert p_floor(reward, reward, per_incident) == pytest.approx(0.02)
+    assert p_floor(reward, reward, per_incident - reward) > 0.02  # any less and the floor is too low
+    # A fresh identity cheating from its first task expects (1 - p) / p paid results before a check
+    # catches it: no more than the stake it loses then.
+    assert reward * (1 - 0.02) / 0.02 <= per_incident
+    # A registry taking at most a quarter per incident needs four times as much staked.
+    assert deterring_stake(0.02, reward, 2500) == 4 * per_incident
+    with pytest.raises(ValueError):
+        deterring_stake(0.0, reward)
+
+
+def test_the_default_minimum_stake_is_derived_and_an_explicit_one_wins(tmp_path):
+    from coordinator.config import CoordinatorSettings
+
+    derived = CoordinatorSettings(data_dir=tmp_path)
+    assert derived.min_stake is None
+    assert derived.required_stake == 4 * 10**18  # max(0.98 GMT, the 1 GMT slash) at a 25% cap
+    bigger = CoordinatorSettings(data_dir=tmp_path, floor_task_reward=10**17)
+    assert bigger.required_stake == deterring_stake(0.02, 10**17, 2500)
+    assert CoordinatorSettings(data_dir=tmp_path, min_stake=0).required_stake == 0
+    assert CoordinatorSettings(data_dir=tmp_path, min_stake=7).required_stake == 7

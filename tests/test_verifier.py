@@ -144,8 +144,11 @@ def test_the_replication_floor_rises_to_cost_over_reward_plus_stake(env, tmp_pat
     assert verifier.p_min(task, replace(slashed, stake=0)) == 1.0
     plan = verifier.plan_for(store.get_job("job_1").spec, task)
     assert plan.replication.p_floor == pytest.approx(0.25)  # above the configured 0.02
-    unstaked = Verifier(CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1"), store, blocks,
-                        clock=lambda: 3600.0)
+    unstaked = Verifier(CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1", min_stake=0), store,
+                        blocks, clock=lambda: 3600.0)
     assert unstaked.p_min(task) == 1.0  # nothing surely slashable: only checking everything deters
+    derived = Verifier(CoordinatorSettings(data_dir=tmp_path, chain_url="http://127.0.0.1:1"), store, blocks,
+                       clock=lambda: 3600.0)
+    assert derived.p_min(task) == pytest.approx(10 / (10 + 10**18))  # the default stake lets a slash take 1 GMT
     unpaid = Verifier(CoordinatorSettings(data_dir=tmp_path), store, blocks, clock=lambda: 3600.0)
     assert unpaid.p_min(task) == 0.0  # nobody is paid: nothing to gain by cheating

@@ -62,6 +62,15 @@ class Slash:
 
 
 @dataclass(frozen=True)
+class StaleChecks:
+    """What ``escalate_stale_checks`` did with checks no independent provider took in time."""
+
+    ready: list[str]  # jobs whose unchecked results (the submitter allowed them) made them ready
+    unchecked: list[str]  # checks given up, their primaries delivered marked unchecked
+    escalated: list[tuple[str, str]]  # (job, check) sent to centralized capacity
+
+
+@dataclass(frozen=True)
 class VerificationUpdate:
     """What reading a check decided for one job, applied by the store in one transaction."""
 
@@ -133,7 +142,7 @@ class Store(Protocol):
 
     # verification
     def apply_verification(self, update: VerificationUpdate, *, now: float, half_life_s: float) -> bool: ...
-    def escalate_stale_checks(self, *, older_than: float, now: float) -> list[str]: ...
+    def escalate_stale_checks(self, *, older_than: float, now: float) -> StaleChecks: ...
     def slashes_in_state(self, state: SlashState, limit: int = 100) -> list[Slash]: ...
     def list_slashes(self, provider_id: str = "") -> list[Slash]: ...
     def set_slash(self, provider_id: str, task_id: str, src: SlashState, dst: SlashState, *, now: float,

@@ -28,7 +28,16 @@ from coordinator.models import (
     UNCHECKED_VERDICT,
     check_job_transition,
 )
-from coordinator.store.base import Charge, FailureOutcome, Presence, ResultOutcome, Slash, SlashState, VerificationUpdate
+from coordinator.store.base import (
+    Charge,
+    FailureOutcome,
+    Presence,
+    ResultOutcome,
+    Slash,
+    SlashState,
+    StaleChecks,
+    VerificationUpdate,
+)
 from coordinator.store.grants import ArtifactGrantsSql
 from coordinator.store.rows import DONE, JOB_COLS, OPEN, TASK_COLS, checks_json, job_row, provider_row, task_row
 from coordinator.verification.hardware import DeviceCheck
@@ -727,7 +736,7 @@ class SqlStore(ArtifactGrantsSql):
             db.execute("UPDATE providers SET slashed = slashed + 1 WHERE provider_id = ?", (slash.provider_id,))
 
     @_write
-    def escalate_stale_checks(self, *, older_than: float, now: float) -> list[str]:
+    def escalate_stale_checks(self, *, older_than: float, now: float) -> StaleChecks:
         """Replicas and audits of the open market still queued since before ``older_than`` (no
         independent provider took them) never leave their primary silently unchecked: with the
         submitter's consent (``verification.allow_unchecked``) the check is given up (FAILED) and
@@ -756,8 +765,11 @@ class SqlStore(ArtifactGrantsSql):
                     db.execute("UPDATE tasks SET require_tier = ?, queued_at = ?, updated_at = ? "
                                "WHERE task_id = ? AND state = ?",
                                ("CENTRALIZED", now, now, tid, TaskState.QUEUED.value))
-            return [job_id for job_id in sorted({j for _, j, _ in rows}) if consent[job_id]
-                    and self._ready_tx(db, job_id, now)]
+            return StaleChecks(
+                ready=[job_id for job_id in sorted({j for _, j, _ in rows}) if consent[job_id]
+                       and self._ready_tx(db, job_id, now)],
+                unchecked=[tid for tid, job_id, _ in rows if consent[job_id]],
+                escalated=[(job_id, tid) for tid, job_id, _ in rows if not consent[job_id]])
 
     # ---- slashes --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from an ordinary task.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 
@@ -39,6 +40,22 @@ def p_floor(cost: float, reward: float, stake: float) -> float:
     if reward + stake == 0:
         return 1.0
     return min(1.0, cost / (reward + stake))
+
+
+def deterring_stake(p: float, reward: int, max_slash_bps: int = 10_000) -> int:
+    """The least stake that makes checking a fraction ``p`` of results deter cheating on tasks
+    paying up to ``reward``, and a fresh identity worth less than it can earn before it is caught.
+
+    ``p_floor(R, R, S) <= p`` needs ``S >= R * (1 - p) / p`` collectable on one catch; that is also
+    what a cheater expects to be paid before its first check (``1 / p`` results, the last caught),
+    so a Sybil that cheats from the start loses at least what it earned. A registry that takes at
+    most ``max_slash_bps`` of the stake per incident needs ``S * 10_000 / max_slash_bps`` staked.
+    With ``p == 0`` nothing deters; ``ValueError``.
+    """
+    if not 0.0 < p <= 1.0 or reward < 0 or not 0 < max_slash_bps <= 10_000:
+        raise ValueError("need 0 < p <= 1, reward >= 0 and 0 < max_slash_bps <= 10000")
+    per_incident = math.ceil(reward * (1.0 - p) / p)
+    return -(-per_incident * 10_000 // max_slash_bps)
 
 
 @dataclass(frozen=True)

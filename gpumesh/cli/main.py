@@ -321,7 +321,9 @@ def provider_register(target, data_dir, dev_gas) -> None:
 @provider.command("stake")
 @TARGET
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the provider's wallet key is.")
-@click.option("--amount", type=int, required=True, help="Token base units to stake in the ProviderRegistry.")
+@click.option("--amount", type=int, default=None,
+              help="Token base units to stake in the ProviderRegistry (default: what tops the active stake "
+                   "up to the coordinator's minimum).")
 def provider_stake(target, data_dir, amount) -> None:
     """Stake in the coordinator's ProviderRegistry (settling coordinators require stake to take
     work; invalid results are slashed from it)."""
@@ -334,12 +336,20 @@ def provider_stake(target, data_dir, amount) -> None:
     settings = ProviderSettings(**({"data_dir": data_dir} if data_dir else {}))
     wallet = load_wallet(settings.key_file, legacy=settings.data_dir / "wallet.key")
     with Client.connect(target) as client:
-        chain = client.chain()
+        info = client.settlement_info()
+        chain = client.chain(info)
         if chain is None:
             raise click.ClickException("this coordinator does not settle on-chain: nothing to stake")
-        chain.stake(Account.from_key(wallet.private_key), amount)
+        required = int(info.min_stake or 0)
+        if amount is None:
+            amount = max(0, required - chain.stake_of(wallet.address).active)
+        if amount < 0:
+            raise click.BadParameter("must be >= 0", param_hint="--amount")
+        if amount:
+            chain.stake(Account.from_key(wallet.private_key), amount)
         stake = chain.stake_of(wallet.address)
-    click.echo(f"{wallet.address} stakes {stake.active} (unbonding {stake.unbonding})")
+    enough = "" if stake.active >= required else f"; {required - stake.active} short of the minimum {required}"
+    click.echo(f"{wallet.address} stakes {stake.active} (unbonding {stake.unbonding}){enough}")
 
 
 # ---- submitter ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ class GetSettlementInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SettlementInfo(_message.Message):
-    __slots__ = ("enabled", "chain_url", "chain_id", "token", "escrow", "registry", "min_escrow_window_s")
+    __slots__ = ("enabled", "chain_url", "chain_id", "token", "escrow", "registry", "min_escrow_window_s", "min_stake")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     CHAIN_URL_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class SettlementInfo(_message.Message):
     ESCROW_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     MIN_ESCROW_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_STAKE_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     chain_url: str
     chain_id: int
@@ -42,7 +43,8 @@ class SettlementInfo(_message.Message):
     escrow: str
     registry: str
     min_escrow_window_s: int
-    def __init__(self, enabled: _Optional[bool] = ..., chain_url: _Optional[str] = ..., chain_id: _Optional[int] = ..., token: _Optional[str] = ..., escrow: _Optional[str] = ..., registry: _Optional[str] = ..., min_escrow_window_s: _Optional[int] = ...) -> None: ...
+    min_stake: str
+    def __init__(self, enabled: _Optional[bool] = ..., chain_url: _Optional[str] = ..., chain_id: _Optional[int] = ..., token: _Optional[str] = ..., escrow: _Optional[str] = ..., registry: _Optional[str] = ..., min_escrow_window_s: _Optional[int] = ..., min_stake: _Optional[str] = ...) -> None: ...
 
 class InferenceParams(_message.Message):
     __slots__ = ("max_new_tokens", "batch_size", "chat")
