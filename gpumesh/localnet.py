@@ -174,9 +174,9 @@ class LocalNetwork:
                             "--data-dir", str(self.root / "coordinator"), "--note", name],
                            check=True, env=self._env(), capture_output=True, timeout=120)
         if self.chain_port:
-            self.register_provider(name)
+            wallet = self.register_provider(name)
             if tier == "open":
-                self.stake_to_minimum(name)
+                self._stake_to_minimum(name, wallet.address)
         proc = Proc(
             name,
             [sys.executable, "-m", "gpumesh", "provider", "run", "--coordinator", coordinator or self.target,
@@ -230,19 +230,15 @@ class LocalNetwork:
                        check=True, env=self._env(), capture_output=True, timeout=120)
         return wallet
 
-    def stake_to_minimum(self, name: str):
-        """Top provider ``name``'s stake up to the coordinator's minimum for open-market work, as
-        ``gpumesh provider stake`` with no amount does (a stake made already is kept as it is)."""
+    def _stake_to_minimum(self, name: str, address: str) -> None:
+        """Stake the coordinator's minimum for open-market work for provider ``name`` (registered,
+        with gas, at ``address``), unless it has staked already (a stake made is kept as it is)."""
         from gpumesh.client import Client
 
         with Client.connect(self.target) as client:
             required = int(client.settlement_info().min_stake or 0)
-        chain = self._chain_client()
-        wallet = self._funded_wallet(name, chain)
-        active = chain.stake_of(wallet.address).active
-        if required and not active:
+        if required and not self._chain_client().stake_of(address).active:
             self.stake_provider(name, required)
-        return wallet
 
     def wait_providers(self, n: int, timeout: float = 60.0) -> None:
         """Block until ``n`` providers hold a live session."""
