@@ -259,6 +259,11 @@ class Task:
     def is_check(self) -> bool:
         return self.role is not TaskRole.PRIMARY
 
+    @property
+    def billed_seconds(self) -> float:
+        """Lease to submitted result, as the coordinator measured it: what the task is paid for."""
+        return max(0.0, self.submitted_at - self.leased_at)
+
 
 @dataclass(frozen=True)
 class Lease:

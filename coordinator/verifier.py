@@ -215,8 +215,7 @@ class Verifier:
     @staticmethod
     def referee_cost(row: Task) -> int:
         """What the referee ``row`` earns from the job's budget: its price for its measured time."""
-        seconds = max(0.0, (row.submitted_at or row.leased_at) - row.leased_at)
-        return task_cost(TaskCharge(row.task_id, "", row.price_per_hour, seconds))
+        return task_cost(TaskCharge(row.task_id, "", row.price_per_hour, row.billed_seconds))
 
     # ---- check and referee results --------------------------------------------------------------
 

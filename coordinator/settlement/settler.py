@@ -91,7 +91,7 @@ class Settler:
             price = task.price_per_hour
             if task.verdict.startswith(UNCHECKED_VERDICT):
                 price = price * self.policy.unchecked_price_bps // 10_000
-            charges.append(TaskCharge(task.task_id, provider.address, price, max(0.0, task.submitted_at - task.leased_at)))
+            charges.append(TaskCharge(task.task_id, provider.address, price, task.billed_seconds))
         owed = job_payout(charges, job.budget)
         claims = {a: Claim(amount, sig) for a, (amount, sig) in self.store.claims_of(job.job_id).items()}
         for address, _ in owed.payouts:  # only a payee with a claim can be paid: ask the chain about those
