@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from gpumesh.errors import InvalidArgument, ResourceExhausted
+from gpumesh.requestline import parse_line
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,19 @@ def parse_prompts(data: bytes, *, max_prompts: int, max_prompt_bytes: int) -> li
             raise InvalidArgument(f"input line {lineno}: invalid JSON ({exc.msg})", field="spec.input_cid") from None
         except RecursionError:
             raise InvalidArgument(f"input line {lineno}: JSON nested too deeply", field="spec.input_cid") from None
-        if not isinstance(rec, dict):
-            raise InvalidArgument(f"input line {lineno}: expected a JSON object", field="spec.input_cid")
-        prompt = rec.get("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise InvalidArgument(
-                f'input line {lineno}: "prompt" must be a non-empty string', field="spec.input_cid"
-            )
-        if len(prompt.encode()) > max_prompt_bytes:
+        prompt = rec.get("prompt") if isinstance(rec, dict) else None
+        if isinstance(prompt, str) and len(prompt.encode()) > max_prompt_bytes:
             raise ResourceExhausted(
                 f"input line {lineno}: prompt is over {max_prompt_bytes} bytes", field="spec.input_cid"
             )
+        line = parse_line(rec, lineno)
+        if len(line.key.encode()) > max_prompt_bytes:
+            raise ResourceExhausted(
+                f"input line {lineno}: prompt is over {max_prompt_bytes} bytes", field="spec.input_cid"
+            )
+        rec = line.normalized()
+        if "id" in rec and rec["id"] is None:
+            del rec["id"]
         records.append(rec)
         if len(records) > max_prompts:
             raise ResourceExhausted(f"input has more than {max_prompts} prompts", field="spec.input_cid")

@@ -27,6 +27,7 @@ from coordinator.models import (
 from coordinator.sealing import SealedView
 from coordinator.settlement.payouts import TaskCharge, task_cost
 from coordinator.store.base import Slash, Store, VerificationUpdate
+from gpumesh.requestline import CLAIM_FIELDS
 from coordinator.verification.compare import RescoreThresholds, Verdict
 from coordinator.verification.inputs import (
     answers,
@@ -278,7 +279,7 @@ class Verifier:
                 claims += mapped
                 kinds += [("replica", i) for i in range(len(mapped))]
             ref_meta["kinds"] = kinds
-            fields = ("id", "prompt", "completion", "completion_ids", "completion_tokens")
+            fields = CLAIM_FIELDS
             claims_cid = self.artifacts.put_like(primary.input_cid,
                                                  jsonl([{k: c[k] for k in fields if k in c} for c in claims]))
             prompts_cid = self.artifacts.put_like(primary.input_cid, jsonl([prompts[i] for _, i in kinds]))

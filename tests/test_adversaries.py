@@ -170,7 +170,7 @@ def _verify(engine, output: bytes, job: bytes) -> list[dict]:
     from provider_node.workloads.rescore import Scorer, against_job, parse_claim, rescore
 
     claims = [parse_claim(r, i) for i, r in enumerate(_records(output), start=1)]
-    lines = [PromptLine(o.get("id"), o["prompt"], o.get("max_new_tokens")) for o in _records(job)]
+    lines = [PromptLine(id=o.get("id"), prompt=o["prompt"], max_new_tokens=o.get("max_new_tokens")) for o in _records(job)]
     return rescore(Scorer.from_engine(engine), against_job(claims, lines), PARAMS)
 
 
@@ -178,7 +178,7 @@ def _assert_well_formed(engine, output: bytes, job: bytes) -> list[dict]:
     """Every check short of re-scoring passes; returns the reports."""
     records = _records(output)
     assert [(r["id"], r["prompt"]) for r in records] == [(o.get("id"), o["prompt"]) for o in _records(job)]
-    assert all(r.keys() == {"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids"}
+    assert all(r.keys() == {"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids", "finish_reason"}
                for r in records)
     reports = _verify(engine, output, job)
     assert [{k: r[k] for k in FORMAT} for r in reports] == [dict.fromkeys(FORMAT, True)] * len(records)

@@ -82,7 +82,7 @@ def test_bad_jsonl_input_names_the_line(channel, client):
     bad = client.upload(b'{"prompt": "ok"}\n{"prompt": 3}\n')
     err = rpc_error(submit, channel, model_cid=model, input_cid=bad)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert 'input line 2: "prompt" must be a non-empty string' in err.details()
+    assert 'input line 2: "prompt": Input should be a valid string' in err.details()
 
 
 def test_unknown_cids_and_jobs_are_not_found(channel, client):

@@ -25,7 +25,12 @@ def test_split_keeps_order_assigns_global_ids_and_preserves_given_ids():
     [
         (b'{"prompt": "ok"}\nnot json\n', "input line 2: invalid JSON"),
         (b'{"prompt": "ok"}\n[1, 2]\n', "input line 2: expected a JSON object"),
-        (b'{"text": "no prompt"}\n', 'input line 1: "prompt" must be a non-empty string'),
+        (b'{"text": "no prompt"}\n', 'input line 1: unsupported parameter "text"'),
+        (b'{"id": 1}\n', 'input line 1: "prompt" must be a non-empty string (or give "messages")'),
+        (b'{"prompt": "x", "temperature": 5}\n', 'input line 1: "temperature": Input should be less than or equal to 2'),
+        (b'{"prompt": "x", "top_logprobs": 2}\n', 'input line 1: "top_logprobs" needs "logprobs": true'),
+        (b'{"messages": [{"role": "robot", "content": "x"}]}\n', 'input line 1: "messages.0.role"'),
+        (b'{"prompt": "x", "response_format": {"type": "json_schema"}}\n', '"schema" is required'),
         (b'\n\n', "input has no prompts"),
         (b'\xff\xfe', "not UTF-8"),
     ],

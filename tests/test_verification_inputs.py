@@ -111,7 +111,7 @@ def _engine_batches(data: bytes, batch_size: int, max_new_tokens: int) -> list[s
 
     engine = object.__new__(TransformersEngine)  # no model: only the batching loop runs
     engine.tokenizer, engine._generate_batch = None, generate_batch  # chat=False: no template
-    prompts = [PromptLine(r["id"], r["prompt"], r.get("max_new_tokens")) for r in records(data)]
+    prompts = [PromptLine(id=r["id"], prompt=r["prompt"], max_new_tokens=r.get("max_new_tokens")) for r in records(data)]
     generate_all(engine, prompts, GenerationParams(batch_size=batch_size, max_new_tokens=max_new_tokens))
     return seen
 

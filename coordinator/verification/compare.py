@@ -141,7 +141,13 @@ def _record_problem(r: Mapping[str, Any], th: RescoreThresholds) -> str:
         return "does not answer the job's prompt at its position"
     if not r["ended_properly"]:
         return f"bad stop: {r['end']}"
+    if r.get("grammar_violation") is not None:
+        return f"token {r['grammar_violation']} breaks the line's response_format"
+    if r.get("claimed_logprob_gap", 0.0) > th.max_logprob_gap:
+        return f"claimed logprobs are up to {r['claimed_logprob_gap']:.3f} nats off the model's"
     if r["temperature"] > 0:
+        if r.get("outside_nucleus"):
+            return f"{r['outside_nucleus']} sampled tokens outside the top_p nucleus"
         return ""
     outside = sum(rank >= th.top_k for rank in r["ranks"])
     if outside:
@@ -159,20 +165,22 @@ def _z(records: Sequence[Mapping[str, Any]]) -> float:
 
 
 def _output_problem(records: Sequence[Mapping[str, Any]], th: RescoreThresholds) -> tuple[list[int], str]:
-    """Output-wide statistics: the indices of the records blamed, and why."""
-    if any(r["temperature"] > 0 for r in records):
-        z = _z(records)
-        if abs(z) <= th.max_sample_z:
-            return [], ""
-        blamed = [i for i, r in enumerate(records) if _z([r]) * z > 0]
-        more = "less" if z < 0 else "more"
-        return blamed, (f"sampled tokens are {abs(z):.1f} standard deviations {more} likely than samples "
-                        f"of the model (limit {th.max_sample_z})")
-    tokens = sum(r["n_scored"] for r in records)
-    not_greedy = sum(r["n_not_greedy"] for r in records)
+    """Output-wide statistics, for the sampled records and the greedy ones apart: the indices of
+    the records blamed, and why."""
+    sampled = [i for i, r in enumerate(records) if r["temperature"] > 0]
+    if sampled:
+        z = _z([records[i] for i in sampled])
+        if abs(z) > th.max_sample_z:
+            blamed = [i for i in sampled if _z([records[i]]) * z > 0]
+            more = "less" if z < 0 else "more"
+            return blamed, (f"sampled tokens are {abs(z):.1f} standard deviations {more} likely than samples "
+                            f"of the model (limit {th.max_sample_z})")
+    greedy = [r for r in records if r["temperature"] <= 0]
+    tokens = sum(r["n_scored"] for r in greedy)
+    not_greedy = sum(r["n_not_greedy"] for r in greedy)
     if not_greedy <= math.ceil(th.max_bad_fraction * tokens):
         return [], ""
-    blamed = [i for i, r in enumerate(records) if r["n_not_greedy"]]
+    blamed = [i for i, r in enumerate(records) if r["temperature"] <= 0 and r["n_not_greedy"]]
     return blamed, (f"{not_greedy} of {tokens} tokens are not the verifier's greedy choice "
                     f"(limit {th.max_bad_fraction:.0%})")
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from coordinator.verification.compare import Verdict
 from coordinator.verification.plan import Check
+from gpumesh.requestline import CLAIM_FIELDS, LINE_FIELDS
 
 # Fields a re-scoring claim carries. ``prompt_tokens`` is left out: a decoy could not have a
 # true one, and its absence would give the decoy away.
-_CLAIM_FIELDS = ("id", "prompt", "completion", "completion_ids", "completion_tokens")
-_PROMPT_FIELDS = ("id", "prompt", "max_new_tokens")
+_CLAIM_FIELDS = CLAIM_FIELDS
+_PROMPT_FIELDS = LINE_FIELDS
 
 
 def jsonl(records: Sequence[dict]) -> bytes:

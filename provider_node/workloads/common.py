@@ -50,6 +50,13 @@ class WorkloadParams(BaseModel):
             raise WorkloadError(describe(exc), field="params") from exc
 
 
+def describe_line(exc: ValidationError) -> str:
+    """pydantic's first error about an input line, naming its field."""
+    from gpumesh.requestline import describe as line_error
+
+    return line_error(exc)
+
+
 def input_error(lineno: int, message: str) -> WorkloadError:
     return WorkloadError(f"input line {lineno}: {message}", field="input")
 

@@ -7,8 +7,8 @@ transformers and vllm are imported only when an engine is built.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 
 from gpumesh.errors import WorkloadError
 from provider_node.workloads.common import WorkloadParams
+from provider_node.workloads.decoding import Grammars, cut_at_stop, token_logprobs
 from provider_node.workloads.models import detect_format, load_causal_lm
 
 EngineName = Literal["transformers", "vllm"]
@@ -32,6 +33,31 @@ class GenerationParams(WorkloadParams):
     chat: bool = False  # wrap each prompt as a user message in the model's chat template
     temperature: float = Field(0.0, ge=0.0, le=100.0)  # 0 = greedy (deterministic)
     seed: int = Field(0, ge=0, lt=2**63)  # for sampling when temperature > 0
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = Field(0, ge=0, le=20)
+    response_format: dict[str, Any] | None = None  # requestline.ResponseFormat, canonical
+
+    @property
+    def constrained(self) -> bool:
+        return bool(self.response_format) and self.response_format.get("type") != "text"
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """Sampled lines run alone, each from its own seed (reproducible whatever the batch);
+        constrained lines too, each with its own grammar."""
+        return self.temperature > 0 or self.constrained
+
+    def for_line(self, line: Any) -> GenerationParams:
+        """These settings with a line's own (a ``gpumesh.requestline.RequestLine``) applied."""
+        update = {k: getattr(line, k) for k in ("max_new_tokens", "temperature", "top_p", "seed", "stop",
+                                               "logprobs", "top_logprobs") if getattr(line, k) is not None}
+        if line.response_format is not None:
+            update["response_format"] = line.response_format.canonical()
+        if line.messages is not None:
+            update["chat"] = True
+        return self.model_copy(update=update) if update else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +66,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     token_ids: tuple[int, ...] = ()  # the generated ids (text alone may not re-tokenize to them)
+    finish_reason: str = "stop"  # OpenAI's: "stop" (end of sequence or a stop string) or "length"
+    logprobs: list[dict[str, Any]] | None = None  # with params.logprobs: OpenAI's logprobs.content
 
 
 class InferenceEngine(Protocol):
@@ -49,14 +77,20 @@ class InferenceEngine(Protocol):
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]: ...
 
 
-def render_prompts(tokenizer: Any, prompts: Sequence[str], chat: bool) -> list[str]:
-    """The prompts as the model sees them: as is, or each as a user turn of the chat template."""
-    if not chat:
+Prompt = str | Sequence[Mapping[str, str]]  # text, or chat messages ({"role", "content"})
+
+
+def render_prompts(tokenizer: Any, prompts: Sequence[Prompt], chat: bool) -> list[str]:
+    """The prompts as the model sees them: text as is (or, with ``chat``, as one user turn), and
+    messages through the model's chat template."""
+    if not chat and all(isinstance(p, str) for p in prompts):
         return list(prompts)
     if not getattr(tokenizer, "chat_template", None):
-        raise WorkloadError("chat=true but the model has no chat template", field="params")
+        raise WorkloadError("chat messages but the model has no chat template", field="params")
     return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template([{"role": "user", "content": p}] if isinstance(p, str) else
+                                      [{"role": m["role"], "content": m["content"]} for m in p],
+                                      tokenize=False, add_generation_prompt=True)
         for p in prompts
     ]
 
@@ -82,46 +116,73 @@ class TransformersEngine:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.model, self.tokenizer = load_causal_lm(Path(model_path), device=self.device, dtype=dtype)
         self._eos_ids = eos_ids(self.model, self.tokenizer)
+        self._grammars: Grammars | None = None
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         import torch
 
         texts = render_prompts(self.tokenizer, prompts, params.chat)
-        torch.manual_seed(params.seed)
+        size = 1 if params.one_at_a_time else params.batch_size
         results: list[Completion] = []
         with torch.inference_mode():
-            for start in range(0, len(texts), params.batch_size):
-                results.extend(self._generate_batch(texts[start : start + params.batch_size], params))
+            for start in range(0, len(texts), size):
+                torch.manual_seed(params.seed)  # per batch: a sampled line's draws depend on its seed alone
+                results.extend(self._generate_batch(texts[start : start + size], params))
         return results
+
+    @property
+    def grammars(self) -> Grammars:
+        if self._grammars is None:
+            self._grammars = Grammars(self.tokenizer, self.model.get_input_embeddings().num_embeddings)
+        return self._grammars
 
     def _generate_batch(self, texts: list[str], params: GenerationParams) -> list[Completion]:
         enc = self.tokenizer(
             texts, return_tensors="pt", padding=True, add_special_tokens=not params.chat
         ).to(self.device)
         sampling = params.temperature > 0
+        extra: dict[str, Any] = {}
+        if params.constrained:
+            extra["logits_processor"] = [self.grammars.logits_processor(params.response_format)]
+        if params.stop:
+            extra |= {"stop_strings": list(params.stop), "tokenizer": self.tokenizer}
         out = self.model.generate(
             **enc,
             max_new_tokens=params.max_new_tokens,
             do_sample=sampling,
             temperature=params.temperature if sampling else None,
             top_k=None,
-            top_p=None,
+            top_p=params.top_p if sampling and params.top_p < 1 else None,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=list(self._eos_ids),
+            return_dict_in_generate=True,
+            output_logits=params.logprobs,
+            **extra,
         )
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        width = enc["input_ids"].shape[1]
+        new_tokens = out.sequences[:, width:].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        return [self._completion(ids, n) for ids, n in zip(new_tokens, prompt_lens, strict=True)]
+        results = []
+        for row, (ids, n) in enumerate(zip(new_tokens, prompt_lens, strict=True)):
+            done = self._completion(ids, n, params)
+            if params.logprobs:
+                rows = [step[row] for step in out.logits[: done.completion_tokens]]
+                done = replace(done, logprobs=token_logprobs(self.tokenizer, rows, done.token_ids, params.top_logprobs))
+            results.append(done)
+        return results
 
-    def _completion(self, ids: list[int], prompt_tokens: int) -> Completion:
-        """Cut at the first end-of-sequence token (counted, not decoded) and decode."""
-        end = next((i + 1 for i, t in enumerate(ids) if t in self._eos_ids), len(ids))
-        ids = ids[:end]
+    def _completion(self, ids: list[int], prompt_tokens: int, params: GenerationParams) -> Completion:
+        """Cut at the first end-of-sequence token (counted, not decoded) or stop string, and decode."""
+        end = next((i + 1 for i, t in enumerate(ids) if t in self._eos_ids), None)
+        ids = ids[:end] if end is not None else ids
+        cut = cut_at_stop(self.tokenizer, ids, params.stop)
+        stopped = end is not None or cut.stop is not None
         return Completion(
-            text=self.tokenizer.decode(ids, skip_special_tokens=True),
+            text=cut.text,
             prompt_tokens=int(prompt_tokens),
-            completion_tokens=len(ids),
-            token_ids=tuple(int(i) for i in ids),
+            completion_tokens=len(cut.ids),
+            token_ids=tuple(int(i) for i in cut.ids),
+            finish_reason="stop" if stopped else "length",
         )
 
 
@@ -137,25 +198,60 @@ class VllmEngine:
         self.llm = LLM(model=str(model_path), seed=seed)
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         from vllm import SamplingParams
 
+        extra: dict[str, Any] = {}
+        if params.constrained:
+            extra["structured_outputs"] = _vllm_structured(params.response_format)
         sampling = SamplingParams(
             temperature=params.temperature,
+            top_p=params.top_p,
             max_tokens=params.max_new_tokens,
             seed=params.seed if params.temperature > 0 else None,
+            stop=list(params.stop) or None,
+            logprobs=params.top_logprobs if params.logprobs else None,
+            **extra,
         )
         texts = render_prompts(self.tokenizer, prompts, params.chat)
         outputs = self.llm.generate(texts, sampling, use_tqdm=False)
-        return [
-            Completion(
-                text=o.outputs[0].text,
-                prompt_tokens=len(o.prompt_token_ids or ()),
-                completion_tokens=len(o.outputs[0].token_ids),
-                token_ids=tuple(int(i) for i in o.outputs[0].token_ids),
-            )
-            for o in outputs
-        ]
+        return [self._completion(o, params) for o in outputs]
+
+    def _completion(self, o: Any, params: GenerationParams) -> Completion:
+        first = o.outputs[0]
+        ids = tuple(int(i) for i in first.token_ids)
+        logprobs = None
+        if params.logprobs and first.logprobs is not None:
+            logprobs = [_vllm_logprob(self.tokenizer, tok, step, params.top_logprobs)
+                        for tok, step in zip(ids, first.logprobs, strict=False)]
+        return Completion(
+            text=first.text,
+            prompt_tokens=len(o.prompt_token_ids or ()),
+            completion_tokens=len(ids),
+            token_ids=ids,
+            finish_reason="length" if first.finish_reason == "length" else "stop",
+            logprobs=logprobs,
+        )
+
+
+def _vllm_structured(response_format: Mapping[str, Any]) -> Any:
+    """vLLM's structured-output request for a ``response_format`` (its xgrammar backend)."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if response_format["type"] == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    return StructuredOutputsParams(json=response_format["schema"])
+
+
+def _vllm_logprob(tokenizer: Any, tok: int, step: Mapping[int, Any], top: int) -> dict[str, Any]:
+    def entry(i: int, lp: float) -> dict[str, Any]:
+        text = tokenizer.decode([i])
+        return {"token": text, "logprob": round(float(lp), 5), "bytes": list(text.encode("utf-8", "replace"))}
+
+    ranked = sorted(step.items(), key=lambda kv: -kv[1].logprob)[:top]
+    chosen = step.get(tok)
+    return entry(tok, chosen.logprob if chosen is not None else float("-inf")) | {
+        "top_logprobs": [entry(i, v.logprob) for i, v in ranked]}
 
 
 def vllm_available() -> bool:

@@ -3,10 +3,11 @@
     python -m provider_node.workloads.inference --model PATH --input PATH --output PATH \\
         --params JSON --result PATH
 
-Input JSONL: one object per line with ``"prompt"`` (required), optional ``"id"`` and
-``"max_new_tokens"``; blank lines are skipped. Output JSONL, in input order:
-``{"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids"}``
-(the generated token ids, which a verifier re-scores). The result JSON is
+Input JSONL: one ``gpumesh.requestline.RequestLine`` per line (``"prompt"`` or ``"messages"``,
+optional ``"id"`` and decoding settings of its own); blank lines are skipped. Output JSONL, in
+input order: ``{"id", "prompt", "completion", "prompt_tokens", "completion_tokens",
+"completion_ids", "finish_reason"}`` (the generated token ids, which a verifier re-scores), and
+``"logprobs"`` where the line asked for them. The result JSON is
 always written; exit codes: 0 ok, 2 bad input or params, 3 bad model (both final), 1 other
 (retryable, e.g. out of memory).
 """
@@ -19,79 +20,82 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from provider_node.workloads.common import EXIT_BAD_MODEL, EXIT_BAD_REQUEST, EXIT_OK, EXIT_RETRYABLE  # noqa: F401
 from provider_node.workloads.common import failure as _failure  # noqa: F401  (re-exported for the workloads)
+from provider_node.workloads.common import describe_line as describe
 from provider_node.workloads.common import input_error as _input_error
 from provider_node.workloads.common import read_objects, run_reporting
 from provider_node.workloads.common import write_atomic as _write_atomic
+from pydantic import ValidationError
+
+from gpumesh.requestline import RequestLine
 from provider_node.workloads.engines import (
-    MAX_NEW_TOKENS,
+    MAX_NEW_TOKENS,  # noqa: F401
     Completion,
     GenerationParams,
     InferenceEngine,
     select_engine,
 )
 
-@dataclass(frozen=True, slots=True)
-class PromptLine:
-    id: Any
-    prompt: str
-    max_new_tokens: int | None
+PromptLine = RequestLine  # one input line (gpumesh.requestline)
 
 
-def _line_max_new_tokens(lineno: int, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NEW_TOKENS:
-        raise _input_error(lineno, f'"max_new_tokens" must be an integer from 1 to {MAX_NEW_TOKENS}')
-    return value
-
-
-def read_prompts(path: Path) -> list[PromptLine]:
-    """Parse the input JSONL; errors name the (1-based) line."""
-    prompts = []
+def read_prompts(path: Path) -> list[RequestLine]:
+    """Parse the input JSONL; errors name the (1-based) line and the field."""
+    lines = []
     for lineno, obj in read_objects(path):
-        if "prompt" not in obj:
-            raise _input_error(lineno, 'missing "prompt"')
-        if not isinstance(obj["prompt"], str):
-            raise _input_error(lineno, '"prompt" must be a string')
-        limit = _line_max_new_tokens(lineno, obj.get("max_new_tokens"))
-        prompts.append(PromptLine(obj.get("id"), obj["prompt"], limit))
-    return prompts
+        try:
+            lines.append(RequestLine.model_validate(obj))
+        except ValidationError as exc:
+            raise _input_error(lineno, describe(exc)) from None
+    return lines
 
 
-def generate_all(engine: InferenceEngine, prompts: list[PromptLine], params: GenerationParams) -> list[Completion]:
-    """Completions in input order; lines with their own ``max_new_tokens`` run as separate groups."""
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, p in enumerate(prompts):
-        groups[p.max_new_tokens or params.max_new_tokens].append(i)
+def engine_prompt(line: RequestLine):
+    """What the engine renders: the text, or the messages for the chat template."""
+    if line.messages is None:
+        return line.prompt
+    return [{"role": m.role, "content": m.content} for m in line.messages]
+
+
+def generate_all(engine: InferenceEngine, prompts: list[RequestLine], params: GenerationParams) -> list[Completion]:
+    """Completions in input order; lines with settings of their own run as separate groups."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    settings: dict[str, GenerationParams] = {}
+    for i, line in enumerate(prompts):
+        own = params.for_line(line)
+        key = own.model_dump_json()
+        settings[key] = own
+        groups[key].append(i)
     results: list[Completion | None] = [None] * len(prompts)
-    for max_new_tokens, indices in sorted(groups.items()):
-        group_params = params.model_copy(update={"max_new_tokens": max_new_tokens})
-        completions = engine.generate([prompts[i].prompt for i in indices], group_params)
+    for key, indices in sorted(groups.items(), key=lambda kv: (settings[kv[0]].max_new_tokens, kv[0])):
+        completions = engine.generate([engine_prompt(prompts[i]) for i in indices], settings[key])
         for i, completion in zip(indices, completions, strict=True):
             results[i] = completion
     return [c for c in results if c is not None]
 
 
-def _output_jsonl(prompts: list[PromptLine], completions: list[Completion]) -> bytes:
-    lines = (
-        json.dumps({
-            "id": p.id,
-            "prompt": p.prompt,
-            "completion": c.text,
-            "prompt_tokens": c.prompt_tokens,
-            "completion_tokens": c.completion_tokens,
-            "completion_ids": list(c.token_ids),
-        })
-        + "\n"
-        for p, c in zip(prompts, completions, strict=True)
-    )
-    return "".join(lines).encode()
+def output_record(line: RequestLine, c: Completion) -> dict[str, Any]:
+    record = {
+        "id": line.id,
+        "prompt": line.key,
+        "completion": c.text,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "completion_ids": list(c.token_ids),
+        "finish_reason": c.finish_reason,
+    }
+    if c.logprobs is not None:
+        record["logprobs"] = c.logprobs
+    return record
+
+
+def _output_jsonl(prompts: list[RequestLine], completions: list[Completion]) -> bytes:
+    return "".join(json.dumps(output_record(p, c)) + "\n"
+                   for p, c in zip(prompts, completions, strict=True)).encode()
 
 
 def run_inference(

@@ -26,6 +26,7 @@ and variance were the tokens drawn from the model). The decision rule is
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import sys
@@ -42,7 +43,9 @@ from provider_node.workloads.engines import (
     eos_ids,
     render_prompts,
 )
+from gpumesh.requestline import RequestLine
 from provider_node.workloads.common import read_objects, run_reporting, write_atomic
+from provider_node.workloads.decoding import Grammars, cut_at_stop
 from provider_node.workloads.inference import PromptLine, read_prompts
 
 DEFAULT_TOP_K = 5
@@ -61,6 +64,8 @@ class Claim:
     completion_tokens: int | None = None
     max_new_tokens: int | None = None  # this record's limit, from the job input
     prompt_matches: bool | None = None  # None: not checked against the job input
+    line: RequestLine | None = None  # the job's input line: its messages and decoding settings
+    logprobs: tuple[float, ...] | None = None  # the log-probs the claim reports for its tokens
 
 
 def _count(value: Any) -> bool:
@@ -82,8 +87,15 @@ def parse_claim(obj: Any, lineno: int = 0) -> Claim:
     for key in ("prompt_tokens", "completion_tokens"):
         if obj.get(key) is not None and not _count(obj[key]):
             raise bad(f'"{key}" must be a non-negative integer')
+    claimed_lps = None
+    if obj.get("logprobs") is not None:
+        entries = obj["logprobs"]
+        if not (isinstance(entries, list) and all(isinstance(e, Mapping) and isinstance(e.get("logprob"), (int, float))
+                                                  for e in entries)):
+            raise bad('"logprobs" must be a list of {"token", "logprob", ...} objects')
+        claimed_lps = tuple(float(e["logprob"]) for e in entries)
     return Claim(obj.get("id"), obj["prompt"], obj["completion"], tuple(ids),
-                 obj.get("prompt_tokens"), obj.get("completion_tokens"))
+                 obj.get("prompt_tokens"), obj.get("completion_tokens"), logprobs=claimed_lps)
 
 
 def read_claims(path: Path) -> list[Claim]:
@@ -95,7 +107,7 @@ def against_job(claims: Sequence[Claim], prompts: Sequence[PromptLine]) -> list[
     """The claims with the job's per-line limits and whether each answers the job's line."""
     if len(claims) != len(prompts):
         raise WorkloadError(f"the claim has {len(claims)} records, the job input {len(prompts)}", field="input")
-    return [replace(c, max_new_tokens=p.max_new_tokens, prompt_matches=(c.id, c.prompt) == (p.id, p.prompt))
+    return [replace(c, max_new_tokens=p.max_new_tokens, prompt_matches=(c.id, c.prompt) == (p.id, p.key), line=p)
             for c, p in zip(claims, prompts, strict=True)]
 
 
@@ -128,6 +140,10 @@ class Scorer:
     def vocab_size(self) -> int:
         return self.model.get_input_embeddings().num_embeddings
 
+    @functools.cached_property
+    def grammars(self) -> Grammars:
+        return Grammars(self.tokenizer, self.vocab_size)
+
 
 @dataclass(frozen=True, slots=True)
 class _Item:
@@ -135,6 +151,7 @@ class _Item:
     prompt_ids: list[int]
     ids: list[int]  # the claimed completion ids
     limit: int
+    params: GenerationParams  # the record's own decoding settings
 
     @property
     def scored(self) -> int:
@@ -167,21 +184,27 @@ def rescore(
     with torch.inference_mode():
         for start in range(0, len(order), params.batch_size):
             batch = order[start : start + params.batch_size]
-            scored = _score_batch(scorer, [items[i] for i in batch], params.temperature)
+            scored = _score_batch(scorer, [items[i] for i in batch])
             for i, stats in zip(batch, scored, strict=True):
-                reports[i] = _report(scorer, items[i], stats, top_k, params.temperature)
+                reports[i] = _report(scorer, items[i], stats, top_k)
     return [r for r in reports if r is not None]
 
 
 def _prepare(scorer: Scorer, claims: list[Claim], params: GenerationParams) -> list[_Item]:
     """Tokenize the prompts as generation did (rendered, special tokens only without chat)."""
-    texts = render_prompts(scorer.tokenizer, [c.prompt for c in claims], params.chat)
-    prompt_ids = scorer.tokenizer(texts, add_special_tokens=not params.chat)["input_ids"]
-    return [_Item(c, list(p), list(c.completion_ids), c.max_new_tokens or params.max_new_tokens)
-            for c, p in zip(claims, prompt_ids, strict=True)]
+    from provider_node.workloads.inference import engine_prompt
+
+    items = []
+    for c in claims:
+        own = params.for_line(c.line) if c.line is not None else params
+        prompt = engine_prompt(c.line) if c.line is not None else c.prompt
+        text = render_prompts(scorer.tokenizer, [prompt], own.chat)[0]
+        prompt_ids = scorer.tokenizer(text, add_special_tokens=not own.chat)["input_ids"]
+        items.append(_Item(c, list(prompt_ids), list(c.completion_ids), own.max_new_tokens, own))
+    return items
 
 
-def _score_batch(scorer: Scorer, items: list[_Item], temperature: float) -> list[dict[str, Any]]:
+def _score_batch(scorer: Scorer, items: list[_Item]) -> list[dict[str, Any]]:
     """One forward pass; per item its scored tokens' statistics (report fields)."""
     import torch
 
@@ -207,49 +230,80 @@ def _score_batch(scorer: Scorer, items: list[_Item], temperature: float) -> list
         n = max(0, min(it.scored, len(it.prompt_ids) + it.scored - 1))  # the first token needs a context
         raw = logits[row, keep - 1 - n : keep - 1].float()
         targets = input_ids[row, width - n :].to(raw.device)[:, None]
+        stats: dict[str, Any] = {}
+        if it.params.constrained:  # scored as generated: the tokens the grammar forbids are impossible
+            allowed, bad = scorer.grammars.allowed(it.params.response_format, it.ids[:n])
+            raw = raw.masked_fill(~allowed.to(raw.device), float("-inf"))
+            stats["grammar_violation"] = bad
         lp = torch.log_softmax(raw, dim=-1)
         chosen = lp.gather(1, targets).squeeze(1)
-        stats = {"logprobs": chosen.tolist(), "best_logprobs": lp.max(dim=1).values.tolist(),
-                 "ranks": (lp > chosen[:, None]).sum(dim=1).tolist()}
-        if temperature > 0:
-            stats |= _sampling_stats(torch.log_softmax(raw / temperature, dim=-1), targets)
+        finite = torch.nan_to_num(chosen, neginf=-1e4)
+        stats |= {"logprobs": finite.tolist(), "best_logprobs": lp.max(dim=1).values.tolist(),
+                  "ranks": (lp > chosen[:, None]).sum(dim=1).tolist()}
+        if it.claim.logprobs is not None:  # what the claim says the model gave its tokens (unconstrained)
+            plain = torch.log_softmax(logits[row, keep - 1 - n : keep - 1].float(), dim=-1).gather(1, targets)
+            stats["claimed_logprob_gap"] = _logprob_gap(it.claim.logprobs, plain.squeeze(1).tolist())
+        if it.params.temperature > 0:
+            stats |= _sampling_stats(raw / it.params.temperature, targets, it.params.top_p)
         out.append(stats)
     return out
 
 
-def _sampling_stats(lp_t: Any, targets: Any) -> dict[str, float]:
-    """Sums over tokens of the tempered log-prob of the claimed token, and of the mean and the
-    variance that log-prob has when the token is drawn from the tempered distribution."""
+def _logprob_gap(claimed: Sequence[float], scored: Sequence[float]) -> float:
+    """The largest difference between claimed and re-scored log-probs (inf when counts differ)."""
+    if len(claimed) != len(scored):
+        return float("inf")
+    return round(max((abs(a - b) for a, b in zip(claimed, scored, strict=True)), default=0.0), 6)
+
+
+def _sampling_stats(tempered: Any, targets: Any, top_p: float) -> dict[str, float]:
+    """Sums over tokens of the log-prob of the claimed token under the sampling distribution
+    (tempered, cut to the ``top_p`` nucleus), and of the mean and the variance that log-prob has
+    when the token is drawn from it; and how many claimed tokens lie outside the nucleus."""
     import torch
 
+    from provider_node.workloads.decoding import nucleus
+
+    keep = nucleus(torch.softmax(tempered, dim=-1), top_p)
+    lp_t = torch.log_softmax(tempered.masked_fill(~keep, float("-inf")), dim=-1)
     p_t = lp_t.exp()
     plogp = torch.where(p_t > 0, p_t * lp_t, 0.0)
     mean = plogp.sum(dim=1)  # minus the entropy
     var = (torch.where(p_t > 0, plogp * lp_t, 0.0).sum(dim=1) - mean**2).clamp(min=0)
-    return {"sample_logprob": round(float(lp_t.gather(1, targets).sum()), 6),
-            "sample_expected": round(float(mean.sum()), 6), "sample_variance": round(float(var.sum()), 6)}
+    inside = keep.gather(1, targets).squeeze(1)
+    claimed = torch.where(inside, lp_t.gather(1, targets).squeeze(1), 0.0)
+    return {"sample_logprob": round(float(claimed.sum()), 6),
+            "sample_expected": round(float(mean.sum()), 6), "sample_variance": round(float(var.sum()), 6),
+            "outside_nucleus": int((~inside).sum())}
 
 
-def _end(ids: list[int], limit: int, eos_ids: Sequence[int]) -> str:
-    """Why generation stopped where the claim does, or what is wrong with the stop."""
-    first_eos = next((i for i, t in enumerate(ids) if t in eos_ids), None)
+def _end(scorer: Scorer, it: _Item) -> tuple[str, str | None]:
+    """Why generation stopped where the claim does, or what is wrong with the stop; and the
+    completion text the claim must show (cut before a stop string)."""
+    ids, limit, stops = it.ids, it.limit, it.params.stop
+    if not all(t < scorer.vocab_size for t in ids):
+        return "token ids outside the vocabulary", None
+    first_eos = next((i for i, t in enumerate(ids) if t in scorer.eos_ids), None)
     if first_eos is not None and first_eos < len(ids) - 1:
-        return "continues past an end-of-sequence token"
+        return "continues past an end-of-sequence token", None
     if len(ids) > limit:
-        return f"longer than max_new_tokens ({len(ids)} > {limit})"
+        return f"longer than max_new_tokens ({len(ids)} > {limit})", None
+    cut = cut_at_stop(scorer.tokenizer, ids, stops)
+    if len(cut.ids) < len(ids):
+        return "continues past a stop string", None
+    if cut.stop is not None:
+        return "stop", cut.text
     if first_eos is not None:
-        return "eos"
+        return "eos", cut.text
     if len(ids) == limit:
-        return "max_new_tokens"
-    return f"stops after {len(ids)} of {limit} tokens without an end-of-sequence token"
+        return "max_new_tokens", cut.text
+    return f"stops after {len(ids)} of {limit} tokens without an end-of-sequence token", cut.text
 
 
-def _report(scorer: Scorer, it: _Item, stats: dict[str, Any], top_k: int,
-            temperature: float) -> dict[str, Any]:
+def _report(scorer: Scorer, it: _Item, stats: dict[str, Any], top_k: int) -> dict[str, Any]:
     claim, logprobs, ranks = it.claim, stats["logprobs"], stats["ranks"]
     in_vocab = all(t < scorer.vocab_size for t in it.ids)
-    decoded = scorer.tokenizer.decode(it.ids, skip_special_tokens=True) if in_vocab else None
-    end = _end(it.ids, it.limit, scorer.eos_ids)
+    end, expected = _end(scorer, it)
     n_not_greedy = sum(r > 0 for r in ranks)
     report = {
         "id": claim.id,
@@ -262,14 +316,17 @@ def _report(scorer: Scorer, it: _Item, stats: dict[str, Any], top_k: int,
         "max_gap": round(max((b - lp for b, lp in zip(stats["best_logprobs"], logprobs)), default=0.0), 6),
         "mean_logprob": round(sum(logprobs) / len(logprobs), 6) if logprobs else 0.0,
         "end": end,
-        "ended_properly": end in ("eos", "max_new_tokens"),
-        "text_matches_ids": decoded == claim.completion,
+        "ended_properly": end in ("eos", "max_new_tokens", "stop"),
+        "text_matches_ids": expected == claim.completion,
         "ids_in_vocab": in_vocab,
         "counts_match": (claim.prompt_tokens in (None, len(it.prompt_ids))
                          and claim.completion_tokens in (None, len(it.ids))),
         "prompt_matches": claim.prompt_matches,
-        "temperature": temperature,
+        "temperature": it.params.temperature,
     }
+    for key in ("grammar_violation", "claimed_logprob_gap", "outside_nucleus"):
+        if key in stats:
+            report[key] = stats[key]
     report |= {k: v for k, v in stats.items() if k.startswith("sample_")}
     report |= {k: [round(x, 5) for x in stats[k]] for k in ("logprobs", "best_logprobs")}
     return report | {"ranks": ranks}
