@@ -30,6 +30,14 @@ class CoordinatorSettings(BaseSettings):
     # host:port serving the read-only web dashboard ("" = off). It shows every submitter's jobs:
     # keep it on loopback or behind an authenticating proxy.
     dashboard_listen: str = ""
+    # host:port serving the OpenAI-compatible HTTP API (/v1/files, /v1/batches, /v1/models; "" = off).
+    # Calls carry an API key bound to a wallet (gpumesh keys create): plain HTTP is for loopback
+    # or behind a TLS-terminating proxy.
+    openai_listen: str = ""
+    max_batch_file_bytes: int = Field(512 * 1024**2, gt=0)  # an uploaded file (OpenAI allows 200 MB)
+    max_batch_lines: int = Field(50_000, gt=0)  # requests per batch (OpenAI's limit)
+    openai_rate_per_s: float = Field(50.0, ge=0)  # HTTP calls per second per API key (0 = unlimited) ...
+    openai_burst: int = Field(200, ge=1)  # ... and the burst it may spend at once
     # Submitters sign every SubmitterService call that names a job (EIP-191 over method, body digest,
     # nonce and timestamp; gpumesh.signing); a replayed nonce or a timestamp off by more than the skew
     # is refused. Off: unsigned calls are served too, and their jobs belong to nobody.

@@ -18,6 +18,7 @@ from coordinator.api.ratelimit import RateLimitInterceptor
 from coordinator.api.provider import ProviderServicer
 from coordinator.api.submitter import SubmitterServicer
 from coordinator.config import CoordinatorSettings
+from coordinator.batches.service import BatchService
 from coordinator.core import Coordinator
 from coordinator.store.sqlite import SqliteStore
 from gpumesh.artifacts import open_artifact_store
@@ -117,6 +118,7 @@ class CoordinatorServer:
         self.settings = settings
         credentials = server_credentials(settings)  # a TLS misconfiguration fails before anything opens
         self.dashboard = None
+        self.openai = None
         self.store = build_store(settings)
         self.artifacts = open_artifact_store(settings.artifact_store, path=settings.blocks_dir,
                                              kubo_url=settings.kubo_url or None)
@@ -141,7 +143,9 @@ class CoordinatorServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        jobs_pb2_grpc.add_SubmitterServiceServicer_to_server(SubmitterServicer(self.core), self.server)
+        self.batches = BatchService(self.core, max_file_bytes=settings.max_batch_file_bytes,
+                                    max_batch_lines=settings.max_batch_lines)
+        jobs_pb2_grpc.add_SubmitterServiceServicer_to_server(SubmitterServicer(self.core, self.batches), self.server)
         provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(self.core), self.server)
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
             ArtifactServicer(self.artifacts, self.core.access, self.core.requests, max_bytes=settings.max_artifact_bytes),
@@ -169,12 +173,22 @@ class CoordinatorServer:
             self.dashboard = Dashboard(self.core, *parse_listen(self.settings.dashboard_listen))
             await self.dashboard.start()
             log.info("dashboard on %s", self.dashboard.url)
+        if self.settings.openai_listen:
+            from coordinator.api.openai.app import OpenAIServer
+            from coordinator.dashboard import parse_listen
+
+            host, port = parse_listen(self.settings.openai_listen, field="openai_listen")
+            self.openai = OpenAIServer(self.batches, host, port, rate_per_s=self.settings.openai_rate_per_s,
+                                       burst=self.settings.openai_burst)
+            await self.openai.start()
         await self.server.start()
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("coordinator listening on port %d (data in %s)", self.port, self.settings.data_dir)
 
     async def stop(self, grace: float = 2.0) -> None:
+        if self.openai is not None:
+            await self.openai.stop()
         if self.dashboard is not None:
             await self.dashboard.stop()
         await self.core.stop()

@@ -40,6 +40,7 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
             "allow_cpu": r.allow_cpu,
             "min_memory_mb": r.min_memory_mb,
             "isolated": r.isolated,
+            "model_memory_mb": r.model_memory_mb,
         }
     if msg.max_price_per_hour:
         data["max_price_per_hour"] = parse_amount(msg.max_price_per_hour, field="spec.max_price_per_hour")
@@ -89,6 +90,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
             allow_cpu=r.allow_cpu,
             min_memory_mb=r.min_memory_mb,
             isolated=r.isolated,
+            model_memory_mb=r.model_memory_mb,
         ),
         max_price_per_hour=str(spec.max_price_per_hour),
         shard_size=spec.shard_size,

@@ -14,7 +14,7 @@ import grpc
 from gpumesh._convert import spec_to_proto
 from gpumesh.artifacts.remote import RemoteArtifactStore
 from gpumesh.artifacts.sealed import OpenedView
-from gpumesh.errors import GpumeshError, InvalidArgument, Unavailable
+from gpumesh.errors import GpumeshError, InvalidArgument, NotFound, Unavailable
 from gpumesh.identity import Wallet
 from gpumesh.jobspec import JobSpec
 from gpumesh.rpc import TlsConfig, tls_from_env, translate_rpc_error
@@ -309,12 +309,73 @@ class Client:
                     raise Unavailable(f"coordinator unreachable for {reconnect_for:.0f}s") from exc
                 time.sleep(0.5)
 
+    def list_jobs(self, *, page_size: int = 20, page_token: str = "",
+                  with_tasks: bool = False) -> tuple[list[JobStatus], str]:
+        """This wallet's jobs, newest first: one page and the token of the next ("" at the end)."""
+        with translate_rpc_error():
+            resp = self._stub.ListJobs(jobs_pb2.ListJobsRequest(page_size=page_size, page_token=page_token,
+                                                                with_tasks=with_tasks), timeout=self._timeout)
+        return [JobStatus.from_proto(j) for j in resp.jobs], resp.next_page_token
+
+    def iter_jobs(self, *, page_size: int = 50) -> Iterator[JobStatus]:
+        token = ""
+        while True:
+            jobs, token = self.list_jobs(page_size=page_size, page_token=token)
+            yield from jobs
+            if not token:
+                return
+
+    def create_api_key(self, *, name: str = "", spend_cap: int | None = None) -> jobs_pb2.ApiKeyInfo:
+        """An HTTP API key bound to this client's wallet (``key`` is shown only here)."""
+        with translate_rpc_error():
+            return self._stub.CreateApiKey(jobs_pb2.CreateApiKeyRequest(
+                name=name, spend_cap="" if spend_cap is None else str(spend_cap)), timeout=self._timeout)
+
+    def list_api_keys(self) -> list[jobs_pb2.ApiKeyInfo]:
+        with translate_rpc_error():
+            return list(self._stub.ListApiKeys(jobs_pb2.ListApiKeysRequest(), timeout=self._timeout).keys)
+
+    def revoke_api_key(self, key_id: str) -> jobs_pb2.ApiKeyInfo:
+        with translate_rpc_error():
+            return self._stub.RevokeApiKey(jobs_pb2.RevokeApiKeyRequest(key_id=key_id), timeout=self._timeout)
+
+    def list_models(self) -> list[jobs_pb2.ModelInfo]:
+        with translate_rpc_error():
+            return list(self._public.ListModels(jobs_pb2.ListModelsRequest(), timeout=self._timeout).models)
+
+    def add_model(self, name: str, source: Path | str | bytes, *, min_memory_mb: int = 0,
+                  replace: bool = False) -> jobs_pb2.ModelInfo:
+        """Register a model under ``name``: ``source`` is a CID already uploaded, or a path/bytes to upload."""
+        cid = source if isinstance(source, str) and _is_cid(source) else self.upload(source)
+        with translate_rpc_error():
+            return self._stub.AddModel(jobs_pb2.AddModelRequest(name=name, cid=cid, min_memory_mb=min_memory_mb,
+                                                                replace=replace), timeout=self._timeout)
+
+    def model_cid(self, name_or_cid: str) -> str:
+        """A model's CID: a CID as is, else the registry's for that name (NotFound if none)."""
+        if _is_cid(name_or_cid):
+            return name_or_cid
+        for m in self.list_models():
+            if m.name == name_or_cid:
+                return m.cid
+        raise NotFound(f"no model named {name_or_cid!r} (gpumesh models list)", field="model")
+
     def list_providers(self, *, connected_only: bool = False) -> list[jobs_pb2.ProviderInfo]:
         with translate_rpc_error():
             resp = self._public.ListProviders(
                 jobs_pb2.ListProvidersRequest(connected_only=connected_only), timeout=self._timeout
             )
         return list(resp.providers)
+
+
+def _is_cid(value: str) -> bool:
+    from gpumesh.artifacts import parse_cid
+
+    try:
+        parse_cid(value)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def _read_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -29,6 +29,9 @@ class Requirements(_Strict):
     min_memory_mb: int = Field(0, ge=0)
     # Only providers whose workloads run sandboxed (no network, no host files); sealed jobs always.
     isolated: bool = False
+    # Memory the model takes where it runs: VRAM of one (verified) GPU on a GPU node, host memory
+    # on a CPU-only node (the model registry sets it for models named by name); 0 = not checked.
+    model_memory_mb: int = Field(0, ge=0)
 
     @property
     def min_gpus(self) -> int:

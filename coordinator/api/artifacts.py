@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from coordinator.streaming import import_stream
 from coordinator.access import ArtifactAccess
 from coordinator.requests import RequestAuth
 from gpumesh.artifacts import ArtifactStore, parse_cid
@@ -31,29 +32,18 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         caller = self._caller("Put", STREAM_BODY, context)
         allowance = await asyncio.to_thread(self.access.upload_allowance, caller)
         limit = self.max_bytes if allowance is None else min(self.max_bytes, allowance)
-        # The blockstore API is synchronous: gather in memory-bounded pieces and import in a thread.
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-        loop = asyncio.get_running_loop()
 
-        def chunks():
-            while (item := asyncio.run_coroutine_threadsafe(queue.get(), loop).result()) is not None:
-                yield item
+        def too_large() -> ResourceExhausted:
+            if limit == self.max_bytes:
+                return ResourceExhausted(f"artifact is over {self.max_bytes} bytes", field="data")
+            return ResourceExhausted(f"this upload would take {caller or 'anonymous callers'} over the "
+                                     f"{self.access.max_stored_bytes}-byte store quota per submitter", field="data")
 
-        importer = asyncio.create_task(asyncio.to_thread(self.store.put_stream, chunks()))
-        total = 0
-        try:
+        async def chunks():
             async for msg in request_iterator:
-                total += len(msg.data)
-                if total > limit:
-                    if limit == self.max_bytes:
-                        raise ResourceExhausted(f"artifact is over {self.max_bytes} bytes", field="data")
-                    raise ResourceExhausted(f"this upload would take {caller or 'anonymous callers'} over the "
-                                            f"{self.access.max_stored_bytes}-byte store quota per submitter",
-                                            field="data")
-                await queue.put(msg.data)
-        finally:
-            await queue.put(None)
-        cid = await importer
+                yield msg.data
+
+        cid, total = await import_stream(self.store, chunks(), limit=limit, too_large=too_large)
         await asyncio.to_thread(self.access.uploaded, caller, cid, total)
         return artifacts_pb2.PutResponse(cid=cid, size=total)
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from coordinator.api.convert import job_to_proto, provider_to_proto, spec_from_proto
-from coordinator.core import Coordinator
-from gpumesh.errors import InvalidArgument
+from coordinator.batches.service import BatchService
+from coordinator.core import Coordinator, JobView
+from gpumesh.errors import InvalidArgument, NotFound
 from gpumesh.v1 import jobs_pb2, jobs_pb2_grpc
 
 
@@ -21,8 +27,10 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
     """Calls that name a job are signed by its submitter (coordinator.requests); the provider list
     and settlement info are public."""
 
-    def __init__(self, core: Coordinator) -> None:
+    def __init__(self, core: Coordinator, batches: BatchService | None = None) -> None:
         self.core = core
+        self.batches = batches or BatchService(core, max_file_bytes=core.settings.max_batch_file_bytes,
+                                               max_batch_lines=core.settings.max_batch_lines)
 
     def _caller(self, method: str, request, context) -> str:
         return self.core.requests.caller(f"/{SERVICE}/{method}", request, context.invocation_metadata())
@@ -73,3 +81,80 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
                 continue
             out.providers.append(provider_to_proto(record, session, elsewhere))
         return out
+
+    async def ListJobs(self, request, context):
+        caller = self._caller("ListJobs", request, context)
+        size = request.page_size or 20
+        if size > 100:
+            raise InvalidArgument("at most 100", field="page_size")
+        before = _page_token(request.page_token)
+        jobs = await asyncio.to_thread(self.core.store.jobs_of, caller, limit=size + 1, before=before)
+        out = jobs_pb2.ListJobsResponse()
+        for job in jobs[:size]:
+            view = self.core.get_job(job.job_id) if request.with_tasks else JobView(job, [], job.pending_reason)
+            out.jobs.append(job_to_proto(view, with_tasks=request.with_tasks))
+        if len(jobs) > size:
+            last = jobs[size - 1]
+            out.next_page_token = base64.urlsafe_b64encode(f"{last.created_at!r}|{last.job_id}".encode()).decode()
+        return out
+
+    async def CreateApiKey(self, request, context):
+        caller = self._caller("CreateApiKey", request, context)
+        cap = _amount(request.spend_cap, "spend_cap") if request.spend_cap else None
+        secret, key = await asyncio.to_thread(self.batches.create_key, caller, name=request.name, spend_cap=cap)
+        return _key_to_proto(key, secret)
+
+    async def ListApiKeys(self, request, context):
+        caller = self._caller("ListApiKeys", request, context)
+        keys = await asyncio.to_thread(self.core.store.api_keys_of, caller)
+        return jobs_pb2.ListApiKeysResponse(keys=[_key_to_proto(k) for k in keys])
+
+    async def RevokeApiKey(self, request, context):
+        caller = self._caller("RevokeApiKey", request, context)
+        if not await asyncio.to_thread(self.core.store.revoke_api_key, request.key_id, caller, now=self.core.clock()):
+            raise NotFound(f"no active API key {request.key_id} of this wallet", field="key_id")
+        keys = await asyncio.to_thread(self.core.store.api_keys_of, caller)
+        return _key_to_proto(next(k for k in keys if k.key_id == request.key_id))
+
+    async def ListModels(self, request, context):
+        models = await asyncio.to_thread(self.core.store.list_models)
+        return jobs_pb2.ListModelsResponse(models=[model_to_proto(m) for m in models])
+
+    async def AddModel(self, request, context):
+        caller = self._caller("AddModel", request, context)
+        entry = await asyncio.to_thread(self.batches.add_model, caller, request.name, request.cid,
+                                        min_memory_mb=request.min_memory_mb, replace=request.replace)
+        return model_to_proto(entry)
+
+
+def _page_token(token: str) -> tuple[float, str] | None:
+    if not token:
+        return None
+    try:
+        at, _, job_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
+        return float(at), _job_id(job_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("not a page token this server gave", field="page_token") from None
+
+
+def _amount(value: str, field: str) -> int:
+    if not value.isdigit() or len(value) > 78:
+        raise InvalidArgument("a non-negative integer of token base units (decimal)", field=field)
+    return int(value)
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _key_to_proto(key, secret: str = "") -> jobs_pb2.ApiKeyInfo:
+    return jobs_pb2.ApiKeyInfo(key=secret, key_id=key.key_id, wallet=key.wallet, name=key.name,
+                               spend_cap="" if key.spend_cap is None else str(key.spend_cap), spent=str(key.spent),
+                               created_at=_ts(key.created_at), revoked=key.revoked_at is not None)
+
+
+def model_to_proto(m) -> jobs_pb2.ModelInfo:
+    return jobs_pb2.ModelInfo(name=m.name, cid=m.cid, format=m.format, size_bytes=m.size_bytes,
+                              min_memory_mb=m.min_memory_mb, owned_by=m.owned_by, created_at=_ts(m.created_at))

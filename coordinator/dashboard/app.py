@@ -41,11 +41,11 @@ HEADERS = {
 _STATUS = {InvalidArgument: 400, NotFound: 404}
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str, *, field: str = "dashboard_listen") -> tuple[str, int]:
     """``host:port`` (``[::1]:8080`` for IPv6; port 0 picks a free one) -> (host, port)."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise InvalidArgument(f"expected host:port, got {listen!r}", field="dashboard_listen")
+        raise InvalidArgument(f"expected host:port, got {listen!r}", field=field)
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

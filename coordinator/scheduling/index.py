@@ -38,6 +38,7 @@ from coordinator.scheduling.rules import (
     isolation_rule,
     keys,
     memory_rule,
+    model_fit_rule,
     price_rule,
     reasons,
     reputation_rule,
@@ -45,7 +46,7 @@ from coordinator.scheduling.rules import (
 )
 from coordinator.scheduling.scoring import DEFAULT_WEIGHTS, Weights
 
-_CLASS_RULES = (gpus_rule, tier_rule, isolation_rule)  # depend on the class only
+_CLASS_RULES = (gpus_rule, model_fit_rule, tier_rule, isolation_rule)  # depend on the class only
 _KNOWN = _CLASS_RULES + (memory_rule, price_rule, independence_rule, reputation_rule)
 
 

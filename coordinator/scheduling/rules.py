@@ -81,6 +81,16 @@ def memory_rule(demand: Demand, cand: Candidate) -> str | None:
     return f"needs {need} MiB host memory, provider has {cand.memory_total_mb}"
 
 
+def model_fit_rule(demand: Demand, cand: Candidate) -> str | None:
+    """A GPU node loads the model onto a GPU: one of its (verified) GPUs must hold it. (Host
+    memory, which CPU-only nodes run it in, is ``min_memory_mb``'s: the registry sets both.)"""
+    need = demand.requirements.model_memory_mb
+    if not need or not cand.gpus:
+        return None
+    best = max(g.memory_total_mb for g in cand.gpus)
+    return None if best >= need else f"the model needs {need} MiB, provider's largest verified GPU has {best} MiB"
+
+
 def price_rule(demand: Demand, cand: Candidate) -> str | None:
     cap = demand.max_price_per_hour
     if cap == 0 or cand.price_per_hour <= cap:
@@ -117,7 +127,7 @@ def reputation_rule(demand: Demand, cand: Candidate) -> str | None:
     return None if cand.eligible else "provider excluded: too many of its results were found invalid"
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, price_rule, tier_rule, isolation_rule, independence_rule,
+DEFAULT_RULES: tuple[Rule, ...] = (gpus_rule, memory_rule, model_fit_rule, price_rule, tier_rule, isolation_rule, independence_rule,
                                    reputation_rule)
 
 

@@ -193,6 +193,45 @@ CREATE TABLE IF NOT EXISTS artifact_grants (  -- who may read a CID (coordinator
 );
 CREATE INDEX IF NOT EXISTS artifact_grants_uploads ON artifact_grants(principal) WHERE uploaded = 1;
 CREATE INDEX IF NOT EXISTS jobs_submitter ON jobs(submitter, state);
+CREATE INDEX IF NOT EXISTS jobs_submitter_recent ON jobs(submitter, created_at, job_id);
+CREATE TABLE IF NOT EXISTS api_keys (  -- HTTP API keys: only their SHA-256 is kept
+    key_hash TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL UNIQUE,
+    wallet TEXT NOT NULL,  -- the address whose escrow pays, as it signs ('' = anonymous, unsigned mode)
+    name TEXT NOT NULL DEFAULT '',
+    spend_cap TEXT NOT NULL DEFAULT '',  -- token base units, decimal; '' = no cap
+    spent TEXT NOT NULL DEFAULT '0',
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS models (  -- served models by name
+    name TEXT PRIMARY KEY,
+    cid TEXT NOT NULL,
+    format TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    min_memory_mb INTEGER NOT NULL DEFAULT 0,
+    owned_by TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_files (  -- OpenAI-style files: an artifact with a name and an owner
+    file_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    cid TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS api_files_owner ON api_files(owner, created_at, file_id);
+CREATE TABLE IF NOT EXISTS api_batches (  -- OpenAI-style batches: one job each
+    batch_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    body_json TEXT NOT NULL,  -- what OpenAI's batch object needs that the job does not hold
+    job_id TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_batches_owner ON api_batches(owner, created_at, batch_id);
 """
 
 TASK_COLS = (

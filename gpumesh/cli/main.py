@@ -95,11 +95,13 @@ def coordinator() -> None:
               help="Mutual TLS: clients must present a certificate this CA signed.")
 @click.option("--dashboard-listen", default=None, help="host:port to serve the web dashboard on (read-only).")
 @click.option("--metrics-listen", default=None, help="host:port to serve Prometheus /metrics on.")
+@click.option("--openai-listen", default=None,
+              help="host:port to serve the OpenAI-compatible API on (/v1/files, /v1/batches, /v1/models).")
 @LOG_FORMAT
 @click.option("-v", "--verbose", is_flag=True)
 def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url, deployment_file,
                       chain_key_file, settle_interval_s, store, postgres_dsn, replica_id, tls_cert_file, tls_key_file,
-                      tls_client_ca_file, dashboard_listen, metrics_listen, log_format, verbose) -> None:
+                      tls_client_ca_file, dashboard_listen, metrics_listen, openai_listen, log_format, verbose) -> None:
     """Serve the gRPC API (submitters, providers, artifacts, health, reflection)."""
     from coordinator.config import CoordinatorSettings
     from coordinator.server import serve
@@ -110,7 +112,7 @@ def coordinator_serve(listen, data_dir, lease_ttl, heartbeat_interval, chain_url
         chain_url=chain_url, deployment_file=deployment_file, chain_key_file=chain_key_file,
         settle_interval_s=settle_interval_s, store=store, postgres_dsn=postgres_dsn, replica_id=replica_id,
         tls_cert_file=tls_cert_file, tls_key_file=tls_key_file, tls_client_ca_file=tls_client_ca_file,
-        metrics_listen=metrics_listen, dashboard_listen=dashboard_listen,
+        metrics_listen=metrics_listen, dashboard_listen=dashboard_listen, openai_listen=openai_listen,
     ).items() if v is not None}
     asyncio.run(serve(CoordinatorSettings(**overrides)))
 

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpumesh/v1/common.proto\x12\ngpumesh.v1\"\x86\x01\n\x0cRequirements\x12\x11\n\tgpu_count\x18\x01 \x01(\r\x12\x12\n\ngpu_models\x18\x02 \x03(\t\x12\x13\n\x0bmin_vram_mb\x18\x03 \x01(\x04\x12\x11\n\tallow_cpu\x18\x04 \x01(\x08\x12\x15\n\rmin_memory_mb\x18\x05 \x01(\x04\x12\x10\n\x08isolated\x18\x06 \x01(\x08\"\x97\x01\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_mb\x18\x04 \x01(\x04\x12\x1a\n\x12\x63ompute_capability\x18\x05 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x06 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x07 \x01(\t\"~\n\x08Hardware\x12!\n\x04gpus\x18\x01 \x03(\x0b\x32\x13.gpumesh.v1.GpuInfo\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x17\n\x0fmemory_total_mb\x18\x03 \x01(\x04\x12\x11\n\tcpu_model\x18\x04 \x01(\t\x12\x10\n\x08platform\x18\x05 \x01(\t\"v\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0futilization_pct\x18\x02 \x01(\x02\x12\x16\n\x0ememory_used_mb\x18\x03 \x01(\x04\x12\x15\n\rtemperature_c\x18\x04 \x01(\x02\x12\x0f\n\x07power_w\x18\x05 \x01(\x02\"-\n\tSealedKey\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x13\n\x0bwrapped_key\x18\x02 \x01(\x0c*\xb3\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_VERIFYING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xea\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x15\n\x11TASK_STATE_LEASED\x10\x02\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x03\x12\x17\n\x13TASK_STATE_VERIFIED\x10\x04\x12\x17\n\x13TASK_STATE_REJECTED\x10\x05\x12\x16\n\x12TASK_STATE_SETTLED\x10\x06\x12\x15\n\x11TASK_STATE_FAILED\x10\x07\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x08*d\n\x0cProviderTier\x12\x1d\n\x19PROVIDER_TIER_UNSPECIFIED\x10\x00\x12\x16\n\x12PROVIDER_TIER_OPEN\x10\x01\x12\x1d\n\x19PROVIDER_TIER_CENTRALIZED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpumesh/v1/common.proto\x12\ngpumesh.v1\"\x9f\x01\n\x0cRequirements\x12\x11\n\tgpu_count\x18\x01 \x01(\r\x12\x12\n\ngpu_models\x18\x02 \x03(\t\x12\x13\n\x0bmin_vram_mb\x18\x03 \x01(\x04\x12\x11\n\tallow_cpu\x18\x04 \x01(\x08\x12\x15\n\rmin_memory_mb\x18\x05 \x01(\x04\x12\x10\n\x08isolated\x18\x06 \x01(\x08\x12\x17\n\x0fmodel_memory_mb\x18\x07 \x01(\x04\"\x97\x01\n\x07GpuInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_mb\x18\x04 \x01(\x04\x12\x1a\n\x12\x63ompute_capability\x18\x05 \x01(\t\x12\x16\n\x0e\x64river_version\x18\x06 \x01(\t\x12\x14\n\x0c\x63uda_version\x18\x07 \x01(\t\"~\n\x08Hardware\x12!\n\x04gpus\x18\x01 \x03(\x0b\x32\x13.gpumesh.v1.GpuInfo\x12\x11\n\tcpu_count\x18\x02 \x01(\r\x12\x17\n\x0fmemory_total_mb\x18\x03 \x01(\x04\x12\x11\n\tcpu_model\x18\x04 \x01(\t\x12\x10\n\x08platform\x18\x05 \x01(\t\"v\n\x0cGpuTelemetry\x12\r\n\x05index\x18\x01 \x01(\r\x12\x17\n\x0futilization_pct\x18\x02 \x01(\x02\x12\x16\n\x0ememory_used_mb\x18\x03 \x01(\x04\x12\x15\n\rtemperature_c\x18\x04 \x01(\x02\x12\x0f\n\x07power_w\x18\x05 \x01(\x02\"-\n\tSealedKey\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x13\n\x0bwrapped_key\x18\x02 \x01(\x0c*\xb3\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_VERIFYING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xea\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x15\n\x11TASK_STATE_LEASED\x10\x02\x12\x18\n\x14TASK_STATE_SUBMITTED\x10\x03\x12\x17\n\x13TASK_STATE_VERIFIED\x10\x04\x12\x17\n\x13TASK_STATE_REJECTED\x10\x05\x12\x16\n\x12TASK_STATE_SETTLED\x10\x06\x12\x15\n\x11TASK_STATE_FAILED\x10\x07\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x08*d\n\x0cProviderTier\x12\x1d\n\x19PROVIDER_TIER_UNSPECIFIED\x10\x00\x12\x16\n\x12PROVIDER_TIER_OPEN\x10\x01\x12\x1d\n\x19PROVIDER_TIER_CENTRALIZED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gpumesh.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=626
-  _globals['_JOBSTATE']._serialized_end=805
-  _globals['_TASKSTATE']._serialized_start=808
-  _globals['_TASKSTATE']._serialized_end=1042
-  _globals['_PROVIDERTIER']._serialized_start=1044
-  _globals['_PROVIDERTIER']._serialized_end=1144
+  _globals['_JOBSTATE']._serialized_start=651
+  _globals['_JOBSTATE']._serialized_end=830
+  _globals['_TASKSTATE']._serialized_start=833
+  _globals['_TASKSTATE']._serialized_end=1067
+  _globals['_PROVIDERTIER']._serialized_start=1069
+  _globals['_PROVIDERTIER']._serialized_end=1169
   _globals['_REQUIREMENTS']._serialized_start=40
-  _globals['_REQUIREMENTS']._serialized_end=174
-  _globals['_GPUINFO']._serialized_start=177
-  _globals['_GPUINFO']._serialized_end=328
-  _globals['_HARDWARE']._serialized_start=330
-  _globals['_HARDWARE']._serialized_end=456
-  _globals['_GPUTELEMETRY']._serialized_start=458
-  _globals['_GPUTELEMETRY']._serialized_end=576
-  _globals['_SEALEDKEY']._serialized_start=578
-  _globals['_SEALEDKEY']._serialized_end=623
+  _globals['_REQUIREMENTS']._serialized_end=199
+  _globals['_GPUINFO']._serialized_start=202
+  _globals['_GPUINFO']._serialized_end=353
+  _globals['_HARDWARE']._serialized_start=355
+  _globals['_HARDWARE']._serialized_end=481
+  _globals['_GPUTELEMETRY']._serialized_start=483
+  _globals['_GPUTELEMETRY']._serialized_end=601
+  _globals['_SEALEDKEY']._serialized_start=603
+  _globals['_SEALEDKEY']._serialized_end=648
 # @@protoc_insertion_point(module_scope)

@@ -55,20 +55,22 @@ PROVIDER_TIER_OPEN: ProviderTier
 PROVIDER_TIER_CENTRALIZED: ProviderTier
 
 class Requirements(_message.Message):
-    __slots__ = ("gpu_count", "gpu_models", "min_vram_mb", "allow_cpu", "min_memory_mb", "isolated")
+    __slots__ = ("gpu_count", "gpu_models", "min_vram_mb", "allow_cpu", "min_memory_mb", "isolated", "model_memory_mb")
     GPU_COUNT_FIELD_NUMBER: _ClassVar[int]
     GPU_MODELS_FIELD_NUMBER: _ClassVar[int]
     MIN_VRAM_MB_FIELD_NUMBER: _ClassVar[int]
     ALLOW_CPU_FIELD_NUMBER: _ClassVar[int]
     MIN_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     ISOLATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     gpu_count: int
     gpu_models: _containers.RepeatedScalarFieldContainer[str]
     min_vram_mb: int
     allow_cpu: bool
     min_memory_mb: int
     isolated: bool
-    def __init__(self, gpu_count: _Optional[int] = ..., gpu_models: _Optional[_Iterable[str]] = ..., min_vram_mb: _Optional[int] = ..., allow_cpu: _Optional[bool] = ..., min_memory_mb: _Optional[int] = ..., isolated: _Optional[bool] = ...) -> None: ...
+    model_memory_mb: int
+    def __init__(self, gpu_count: _Optional[int] = ..., gpu_models: _Optional[_Iterable[str]] = ..., min_vram_mb: _Optional[int] = ..., allow_cpu: _Optional[bool] = ..., min_memory_mb: _Optional[int] = ..., isolated: _Optional[bool] = ..., model_memory_mb: _Optional[int] = ...) -> None: ...
 
 class GpuInfo(_message.Message):
     __slots__ = ("index", "uuid", "name", "memory_total_mb", "compute_capability", "driver_version", "cuda_version")

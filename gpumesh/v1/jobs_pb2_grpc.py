@@ -70,6 +70,36 @@ class SubmitterServiceStub:
                 request_serializer=gpumesh_dot_v1_dot_jobs__pb2.GetSealingKeyRequest.SerializeToString,
                 response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.SealingKeyInfo.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/ListJobs',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/CreateApiKey',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ApiKeyInfo.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/ListApiKeys',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/RevokeApiKey',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ApiKeyInfo.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/ListModels',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.AddModel = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/AddModel',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.AddModelRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ModelInfo.FromString,
+                _registered_method=True)
 
 
 class SubmitterServiceServicer:
@@ -121,6 +151,46 @@ class SubmitterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """The caller's own jobs, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """An HTTP API key bound to the signing wallet: its batches are that wallet's jobs. The key
+        itself is in this response only; the coordinator keeps its hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Served models by name (what jobs and batch lines may name instead of a CID).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmitterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +228,36 @@ def add_SubmitterServiceServicer_to_server(servicer, server):
                     servicer.GetSealingKey,
                     request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.GetSealingKeyRequest.FromString,
                     response_serializer=gpumesh_dot_v1_dot_jobs__pb2.SealingKeyInfo.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ApiKeyInfo.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ApiKeyInfo.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListModelsRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'AddModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddModel,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.AddModelRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +450,168 @@ class SubmitterService:
             '/gpumesh.v1.SubmitterService/GetSealingKey',
             gpumesh_dot_v1_dot_jobs__pb2.GetSealingKeyRequest.SerializeToString,
             gpumesh_dot_v1_dot_jobs__pb2.SealingKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/ListJobs',
+            gpumesh_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/CreateApiKey',
+            gpumesh_dot_v1_dot_jobs__pb2.CreateApiKeyRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ApiKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/ListApiKeys',
+            gpumesh_dot_v1_dot_jobs__pb2.ListApiKeysRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/RevokeApiKey',
+            gpumesh_dot_v1_dot_jobs__pb2.RevokeApiKeyRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ApiKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/ListModels',
+            gpumesh_dot_v1_dot_jobs__pb2.ListModelsRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/AddModel',
+            gpumesh_dot_v1_dot_jobs__pb2.AddModelRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

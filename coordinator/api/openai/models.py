@@ -1,0 +1,36 @@
+"""``/v1/models``: the served models, by name."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from coordinator.api.openai.auth import api_key
+from coordinator.store.api import ApiKey, ModelEntry
+
+router = APIRouter()
+Key = Annotated[ApiKey, Depends(api_key)]
+
+
+def model_object(m: ModelEntry) -> dict:
+    return {"id": m.name, "object": "model", "created": int(m.created_at), "owned_by": m.owned_by or "gpumesh",
+            "gpumesh": {"cid": m.cid, "format": m.format, "size_bytes": m.size_bytes,
+                        "min_memory_mb": m.min_memory_mb}}
+
+
+@router.get("/models")
+async def list_models(request: Request, key: Key):
+    models = await asyncio.to_thread(request.app.state.service.store.list_models)
+    return {"object": "list", "data": [model_object(m) for m in models]}
+
+
+@router.get("/models/{model:path}")
+async def retrieve_model(request: Request, model: str, key: Key):
+    entry = await asyncio.to_thread(request.app.state.service.store.get_model, model)
+    if entry is None:
+        from coordinator.api.openai.errors import ApiError
+
+        raise ApiError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+    return model_object(entry)

@@ -1,0 +1,220 @@
+"""The HTTP API's tables (mixed into ``SqlStore``): API keys (hashed) bound to wallets, served
+models by name, and the OpenAI-style files and batches each owner holds.
+
+Pages are keyset-ordered by ``(created_at, id)`` newest first, so a listing never scans.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.store.txn import _write
+from gpumesh.errors import AlreadyExists, NotFound, ResourceExhausted
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    wallet: str  # the address as its signed requests spell it
+    name: str
+    spend_cap: int | None
+    spent: int
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    cid: str
+    format: str
+    size_bytes: int
+    min_memory_mb: int
+    owned_by: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    file_id: str
+    owner: str
+    purpose: str
+    filename: str
+    bytes: int
+    cid: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    batch_id: str
+    owner: str
+    body: dict[str, Any] = field(default_factory=dict)
+    job_id: str = ""
+    created_at: float = 0.0
+
+
+_KEY_COLS = "key_id, wallet, name, spend_cap, spent, created_at, revoked_at"
+_FILE_COLS = "file_id, owner, purpose, filename, bytes, cid, created_at"
+_BATCH_COLS = "batch_id, owner, body_json, job_id, created_at"
+
+
+def _key(r) -> ApiKey:
+    return ApiKey(r[0], r[1], r[2], int(r[3]) if r[3] else None, int(r[4]), float(r[5]), r[6])
+
+
+def _batch(r) -> BatchEntry:
+    return BatchEntry(r[0], r[1], json.loads(r[2]), r[3], float(r[4]))
+
+
+class ApiSql:
+    """Keys, models, files and batches of the SQL store."""
+
+    # ---- API keys ---------------------------------------------------------------------------
+
+    @_write
+    def put_api_key(self, key_hash: str, key: ApiKey) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO api_keys (key_hash, key_id, wallet, name, spend_cap, spent, created_at) "
+                       "VALUES (?,?,?,?,?,?,?)",
+                       (key_hash, key.key_id, key.wallet, key.name,
+                        "" if key.spend_cap is None else str(key.spend_cap), "0", key.created_at))
+
+    def api_key(self, key_hash: str) -> ApiKey | None:
+        rows = self._read(f"SELECT {_KEY_COLS} FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,))
+        return _key(rows[0]) if rows else None
+
+    def api_keys_of(self, wallet: str) -> list[ApiKey]:
+        rows = self._read(f"SELECT {_KEY_COLS} FROM api_keys WHERE wallet = ? ORDER BY created_at", (wallet,))
+        return [_key(r) for r in rows]
+
+    @_write
+    def revoke_api_key(self, key_id: str, wallet: str, *, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND wallet = ? AND revoked_at IS NULL",
+                             (now, key_id, wallet))
+            return cur.rowcount > 0
+
+    @_write
+    def charge_api_key(self, key_id: str, amount: int) -> int:
+        """Add ``amount`` to what the key has committed; ResourceExhausted past its cap. The total."""
+        with self._tx() as db:
+            row = db.execute("SELECT spend_cap, spent FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no API key {key_id}", field="key_id")
+            total = int(row[1]) + amount
+            if row[0] and total > int(row[0]):
+                raise ResourceExhausted(f"this API key may commit {row[0]} base units; {row[1]} are committed and "
+                                        f"this needs {amount} more", field="spend_cap")
+            db.execute("UPDATE api_keys SET spent = ? WHERE key_id = ?", (str(max(total, 0)), key_id))
+            return total
+
+    # ---- models -----------------------------------------------------------------------------
+
+    @_write
+    def put_model(self, entry: ModelEntry, *, replace: bool = False) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM models WHERE name = ?", (entry.name,)).fetchone() is not None:
+                if not replace:
+                    raise AlreadyExists(f"a model named {entry.name!r} is registered", field="name")
+                db.execute("DELETE FROM models WHERE name = ?", (entry.name,))
+            db.execute("INSERT INTO models (name, cid, format, size_bytes, min_memory_mb, owned_by, created_at) "
+                       "VALUES (?,?,?,?,?,?,?)", (entry.name, entry.cid, entry.format, entry.size_bytes,
+                                                  entry.min_memory_mb, entry.owned_by, entry.created_at))
+
+    def get_model(self, name: str) -> ModelEntry | None:
+        rows = self._read("SELECT name, cid, format, size_bytes, min_memory_mb, owned_by, created_at FROM models "
+                          "WHERE name = ?", (name,))
+        return ModelEntry(*rows[0]) if rows else None
+
+    def list_models(self) -> list[ModelEntry]:
+        rows = self._read("SELECT name, cid, format, size_bytes, min_memory_mb, owned_by, created_at FROM models "
+                          "ORDER BY name")
+        return [ModelEntry(*r) for r in rows]
+
+    # ---- files ------------------------------------------------------------------------------
+
+    @_write
+    def put_file(self, entry: FileEntry) -> None:
+        with self._tx() as db:
+            db.execute(f"INSERT INTO api_files ({_FILE_COLS}) VALUES (?,?,?,?,?,?,?) ON CONFLICT (file_id) DO NOTHING",
+                       (entry.file_id, entry.owner.lower(), entry.purpose, entry.filename, entry.bytes, entry.cid,
+                        entry.created_at))
+
+    def get_file(self, file_id: str, owner: str) -> FileEntry:
+        rows = self._read(f"SELECT {_FILE_COLS} FROM api_files WHERE file_id = ? AND owner = ? AND deleted = 0",
+                          (file_id, owner.lower()))
+        if not rows:
+            raise NotFound(f"No such File object: {file_id}", field="file_id")
+        return FileEntry(*rows[0])
+
+    def list_files(self, owner: str, *, purpose: str = "", limit: int = 100, after: str = "") -> list[FileEntry]:
+        where, args = ["owner = ?", "deleted = 0"], [owner.lower()]
+        if purpose:
+            where.append("purpose = ?")
+            args.append(purpose)
+        if after:
+            mark = self._read("SELECT created_at FROM api_files WHERE file_id = ? AND owner = ?", (after, owner.lower()))
+            if mark:
+                where.append("(created_at, file_id) < (?, ?)")
+                args += [mark[0][0], after]
+        rows = self._read(f"SELECT {_FILE_COLS} FROM api_files WHERE {' AND '.join(where)} "
+                          "ORDER BY created_at DESC, file_id DESC LIMIT ?", (*args, limit))
+        return [FileEntry(*r) for r in rows]
+
+    @_write
+    def delete_file(self, file_id: str, owner: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE api_files SET deleted = 1 WHERE file_id = ? AND owner = ? AND deleted = 0",
+                             (file_id, owner.lower()))
+            return cur.rowcount > 0
+
+    # ---- batches ----------------------------------------------------------------------------
+
+    @_write
+    def put_batch(self, entry: BatchEntry) -> None:
+        with self._tx() as db:
+            db.execute(f"INSERT INTO api_batches ({_BATCH_COLS}) VALUES (?,?,?,?,?)",
+                       (entry.batch_id, entry.owner.lower(), json.dumps(entry.body), entry.job_id, entry.created_at))
+
+    @_write
+    def update_batch(self, batch_id: str, *, body: dict[str, Any], job_id: str | None = None) -> None:
+        with self._tx() as db:
+            if job_id is None:
+                db.execute("UPDATE api_batches SET body_json = ? WHERE batch_id = ?", (json.dumps(body), batch_id))
+            else:
+                db.execute("UPDATE api_batches SET body_json = ?, job_id = ? WHERE batch_id = ?",
+                           (json.dumps(body), job_id, batch_id))
+
+    def get_batch(self, batch_id: str, owner: str) -> BatchEntry:
+        rows = self._read(f"SELECT {_BATCH_COLS} FROM api_batches WHERE batch_id = ? AND owner = ?",
+                          (batch_id, owner.lower()))
+        if not rows:
+            raise NotFound(f"No such Batch object: {batch_id}", field="batch_id")
+        return _batch(rows[0])
+
+    def list_batches(self, owner: str, *, limit: int = 20, after: str = "") -> list[BatchEntry]:
+        where, args = ["owner = ?"], [owner.lower()]
+        if after:
+            mark = self._read("SELECT created_at FROM api_batches WHERE batch_id = ? AND owner = ?",
+                              (after, owner.lower()))
+            if mark:
+                where.append("(created_at, batch_id) < (?, ?)")
+                args += [mark[0][0], after]
+        rows = self._read(f"SELECT {_BATCH_COLS} FROM api_batches WHERE {' AND '.join(where)} "
+                          "ORDER BY created_at DESC, batch_id DESC LIMIT ?", (*args, limit))
+        return [_batch(r) for r in rows]
+
+    def jobs_of(self, submitter: str, *, limit: int = 50, before: tuple[float, str] | None = None):
+        """``submitter``'s jobs, newest first (keyset pages, as ``recent_jobs``)."""
+        from coordinator.store.rows import JOB_COLS, job_row
+
+        where, args = ["submitter = ?"], [submitter]
+        if before is not None:
+            where.append("(created_at, job_id) < (?, ?)")
+            args += [before[0], before[1]]
+        rows = self._read(f"SELECT {JOB_COLS} FROM jobs WHERE {' AND '.join(where)} "
+                          "ORDER BY created_at DESC, job_id DESC LIMIT ?", (*args, limit))
+        return [job_row(r) for r in rows]
