@@ -38,6 +38,9 @@ class CoordinatorSettings(BaseSettings):
     max_batch_lines: int = Field(50_000, gt=0)  # requests per batch (OpenAI's limit)
     openai_rate_per_s: float = Field(50.0, ge=0)  # HTTP calls per second per API key (0 = unlimited) ...
     openai_burst: int = Field(200, ge=1)  # ... and the burst it may spend at once
+    # What a batch escrows from its wallet's prepaid account (JobEscrow.openJob) when settling on-chain,
+    # at most: less if the account, its on-chain spend limit or the key's cap leave less. Unspent, it returns.
+    openai_batch_budget: int = Field(10**18, gt=0)
     # Submitters sign every SubmitterService call that names a job (EIP-191 over method, body digest,
     # nonce and timestamp; gpumesh.signing); a replayed nonce or a timestamp off by more than the skew
     # is refused. Off: unsigned calls are served too, and their jobs belong to nobody.

@@ -18,7 +18,10 @@ import {IProviderRegistry} from "src/IProviderRegistry.sol";
 /// once per job, and never more than the budget; the rest goes back to the submitter. A job's key is bound to its
 /// depositor (`jobKey(submitter, jobId)`), so nobody can take another wallet's job id. `settleBatch` credits internal
 /// balances (pull payments, withdrawn with `withdraw`); `settleJob` pays with direct transfers and is the per-job
-/// baseline. Tokens with transfer fees or rebasing are not supported.
+/// baseline. A submitter may also prepay an account and let coordinators open jobs from it (`fundAccount`,
+/// `setSpendLimit`, `openJob`: how HTTP API keys spend): the coordinator then opens at most the spend limit the
+/// submitter set, from what it prepaid, with deadlines at most `MAX_OPEN_WINDOW` ahead, and the unspent budget of
+/// such a job goes back to that account. Tokens with transfer fees or rebasing are not supported.
 contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -26,6 +29,8 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
     /// @notice What a provider signs to be paid for a job: at most `amount` for its work on `job` (a job key).
     bytes32 public constant CLAIM_TYPEHASH = keccak256("Claim(bytes32 job,address provider,uint256 amount)");
+    /// @notice The furthest deadline a coordinator may give a job it opens from a submitter's account.
+    uint64 public constant MAX_OPEN_WINDOW = 8 days;
 
     /// @notice Lifecycle of a job's escrow; `None` means no deposit was ever made for the key.
     enum JobStatus {
@@ -58,12 +63,20 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         uint88 amount;
         JobStatus status;
         uint64 deadline;
+        bool fromAccount; // opened by a coordinator from the submitter's prepaid account: refunds go back to it
+    }
+
+    /// @dev What a submitter prepaid, and how much of it coordinators may still commit to jobs.
+    struct Account {
+        uint256 prepaid;
+        uint256 spendLimit;
     }
 
     IERC20 private immutable _token;
     IProviderRegistry private immutable _registry;
     mapping(bytes32 key => Job) private _jobs;
     mapping(address account => uint256) private _balances;
+    mapping(address submitter => Account) private _accounts;
 
     /// @notice Emitted when `submitter` escrows `amount` for its `jobId` (the job's key is `key`), reclaimable after
     /// `deadline` unless settled before.
@@ -74,6 +87,14 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     event Reclaimed(bytes32 indexed key, address indexed submitter, uint256 amount);
     /// @notice Emitted when `account` withdraws its credited balance.
     event Withdrawn(address indexed account, uint256 amount);
+    /// @notice Emitted when `submitter` prepays `amount` into its account (now holding `prepaid`).
+    event AccountFunded(address indexed submitter, uint256 amount, uint256 prepaid);
+    /// @notice Emitted when `submitter` lets coordinators commit at most `spendLimit` more of its account.
+    event SpendLimitSet(address indexed submitter, uint256 spendLimit);
+    /// @notice Emitted when a coordinator opens the job `key` for `submitter` from its account.
+    event JobOpened(bytes32 indexed key, address indexed submitter, address indexed coordinator, uint256 amount);
+    /// @notice Emitted when `submitter` takes `amount` of its prepaid account back.
+    event AccountWithdrawn(address indexed submitter, uint256 amount);
 
     /// @notice An amount of zero was given.
     error ZeroAmount();
@@ -107,6 +128,12 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     error DeadlineNotReached(uint64 deadline);
     /// @notice The caller has no credited balance.
     error NothingToWithdraw();
+    /// @notice The submitter's account holds `available`, less than the `requested` amount.
+    error InsufficientPrepaid(uint256 available, uint256 requested);
+    /// @notice The submitter lets coordinators commit only `limit` more, less than the `requested` amount.
+    error SpendLimitExceeded(uint256 limit, uint256 requested);
+    /// @notice A coordinator may open a job at most MAX_OPEN_WINDOW ahead; `deadline` is further.
+    error DeadlineTooFar(uint64 deadline, uint64 latest);
 
     /// @param token_ The ERC-20 token budgets are paid in.
     /// @param registry_ The provider registry: only its registered providers are paid.
@@ -131,9 +158,63 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         bytes32 key = jobKey(msg.sender, jobId);
         Job storage job = _jobs[key];
         if (job.status != JobStatus.None) revert JobExists(key);
-        _jobs[key] = Job({submitter: msg.sender, amount: uint88(amount), status: JobStatus.Funded, deadline: deadline});
+        _jobs[key] = Job({
+            submitter: msg.sender, amount: uint88(amount), status: JobStatus.Funded, deadline: deadline, fromAccount: false
+        });
         emit Deposited(key, msg.sender, jobId, amount, deadline);
         _token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Prepays `amount` tokens (pulled with transferFrom; approve first) into the caller's account.
+    function fundAccount(uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        Account storage account = _accounts[msg.sender];
+        account.prepaid += amount;
+        emit AccountFunded(msg.sender, amount, account.prepaid);
+        _token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Lets coordinators commit at most `spendLimit` (in total, from now) of the caller's account to jobs.
+    function setSpendLimit(uint256 spendLimit) external {
+        _accounts[msg.sender].spendLimit = spendLimit;
+        emit SpendLimitSet(msg.sender, spendLimit);
+    }
+
+    /// @notice Takes `amount` of the caller's prepaid account back (what open jobs hold is not in it).
+    function withdrawAccount(uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        Account storage account = _accounts[msg.sender];
+        if (amount > account.prepaid) revert InsufficientPrepaid(account.prepaid, amount);
+        account.prepaid -= amount;
+        emit AccountWithdrawn(msg.sender, amount);
+        _token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @notice Opens `submitter`'s job `jobId` with a budget of `amount` taken from its account, within the spend
+    /// limit it set; the job is then settled or reclaimed as a deposit, its unspent budget returning to the account.
+    /// @param deadline At most MAX_OPEN_WINDOW from now: a coordinator cannot lock an account's money for long.
+    function openJob(address submitter, bytes32 jobId, uint256 amount, uint64 deadline)
+        external
+        onlyRole(COORDINATOR_ROLE)
+    {
+        if (submitter == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        if (amount > type(uint88).max) revert AmountTooLarge();
+        if (deadline <= block.timestamp) revert DeadlineInPast(deadline);
+        uint64 latest = uint64(block.timestamp) + MAX_OPEN_WINDOW;
+        if (deadline > latest) revert DeadlineTooFar(deadline, latest);
+        bytes32 key = jobKey(submitter, jobId);
+        if (_jobs[key].status != JobStatus.None) revert JobExists(key);
+        Account storage account = _accounts[submitter];
+        if (amount > account.spendLimit) revert SpendLimitExceeded(account.spendLimit, amount);
+        if (amount > account.prepaid) revert InsufficientPrepaid(account.prepaid, amount);
+        account.spendLimit -= amount;
+        account.prepaid -= amount;
+        _jobs[key] = Job({
+            submitter: submitter, amount: uint88(amount), status: JobStatus.Funded, deadline: deadline, fromAccount: true
+        });
+        emit Deposited(key, submitter, jobId, amount, deadline);
+        emit JobOpened(key, submitter, msg.sender, amount);
     }
 
     /// @notice Settles many jobs in one transaction, crediting balances that providers and submitters `withdraw`.
@@ -144,7 +225,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         uint256 n = settlements.length;
         for (uint256 i; i < n; ) {
             Settlement calldata s = settlements[i];
-            (address submitter, uint256 budget) = _close(s.key);
+            (address submitter, uint256 budget, bool fromAccount) = _close(s.key);
             Payout[] calldata payouts = s.payouts;
             uint256 m = payouts.length;
             uint256 paid;
@@ -158,7 +239,10 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
             }
             unchecked {
                 uint256 refunded = budget - paid;
-                if (refunded != 0) _balances[submitter] += refunded;
+                if (refunded != 0) {
+                    if (fromAccount) _accounts[submitter].prepaid += refunded;
+                    else _balances[submitter] += refunded;
+                }
                 emit JobSettled(s.key, paid, refunded);
                 ++i;
             }
@@ -170,7 +254,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     /// @param settlement The job and its payouts.
     function settleJob(Settlement calldata settlement) external onlyRole(COORDINATOR_ROLE) nonReentrant {
         bytes32 key = settlement.key;
-        (address submitter, uint256 budget) = _close(key);
+        (address submitter, uint256 budget, bool fromAccount) = _close(key);
         Payout[] calldata payouts = settlement.payouts;
         uint256 m = payouts.length;
         uint256 paid;
@@ -192,7 +276,10 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
                 ++j;
             }
         }
-        if (refunded != 0) _token.safeTransfer(submitter, refunded);
+        if (refunded != 0) {
+            if (fromAccount) _accounts[submitter].prepaid += refunded;
+            else _token.safeTransfer(submitter, refunded);
+        }
     }
 
     /// @notice Returns the whole budget of the caller's `jobId` once its deadline has passed unsettled.
@@ -208,7 +295,8 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         uint256 amount = job.amount;
         job.status = JobStatus.Reclaimed;
         emit Reclaimed(key, msg.sender, amount);
-        _token.safeTransfer(msg.sender, amount);
+        if (job.fromAccount) _accounts[msg.sender].prepaid += amount;
+        else _token.safeTransfer(msg.sender, amount);
     }
 
     /// @notice Transfers the caller's whole credited balance (payouts and refunds from `settleBatch`) to it.
@@ -245,6 +333,12 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         return _balances[account];
     }
 
+    /// @notice `submitter`'s prepaid account: what it holds and how much of it coordinators may still commit.
+    function accountOf(address submitter) external view returns (uint256 prepaid, uint256 spendLimit) {
+        Account storage account = _accounts[submitter];
+        return (account.prepaid, account.spendLimit);
+    }
+
     /// @notice The ERC-20 token budgets are paid in.
     function token() external view returns (address) {
         return address(_token);
@@ -255,11 +349,13 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         return address(_registry);
     }
 
-    /// @dev Funded -> Settled for `key` if its deadline has not passed, returning the submitter and the budget.
-    function _close(bytes32 key) private returns (address submitter, uint256 budget) {
+    /// @dev Funded -> Settled for `key` if its deadline has not passed, returning the submitter, the budget and
+    /// whether the job was opened from the submitter's account.
+    function _close(bytes32 key) private returns (address submitter, uint256 budget, bool fromAccount) {
         Job storage job = _jobs[key];
         submitter = job.submitter;
         budget = job.amount;
+        fromAccount = job.fromAccount;
         JobStatus status = job.status;
         if (status != JobStatus.Funded) {
             if (status == JobStatus.None) revert UnknownJob(key);

@@ -195,7 +195,8 @@ class BatchService:
                        requirements=Requirements(model_memory_mb=model.min_memory_mb, min_memory_mb=model.min_memory_mb),
                        deadline=datetime.fromtimestamp(now + window, timezone.utc))
         try:
-            job = await self.core.submit_job(spec, idempotency_key=batch_id, submitter=owner)
+            escrow = await self._open_escrow(key, batch_id, now + window) if self.core.chain is not None else ""
+            job = await self.core.submit_job(spec, idempotency_key=batch_id, escrow_key=escrow, submitter=owner)
         except Exception as exc:
             body |= {"status": "failed", "failed_at": int(now), "errors": {"object": "list", "data": [
                 {"code": getattr(exc, "code_name", "failed"), "message": str(getattr(exc, "message", exc)),
@@ -205,6 +206,24 @@ class BatchService:
         body |= {"status": "in_progress", "in_progress_at": int(now)}
         await asyncio.to_thread(self.store.update_batch, batch_id, body=body, job_id=job.job_id)
         return await self.retrieve(owner, batch_id)
+
+    async def _open_escrow(self, key: ApiKey, batch_id: str, ends: float) -> str:
+        """Escrow the batch's budget from the key's wallet's prepaid account; the job id it is under."""
+        from gpumesh.chain.models import job_key_hex
+
+        chain, settings = self.core.chain, self.core.settings
+        prepaid, limit = await asyncio.to_thread(chain.account_of, key.wallet)
+        cap_left = None if key.spend_cap is None else key.spend_cap - key.spent
+        budget = min(v for v in (prepaid, limit, settings.openai_batch_budget, cap_left) if v is not None)
+        if budget <= 0:
+            short = ("prepaid account is empty" if prepaid <= 0 else "on-chain spend limit is used up" if limit <= 0
+                     else "API key's cap is spent")
+            raise ResourceExhausted(f"{key.wallet}'s {short}: fund it with `gpumesh keys fund AMOUNT` "
+                                    "(JobEscrow.fundAccount and setSpendLimit)", field="spend_cap")
+        job_id = job_key_hex(batch_id)
+        deadline = int(ends + settings.settle_margin_s + 60)
+        await asyncio.to_thread(chain.open_job, key.wallet, bytes.fromhex(job_id[2:]), budget, deadline)
+        return job_id
 
     async def cancel(self, owner: str, batch_id: str) -> dict[str, Any]:
         entry = await asyncio.to_thread(self.store.get_batch, batch_id, owner)

@@ -49,6 +49,9 @@ class SettlementChain(Protocol):
     # each job: (escrow key, payouts, each payee's signed claim by lower-case address); returns the tx hash
     def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]]) -> str: ...
     def describe(self) -> dict: ...  # chain_url, chain_id, token, escrow, registry
+    def account_of(self, address: str) -> tuple[int, int]: ...  # a submitter's prepaid account: (prepaid, spend limit)
+    # open the submitter's job (bytes32 id) from its account, within its spend limit; returns the tx hash
+    def open_job(self, submitter: str, job_id: bytes, amount: int, deadline: int) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,12 @@ class Web3SettlementChain:
         events = self.client.events("JobEscrow", "JobSettled", key=_key(escrow_key))
         return events[-1]["tx_hash"] if events else ""
 
+    def account_of(self, address: str) -> tuple[int, int]:
+        return self.client.account_of(address)
+
+    def open_job(self, submitter: str, job_id: bytes, amount: int, deadline: int) -> str:
+        return self.client.open_job(self.account, submitter, job_id, amount, deadline).tx_hash
+
     def is_registered(self, address: str) -> bool:
         return self.client.is_registered(address)
 

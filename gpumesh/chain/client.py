@@ -198,6 +198,28 @@ class ChainClient:
             lambda acct: self._send(acct, self.escrow, "deposit", key, int(amount), int(deadline)),
         )
 
+    def fund_account(self, submitter: Any, amount: int) -> TxResult:
+        """Prepay ``amount`` into ``submitter``'s escrow account (approving first when needed)."""
+        return self._with_allowance(submitter, self.escrow.address, int(amount),
+                                    lambda acct: self._send(acct, self.escrow, "fundAccount", int(amount)))
+
+    def set_spend_limit(self, submitter: Any, limit: int) -> TxResult:
+        """Let coordinators commit at most ``limit`` more of ``submitter``'s account to jobs."""
+        return self._send(submitter, self.escrow, "setSpendLimit", int(limit))
+
+    def withdraw_account(self, submitter: Any, amount: int) -> TxResult:
+        return self._send(submitter, self.escrow, "withdrawAccount", int(amount))
+
+    def open_job(self, coordinator: Any, submitter: Any, job_id: str | bytes, amount: int, deadline: int) -> TxResult:
+        """A coordinator opens ``submitter``'s job ``job_id`` from its account (within its spend limit)."""
+        return self._send(coordinator, self.escrow, "openJob", address_of(submitter), job_key(job_id), int(amount),
+                          int(deadline))
+
+    def account_of(self, submitter: Any) -> tuple[int, int]:
+        """``(prepaid, spend_limit)`` of ``submitter``'s escrow account."""
+        prepaid, limit = self._read(self.escrow, "accountOf", address_of(submitter))
+        return int(prepaid), int(limit)
+
     def settle_batch(self, coordinator: Any, settlements: Sequence[Settlement]) -> TxResult:
         """Settle many jobs in one transaction; payouts are credited (pull: ``withdraw``)."""
         if not settlements:

