@@ -125,9 +125,9 @@ def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
         seen[custom_id] = lineno
         try:
             request, lines, line_model = _request(obj, lineno, custom_id, endpoint, batch_id)
+            resolve_model(line_model)
             if model and line_model != model:
                 raise _Refused(f"the batch's requests use model {model!r}; one batch serves one model", "model")
-            resolve_model(line_model)
         except _Refused as exc:
             status = 0 if exc.param in ("url", "method") else 400
             out.errors.append(LineError(lineno, custom_id, f"line {lineno}: {exc.message}", exc.param, status))
