@@ -56,7 +56,7 @@ def run_dev(*, model: str = "tiny", providers: int = 2, workdir: Path | None = N
         console.print(f"chain        {net.chain_url}\ncoordinator  grpc://{net.target}\n"
                       f"dashboard    http://{dashboard_listen}/\nproviders    {providers}\n"
                       f"model        {entry.name} ({entry.cid})\nstate, logs  {root}")
-        print(f"OPENAI_BASE_URL={base_url}\nOPENAI_API_KEY={key}", flush=True)
+        print(f"OPENAI_BASE_URL={base_url}\nOPENAI_API_KEY={key}\nGPUMESH_COORDINATOR={net.target}", flush=True)
         console.print("[bold]up[/bold]: Ctrl-C to stop")
         stop.wait()
     console.print("stopped")
