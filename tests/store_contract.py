@@ -450,3 +450,67 @@ def test_dashboard_reads_are_bounded_pages_newest_first(store):
     assert [s.reason for s in store.recent_slashes(limit=1)] == ["bad 1"]
     assert [p.provider_id for p in store.page_providers(limit=1)] == ["prov_a"]
     assert [p.provider_id for p in store.page_providers(limit=5, after="prov_a")] == ["prov_b"]
+
+
+# ---- the HTTP API's tables: keys, models, files, batches (coordinator.store.api) ----------------
+
+
+def test_api_keys_are_found_by_hash_capped_and_revoked(store):
+    from coordinator.store.api import ApiKey
+    from gpumesh.errors import ResourceExhausted
+
+    store.put_api_key("h1", ApiKey("key_1", "0xAbC", "ci", 100, 0, 1.0))
+    store.put_api_key("h2", ApiKey("key_2", "0xAbC", "", None, 0, 2.0))
+    assert store.api_key("h1").wallet == "0xAbC" and store.api_key("nope") is None
+    assert store.charge_api_key("key_1", 60) == 60
+    with pytest.raises(ResourceExhausted):
+        store.charge_api_key("key_1", 50)
+    assert store.api_key("h1").spent == 60 and store.charge_api_key("key_2", 10**30) == 10**30  # no cap
+    assert not store.revoke_api_key("key_1", "0xother", now=3.0)  # only its own wallet's
+    assert store.revoke_api_key("key_1", "0xAbC", now=3.0) and store.api_key("h1") is None
+    assert [k.key_id for k in store.api_keys_of("0xAbC")] == ["key_1", "key_2"]
+
+
+def test_models_by_name_are_replaced_only_when_asked(store):
+    from coordinator.store.api import ModelEntry
+    from gpumesh.errors import AlreadyExists
+
+    store.put_model(ModelEntry("org/m", CID, "gguf", 10, 256, "0xa", 1.0))
+    with pytest.raises(AlreadyExists):
+        store.put_model(ModelEntry("org/m", CID, "hf-tar", 20, 300, "0xa", 2.0))
+    store.put_model(ModelEntry("org/m", CID, "hf-tar", 20, 300, "0xa", 2.0), replace=True)
+    assert store.get_model("org/m").format == "hf-tar" and store.get_model("x") is None
+    assert [m.name for m in store.list_models()] == ["org/m"]
+
+
+def test_files_and_batches_are_their_owners_and_page_newest_first(store):
+    from coordinator.store.api import BatchEntry, FileEntry
+
+    for i in range(3):
+        store.put_file(FileEntry(f"file-{i}", "0xA", "batch", f"f{i}", 10, CID, float(i)))
+        store.put_batch(BatchEntry(f"batch_{i}", "0xA", {"status": "validating"}, "", float(i)))
+    store.put_file(FileEntry("file-0", "0xA", "batch", "again", 99, CID, 9.0))  # an id is written once
+    assert store.get_file("file-0", "0xa").filename == "f0"
+    with pytest.raises(NotFound):
+        store.get_file("file-0", "0xB")
+    assert [f.file_id for f in store.list_files("0xA", limit=2)] == ["file-2", "file-1"]
+    assert [f.file_id for f in store.list_files("0xA", after="file-1")] == ["file-0"]
+    assert store.delete_file("file-1", "0xA") and not store.delete_file("file-1", "0xA")
+    assert [f.file_id for f in store.list_files("0xA")] == ["file-2", "file-0"]
+    store.update_batch("batch_1", body={"status": "in_progress"}, job_id="job_9")
+    got = store.get_batch("batch_1", "0xA")
+    assert (got.body, got.job_id) == ({"status": "in_progress"}, "job_9")
+    with pytest.raises(NotFound):
+        store.get_batch("batch_1", "0xB")
+    assert [b.batch_id for b in store.list_batches("0xA", limit=2, after="batch_2")] == ["batch_1", "batch_0"]
+    assert store.list_batches("0xB") == []
+
+
+def test_jobs_of_a_submitter_page_newest_first(store):
+    for i in range(3):
+        job = make_job(store, job_id=f"job_{i}", n=1, now=100.0 + i)
+    assert store.jobs_of("") and store.jobs_of("0xnobody") == []
+    first = store.jobs_of(job.submitter, limit=2)
+    assert [j.job_id for j in first] == ["job_2", "job_1"]
+    rest = store.jobs_of(job.submitter, before=(first[-1].created_at, first[-1].job_id))
+    assert [j.job_id for j in rest] == ["job_0"]
