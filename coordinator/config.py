@@ -41,6 +41,10 @@ class CoordinatorSettings(BaseSettings):
     # What a batch escrows from its wallet's prepaid account (JobEscrow.openJob) when settling on-chain,
     # at most: less if the account, its on-chain spend limit or the key's cap leave less. Unspent, it returns.
     openai_batch_budget: int = Field(10**18, gt=0)
+    # Wallets that may register model names (AddModel) as they like; the operator's trusted wallets
+    # may too. Any other wallet registers names under its own address only ("0xADDR/name"), so a
+    # stranger cannot squat a well-known name with other weights.
+    model_registrars: list[str] = Field(default_factory=list)
     # Submitters sign every SubmitterService call that names a job (EIP-191 over method, body digest,
     # nonce and timestamp; gpumesh.signing); a replayed nonce or a timestamp off by more than the skew
     # is refused. Off: unsigned calls are served too, and their jobs belong to nobody.

@@ -263,7 +263,7 @@ class Coordinator:
             for shard in shards:
                 cid = await asyncio.to_thread(self.artifacts.put_like, spec.input_cid, shard.data)
                 tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid,
-                                  shard.prompts))
+                                  shard.prompts, kind="embeddings" if spec.kind == "embeddings" else "inference"))
         job = Job(
             job_id=job_id,
             spec=spec,
@@ -359,6 +359,11 @@ class Coordinator:
             max_prompts=self.settings.max_prompts_per_job,
             max_prompt_bytes=self.settings.max_prompt_bytes,
         )
+        if spec.kind == "embeddings":  # a text to embed per line, nothing to decode
+            for lineno, rec in enumerate(records, start=1):
+                if extra := sorted(set(rec) - {"id", "prompt"}):
+                    raise InvalidArgument(f'input record {lineno}: "{extra[0]}" does not apply to embeddings',
+                                          field="spec.input_cid")
         return split(records, spec.shard_size)
 
     def settlement_info(self) -> dict:
@@ -842,6 +847,8 @@ class Coordinator:
             return json.dumps(json.loads(task.check_json)["lease_params"])
         if spec.kind == "finetune":
             return json.dumps(spec.finetune)
+        if spec.kind == "embeddings":
+            return json.dumps({"batch_size": spec.inference.batch_size})
         return json.dumps(spec.inference.model_dump())
 
     def _on_remote_signal(self, key: str) -> None:

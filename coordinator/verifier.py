@@ -29,6 +29,7 @@ from coordinator.settlement.payouts import TaskCharge, task_cost
 from coordinator.store.base import Slash, Store, VerificationUpdate
 from gpumesh.requestline import CLAIM_FIELDS
 from coordinator.verification.compare import RescoreThresholds, Verdict
+from coordinator.verification.embeddings import read_embed_referee, read_embed_replica
 from coordinator.verification.inputs import (
     answers,
     audit_input,
@@ -138,13 +139,16 @@ class Verifier:
                    inp: bytes, out: bytes, check: Check) -> Task:
         meta: dict[str, Any] = {"primary_provider": provider.provider_id, "primary_output": output_cid,
                                 "primary_signature": signature.hex()}
+        if job.spec.kind == "embeddings":  # no cheaper check than re-embedding: a sampled audit is a replica
+            check = replace(check, kind="replica")
         if check.kind == "replica":
             gen = job.spec.inference  # the replica generates in the primary's batches
             d = disguise(inp, check.seed, batch_size=gen.batch_size, max_new_tokens=gen.max_new_tokens)
             meta["names"] = d.names
             return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
                         self.artifacts.put_like(task.input_cid, d.data), task.prompts, role=TaskRole.REPLICA,
-                        verifies=task.task_id, kind="inference", exclude=provider.independence_keys,
+                        verifies=task.task_id, kind="embeddings" if job.spec.kind == "embeddings" else "inference",
+                        exclude=provider.independence_keys,
                         check_json=json.dumps(meta))
         a = audit_input(inp, out, check, self.rng.getrandbits(63))
         meta["kinds"] = a.kinds
@@ -247,7 +251,8 @@ class Verifier:
     def _read_inference_check(self, row: Task, primary: Task, meta: dict) -> CheckReading:
         out = self.artifacts.get_bytes(row.output_cid)
         if row.role is TaskRole.REPLICA:
-            return read_replica(self.artifacts.get_bytes(primary.input_cid),
+            read = read_embed_replica if row.kind == "embeddings" else read_replica
+            return read(self.artifacts.get_bytes(primary.input_cid),
                                    self.artifacts.get_bytes(meta["primary_output"]),
                                    self.artifacts.get_bytes(row.input_cid), out, meta["names"])
         return read_audit(self.artifacts.get_bytes(row.input_cid), out, meta["kinds"], self.thresholds)
@@ -259,6 +264,12 @@ class Verifier:
                                     "primary_provider": meta["primary_provider"],
                                     "primary_output": meta["primary_output"],
                                     "primary_signature": meta.get("primary_signature", "")}
+        if row.kind == "embeddings":  # the referee embeds the task's input itself
+            ref_meta["mode"], ref_meta["names"] = "embed", meta["names"]
+            return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, primary.input_cid,
+                        primary.prompts, role=TaskRole.REFEREE, verifies=primary.task_id, kind="embeddings",
+                        exclude=self._referee_exclude(first, checker), require_tier=CENTRALIZED,
+                        check_json=json.dumps(ref_meta))
         if row.kind == "replay":  # the referee replays the same segment
             ref_meta.update({k: meta[k] for k in ("from_step", "to_step", "claimed", "lease_params")})
             ref_meta["mode"] = "replay"
@@ -315,6 +326,16 @@ class Verifier:
         checker = self.store.get_provider(checked.provider_id)
         if meta["mode"] == "replay":
             reading = self._replay_referee(row, checked, meta)
+        elif meta["mode"] == "embed":
+            mapped = None
+            if meta["checker_ok"] and checked.output_cid:
+                try:
+                    mapped = undisguise(self.artifacts.get_bytes(primary.input_cid),
+                                        self.artifacts.get_bytes(checked.output_cid), meta["names"])
+                except ValueError:  # the replica's records do not map back: it loses
+                    mapped = None
+            reading = read_embed_referee(self.artifacts.get_bytes(meta["primary_output"]), mapped,
+                                         self.artifacts.get_bytes(row.output_cid))
         else:
             check_report = (self.artifacts.get_bytes(checked.output_cid)
                             if meta["checker_ok"] and checked.output_cid else b"")

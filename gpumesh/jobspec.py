@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gpumesh.errors import InvalidArgument
 
-JobKind = Literal["inference", "finetune"]
+JobKind = Literal["inference", "finetune", "embeddings"]
 # When centralized capacity may run a job's tasks: never; when the open market cannot meet its
 # requirements or deadline; always (the operator's trusted nodes only).
 FallbackPolicy = Literal["never", "on_deadline", "always"]

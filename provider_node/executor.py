@@ -31,6 +31,7 @@ WORKLOADS = {
     "rescore": "provider_node.workloads.rescore",  # a verifier's teacher-forced check of a claim
     "finetune": "provider_node.workloads.finetune",
     "replay": "provider_node.workloads.finetune",  # a verifier's replay of one fine-tune segment
+    "embeddings": "provider_node.workloads.embed",  # pooled hidden states, also their replicas and referees
 }
 
 

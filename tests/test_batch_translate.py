@@ -141,3 +141,43 @@ def test_output_and_error_files_have_one_line_per_input_line():
     assert [e["custom_id"] for e in err] == ["b", "c"]
     assert err[0]["error"]["code"] == "batch_cancelled" and err[0]["response"] is None
     assert err[1]["response"]["status_code"] == 400 and err[1]["response"]["body"]["error"]["param"] == "top_k"
+
+
+def test_embeddings_requests_take_texts_and_refuse_what_they_cannot_honour():
+    emb = "/v1/embeddings"
+    tr = run(line("a", {"model": "m", "input": ["x", "y"], "encoding_format": "base64"}, url=emb),
+             line("b", {"model": "m", "input": [1, 2]}, url=emb),
+             line("c", {"model": "m", "input": "z", "dimensions": 4}, url=emb),
+             line("d", {"model": "m", "input": "z", "encoding_format": "int8"}, url=emb), endpoint=emb)
+    [req] = tr.requests
+    assert (req.n, req.encoding_format) == (2, "base64")
+    assert tr.lines == [{"id": [1, 0], "prompt": "x"}, {"id": [1, 1], "prompt": "y"}]
+    assert [e.param for e in tr.errors] == ["input", "dimensions", "encoding_format"]
+    ev = Evidence("0xabc", "t", "replica", "verified", "bafy", "ff", 4)
+    files = build_files("batch_x", "m", 1, tr.requests, [], {(1, k): ({"prompt_tokens": 2, "embedding": [0.5, -0.5]}, ev)
+                                                              for k in range(2)}, lambda n: None)
+    body = json.loads(files.output)["response"]["body"]
+    import base64
+    import struct
+
+    assert struct.unpack("<2f", base64.b64decode(body["data"][1]["embedding"])) == (0.5, -0.5)
+    assert body["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+
+
+def test_embedding_checks_compare_by_cosine_and_the_referee_sides_with_the_truth():
+    from coordinator.verification.embeddings import compare_embeddings, read_embed_referee
+
+    def out(*vecs):
+        return "".join(json.dumps({"id": i, "prompt": "p", "embedding": v}) + "\n" for i, v in enumerate(vecs)).encode()
+
+    truth = out([1.0, 0.0], [0.0, 1.0])
+    noisy = out([1.0, 1e-4], [1e-4, 1.0])  # float noise
+    wrong = out([1.0, 0.0], [1.0, 0.0])  # one vector copied
+    assert compare_embeddings(truth, noisy).agree
+    bad = compare_embeddings(truth, wrong)
+    assert not bad.agree and bad.mismatched_ids == (1,)
+    assert not compare_embeddings(truth, out([1.0, 0.0])).agree  # a record missing
+    assert not compare_embeddings(truth, b'{"id": 0, "embedding": [NaN, 1]}\n').agree
+    reading = read_embed_referee(wrong, noisy, truth)
+    assert (reading.primary_valid, reading.checker_valid) == (False, True)
+    assert read_embed_referee(noisy, None, truth).checker_valid is False

@@ -161,6 +161,32 @@ def test_a_completions_batch_and_the_evidence_command(dev, client):
     assert rows[0]["result_cid"] == body["gpumesh"]["result_cid"] and rows[0]["usage"] == body["usage"]
 
 
+def test_an_embeddings_batch_checked_by_cosine(client):
+    import base64
+    import math
+    import struct
+
+    lines = [{"custom_id": "one", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": MODEL, "input": "the quick brown fox"}},
+             {"custom_id": "many", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": MODEL, "input": ["the quick brown fox", "jumps"], "encoding_format": "base64"}},
+             {"custom_id": "dims", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": MODEL, "input": "x", "dimensions": 8}}]
+    batch = run_batch(client, lines, endpoint="/v1/embeddings")
+    out, err = lines_of(client, batch.output_file_id), lines_of(client, batch.error_file_id)
+    assert batch.status == "completed" and sorted(out) == ["many", "one"]
+    assert err["dims"]["response"]["body"]["error"]["param"] == "dimensions"
+    one = out["one"]["response"]["body"]
+    vec = one["data"][0]["embedding"]
+    assert one["object"] == "list" and one["data"][0]["object"] == "embedding" and len(vec) == 64
+    assert math.isclose(sum(v * v for v in vec), 1.0, rel_tol=1e-4)  # L2-normalised
+    assert one["usage"]["prompt_tokens"] == one["usage"]["total_tokens"] > 0
+    many = out["many"]["response"]["body"]["data"]
+    first = struct.unpack("<64f", base64.b64decode(many[0]["embedding"]))
+    assert [d["index"] for d in many] == [0, 1] and max(abs(a - b) for a, b in zip(first, vec)) < 1e-5
+    assert out["one"]["response"]["body"]["gpumesh"]["check"] in ("replica", "none")
+
+
 def test_cancel_mid_run_delivers_finished_lines_and_charges_no_unstarted_one(dev, client):
     from gpumesh.chain import dev_keys
     from gpumesh.client import Client
@@ -241,7 +267,7 @@ def test_errors_in_openais_shape(dev, client):
     assert exc.value.body["param"] == "model"
     assert MODEL in [m.id for m in client.models.list()] and client.models.retrieve(MODEL).id == MODEL
     fid = upload(client, [chat("a")])
-    for kwargs, param in ((dict(endpoint="/v1/embeddings", completion_window="24h"), "endpoint"),
+    for kwargs, param in ((dict(endpoint="/v1/responses", completion_window="24h"), "endpoint"),
                           (dict(endpoint=CHAT, completion_window="forever"), "completion_window"),
                           (dict(endpoint=CHAT, completion_window="24h", metadata={"k": "v" * 600}), "metadata")):
         with pytest.raises(openai.BadRequestError) as exc:

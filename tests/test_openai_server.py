@@ -17,10 +17,12 @@ from tests.conftest import ServerThread
 @pytest.fixture
 def api(coordinator_settings, tiny_model):
     port = free_port()
+    wallet = Wallet.generate()
     settings = coordinator_settings.model_copy(update={
-        "openai_listen": f"127.0.0.1:{port}", "openai_rate_per_s": 0.01, "openai_burst": 4})
+        "openai_listen": f"127.0.0.1:{port}", "openai_rate_per_s": 0.01, "openai_burst": 4,
+        "model_registrars": [wallet.address]})
     srv = ServerThread(settings).start()
-    with Client.connect(srv.target, wallet=Wallet.generate()) as sdk:
+    with Client.connect(srv.target, wallet=wallet) as sdk:
         sdk.add_model("tiny", tiny_model)
         key = sdk.create_api_key(name="t").key
         yield srv, f"http://127.0.0.1:{port}/v1", key, sdk
@@ -60,3 +62,19 @@ def test_keys_are_listed_and_revoked_through_the_grpc_api(api):
     r = httpx.get(f"{base}/models", headers={"authorization": f"Bearer {key}"}, timeout=10)
     assert r.status_code == 401
     assert [m.name for m in sdk.list_models()] == ["tiny"] and sdk.list_models()[0].format == "hf-tar"
+
+
+def test_only_registrars_name_models_freely(api, tiny_model):
+    from gpumesh.errors import PermissionDenied
+
+    srv, _, _, sdk = api
+    cid = sdk.model_cid("tiny")
+    with Client.connect(srv.target, wallet=Wallet.generate()) as stranger:
+        mine = stranger.upload(tiny_model)
+        with pytest.raises(PermissionDenied) as exc:
+            stranger.add_model("HuggingFaceTB/SmolLM2-135M-Instruct", mine)
+        assert exc.value.field == "name"
+        entry = stranger.add_model(f"{stranger.wallet.address}/tiny", mine)  # its own namespace
+        assert entry.cid == cid
+        with pytest.raises(PermissionDenied):
+            stranger.add_model("tiny", mine, replace=True)

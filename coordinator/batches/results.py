@@ -113,6 +113,12 @@ def _body(r: Request, model: str, created: int, rid: str,
     if r.seeds:
         gpumesh["seeds"] = list(r.seeds)
     suffix = rid.removeprefix("batch_req_")
+    if r.endpoint == "/v1/embeddings":
+        tokens = sum(int(c.get("prompt_tokens") or 0) for c in records)
+        return {"object": "list", "model": model,
+                "data": [{"object": "embedding", "index": k, "embedding": _encoded(c["embedding"], r.encoding_format)}
+                         for k, c in enumerate(records)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}, "gpumesh": gpumesh}
     if r.endpoint == "/v1/chat/completions":
         body = {"id": f"chatcmpl-{suffix}", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": k, "message": {"role": "assistant", "content": c["completion"],
@@ -126,6 +132,16 @@ def _body(r: Request, model: str, created: int, rid: str,
                              "logprobs": _completion_logprobs(c.get("logprobs") or []) if r.logprobs else None,
                              "finish_reason": c.get("finish_reason", "stop")} for k, c in enumerate(records)]}
     return body | {"usage": _usage(records), "system_fingerprint": "gpumesh", "gpumesh": gpumesh}
+
+
+def _encoded(vector: list[float], encoding: str) -> list[float] | str:
+    """OpenAI's ``encoding_format``: the floats, or base64 of little-endian float32s."""
+    if encoding != "base64":
+        return vector
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _completion_logprobs(content: list[dict[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from coordinator.batches.results import Evidence, Undelivered, build_files
 from coordinator.batches.translate import ENDPOINTS, BatchInvalid, LineError, Request, translate
 from coordinator.models import JobState, TaskRole, TaskState
 from coordinator.store.api import ApiKey, BatchEntry, FileEntry, ModelEntry
-from gpumesh.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from gpumesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted
 from gpumesh.jobspec import JobSpec, Requirements
 
 if TYPE_CHECKING:
@@ -99,6 +99,11 @@ class BatchService:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}", name or ""):
             raise InvalidArgument("a model name is 1-128 letters, digits and . _ / : -", field="name")
         parse_cid(cid)
+        registrars = {a.lower() for a in self.core.settings.model_registrars}
+        free = caller and (caller.lower() in registrars or self.store.is_trusted(caller, now=self.clock()))
+        if not free and not (caller and name.lower().startswith(caller.lower() + "/")):
+            raise PermissionDenied(f"only this coordinator's model registrars name models freely; register it as "
+                                   f"{caller or '0xYOUR_ADDRESS'}/{name.rsplit('/', 1)[-1]}", field="name")
         self.core.access.check_read(caller, cid, field="cid")
         existing = self.store.get_model(name)
         if existing is not None and replace and existing.owned_by.lower() != caller.lower():
@@ -152,8 +157,7 @@ class BatchService:
     async def create_batch(self, key: ApiKey, *, input_file_id: str, endpoint: str, completion_window: str,
                            metadata: Any = None) -> dict[str, Any]:
         if endpoint not in ENDPOINTS:
-            extra = " (embeddings are not served yet)" if endpoint == "/v1/embeddings" else ""
-            raise InvalidArgument(f"endpoint must be one of {', '.join(ENDPOINTS)}{extra}", field="endpoint")
+            raise InvalidArgument(f"endpoint must be one of {', '.join(ENDPOINTS)}", field="endpoint")
         window = parse_window(completion_window)
         metadata = _check_metadata(metadata)
         owner = key.wallet
@@ -191,7 +195,8 @@ class BatchService:
         lines = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in tr.lines).encode()
         input_cid = await asyncio.to_thread(self.core.artifacts.put_bytes, lines)
         await asyncio.to_thread(self.core.access.grant, [input_cid, model.cid], owner)
-        spec = JobSpec(name=batch_id, model_cid=model.cid, input_cid=input_cid,
+        spec = JobSpec(name=batch_id, kind="embeddings" if endpoint == "/v1/embeddings" else "inference",
+                       model_cid=model.cid, input_cid=input_cid,
                        requirements=Requirements(model_memory_mb=model.min_memory_mb, min_memory_mb=model.min_memory_mb),
                        deadline=datetime.fromtimestamp(now + window, timezone.utc))
         try:
@@ -199,7 +204,7 @@ class BatchService:
             job = await self.core.submit_job(spec, idempotency_key=batch_id, escrow_key=escrow, submitter=owner)
         except Exception as exc:
             body |= {"status": "failed", "failed_at": int(now), "errors": {"object": "list", "data": [
-                {"code": getattr(exc, "code_name", "failed"), "message": str(getattr(exc, "message", exc)),
+                {"code": getattr(exc, "grpc_code", "failed").lower(), "message": str(getattr(exc, "message", exc)),
                  "param": getattr(exc, "field", None), "line": None}]}}
             await asyncio.to_thread(self.store.update_batch, batch_id, body=body)
             raise

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 
 from gpumesh.requestline import MAX_NEW_TOKENS, MAX_STOP, RequestLine, describe
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
-KNOWN_ENDPOINTS = ENDPOINTS + ("/v1/embeddings", "/v1/responses", "/v1/moderations")
+ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+KNOWN_ENDPOINTS = ENDPOINTS + ("/v1/responses", "/v1/moderations")
+MAX_EMBED_INPUTS = 64  # texts in one embeddings request
 MAX_N = 8
 DEFAULT_MAX_TOKENS = {"/v1/chat/completions": 256, "/v1/completions": 16}  # OpenAI's completions default
 # Accepted only at the value that changes nothing (anything else is that line's 400 naming it).
@@ -59,6 +60,7 @@ class Request:
     n: int
     seeds: tuple[int, ...]
     logprobs: str = ""  # "" | "chat" | "completions" (which logprobs shape the response has)
+    encoding_format: str = ""  # embeddings: "float" or "base64"
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,9 @@ def _request(obj: dict, lineno: int, custom_id: str, endpoint: str, batch_id: st
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _Refused('"model" is required', "model")
+    if url == "/v1/embeddings":
+        request, lines = _embeddings(body, lineno, custom_id)
+        return request, lines, model
     chat = url == "/v1/chat/completions"
     handled = {"model", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "logprobs", "top_logprobs",
                "messages" if chat else "prompt", *(("max_completion_tokens", "response_format") if chat else ()),
@@ -232,6 +237,26 @@ def _request(obj: dict, lineno: int, custom_id: str, endpoint: str, batch_id: st
             err = exc.errors()[0]
             raise _Refused(describe(exc), str(err["loc"][0]) if err["loc"] else None) from None
     return Request(lineno, custom_id, url, n, tuple(seeds), logprobs_shape), lines, model
+
+
+def _embeddings(body: dict, lineno: int, custom_id: str):
+    """An embeddings request: one request line per input text."""
+    for key, value in body.items():
+        if key == "dimensions" and value is not None:
+            raise _Refused('"dimensions" is not supported (the model\'s own width is returned)', key)
+        if key not in ("model", "input", "encoding_format", "dimensions", *INFORMATIONAL):
+            raise _Refused(f'unsupported parameter "{key}"', key)
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not (isinstance(texts, list) and 0 < len(texts) <= MAX_EMBED_INPUTS
+            and all(isinstance(t, str) and t for t in texts)):
+        raise _Refused(f'"input" must be a non-empty string or a list of up to {MAX_EMBED_INPUTS} of them '
+                       "(token arrays are not supported)", "input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise _Refused('"encoding_format" must be float or base64', "encoding_format")
+    lines = [{"id": [lineno, k], "prompt": t} for k, t in enumerate(texts)]
+    return Request(lineno, custom_id, "/v1/embeddings", len(texts), (), "", encoding), lines
 
 
 def _messages(value: Any) -> list[dict[str, str]]:

@@ -8,6 +8,7 @@ and a submitter wallet with a funded escrow account and an API key: point the of
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -37,6 +38,7 @@ def run_dev(*, model: str = "tiny", providers: int = 2, workdir: Path | None = N
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=2) as net:
         net.start_chain()
         net.start_coordinator({"GPUMESH_COORDINATOR_OPENAI_LISTEN": openai_listen,
+                               "GPUMESH_COORDINATOR_MODEL_REGISTRARS": json.dumps([_submitter().address]),
                                "GPUMESH_COORDINATOR_DASHBOARD_LISTEN": dashboard_listen,
                                # one machine: an idle node checks the others' results at once
                                **({"GPUMESH_COORDINATOR_VERIFY": "false"} if providers < 2 else {})})
