@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gpumesh.errors import InvalidArgument
 
@@ -60,13 +60,20 @@ class RequestLine(BaseModel):
     id: Any = None
     prompt: str = ""
     messages: tuple[Message, ...] | None = None
-    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, strict=True)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = Field(None, ge=0, lt=2**63)
+    seed: int | None = Field(None, ge=0, lt=2**63, strict=True)
     stop: tuple[str, ...] | None = Field(None, max_length=MAX_STOP)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    logprobs: bool | None = Field(None, strict=True)
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, strict=True)
+
+    @field_validator("temperature", "top_p", mode="before")
+    @classmethod
+    def _number(cls, value):
+        if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float))):
+            raise ValueError("must be a number")
+        return value
     response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")

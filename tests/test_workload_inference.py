@@ -96,10 +96,12 @@ def test_read_prompts_reports_line_numbers(tmp_path):
     assert [(p.id, p.prompt, p.max_new_tokens) for p in read_prompts(ok)] == [(1, "a", None), (None, "b", 3)]
     cases = [
         (["{not json"], 'input line 1: invalid JSON'),
-        ([{"prompt": "a"}, "", {"id": 3}], 'input line 3: missing "prompt"'),
-        ([{"prompt": "a"}, {"prompt": "b"}, {"prompt": 7}], 'input line 3: "prompt" must be a string'),
+        ([{"prompt": "a"}, "", {"id": 3}], 'input line 3: "prompt" must be a non-empty string'),
+        ([{"prompt": "a"}, {"prompt": "b"}, {"prompt": 7}], 'input line 3: "prompt": Input should be a valid string'),
         (["[1, 2]"], "input line 1: must be a JSON object"),
-        ([{"prompt": "a", "max_new_tokens": True}], 'input line 1: "max_new_tokens" must be an integer'),
+        ([{"prompt": "a", "max_new_tokens": True}], 'input line 1: "max_new_tokens": Input should be a valid integer'),
+        ([{"prompt": "a", "temperature": True}], 'input line 1: "temperature": must be a number'),
+        ([{"prompt": "a", "seed": "7"}], 'input line 1: "seed": Input should be a valid integer'),
     ]
     for lines, message in cases:
         with pytest.raises(WorkloadError, match=message) as err:
@@ -117,7 +119,8 @@ def test_run_inference_keeps_order_ids_and_per_line_limits(model_dir, tmp_path):
     assert [r["id"] for r in rows] == ["p0", "p1", "p2", "p3", None]
     assert [r["prompt"] for r in rows] == PROMPTS
     assert [r["completion_tokens"] for r in rows] == [6, 3, 6, 6, 6]
-    assert all(set(r) == {"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids"}
+    assert all(set(r) == {"id", "prompt", "completion", "prompt_tokens", "completion_tokens", "completion_ids",
+                               "finish_reason"}
                for r in rows)
     assert all(len(r["completion_ids"]) == r["completion_tokens"] for r in rows)
     assert report["ok"] and report["engine"] == "transformers" and report["device"] == "cpu"
@@ -147,7 +150,7 @@ def test_cli_runs_are_deterministic_and_match_unbatched(model_dir, tmp_path):
     ("lines", "params", "model", "code", "field", "message"),
     [
         ([{"prompt": "a"}, {"prompt": "b"}, "{oops"], "{}", None, 2, "input", "input line 3: invalid JSON"),
-        ([{"prompt": "a"}, {"id": 2}], "{}", None, 2, "input", 'input line 2: missing "prompt"'),
+        ([{"prompt": "a"}, {"id": 2}], "{}", None, 2, "input", 'input line 2: "prompt" must be a non-empty string'),
         ([{"prompt": "a"}], '{"temprature": 0.5}', None, 2, "params", "unknown parameter 'temprature'"),
         ([{"prompt": "a"}], "{}", b"\x00garbage" * 100, 3, "model", "neither a GGUF file"),
         ([{"prompt": "a"}], "{}", b"GGUF" + b"\xff" * 64, 3, "model", "cannot load gguf model"),

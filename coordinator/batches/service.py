@@ -226,7 +226,8 @@ class BatchService:
             raise ResourceExhausted(f"{key.wallet}'s {short}: fund it with `gpumesh keys fund AMOUNT` "
                                     "(JobEscrow.fundAccount and setSpendLimit)", field="spend_cap")
         job_id = job_key_hex(batch_id)
-        deadline = int(ends + settings.settle_margin_s + 60)
+        # the job must end by ``ends`` and still settle; the escrow wants a window of its own at least
+        deadline = int(max(ends + settings.settle_margin_s, self.clock() + settings.min_escrow_window_s) + 60)
         await asyncio.to_thread(chain.open_job, key.wallet, bytes.fromhex(job_id[2:]), budget, deadline)
         return job_id
 

@@ -279,18 +279,19 @@ def _sampling_stats(tempered: Any, targets: Any, top_p: float) -> dict[str, floa
 
 def _end(scorer: Scorer, it: _Item) -> tuple[str, str | None]:
     """Why generation stopped where the claim does, or what is wrong with the stop; and the
-    completion text the claim must show (cut before a stop string)."""
+    completion text the claim must show (its decoding, cut before a stop string)."""
     ids, limit, stops = it.ids, it.limit, it.params.stop
     if not all(t < scorer.vocab_size for t in ids):
         return "token ids outside the vocabulary", None
+    cut = cut_at_stop(scorer.tokenizer, ids, stops)
+    full = scorer.tokenizer.decode(ids, skip_special_tokens=True)  # what a claim that stops wrongly shows
     first_eos = next((i for i, t in enumerate(ids) if t in scorer.eos_ids), None)
     if first_eos is not None and first_eos < len(ids) - 1:
-        return "continues past an end-of-sequence token", None
+        return "continues past an end-of-sequence token", full
     if len(ids) > limit:
-        return f"longer than max_new_tokens ({len(ids)} > {limit})", None
-    cut = cut_at_stop(scorer.tokenizer, ids, stops)
+        return f"longer than max_new_tokens ({len(ids)} > {limit})", full
     if len(cut.ids) < len(ids):
-        return "continues past a stop string", None
+        return "continues past a stop string", full
     if cut.stop is not None:
         return "stop", cut.text
     if first_eos is not None:
