@@ -100,18 +100,22 @@ def main() -> None:
     from gpumesh.localnet import LocalNetwork, free_port
     from provider_node.workloads.tiny import tiny_model_archive
 
+    from gpumesh.identity import Wallet
+
     root = Path(tempfile.mkdtemp(prefix="gpumesh-bench-openai-"))
+    wallet = Wallet.generate()  # the submitter, allowed to name the model
     port = free_port()
     threads = max(1, (os.cpu_count() or 2) // args.providers)
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=1) as net:
         net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false",
                                "GPUMESH_COORDINATOR_OPENAI_LISTEN": f"127.0.0.1:{port}",
                                "GPUMESH_COORDINATOR_OPENAI_RATE_PER_S": "0",
+                               "GPUMESH_COORDINATOR_MODEL_REGISTRARS": json.dumps([wallet.address]),
                                "GPUMESH_COORDINATOR_MAX_PROMPTS_PER_JOB": str(max(args.lines, 1000))})
         for i in range(args.providers):
             net.start_provider(f"p{i}", threads=threads)
         net.wait_providers(args.providers)
-        with Client.connect(net.target) as client:
+        with Client.connect(net.target, wallet=wallet) as client:
             entry = client.add_model(MODEL, tiny_model_archive())
             oc = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=client.create_api_key().key,
                                max_retries=0, timeout=600)
