@@ -263,7 +263,7 @@ class Coordinator:
             for shard in shards:
                 cid = await asyncio.to_thread(self.artifacts.put_like, spec.input_cid, shard.data)
                 tasks.append(Task(f"{job_id}-t{shard.index:05d}", job_id, shard.index, TaskState.QUEUED, cid,
-                                  shard.prompts, kind="embeddings" if spec.kind == "embeddings" else "inference"))
+                                  shard.prompts))
         job = Job(
             job_id=job_id,
             spec=spec,

@@ -17,8 +17,8 @@ from coordinator.api.errors import ErrorInterceptor
 from coordinator.api.ratelimit import RateLimitInterceptor
 from coordinator.api.provider import ProviderServicer
 from coordinator.api.submitter import SubmitterServicer
-from coordinator.config import CoordinatorSettings
 from coordinator.batches.service import BatchService
+from coordinator.config import CoordinatorSettings
 from coordinator.core import Coordinator
 from coordinator.store.sqlite import SqliteStore
 from gpumesh.artifacts import open_artifact_store

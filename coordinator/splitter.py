@@ -32,11 +32,6 @@ def parse_prompts(data: bytes, *, max_prompts: int, max_prompt_bytes: int) -> li
             raise InvalidArgument(f"input line {lineno}: invalid JSON ({exc.msg})", field="spec.input_cid") from None
         except RecursionError:
             raise InvalidArgument(f"input line {lineno}: JSON nested too deeply", field="spec.input_cid") from None
-        prompt = rec.get("prompt") if isinstance(rec, dict) else None
-        if isinstance(prompt, str) and len(prompt.encode()) > max_prompt_bytes:
-            raise ResourceExhausted(
-                f"input line {lineno}: prompt is over {max_prompt_bytes} bytes", field="spec.input_cid"
-            )
         line = parse_line(rec, lineno)
         if len(line.key.encode()) > max_prompt_bytes:
             raise ResourceExhausted(

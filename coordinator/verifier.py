@@ -27,7 +27,6 @@ from coordinator.models import (
 from coordinator.sealing import SealedView
 from coordinator.settlement.payouts import TaskCharge, task_cost
 from coordinator.store.base import Slash, Store, VerificationUpdate
-from gpumesh.requestline import CLAIM_FIELDS
 from coordinator.verification.compare import RescoreThresholds, Verdict
 from coordinator.verification.embeddings import read_embed_referee, read_embed_replica
 from coordinator.verification.inputs import (
@@ -54,6 +53,7 @@ from coordinator.verification.segments import (
     replay_result,
 )
 from gpumesh.checkpoints import FinetuneOutput
+from gpumesh.requestline import CLAIM_FIELDS
 from gpumesh.jobspec import JobSpec
 
 CENTRALIZED = ProviderTier.CENTRALIZED.value
@@ -147,8 +147,7 @@ class Verifier:
             meta["names"] = d.names
             return Task(_check_id(task, "c"), job.job_id, task.index, TaskState.QUEUED,
                         self.artifacts.put_like(task.input_cid, d.data), task.prompts, role=TaskRole.REPLICA,
-                        verifies=task.task_id, kind="embeddings" if job.spec.kind == "embeddings" else "inference",
-                        exclude=provider.independence_keys,
+                        verifies=task.task_id, kind=job.spec.kind, exclude=provider.independence_keys,
                         check_json=json.dumps(meta))
         a = audit_input(inp, out, check, self.rng.getrandbits(63))
         meta["kinds"] = a.kinds
@@ -290,9 +289,8 @@ class Verifier:
                 claims += mapped
                 kinds += [("replica", i) for i in range(len(mapped))]
             ref_meta["kinds"] = kinds
-            fields = CLAIM_FIELDS
             claims_cid = self.artifacts.put_like(primary.input_cid,
-                                                 jsonl([{k: c[k] for k in fields if k in c} for c in claims]))
+                                                 jsonl([{k: c[k] for k in CLAIM_FIELDS if k in c} for c in claims]))
             prompts_cid = self.artifacts.put_like(primary.input_cid, jsonl([prompts[i] for _, i in kinds]))
             n = len(kinds)
         return Task(_check_id(primary, "r"), primary.job_id, primary.index, TaskState.QUEUED, claims_cid, n,

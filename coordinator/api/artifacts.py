@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
-from coordinator.streaming import import_stream
 from coordinator.access import ArtifactAccess
 from coordinator.requests import RequestAuth
+from coordinator.streaming import import_stream
 from gpumesh.artifacts import ArtifactStore, parse_cid
 from gpumesh.errors import ResourceExhausted
 from gpumesh.signing import STREAM_BODY

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from coordinator.api.convert import job_to_proto, provider_to_proto, spec_from_proto
 from coordinator.batches.service import BatchService
 from coordinator.core import Coordinator, JobView
+from gpumesh._convert import timestamp
+from gpumesh.amounts import parse_amount
 from gpumesh.errors import InvalidArgument, NotFound
 from gpumesh.v1 import jobs_pb2, jobs_pb2_grpc
 
@@ -27,10 +27,9 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
     """Calls that name a job are signed by its submitter (coordinator.requests); the provider list
     and settlement info are public."""
 
-    def __init__(self, core: Coordinator, batches: BatchService | None = None) -> None:
+    def __init__(self, core: Coordinator, batches: BatchService) -> None:
         self.core = core
-        self.batches = batches or BatchService(core, max_file_bytes=core.settings.max_batch_file_bytes,
-                                               max_batch_lines=core.settings.max_batch_lines)
+        self.batches = batches
 
     def _caller(self, method: str, request, context) -> str:
         return self.core.requests.caller(f"/{SERVICE}/{method}", request, context.invocation_metadata())
@@ -100,7 +99,7 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
 
     async def CreateApiKey(self, request, context):
         caller = self._caller("CreateApiKey", request, context)
-        cap = _amount(request.spend_cap, "spend_cap") if request.spend_cap else None
+        cap = parse_amount(request.spend_cap, field="spend_cap") if request.spend_cap else None
         secret, key = await asyncio.to_thread(self.batches.create_key, caller, name=request.name, spend_cap=cap)
         return _key_to_proto(key, secret)
 
@@ -137,24 +136,12 @@ def _page_token(token: str) -> tuple[float, str] | None:
         raise InvalidArgument("not a page token this server gave", field="page_token") from None
 
 
-def _amount(value: str, field: str) -> int:
-    if not value.isdigit() or len(value) > 78:
-        raise InvalidArgument("a non-negative integer of token base units (decimal)", field=field)
-    return int(value)
-
-
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 def _key_to_proto(key, secret: str = "") -> jobs_pb2.ApiKeyInfo:
     return jobs_pb2.ApiKeyInfo(key=secret, key_id=key.key_id, wallet=key.wallet, name=key.name,
                                spend_cap="" if key.spend_cap is None else str(key.spend_cap), spent=str(key.spent),
-                               created_at=_ts(key.created_at), revoked=key.revoked_at is not None)
+                               created_at=timestamp(key.created_at), revoked=key.revoked_at is not None)
 
 
 def model_to_proto(m) -> jobs_pb2.ModelInfo:
     return jobs_pb2.ModelInfo(name=m.name, cid=m.cid, format=m.format, size_bytes=m.size_bytes,
-                              min_memory_mb=m.min_memory_mb, owned_by=m.owned_by, created_at=_ts(m.created_at))
+                              min_memory_mb=m.min_memory_mb, owned_by=m.owned_by, created_at=timestamp(m.created_at))

@@ -71,8 +71,8 @@ def build_files(batch_id: str, model: str, created: int, requests: list[Request]
             completed += 1
         else:
             why = missing(r.line)
-            err.append({"id": rid, "custom_id": r.custom_id, "response": None,
-                        "error": {"code": why.code, "message": why.message, "line": r.line}})
+            err.append((r.line, {"id": rid, "custom_id": r.custom_id, "response": None,
+                                 "error": {"code": why.code, "message": why.message, "line": r.line}}))
             failed += 1
     for e in errors:
         rid = request_id(batch_id, e.line)
@@ -80,17 +80,13 @@ def build_files(batch_id: str, model: str, created: int, requests: list[Request]
         if e.status_code:
             body = {"error": {"message": e.message, "type": "invalid_request_error", "param": e.param,
                               "code": e.code}}
-            err.append({"id": rid, "custom_id": e.custom_id,
-                        "response": {"status_code": e.status_code, "request_id": rid, "body": body}, "error": None})
+            err.append((e.line, {"id": rid, "custom_id": e.custom_id, "error": None,
+                                 "response": {"status_code": e.status_code, "request_id": rid, "body": body}}))
         else:
-            err.append({"id": rid, "custom_id": e.custom_id, "response": None,
-                        "error": {"code": e.code, "message": e.message, "param": e.param, "line": e.line}})
-    err.sort(key=lambda x: _line_of(x))
-    return Files(_jsonl(out), _jsonl(err), completed, failed, cost)
-
-
-def _line_of(entry: dict[str, Any]) -> int:
-    return int(entry["id"].rsplit("_", 1)[1])
+            err.append((e.line, {"id": rid, "custom_id": e.custom_id, "response": None,
+                                 "error": {"code": e.code, "message": e.message, "param": e.param, "line": e.line}}))
+    err.sort(key=lambda pair: pair[0])
+    return Files(_jsonl(out), _jsonl(entry for _, entry in err), completed, failed, cost)
 
 
 def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "gm-"
-PURPOSES = ("batch", "batch_output", "fine-tune", "user_data")
 UPLOAD_PURPOSES = ("batch", "fine-tune", "user_data")
 DELIVERED = (TaskState.VERIFIED, TaskState.SETTLED)
 FORMAT_MEMORY = {"gguf": 8.0, "hf-tar": 1.5, "hf-dir": 1.5}  # loaded size / stored size (GGUF is dequantized)
@@ -275,7 +274,7 @@ class BatchService:
         requests = [Request(**{**r, "seeds": tuple(r["seeds"])}) for r in plan["requests"]]
         errors = [LineError(**e) for e in plan["errors"]]
         records, missing = await asyncio.to_thread(self._records, job) if job is not None else ({}, {})
-        default = _why_missing(job, entry)
+        default = _why_missing(job)
         files = build_files(entry.batch_id, plan["model"], int(entry.created_at), requests, errors, records,
                             lambda line: missing.get(line, default))
         now = self.clock()
@@ -290,7 +289,7 @@ class BatchService:
                 await asyncio.to_thread(self.store.put_file, file)
                 body[kind] = file.file_id
         ended = int(job.updated_at) if job is not None else int(now)
-        status = _final_status(job, body)
+        status = _final_status(job)
         body |= {"status": status, "finalizing_at": body.get("finalizing_at") or ended,
                  f"{status}_at": ended, "request_counts": {"total": files.completed + files.failed,
                                                           "completed": files.completed, "failed": files.failed},
@@ -378,10 +377,10 @@ def _task_missing(task, job) -> Undelivered:
     if task.state is TaskState.SUBMITTED:
         return Undelivered("unverified", "the batch ended before this result's check: not delivered, not charged"
                            if job.state is not JobState.COMPLETED else "the result was not verified")
-    return _why_missing(job, None)
+    return _why_missing(job)
 
 
-def _why_missing(job, entry) -> Undelivered:
+def _why_missing(job) -> Undelivered:
     if job is None:
         return Undelivered("not_run", "the request did not run")
     if job.state is JobState.CANCELLED:
@@ -391,7 +390,7 @@ def _why_missing(job, entry) -> Undelivered:
     return Undelivered("failed", job.error or "the request did not run")
 
 
-def _final_status(job, body: dict[str, Any]) -> str:
+def _final_status(job) -> str:
     if job is None:
         return "completed"
     if job.state is JobState.CANCELLED:

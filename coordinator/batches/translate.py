@@ -105,6 +105,7 @@ def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
         raise BatchInvalid([_batch_error("too_many_requests", f"the input file has {len(parsed)} requests, "
                                                               f"over this coordinator's limit of {max_lines}")])
     seen: dict[str, int] = {}
+    resolved: dict[str, str | None] = {}  # model name -> why it is not served (None: served)
     duplicates = []
     out = Translation(model="")
     model = ""
@@ -127,7 +128,14 @@ def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
         seen[custom_id] = lineno
         try:
             request, lines, line_model = _request(obj, lineno, custom_id, endpoint, batch_id)
-            resolve_model(line_model)
+            if line_model not in resolved:
+                try:
+                    resolve_model(line_model)
+                    resolved[line_model] = None
+                except LookupError as exc:
+                    resolved[line_model] = exc.args[0]
+            if resolved[line_model] is not None:
+                raise LookupError(resolved[line_model])
             if model and line_model != model:
                 raise _Refused(f"the batch's requests use model {model!r}; one batch serves one model", "model")
         except _Refused as exc:

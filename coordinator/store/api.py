@@ -151,18 +151,25 @@ class ApiSql:
         return FileEntry(*rows[0])
 
     def list_files(self, owner: str, *, purpose: str = "", limit: int = 100, after: str = "") -> list[FileEntry]:
-        where, args = ["owner = ?", "deleted = 0"], [owner.lower()]
+        where, args = ["deleted = 0"], []
         if purpose:
             where.append("purpose = ?")
             args.append(purpose)
-        if after:
-            mark = self._read("SELECT created_at FROM api_files WHERE file_id = ? AND owner = ?", (after, owner.lower()))
-            if mark:
-                where.append("(created_at, file_id) < (?, ?)")
-                args += [mark[0][0], after]
-        rows = self._read(f"SELECT {_FILE_COLS} FROM api_files WHERE {' AND '.join(where)} "
-                          "ORDER BY created_at DESC, file_id DESC LIMIT ?", (*args, limit))
+        rows = self._owned_page("api_files", "file_id", _FILE_COLS, owner, where, args, limit=limit, after=after)
         return [FileEntry(*r) for r in rows]
+
+    def _owned_page(self, table: str, id_col: str, cols: str, owner: str, where: list[str], args: list,
+                    *, limit: int, after: str) -> list[tuple]:
+        """``owner``'s rows of ``table`` matching ``where``, newest first, from after the row ``after``."""
+        where, args = ["owner = ?", *where], [owner.lower(), *args]
+        if after:
+            mark = self._read(f"SELECT created_at FROM {table} WHERE {id_col} = ? AND owner = ?",
+                              (after, owner.lower()))
+            if mark:
+                where.append(f"(created_at, {id_col}) < (?, ?)")
+                args += [mark[0][0], after]
+        return self._read(f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} "
+                          f"ORDER BY created_at DESC, {id_col} DESC LIMIT ?", (*args, limit))
 
     @_write
     def delete_file(self, file_id: str, owner: str) -> bool:
@@ -196,15 +203,7 @@ class ApiSql:
         return _batch(rows[0])
 
     def list_batches(self, owner: str, *, limit: int = 20, after: str = "") -> list[BatchEntry]:
-        where, args = ["owner = ?"], [owner.lower()]
-        if after:
-            mark = self._read("SELECT created_at FROM api_batches WHERE batch_id = ? AND owner = ?",
-                              (after, owner.lower()))
-            if mark:
-                where.append("(created_at, batch_id) < (?, ?)")
-                args += [mark[0][0], after]
-        rows = self._read(f"SELECT {_BATCH_COLS} FROM api_batches WHERE {' AND '.join(where)} "
-                          "ORDER BY created_at DESC, batch_id DESC LIMIT ?", (*args, limit))
+        rows = self._owned_page("api_batches", "batch_id", _BATCH_COLS, owner, [], [], limit=limit, after=after)
         return [_batch(r) for r in rows]
 
     def jobs_of(self, submitter: str, *, limit: int = 50, before: tuple[float, str] | None = None):

@@ -20,10 +20,8 @@ from coordinator.verification.compare import Verdict
 from coordinator.verification.plan import Check
 from gpumesh.requestline import CLAIM_FIELDS, LINE_FIELDS
 
-# Fields a re-scoring claim carries. ``prompt_tokens`` is left out: a decoy could not have a
+# A re-scoring claim carries CLAIM_FIELDS. ``prompt_tokens`` is left out: a decoy could not have a
 # true one, and its absence would give the decoy away.
-_CLAIM_FIELDS = CLAIM_FIELDS
-_PROMPT_FIELDS = LINE_FIELDS
 
 
 def jsonl(records: Sequence[dict]) -> bytes:
@@ -122,11 +120,11 @@ class AuditInput:
 
 
 def _claim(rec: dict) -> dict:
-    return {k: rec[k] for k in _CLAIM_FIELDS if k in rec}
+    return {k: rec[k] for k in CLAIM_FIELDS if k in rec}
 
 
 def _prompt(rec: dict) -> dict:
-    return {k: rec[k] for k in _PROMPT_FIELDS if k in rec}
+    return {k: rec[k] for k in LINE_FIELDS if k in rec}
 
 
 def audit_input(task_input: bytes, output: bytes, check: Check, seed: int) -> AuditInput:

@@ -44,17 +44,19 @@ def token_logprobs(tokenizer: Any, logits: Any, ids: Sequence[int], top: int) ->
     out = []
     for row, tok in zip(logits, ids, strict=False):
         lp = torch.log_softmax(row.float(), dim=-1)
-        entry = _entry(tokenizer, int(tok), float(lp[int(tok)]))
+        entry = token_entry(tokenizer, int(tok), float(lp[int(tok)]))
         if top:
             values, indices = lp.topk(top)
-            entry["top_logprobs"] = [_entry(tokenizer, int(i), float(v)) for v, i in zip(values, indices, strict=True)]
+            entry["top_logprobs"] = [token_entry(tokenizer, int(i), float(v))
+                                     for v, i in zip(values, indices, strict=True)]
         else:
             entry["top_logprobs"] = []
         out.append(entry)
     return out
 
 
-def _entry(tokenizer: Any, tok: int, logprob: float) -> dict[str, Any]:
+def token_entry(tokenizer: Any, tok: int, logprob: float) -> dict[str, Any]:
+    """One token of OpenAI's ``logprobs.content``: its text, log-prob and UTF-8 bytes."""
     text = tokenizer.decode([tok])
     return {"token": text, "logprob": round(logprob, 5), "bytes": list(text.encode("utf-8", "replace"))}
 
@@ -72,6 +74,12 @@ def nucleus(probs: Any, top_p: float) -> Any:
     remove_sorted[..., -1] = False
     remove = remove_sorted.scatter(-1, order, remove_sorted)
     return ~remove
+
+
+def json_schema(response_format: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON schema a ``response_format`` constrains to (``json_object``: any object). Every
+    engine and the rescorer use this one, compact (no free whitespace)."""
+    return {"type": "object"} if response_format["type"] == "json_object" else response_format["schema"]
 
 
 class Grammars:
@@ -92,9 +100,9 @@ class Grammars:
                 info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size)
                 self._compiler = xgr.GrammarCompiler(info)
             try:
-                schema = {"type": "object"} if response_format["type"] == "json_object" else response_format["schema"]
                 # Compact JSON: a small model left free whitespace can spend its whole budget on it.
-                self._cache[key] = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+                self._cache[key] = self._compiler.compile_json_schema(json.dumps(json_schema(response_format)),
+                                                                      any_whitespace=False)
             except Exception as exc:  # noqa: BLE001 -- xgrammar raises RuntimeError/ValueError for bad schemas
                 raise WorkloadError(f"response_format: cannot compile the schema ({exc})", field="input") from None
         return self._cache[key]

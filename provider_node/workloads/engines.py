@@ -16,7 +16,7 @@ from pydantic import ConfigDict, Field
 
 from gpumesh.errors import WorkloadError
 from provider_node.workloads.common import WorkloadParams
-from provider_node.workloads.decoding import Grammars, cut_at_stop, token_logprobs
+from provider_node.workloads.decoding import Grammars, cut_at_stop, json_schema, token_entry, token_logprobs
 from provider_node.workloads.models import detect_format, load_causal_lm
 
 EngineName = Literal["transformers", "vllm"]
@@ -235,23 +235,18 @@ class VllmEngine:
 
 
 def _vllm_structured(response_format: Mapping[str, Any]) -> Any:
-    """vLLM's structured-output request for a ``response_format`` (its xgrammar backend)."""
+    """vLLM's structured-output request for a ``response_format``: the same compact schema the
+    transformers engine and the rescorer constrain to (``decoding.json_schema``)."""
     from vllm.sampling_params import StructuredOutputsParams
 
-    if response_format["type"] == "json_object":
-        return StructuredOutputsParams(json_object=True)
-    return StructuredOutputsParams(json=response_format["schema"])
+    return StructuredOutputsParams(json=json_schema(response_format), disable_any_whitespace=True)
 
 
 def _vllm_logprob(tokenizer: Any, tok: int, step: Mapping[int, Any], top: int) -> dict[str, Any]:
-    def entry(i: int, lp: float) -> dict[str, Any]:
-        text = tokenizer.decode([i])
-        return {"token": text, "logprob": round(float(lp), 5), "bytes": list(text.encode("utf-8", "replace"))}
-
     ranked = sorted(step.items(), key=lambda kv: -kv[1].logprob)[:top]
     chosen = step.get(tok)
-    return entry(tok, chosen.logprob if chosen is not None else float("-inf")) | {
-        "top_logprobs": [entry(i, v.logprob) for i, v in ranked]}
+    return token_entry(tokenizer, tok, chosen.logprob if chosen is not None else float("-inf")) | {
+        "top_logprobs": [token_entry(tokenizer, i, v.logprob) for i, v in ranked]}
 
 
 def vllm_available() -> bool:

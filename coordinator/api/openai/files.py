@@ -38,7 +38,7 @@ class _Multipart:
         self._file_chunks: list[bytes] = []
         self.parser = MultipartParser(boundary, {
             "on_part_begin": self._begin, "on_part_data": self._data, "on_part_end": self._end,
-            "on_header_field": self._hfield, "on_header_value": self._hvalue, "on_header_end": self._hend,
+            "on_header_field": self._hfield, "on_header_value": self._hvalue,
             "on_headers_finished": self._hdone})
 
     def _begin(self) -> None:
@@ -50,9 +50,6 @@ class _Multipart:
 
     def _hvalue(self, data: bytes, start: int, end: int) -> None:
         self._headers[self._header] += data[start:end]
-
-    def _hend(self) -> None:
-        pass
 
     def _hdone(self) -> None:
         _, opts = parse_options_header(self._headers.get(b"content-disposition", b""))

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from coordinator.api.openai.auth import api_key
+from coordinator.api.openai.errors import ApiError
 from coordinator.store.api import ApiKey, ModelEntry
 
 router = APIRouter()
@@ -30,7 +31,5 @@ async def list_models(request: Request, key: Key):
 async def retrieve_model(request: Request, model: str, key: Key):
     entry = await asyncio.to_thread(request.app.state.service.store.get_model, model)
     if entry is None:
-        from coordinator.api.openai.errors import ApiError
-
         raise ApiError(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
     return model_object(entry)
