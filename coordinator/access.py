@@ -2,7 +2,7 @@
 
 A CID is readable by whoever uploaded those bytes (they had them), by the submitter of a job for
 the job's input, model and outputs, and by a provider while it holds a lease whose task needs it
-(its input, its model, the prompts or checkpoint a check reads). Everyone else, anonymous callers
+(its input, its model and adapters, the prompts or checkpoint a check reads). Everyone else, anonymous callers
 included, is told the artifact is not found, whether it exists or not, so the answer is no
 oracle of what others stored. Uploads count against the uploader's share of the store (each CID
 once), except a provider's while it holds a lease (its outputs).
@@ -23,12 +23,12 @@ def cid_key(cid: str) -> str:
 
 
 class ArtifactAccess:
-    def __init__(self, store: Store, *, clock: Callable[[], float], anonymous: bool, model_of: Callable[[str], str],
+    def __init__(self, store: Store, *, clock: Callable[[], float], anonymous: bool, models_of: Callable[[str], Iterable[str]],
                  max_stored_bytes: int) -> None:
         self.store = store
         self.clock = clock
         self.anonymous = anonymous  # unsigned calls are served: "" is a principal of its own
-        self.model_of = model_of  # job id -> its model CID
+        self.models_of = models_of  # job id -> its model's CID and its adapters'
         self.max_stored_bytes = max_stored_bytes
 
     def _principals(self, caller: str) -> list[str]:
@@ -44,7 +44,7 @@ class ArtifactAccess:
         if provider is None:
             return False
         for task in self.store.open_leases(provider.provider_id):
-            needs = [task.input_cid, task.aux_cid, self.model_of(task.job_id)]
+            needs = [task.input_cid, task.aux_cid, *self.models_of(task.job_id)]
             if key in {cid_key(c) for c in needs if c}:
                 return True
         return False

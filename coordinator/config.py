@@ -41,6 +41,8 @@ class CoordinatorSettings(BaseSettings):
     # What a batch escrows from its wallet's prepaid account (JobEscrow.openJob) when settling on-chain,
     # at most: less if the account, its on-chain spend limit or the key's cap leave less. Unspent, it returns.
     openai_batch_budget: int = Field(10**18, gt=0)
+    # The training speed a fine-tuning quote assumes (tokens/s), until the market view measures it.
+    finetune_quote_tokens_per_s: float = Field(500.0, gt=0)
     # Wallets that may register model names (AddModel) as they like; the operator's trusted wallets
     # may too. Any other wallet registers names under its own address only ("0xADDR/name"), so a
     # stranger cannot squat a well-known name with other weights.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -59,6 +60,7 @@ from gpumesh.v1 import provider_pb2
 
 log = logging.getLogger(__name__)
 
+CANCEL_REQUESTED = "cancel_requested"  # a fine-tune's event type: stop and deliver was asked
 LEASES = "lease:"  # signal key prefix: the leader made a lease for a provider another replica holds
 PROVIDER = "provider:"  # signal key prefix: a provider's record changed (a hardware check, a slash)
 
@@ -114,7 +116,7 @@ class Coordinator:
         self.requests = RequestAuth(store, clock, required=settings.require_signed_requests,
                                     max_skew_s=settings.request_max_skew_s)
         self.access = ArtifactAccess(store, clock=clock, anonymous=not settings.require_signed_requests,
-                                     model_of=lambda job_id: self._spec(job_id).model_cid,
+                                     models_of=lambda job_id: (self._spec(job_id).model_cid, *self._spec(job_id).adapter_cids),
                                      max_stored_bytes=settings.max_stored_bytes_per_submitter)
         self.sessions = SessionRegistry()
         self.hardware = HardwareChecks(settings, store, clock=clock, on_checked=self._on_standing)
@@ -134,6 +136,7 @@ class Coordinator:
             relay.deliver = self._on_remote_signal
         self._shown: dict[str, str] = {}  # pending reasons this leader wrote last round
         self._specs: dict[str, JobSpec] = {}
+        self._progress: dict[str, int] = {}  # lease id -> the last step reported
         self._loops: list[asyncio.Task] = []
         self._lead: list[asyncio.Task] = []  # the leader-only loops, while this replica leads
         self._side: set[asyncio.Task] = set()  # the leader's one-off jobs (launches, teardowns)
@@ -239,6 +242,14 @@ class Coordinator:
             await asyncio.to_thread(self.access.check_read, submitter, cid, field=field)
             if not await asyncio.to_thread(self.artifacts.has, cid):
                 raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
+        if spec.adapter_cids and spec.kind != "inference":
+            raise InvalidArgument("LoRA adapters apply to inference jobs", field="spec.adapter_cids")
+        for i, cid in enumerate(spec.adapter_cids):
+            field = f"spec.adapter_cids[{i}]"
+            await asyncio.to_thread(self.access.check_read, submitter, cid, field=field)
+            if not await asyncio.to_thread(self.artifacts.has, cid):
+                raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
+            await asyncio.to_thread(self._check_adapter, cid, spec.model_cid, field)
         if spec.output_sealing_key and spec.kind != "inference":
             raise InvalidArgument("sealed outputs are for inference jobs", field="spec.output_sealing_key")
         for i, (cid, wrapped) in enumerate(input_keys):
@@ -349,6 +360,19 @@ class Coordinator:
             except WorkloadError as exc:
                 raise InvalidArgument(f"dataset {exc.message}", field="spec.input_cid") from None
 
+    def _check_adapter(self, cid: str, base_cid: str, field: str) -> None:
+        """A job's adapter is a LoRA adapter, and not one registered for another base model."""
+        from coordinator.adapters import inspect_adapter
+
+        try:
+            inspect_adapter(self.artifacts, cid)
+        except ValueError as exc:
+            raise InvalidArgument(f"adapter {cid}: {exc}", field=field) from None
+        for entry in self.store.models_by_cid(cid):
+            if entry.base and entry.base != base_cid:
+                raise InvalidArgument(f"adapter {cid} ({entry.name}) was trained on base model {entry.base}, "
+                                      f"not this job's {base_cid}", field=field)
+
     def _shard_input(self, spec: JobSpec):
         size = self.artifacts.size(spec.input_cid)
         limit = self.settings.max_prompts_per_job * (self.settings.max_prompt_bytes + 64)
@@ -359,6 +383,11 @@ class Coordinator:
             max_prompts=self.settings.max_prompts_per_job,
             max_prompt_bytes=self.settings.max_prompt_bytes,
         )
+        adapters = set(spec.adapter_cids)
+        for lineno, rec in enumerate(records, start=1):
+            if rec.get("adapter") is not None and rec["adapter"] not in adapters:
+                raise InvalidArgument(f'input record {lineno}: "adapter" {rec["adapter"]} is not one of '
+                                      "spec.adapter_cids", field="spec.input_cid")
         if spec.kind == "embeddings":  # a text to embed per line, nothing to decode
             for lineno, rec in enumerate(records, start=1):
                 if extra := sorted(set(rec) - {"id", "prompt"}):
@@ -383,10 +412,42 @@ class Coordinator:
                        output_key)
 
     async def cancel_job(self, job_id: str, reason: str = "") -> Job:
+        job = self.store.get_job(job_id)
+        if job.spec.kind == "finetune" and not job.state.is_terminal():
+            running = [t for t in self.store.list_tasks(job_id) if t.state is TaskState.LEASED]
+            if running and not self.store.has_job_event(job_id, CANCEL_REQUESTED):
+                return self._stop_finetune(job, running[0], reason)
         job, leased = self.store.cancel_job(job_id, reason=reason or "cancelled by submitter", now=self.clock())
+        if job.spec.kind == "finetune":
+            self.event(job_id, f"The job was cancelled: {reason or 'cancelled by submitter'}", level="warn")
         for task in leased:
             self._cancel_lease(task.provider_id, task.lease_id, task.task_id, "job cancelled")
         self.signals.notify(job_id)
+        return job
+
+    def _stop_finetune(self, job: Job, task: Task, reason: str) -> Job:
+        """Cancel a fine-tune mid-run: its provider stops after the step under way and delivers the
+        run so far, which is checked and paid for as far as it went (the rest of the budget is
+        refunded). A provider that does not deliver in time is cancelled outright."""
+        self.event(job.job_id, f"Cancel requested ({reason or 'by the submitter'}): the provider stops after the "
+                   "current step and delivers its last checkpoint", type=CANCEL_REQUESTED, level="warn")
+        session = self.sessions.get(task.provider_id)
+        if session is not None:
+            session.send(provider_pb2.CoordinatorMessage(cancel=provider_pb2.CancelLease(
+                lease_id=task.lease_id, task_id=task.task_id, reason=reason or "cancelled by submitter",
+                deliver=True)))
+        grace = max(60.0, 3 * self.settings.lease_ttl_s)
+
+        async def deadline() -> None:
+            await asyncio.sleep(grace)
+            row = self.store.get_task(task.task_id)
+            if row.state in (TaskState.QUEUED, TaskState.LEASED) and not self.store.get_job(job.job_id).state.is_terminal():
+                await self.cancel_job(job.job_id, f"{reason or 'cancelled by submitter'} (no delivery in {grace:.0f}s)")
+
+        side = asyncio.get_running_loop().create_task(deadline())
+        self._side.add(side)
+        side.add_done_callback(self._side.discard)
+        self.signals.notify(job.job_id)
         return job
 
     async def watch(self, job_id: str):
@@ -451,6 +512,39 @@ class Coordinator:
             self._on_failure(session, msg.failure)
         elif kind == "check":
             self.hardware.on_reply(session, msg.check)
+        elif kind == "progress":
+            self._on_progress(session, msg.progress)
+
+    def _on_progress(self, session: ProviderSession, p: provider_pb2.TaskProgress) -> None:
+        """A running fine-tune's step and loss, as its provider reports it: an event of the job
+        (what the provider says, not a verified figure), at most one per step, in order."""
+        if p.step <= self._progress.get(p.lease_id, 0) or not math.isfinite(p.loss):
+            return
+        try:
+            task = self.store.get_task(p.task_id)
+        except NotFound:
+            return
+        if (task.lease_id != p.lease_id or task.provider_id != session.record.provider_id
+                or task.state is not TaskState.LEASED or task.is_check):
+            return
+        total = int(self._spec(task.job_id).finetune.get("steps") or p.total_steps)
+        if p.step > total:
+            return
+        if len(self._progress) > 10_000:
+            self._progress.clear()
+        self._progress[p.lease_id] = p.step
+        self.event(task.job_id, f"Step {p.step}/{total}: training loss={p.loss:.4f}", type="metrics",
+                   data={"step": int(p.step), "total_steps": total, "train_loss": float(p.loss),
+                         "reported_by": session.record.address})
+
+    def event(self, job_id: str, message: str, *, type: str = "message", level: str = "info",
+              data: dict | None = None) -> None:
+        """Append to a job's event log (kept for fine-tunes, whose runs are long) and wake its watchers."""
+        self.store.add_job_event(job_id, level=level, type=type, message=message, data=data, now=self.clock())
+        self.signals.notify(job_id)
+
+    def job_events(self, job_id: str, *, after: int = 0, limit: int = 100):
+        return self.store.job_events(job_id, after=after, limit=min(max(limit, 1), 1000))
 
     def _on_heartbeat(self, session: ProviderSession, hb: provider_pb2.Heartbeat) -> None:
         pid = session.record.provider_id
@@ -581,6 +675,9 @@ class Coordinator:
                         extra={"job_id": outcome.job_id, "task_id": failure.task_id, "lease_id": failure.lease_id,
                                "provider_id": pid, "retryable": failure.retryable})
             self._after_failure([outcome])
+            if self._spec(outcome.job_id).kind == "finetune" and self.store.has_job_event(outcome.job_id,
+                                                                                            CANCEL_REQUESTED):
+                asyncio.get_running_loop().create_task(self.cancel_job(outcome.job_id, "cancelled; the run failed"))
         self.signals.notify(SCHEDULER)
 
     # ---- internals --------------------------------------------------------------------------
@@ -606,6 +703,11 @@ class Coordinator:
 
             update = VerificationUpdate(row.job_id, states=[(task_id, TaskState.REJECTED, f"unreadable: {exc}")])
         ready = self.store.apply_verification(update, now=self.clock(), half_life_s=self.settings.reputation_half_life_s)
+        if self._spec(row.job_id).kind == "finetune":
+            for _, state, verdict in update.states:
+                self.event(row.job_id, f"Verification ({row.role.value}, {row.kind}): {verdict or state.value}",
+                           level="info" if state is TaskState.VERIFIED else "warn",
+                           data={"check": row.task_id, "verifies": row.verifies, "state": state.value})
         for provider_id, valid in update.observations:
             self.metrics.verdicts.labels("valid" if valid else "invalid").inc()
             self._refresh(provider_id)
@@ -661,6 +763,9 @@ class Coordinator:
         output_cid = await asyncio.to_thread(self._merge_outputs, tasks)
         await asyncio.to_thread(self._grant_outputs, job_id, [output_cid])  # readable before the job shows done
         job = self.store.finish_job(job_id, output_cid=output_cid, now=self.clock())
+        if job.spec.kind == "finetune":
+            self.event(job_id, "The job has successfully completed" if job.state is JobState.COMPLETED
+                       else f"The job ended: {job.state.value.lower()} {job.error}".strip())
         log.info("job %s completed: output %s", job_id, job.output_cid,
                  extra={"job_id": job_id, "output_cid": job.output_cid})
         self.signals.notify(job_id)
@@ -825,9 +930,13 @@ class Coordinator:
                     keys=self._lease_keys(lease.task, session.record),
                     output_sealing_key=self.keys.public_bytes if self._seals_output(lease.task, spec) else b"",
                     claim_job=_claim_job(lease.job),
+                    adapter_cids=list(spec.adapter_cids),
                 )
             )
         )
+        if spec.kind == "finetune" and not lease.task.is_check:
+            self.event(lease.job.job_id, f"Fine-tuning started on provider {session.record.name or lease.provider_id} "
+                       f"({session.record.address})", data={"provider": session.record.address})
 
     def _lease_keys(self, task: Task, record) -> list:
         """The data keys of the task's sealed inputs, wrapped to the assigned provider alone."""

@@ -176,10 +176,12 @@ class CoordinatorServer:
         if self.settings.openai_listen:
             from coordinator.api.openai.app import OpenAIServer
             from coordinator.dashboard import parse_listen
+            from coordinator.finetunes.service import FineTuneService
 
             host, port = parse_listen(self.settings.openai_listen, field="openai_listen")
-            self.openai = OpenAIServer(self.batches, host, port, rate_per_s=self.settings.openai_rate_per_s,
-                                       burst=self.settings.openai_burst)
+            finetunes = FineTuneService(self.batches, tokens_per_s=self.settings.finetune_quote_tokens_per_s)
+            self.openai = OpenAIServer(self.batches, host, port, finetunes=finetunes,
+                                       rate_per_s=self.settings.openai_rate_per_s, burst=self.settings.openai_burst)
             await self.openai.start()
         await self.server.start()
         for name in ("", *SERVICES):

@@ -174,7 +174,10 @@ class Verifier:
             index = FinetuneOutput.parse(self.artifacts.get_bytes(output_cid))
         except ValueError as exc:
             return PrimaryDecision(reject=str(exc))
-        problem = index.problem(params.steps, params.checkpoint_every)
+        steps = params.steps
+        if 1 <= index.steps < steps and self.store.has_job_event(job.job_id, "cancel_requested"):
+            steps = index.steps  # stopped on the submitter's cancel: delivered (and checked) as far as it went
+        problem = index.problem(steps, params.checkpoint_every)
         missing = [c for c in (*[c.cid for c in index.checkpoints], index.final, index.loss) if not self.artifacts.has(c)]
         if problem or missing:
             return PrimaryDecision(reject=problem or f"{len(missing)} output artifact(s) were not uploaded")

@@ -68,6 +68,8 @@ def spec_from_proto(msg: jobs_pb2.JobSpec) -> JobSpec:
         if len(msg.output_sealing_key) != 32:
             raise InvalidArgument("an X25519 public key is 32 bytes", field="spec.output_sealing_key")
         data["output_sealing_key"] = msg.output_sealing_key.hex()
+    if msg.adapter_cids:
+        data["adapter_cids"] = tuple(msg.adapter_cids)
     if msg.HasField("verification"):
         v = msg.verification
         data["verification"] = {k: getattr(v, k) for k in ("min_replication", "audit_rate", "allow_unchecked")
@@ -98,6 +100,7 @@ def spec_to_proto(spec: JobSpec) -> jobs_pb2.JobSpec:
         task_timeout_s=spec.task_timeout_s,
         fallback=spec.fallback,
         output_sealing_key=bytes.fromhex(spec.output_sealing_key),
+        adapter_cids=list(spec.adapter_cids),
     )
     if spec.deadline is not None:
         msg.deadline.FromDatetime(spec.deadline)

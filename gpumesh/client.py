@@ -341,15 +341,35 @@ class Client:
 
     def list_models(self) -> list[jobs_pb2.ModelInfo]:
         with translate_rpc_error():
-            return list(self._public.ListModels(jobs_pb2.ListModelsRequest(), timeout=self._timeout).models)
+            # signed when this client has a wallet: its own fine-tuned models are listed too
+            stub = self._jobs if self._wallet is not None else self._public
+            return list(stub.ListModels(jobs_pb2.ListModelsRequest(), timeout=self._timeout).models)
 
     def add_model(self, name: str, source: Path | str | bytes, *, min_memory_mb: int = 0,
-                  replace: bool = False) -> jobs_pb2.ModelInfo:
-        """Register a model under ``name``: ``source`` is a CID already uploaded, or a path/bytes to upload."""
+                  replace: bool = False, base: str = "") -> jobs_pb2.ModelInfo:
+        """Register a model under ``name``: ``source`` is a CID already uploaded, or a path/bytes to
+        upload. A LoRA adapter (a tar of a peft adapter directory) names its ``base`` model."""
         cid = source if isinstance(source, str) and _is_cid(source) else self.upload(source)
         with translate_rpc_error():
             return self._stub.AddModel(jobs_pb2.AddModelRequest(name=name, cid=cid, min_memory_mb=min_memory_mb,
-                                                                replace=replace), timeout=self._timeout)
+                                                                replace=replace, base=base), timeout=self._timeout)
+
+    def job_events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[jobs_pb2.JobEvent]:
+        """The job's events after sequence number ``after``, oldest first (a fine-tune's loss per step)."""
+        with translate_rpc_error():
+            return list(self._stub.ListJobEvents(jobs_pb2.ListJobEventsRequest(job_id=job_id, after_seq=after,
+                                                                               limit=limit),
+                                                 timeout=self._timeout).events)
+
+    def adapter(self, name: str) -> tuple[str, str]:
+        """``(base model CID, adapter CID)`` of a fine-tuned model (``ft:...``) this wallet owns:
+        run it by submitting the base model with ``adapter_cids=[adapter]`` and ``"adapter"`` on the lines."""
+        for m in self.list_models():
+            if m.name == name:
+                if m.format != "lora":
+                    raise InvalidArgument(f"{name} is a base model, not a fine-tune", field="model")
+                return m.base, m.cid
+        raise NotFound(f"no fine-tuned model named {name!r} of this wallet (gpumesh models list)", field="model")
 
     def model_cid(self, name_or_cid: str) -> str:
         """A model's CID: a CID as is, else the registry's for that name (NotFound if none)."""

@@ -75,6 +75,8 @@ class JobSpec(_Strict):
     fallback: FallbackPolicy = "on_deadline"
     # Hex X25519 public key the outputs are sealed to (gpumesh.sealing); "" = stored in the clear.
     output_sealing_key: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+    # LoRA adapters of model_cid the input lines may name (their "adapter" field); at most 64.
+    adapter_cids: tuple[str, ...] = Field((), max_length=64)
 
     @field_validator("fallback", mode="before")
     @classmethod
@@ -90,6 +92,15 @@ class JobSpec(_Strict):
             parse_cid(value)
         except InvalidArgument as exc:
             raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("adapter_cids")
+    @classmethod
+    def _adapters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cid in value:
+            cls._cid(cid)
+        if len(set(value)) != len(value):
+            raise ValueError("an adapter is named twice")
         return value
 
     @field_validator("deadline")

@@ -67,6 +67,19 @@ class RequestLine(BaseModel):
     stop: tuple[str, ...] | None = Field(None, max_length=MAX_STOP)
     logprobs: bool | None = Field(None, strict=True)
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, strict=True)
+    adapter: str | None = Field(None, max_length=128)  # a LoRA adapter's CID (one of the job's adapter_cids)
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter(cls, value):
+        if value is not None:
+            from gpumesh.artifacts import parse_cid
+
+            try:
+                parse_cid(value)
+            except InvalidArgument as exc:
+                raise ValueError(f"not a CID: {exc.message}") from None
+        return value
 
     @field_validator("temperature", "top_p", mode="before")
     @classmethod

@@ -184,6 +184,11 @@ class ProviderDaemon:
                      extra={"job_id": lease.job_id, "task_id": lease.task_id, "lease_id": lease.lease_id})
             self._running[lease.lease_id] = asyncio.create_task(self._run_lease(lease), name=lease.task_id)
         elif kind == "cancel":
+            if msg.cancel.deliver and msg.cancel.lease_id in self._running and \
+                    self.executor.request_stop(msg.cancel.lease_id):
+                log.info("lease %s stopping to deliver what it has: %s", msg.cancel.lease_id[:8], msg.cancel.reason,
+                         extra={"task_id": msg.cancel.task_id, "lease_id": msg.cancel.lease_id})
+                return
             task = self._running.pop(msg.cancel.lease_id, None)
             if task is not None:
                 log.info("lease %s cancelled: %s", msg.cancel.lease_id[:8], msg.cancel.reason,
@@ -202,6 +207,10 @@ class ProviderDaemon:
             else:
                 self.completed += 1
 
+    def _progress(self, progress: provider_pb2.TaskProgress) -> None:
+        if self._outbox is not None:
+            self._outbox.put_nowait(provider_pb2.ProviderMessage(progress=progress))
+
     async def _check(self, check: provider_pb2.HardwareCheck) -> None:
         reply = await asyncio.to_thread(self.checks.handle, check)
         if self._outbox is not None:
@@ -215,7 +224,7 @@ class ProviderDaemon:
     async def _run_lease_logged(self, lease: provider_pb2.TaskLease) -> None:
         started = time.monotonic()
         try:
-            message = await self.executor.execute(lease)
+            message = await self.executor.execute(lease, progress=self._progress)
         except asyncio.CancelledError:
             self.metrics.tasks.labels(lease.kind or "inference", "cancelled").inc()
             return

@@ -8,11 +8,12 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from gpumesh.artifacts import ArtifactStore
 from gpumesh.artifacts.sealed import OpenedView
-from gpumesh.errors import GpumeshError
+from gpumesh.errors import GpumeshError, WorkloadError
 from gpumesh.identity import Wallet, result_text
 from gpumesh.sealing import SealingKey, new_data_key, seal_stream, wrap_key
 from gpumesh.v1 import provider_pb2
@@ -25,6 +26,8 @@ from provider_node.runtime import RunSpec, Runtime
 from provider_node.sandbox_io import Limits, SandboxOutput
 
 log = logging.getLogger(__name__)
+
+STOP_FILE = "stop"  # a fine-tune's stop file in its work directory (provider_node.workloads.finetune)
 
 WORKLOADS = {
     "inference": "provider_node.workloads.inference",
@@ -63,8 +66,20 @@ class TaskExecutor:
         self.gpus = GpuAllocator(g.index for g in hardware.gpus)
         self.sealing = SealingKey.derive(wallet.private_key)  # sealed inputs' keys are wrapped to it
 
-    async def execute(self, lease: provider_pb2.TaskLease) -> provider_pb2.ProviderMessage:
-        """Always returns a result or a failure message; cancellation kills the workload."""
+    def request_stop(self, lease_id: str) -> bool:
+        """Ask a running fine-tune to stop after its current step and deliver what it has (its
+        stop file); False when no such lease runs here."""
+        workdir = self.work_dir / lease_id
+        if not (workdir / "out").is_dir():
+            return False
+        (workdir / STOP_FILE).touch()
+        return True
+
+    async def execute(self, lease: provider_pb2.TaskLease,
+                      progress: Callable[[provider_pb2.TaskProgress], None] | None = None
+                      ) -> provider_pb2.ProviderMessage:
+        """Always returns a result or a failure message; cancellation kills the workload.
+        ``progress`` is called with a fine-tune's steps as its loss log grows."""
         try:
             gpus = self.gpus.acquire(lease.requirements.gpu_count)
         except ValueError as exc:  # the scheduler should not have sent it here; another node may take it
@@ -72,7 +87,7 @@ class TaskExecutor:
         workdir = self.work_dir / lease.lease_id
         try:
             workdir.mkdir(parents=True, exist_ok=True)
-            return await self._execute(lease, workdir, gpus)
+            return await self._execute(lease, workdir, gpus, progress)
         except GpumeshError as exc:
             return _failure(lease, str(exc), exc.retryable)
         except (OSError, ValueError) as exc:
@@ -83,7 +98,8 @@ class TaskExecutor:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _execute(
-        self, lease: provider_pb2.TaskLease, workdir: Path, gpus: tuple[int, ...]
+        self, lease: provider_pb2.TaskLease, workdir: Path, gpus: tuple[int, ...],
+        progress: Callable[[provider_pb2.TaskProgress], None] | None = None,
     ) -> provider_pb2.ProviderMessage:
         module = self.workloads.get(lease.kind)
         if module is None:
@@ -105,6 +121,12 @@ class TaskExecutor:
         elif lease.aux_cid:  # a re-scoring check: the job's prompts beside the claimed records
             await asyncio.to_thread(artifacts.get_file, lease.aux_cid, workdir / "prompts.jsonl")
             extra = ("--prompts", str(workdir / "prompts.jsonl"))
+        if lease.kind == "finetune":
+            extra = (*extra, "--stop-file", str(workdir / STOP_FILE))
+            (workdir / out).mkdir()  # (request_stop looks for it)
+        adapters = await self._prepare_adapters(lease, workdir / ("prompts.jsonl" if lease.aux_cid else "input.jsonl"))
+        if adapters:
+            extra = (*extra, "--adapters", json.dumps({cid: str(path) for cid, path in adapters.items()}))
         spec = RunSpec(
             argv=workload_argv(
                 self.runtime.python, module,
@@ -113,12 +135,19 @@ class TaskExecutor:
                 processes=processes_for(lease.kind, len(gpus)),
             ),
             workdir=workdir,
-            ro_paths=(model.parent if model.is_file() else model,),
+            ro_paths=(model.parent if model.is_file() else model, *adapters.values()),
             env={**self.workload_env, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)},
             timeout_s=float(lease.timeout_s or 3600),
             gpus=gpus,
         )
-        run = await self.runtime.run(spec)
+        watcher = (asyncio.create_task(_watch_loss(SandboxOutput(workdir, self.limits), f"{out}/loss.jsonl", lease,
+                                                   progress))
+                   if progress is not None and lease.kind == "finetune" else None)
+        try:
+            run = await self.runtime.run(spec)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         if run.timed_out:
             return _failure(lease, f"workload timed out after {spec.timeout_s:.0f}s", True)
         # Everything in the work directory is the workload's: read back only through the sandbox reader.
@@ -155,6 +184,17 @@ class TaskExecutor:
         )
 
 
+    async def _prepare_adapters(self, lease: provider_pb2.TaskLease, lines: Path) -> dict[str, Path]:
+        """The LoRA adapters the task's lines name, fetched (cached like models) and checked to be
+        among the lease's."""
+        if not lease.adapter_cids or not lines.is_file():
+            return {}
+        named = await asyncio.to_thread(_named_adapters, lines)
+        allowed = set(lease.adapter_cids)
+        if stray := sorted(named - allowed):
+            raise WorkloadError(f"the input names adapter {stray[0]}, which the lease does not list", field="adapter")
+        return {cid: await asyncio.to_thread(self.models.get, cid) for cid in sorted(named)}
+
     async def _prepare_model(self, cid: str) -> Path:
         """The model's fastest loadable form: a GGUF is converted once (in the sandbox) to a
         safetensors directory kept beside it in the cache; a failed conversion falls back to
@@ -185,6 +225,58 @@ class TaskExecutor:
             return converted if converted.is_dir() else model
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+def _named_adapters(path: Path) -> set[str]:
+    """The "adapter" CIDs a task's JSONL lines name (the coordinator wrote them)."""
+    named = set()
+    with path.open("rb") as f:
+        for raw in f:
+            if b'"adapter"' in raw:
+                try:
+                    value = json.loads(raw).get("adapter")
+                except (ValueError, AttributeError):
+                    continue  # the workload reports the bad line
+                if isinstance(value, str):
+                    named.add(value)
+    return named
+
+
+async def _watch_loss(sandbox: SandboxOutput, name: str, lease: provider_pb2.TaskLease,
+                      report: Callable[[provider_pb2.TaskProgress], None], every_s: float = 1.0) -> None:
+    """Report the steps a fine-tune appends to its loss log (read through the sandbox reader,
+    from where the last read stopped) until cancelled."""
+    offset, total, pending = 0, 0, b""
+    try:
+        total = int(json.loads(lease.params_json or "{}").get("steps") or 0)
+    except (ValueError, AttributeError):
+        pass
+
+    def read_new() -> bytes:
+        try:
+            with sandbox.open(name) as (f, size):
+                if size <= offset:
+                    return b""
+                f.read(offset)
+                return f.read(min(size - offset, 1 << 20))
+        except (OSError, GpumeshError):
+            return b""
+
+    while True:
+        await asyncio.sleep(every_s)
+        data = await asyncio.to_thread(read_new)
+        offset += len(data)
+        *lines, pending = (pending + data).split(b"\n")
+        last = None
+        for raw in lines:
+            try:
+                row = json.loads(raw)
+                last = int(row["step"]), float(row["loss"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        if last is not None:  # at most one report a poll, however fast the steps go
+            report(provider_pb2.TaskProgress(lease_id=lease.lease_id, task_id=lease.task_id, step=last[0],
+                                             total_steps=total, loss=last[1]))
 
 
 def _failure(lease: provider_pb2.TaskLease, error: str, retryable: bool) -> provider_pb2.ProviderMessage:

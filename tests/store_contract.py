@@ -481,6 +481,29 @@ def test_models_by_name_are_replaced_only_when_asked(store):
     store.put_model(ModelEntry("org/m", CID, "hf-tar", 20, 300, "0xa", 2.0), replace=True)
     assert store.get_model("org/m").format == "hf-tar" and store.get_model("x") is None
     assert [m.name for m in store.list_models()] == ["org/m"]
+    store.put_model(ModelEntry("ft:org/m:s:ftjob-1", CID, "lora", 5, 0, "0xa", 3.0, base=CID))
+    assert store.get_model("ft:org/m:s:ftjob-1").base == CID and store.get_model("org/m").base == ""
+
+
+def test_finetunes_are_their_owners_and_job_events_keep_their_order(store):
+    from coordinator.store.api import BatchEntry
+
+    for i in range(3):
+        store.put_finetune(BatchEntry(f"ftjob-{i}", "0xA", {"status": "validating_files"}, "", float(i)))
+    store.update_finetune("ftjob-1", body={"status": "running"}, job_id="job_7")
+    got = store.get_finetune("ftjob-1", "0xA")
+    assert (got.body, got.job_id) == ({"status": "running"}, "job_7")
+    with pytest.raises(NotFound):
+        store.get_finetune("ftjob-1", "0xB")
+    assert [f.batch_id for f in store.list_finetunes("0xA", limit=2)] == ["ftjob-2", "ftjob-1"]
+    assert [f.batch_id for f in store.list_finetunes("0xA", after="ftjob-1")] == ["ftjob-0"]
+    seqs = [store.add_job_event("job_7", level="info", type="metrics", message=f"step {i}", data={"step": i},
+                                now=10.0 + i) for i in range(1, 5)]
+    store.add_job_event("job_8", level="info", type="message", message="other", now=1.0)
+    assert seqs == [1, 2, 3, 4]
+    assert [e.data["step"] for e in store.job_events("job_7", after=1, limit=2)] == [2, 3]
+    assert store.has_job_event("job_7", "metrics") and not store.has_job_event("job_7", "cancel_requested")
+    assert [e.message for e in store.job_events("job_8")] == ["other"]
 
 
 def test_files_and_batches_are_their_owners_and_page_newest_first(store):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 from coordinator.api.convert import job_to_proto, provider_to_proto, spec_from_proto
 from coordinator.batches.service import BatchService
 from coordinator.core import Coordinator, JobView
 from gpumesh._convert import timestamp
 from gpumesh.amounts import parse_amount
-from gpumesh.errors import InvalidArgument, NotFound
+from gpumesh.errors import GpumeshError, InvalidArgument, NotFound
 from gpumesh.v1 import jobs_pb2, jobs_pb2_grpc
 
 
@@ -116,14 +117,29 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         return _key_to_proto(next(k for k in keys if k.key_id == request.key_id))
 
     async def ListModels(self, request, context):
+        try:
+            caller = self._caller("ListModels", request, context)
+        except GpumeshError:  # unsigned: the shared models only
+            caller = None
         models = await asyncio.to_thread(self.core.store.list_models)
-        return jobs_pb2.ListModelsResponse(models=[model_to_proto(m) for m in models])
+        # a fine-tuned model (LoRA adapter) is its owner's alone
+        return jobs_pb2.ListModelsResponse(models=[model_to_proto(m) for m in models if m.format != "lora" or (
+            caller is not None and m.owned_by.lower() == caller.lower())])
 
     async def AddModel(self, request, context):
         caller = self._caller("AddModel", request, context)
         entry = await asyncio.to_thread(self.batches.add_model, caller, request.name, request.cid,
-                                        min_memory_mb=request.min_memory_mb, replace=request.replace)
+                                        min_memory_mb=request.min_memory_mb, replace=request.replace,
+                                        base=request.base)
         return model_to_proto(entry)
+
+    async def ListJobEvents(self, request, context):
+        job_id = self._owned("ListJobEvents", request, context)
+        events = await asyncio.to_thread(self.core.job_events, job_id, after=request.after_seq,
+                                         limit=request.limit or 100)
+        return jobs_pb2.ListJobEventsResponse(events=[
+            jobs_pb2.JobEvent(seq=e.seq, created_at=timestamp(e.created_at), level=e.level, type=e.type,
+                              message=e.message, data_json=json.dumps(e.data)) for e in events])
 
 
 def _page_token(token: str) -> tuple[float, str] | None:
@@ -144,4 +160,5 @@ def _key_to_proto(key, secret: str = "") -> jobs_pb2.ApiKeyInfo:
 
 def model_to_proto(m) -> jobs_pb2.ModelInfo:
     return jobs_pb2.ModelInfo(name=m.name, cid=m.cid, format=m.format, size_bytes=m.size_bytes,
-                              min_memory_mb=m.min_memory_mb, owned_by=m.owned_by, created_at=timestamp(m.created_at))
+                              min_memory_mb=m.min_memory_mb, owned_by=m.owned_by, created_at=timestamp(m.created_at),
+                              base=m.base)

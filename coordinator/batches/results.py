@@ -64,7 +64,7 @@ def build_files(batch_id: str, model: str, created: int, requests: list[Request]
         choices = [records.get((r.line, k)) for k in range(r.n)]
         rid = request_id(batch_id, r.line)
         if all(choices):
-            body = _body(r, model, created, rid, choices)  # type: ignore[arg-type]
+            body = _body(r, r.model or model, created, rid, choices)  # type: ignore[arg-type]
             cost += sum(e.cost for _, e in choices)  # type: ignore[misc]
             out.append({"id": rid, "custom_id": r.custom_id,
                         "response": {"status_code": 200, "request_id": rid, "body": body}, "error": None})
@@ -108,6 +108,8 @@ def _body(r: Request, model: str, created: int, rid: str,
         gpumesh["choices"] = [e.as_dict() for e in evidence]
     if r.seeds:
         gpumesh["seeds"] = list(r.seeds)
+    if r.adapter:  # what the line ran under: base model + this LoRA adapter (both checked the same way)
+        gpumesh["adapter_cid"] = r.adapter
     suffix = rid.removeprefix("batch_req_")
     if r.endpoint == "/v1/embeddings":
         tokens = sum(int(c.get("prompt_tokens") or 0) for c in records)

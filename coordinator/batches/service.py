@@ -92,7 +92,8 @@ class BatchService:
 
     # ---- models -----------------------------------------------------------------------------
 
-    def add_model(self, caller: str, name: str, cid: str, *, min_memory_mb: int = 0, replace: bool = False) -> ModelEntry:
+    def add_model(self, caller: str, name: str, cid: str, *, min_memory_mb: int = 0, replace: bool = False,
+                  base: str = "") -> ModelEntry:
         from gpumesh.artifacts import parse_cid
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}", name or ""):
@@ -107,27 +108,68 @@ class BatchService:
         existing = self.store.get_model(name)
         if existing is not None and replace and existing.owned_by.lower() != caller.lower():
             raise FailedPrecondition(f"model {name!r} was registered by another wallet", field="name")
+        if name.startswith("ft:"):
+            raise InvalidArgument('names starting "ft:" are the fine-tuning API\'s', field="name")
         size = self.core.artifacts.size(cid)
         fmt = self._format(cid)
-        need = min_memory_mb or int(size * FORMAT_MEMORY[fmt] / 2**20) + 256
-        entry = ModelEntry(name, cid, fmt, size, need, caller, self.clock())
+        base_cid = ""
+        if fmt == "lora":
+            if not base:
+                raise InvalidArgument("a LoRA adapter needs the base model it applies to", field="base")
+            base_cid = self._base_cid(base)
+            from coordinator.adapters import inspect_adapter
+
+            try:
+                inspect_adapter(self.core.artifacts, cid)
+            except ValueError as exc:
+                raise InvalidArgument(f"adapter {cid}: {exc}", field="cid") from None
+        elif base:
+            raise InvalidArgument("only a LoRA adapter (a tar with adapter_config.json) has a base model", field="base")
+        need = min_memory_mb or (0 if fmt == "lora" else int(size * FORMAT_MEMORY[fmt] / 2**20) + 256)
+        entry = ModelEntry(name, cid, fmt, size, need, caller, self.clock(), base_cid)
         self.store.put_model(entry, replace=replace)
         return entry
+
+    def _base_cid(self, base: str) -> str:
+        """A base model named by registry name or CID: its CID (a registered base model's)."""
+        entry = self.store.get_model(base)
+        if entry is None:
+            known = [m for m in self.store.models_by_cid(base) if m.format != "lora"] if base.startswith(("baf", "Qm")) \
+                else []
+            if not known:
+                raise NotFound(f"no base model {base!r} is registered", field="base")
+            entry = known[0]
+        if entry.format == "lora":
+            raise InvalidArgument(f"{base} is itself an adapter", field="base")
+        return entry.cid
 
     def _format(self, cid: str) -> str:
         head = next(iter(self.core.artifacts.iter_bytes(cid)), b"")[:512]
         if head[:4] == b"GGUF":
             return "gguf"
         if len(head) >= 262 and head[257:262] == b"ustar":
-            return "hf-tar"
+            from coordinator.adapters import is_adapter_tar
+
+            return "lora" if is_adapter_tar(self.core.artifacts, cid) else "hf-tar"
         raise InvalidArgument("not a model: expected a GGUF file or a tar of a Hugging Face model directory",
                               field="cid")
 
-    def resolve_model(self, name: str) -> ModelEntry:
+    def resolve_model(self, name: str, owner: str | None = None) -> ModelEntry:
+        """The registry entry; a fine-tuned model only for its owner (to others it does not exist)."""
         entry = self.store.get_model(name)
-        if entry is None:
+        if entry is None or (entry.format == "lora" and owner is not None and entry.owned_by.lower() != owner.lower()):
             raise LookupError(f"The model `{name}` does not exist (see GET /v1/models)")
         return entry
+
+    def line_model(self, name: str, owner: str) -> tuple[str, str | None]:
+        """What a batch line's model runs as: (the base model's name, the LoRA adapter's CID or None)."""
+        entry = self.resolve_model(name, owner)
+        if entry.format != "lora":
+            return entry.name, None
+        bases = [m for m in self.store.models_by_cid(entry.base) if m.format != "lora"]
+        if not bases:
+            raise LookupError(f"The model `{name}` is a fine-tune of {entry.base}, which is no longer served")
+        return sorted(b.name for b in bases)[0], entry.cid
 
     # ---- files ------------------------------------------------------------------------------
 
@@ -175,7 +217,8 @@ class BatchService:
         data = await asyncio.to_thread(self.core.artifacts.get_bytes, file.cid)
         try:
             tr = await asyncio.to_thread(translate, data, endpoint=endpoint, batch_id=batch_id,
-                                         max_lines=self.max_batch_lines, resolve_model=self.resolve_model)
+                                         max_lines=self.max_batch_lines,
+                                         resolve_model=lambda name: self.line_model(name, owner))
         except BatchInvalid as exc:
             body |= {"status": "failed", "errors": {"object": "list", "data": exc.errors}, "failed_at": int(now),
                      "request_counts": {"total": 0, "completed": 0, "failed": 0}}
@@ -193,9 +236,9 @@ class BatchService:
         model = self.resolve_model(tr.model)
         lines = "".join(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n" for line in tr.lines).encode()
         input_cid = await asyncio.to_thread(self.core.artifacts.put_bytes, lines)
-        await asyncio.to_thread(self.core.access.grant, [input_cid, model.cid], owner)
+        await asyncio.to_thread(self.core.access.grant, [input_cid, model.cid, *tr.adapters], owner)
         spec = JobSpec(name=batch_id, kind="embeddings" if endpoint == "/v1/embeddings" else "inference",
-                       model_cid=model.cid, input_cid=input_cid,
+                       model_cid=model.cid, input_cid=input_cid, adapter_cids=tuple(tr.adapters),
                        requirements=Requirements(model_memory_mb=model.min_memory_mb, min_memory_mb=model.min_memory_mb),
                        deadline=datetime.fromtimestamp(now + window, timezone.utc))
         try:

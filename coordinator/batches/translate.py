@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,6 +61,8 @@ class Request:
     seeds: tuple[int, ...]
     logprobs: str = ""  # "" | "chat" | "completions" (which logprobs shape the response has)
     encoding_format: str = ""  # embeddings: "float" or "base64"
+    model: str = ""  # the model the line named, where it is not the batch's base (a fine-tune of it)
+    adapter: str = ""  # that fine-tune's LoRA adapter CID
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Translation:
     requests: list[Request] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)  # the job's input (RequestLine.normalized)
     errors: list[LineError] = field(default_factory=list)
+    adapters: dict[str, None] = field(default_factory=dict)  # LoRA adapter CIDs the lines name, in order
 
     @property
     def total(self) -> int:
@@ -90,7 +93,8 @@ def derived_seed(batch_id: str, custom_id: str, choice: int) -> int:
 
 def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
               resolve_model=lambda name: name) -> Translation:
-    """Read a batch file. ``resolve_model(name)`` raises ``LookupError`` for a model not served."""
+    """Read a batch file. ``resolve_model(name)`` is ``(base model name, adapter CID or None)``
+    (or any non-tuple for a base model) and raises ``LookupError`` for a model not served."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -105,7 +109,7 @@ def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
         raise BatchInvalid([_batch_error("too_many_requests", f"the input file has {len(parsed)} requests, "
                                                               f"over this coordinator's limit of {max_lines}")])
     seen: dict[str, int] = {}
-    resolved: dict[str, str | None] = {}  # model name -> why it is not served (None: served)
+    resolved: dict[str, tuple[str, str | None] | str] = {}  # model name -> (base, adapter), or why not served
     duplicates = []
     out = Translation(model="")
     model = ""
@@ -130,14 +134,24 @@ def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
             request, lines, line_model = _request(obj, lineno, custom_id, endpoint, batch_id)
             if line_model not in resolved:
                 try:
-                    resolve_model(line_model)
-                    resolved[line_model] = None
+                    got = resolve_model(line_model)
+                    resolved[line_model] = got if isinstance(got, tuple) else (line_model, None)
                 except LookupError as exc:
                     resolved[line_model] = exc.args[0]
-            if resolved[line_model] is not None:
+            if isinstance(resolved[line_model], str):
                 raise LookupError(resolved[line_model])
-            if model and line_model != model:
-                raise _Refused(f"the batch's requests use model {model!r}; one batch serves one model", "model")
+            base, adapter = resolved[line_model]
+            if model and base != model:
+                raise _Refused(f"the batch's requests use base model {model!r}; one batch serves one base model "
+                               "(and any fine-tunes of it)", "model")
+            if adapter is not None:
+                if request.endpoint == "/v1/embeddings":
+                    raise _Refused(f"{line_model} is a fine-tuned (LoRA) model: it serves completions, not "
+                                   "embeddings", "model")
+                lines = [{**line, "adapter": adapter} for line in lines]
+                out.adapters.setdefault(adapter, None)
+            if line_model != base:
+                request = replace(request, model=line_model, adapter=adapter or "")
         except _Refused as exc:
             status = 0 if exc.param in ("url", "method") else 400
             out.errors.append(LineError(lineno, custom_id, f"line {lineno}: {exc.message}", exc.param, status))
@@ -146,12 +160,12 @@ def translate(data: bytes, *, endpoint: str, batch_id: str, max_lines: int,
             out.errors.append(LineError(lineno, custom_id, f"line {lineno}: {exc.args[0]}", "model", 404,
                                         code="model_not_found"))
             continue
-        model = line_model
+        model = base
         out.requests.append(request)
         out.lines.extend(lines)
     if duplicates:
         raise BatchInvalid(duplicates)
-    return Translation(model, out.requests, out.lines, out.errors)
+    return Translation(model, out.requests, out.lines, out.errors, out.adapters)
 
 
 def _batch_error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict[str, Any]:

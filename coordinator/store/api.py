@@ -34,6 +34,18 @@ class ModelEntry:
     min_memory_mb: int
     owned_by: str
     created_at: float
+    base: str = ""  # format "lora": the base model's CID
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: str
+    seq: int
+    created_at: float
+    level: str  # info | warn | error
+    type: str  # message | metrics
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,8 @@ class BatchEntry:
 _KEY_COLS = "key_id, wallet, name, spend_cap, spent, created_at, revoked_at"
 _FILE_COLS = "file_id, owner, purpose, filename, bytes, cid, created_at"
 _BATCH_COLS = "batch_id, owner, body_json, job_id, created_at"
+_FT_COLS = "ft_id, owner, body_json, job_id, created_at"
+_MODEL_COLS = "name, cid, format, size_bytes, min_memory_mb, owned_by, created_at, base"
 
 
 def _key(r) -> ApiKey:
@@ -120,19 +134,68 @@ class ApiSql:
                 if not replace:
                     raise AlreadyExists(f"a model named {entry.name!r} is registered", field="name")
                 db.execute("DELETE FROM models WHERE name = ?", (entry.name,))
-            db.execute("INSERT INTO models (name, cid, format, size_bytes, min_memory_mb, owned_by, created_at) "
-                       "VALUES (?,?,?,?,?,?,?)", (entry.name, entry.cid, entry.format, entry.size_bytes,
-                                                  entry.min_memory_mb, entry.owned_by, entry.created_at))
+            db.execute(f"INSERT INTO models ({_MODEL_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+                       (entry.name, entry.cid, entry.format, entry.size_bytes, entry.min_memory_mb, entry.owned_by,
+                        entry.created_at, entry.base))
 
     def get_model(self, name: str) -> ModelEntry | None:
-        rows = self._read("SELECT name, cid, format, size_bytes, min_memory_mb, owned_by, created_at FROM models "
-                          "WHERE name = ?", (name,))
+        rows = self._read(f"SELECT {_MODEL_COLS} FROM models WHERE name = ?", (name,))
         return ModelEntry(*rows[0]) if rows else None
 
+    def models_by_cid(self, cid: str) -> list[ModelEntry]:
+        return [ModelEntry(*r) for r in self._read(f"SELECT {_MODEL_COLS} FROM models WHERE cid = ?", (cid,))]
+
     def list_models(self) -> list[ModelEntry]:
-        rows = self._read("SELECT name, cid, format, size_bytes, min_memory_mb, owned_by, created_at FROM models "
-                          "ORDER BY name")
+        rows = self._read(f"SELECT {_MODEL_COLS} FROM models ORDER BY name")
         return [ModelEntry(*r) for r in rows]
+
+    # ---- fine-tuning jobs and job events ----------------------------------------------------
+
+    @_write
+    def put_finetune(self, entry: BatchEntry) -> None:
+        """An OpenAI-style fine-tuning job (the batch entry's shape: id, owner, body, job)."""
+        with self._tx() as db:
+            db.execute(f"INSERT INTO api_finetunes ({_FT_COLS}) VALUES (?,?,?,?,?)",
+                       (entry.batch_id, entry.owner.lower(), json.dumps(entry.body), entry.job_id, entry.created_at))
+
+    @_write
+    def update_finetune(self, ft_id: str, *, body: dict[str, Any], job_id: str | None = None) -> None:
+        with self._tx() as db:
+            if job_id is None:
+                db.execute("UPDATE api_finetunes SET body_json = ? WHERE ft_id = ?", (json.dumps(body), ft_id))
+            else:
+                db.execute("UPDATE api_finetunes SET body_json = ?, job_id = ? WHERE ft_id = ?",
+                           (json.dumps(body), job_id, ft_id))
+
+    def get_finetune(self, ft_id: str, owner: str) -> BatchEntry:
+        rows = self._read(f"SELECT {_FT_COLS} FROM api_finetunes WHERE ft_id = ? AND owner = ?", (ft_id, owner.lower()))
+        if not rows:
+            raise NotFound(f"No fine-tuning job found with id '{ft_id}'", field="fine_tuning_job_id")
+        return _batch(rows[0])
+
+    def list_finetunes(self, owner: str, *, limit: int = 20, after: str = "") -> list[BatchEntry]:
+        rows = self._owned_page("api_finetunes", "ft_id", _FT_COLS, owner, [], [], limit=limit, after=after)
+        return [_batch(r) for r in rows]
+
+    @_write
+    def add_job_event(self, job_id: str, *, level: str, type: str, message: str, data: dict[str, Any] | None = None,
+                      now: float) -> int:
+        """Append an event to the job's log; its sequence number (1, 2, ...)."""
+        with self._tx() as db:
+            row = db.execute("SELECT MAX(seq) FROM job_events WHERE job_id = ?", (job_id,)).fetchone()
+            seq = int(row[0] or 0) + 1
+            db.execute("INSERT INTO job_events (job_id, seq, created_at, level, type, message, data_json) "
+                       "VALUES (?,?,?,?,?,?,?)", (job_id, seq, now, level, type, message, json.dumps(data or {})))
+            return seq
+
+    def job_events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[JobEvent]:
+        """The job's events after sequence number ``after``, oldest first."""
+        rows = self._read("SELECT job_id, seq, created_at, level, type, message, data_json FROM job_events "
+                          "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit))
+        return [JobEvent(r[0], int(r[1]), float(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    def has_job_event(self, job_id: str, type: str) -> bool:
+        return bool(self._read("SELECT 1 FROM job_events WHERE job_id = ? AND type = ? LIMIT 1", (job_id, type)))
 
     # ---- files ------------------------------------------------------------------------------
 

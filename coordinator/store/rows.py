@@ -211,7 +211,8 @@ CREATE TABLE IF NOT EXISTS models (  -- served models by name
     size_bytes INTEGER NOT NULL,
     min_memory_mb INTEGER NOT NULL DEFAULT 0,
     owned_by TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    base TEXT NOT NULL DEFAULT ''  -- format 'lora': the base model's CID
 );
 CREATE TABLE IF NOT EXISTS api_files (  -- OpenAI-style files: an artifact with a name and an owner
     file_id TEXT PRIMARY KEY,
@@ -232,6 +233,24 @@ CREATE TABLE IF NOT EXISTS api_batches (  -- OpenAI-style batches: one job each
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS api_batches_owner ON api_batches(owner, created_at, batch_id);
+CREATE TABLE IF NOT EXISTS api_finetunes (  -- OpenAI-style fine-tuning jobs: one job each
+    ft_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    body_json TEXT NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_finetunes_owner ON api_finetunes(owner, created_at, ft_id);
+CREATE TABLE IF NOT EXISTS job_events (  -- what happened to a job, in order (progress, checks, the end)
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    level TEXT NOT NULL,
+    type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data_json TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (job_id, seq)
+);
 """
 
 TASK_COLS = (

@@ -10,6 +10,38 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListJobEventsRequest(_message.Message):
+    __slots__ = ("job_id", "after_seq", "limit")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after_seq: int
+    limit: int
+    def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("seq", "created_at", "level", "type", "message", "data_json")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    created_at: _timestamp_pb2.Timestamp
+    level: str
+    type: str
+    message: str
+    data_json: str
+    def __init__(self, seq: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[str] = ..., type: _Optional[str] = ..., message: _Optional[str] = ..., data_json: _Optional[str] = ...) -> None: ...
+
+class ListJobEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ...) -> None: ...
+
 class ListJobsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "with_tasks")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -73,7 +105,7 @@ class RevokeApiKeyRequest(_message.Message):
     def __init__(self, key_id: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "cid", "format", "size_bytes", "min_memory_mb", "owned_by", "created_at")
+    __slots__ = ("name", "cid", "format", "size_bytes", "min_memory_mb", "owned_by", "created_at", "base")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CID_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +113,7 @@ class ModelInfo(_message.Message):
     MIN_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     OWNED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
     name: str
     cid: str
     format: str
@@ -88,7 +121,8 @@ class ModelInfo(_message.Message):
     min_memory_mb: int
     owned_by: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., cid: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., min_memory_mb: _Optional[int] = ..., owned_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    base: str
+    def __init__(self, name: _Optional[str] = ..., cid: _Optional[str] = ..., format: _Optional[str] = ..., size_bytes: _Optional[int] = ..., min_memory_mb: _Optional[int] = ..., owned_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., base: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -101,16 +135,18 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class AddModelRequest(_message.Message):
-    __slots__ = ("name", "cid", "min_memory_mb", "replace")
+    __slots__ = ("name", "cid", "min_memory_mb", "replace", "base")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CID_FIELD_NUMBER: _ClassVar[int]
     MIN_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
     name: str
     cid: str
     min_memory_mb: int
     replace: bool
-    def __init__(self, name: _Optional[str] = ..., cid: _Optional[str] = ..., min_memory_mb: _Optional[int] = ..., replace: _Optional[bool] = ...) -> None: ...
+    base: str
+    def __init__(self, name: _Optional[str] = ..., cid: _Optional[str] = ..., min_memory_mb: _Optional[int] = ..., replace: _Optional[bool] = ..., base: _Optional[str] = ...) -> None: ...
 
 class GetSealingKeyRequest(_message.Message):
     __slots__ = ()
@@ -169,7 +205,7 @@ class VerificationParams(_message.Message):
     def __init__(self, min_replication: _Optional[float] = ..., audit_rate: _Optional[float] = ..., allow_unchecked: _Optional[bool] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json", "fallback", "output_sealing_key")
+    __slots__ = ("name", "kind", "model_cid", "input_cid", "inference", "requirements", "max_price_per_hour", "shard_size", "max_attempts", "task_timeout_s", "deadline", "verification", "finetune_json", "fallback", "output_sealing_key", "adapter_cids")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_CID_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +221,7 @@ class JobSpec(_message.Message):
     FINETUNE_JSON_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SEALING_KEY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_CIDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     model_cid: str
@@ -200,7 +237,8 @@ class JobSpec(_message.Message):
     finetune_json: str
     fallback: str
     output_sealing_key: bytes
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification: _Optional[_Union[VerificationParams, _Mapping]] = ..., finetune_json: _Optional[str] = ..., fallback: _Optional[str] = ..., output_sealing_key: _Optional[bytes] = ...) -> None: ...
+    adapter_cids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., max_price_per_hour: _Optional[str] = ..., shard_size: _Optional[int] = ..., max_attempts: _Optional[int] = ..., task_timeout_s: _Optional[int] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification: _Optional[_Union[VerificationParams, _Mapping]] = ..., finetune_json: _Optional[str] = ..., fallback: _Optional[str] = ..., output_sealing_key: _Optional[bytes] = ..., adapter_cids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "idempotency_key", "escrow_key", "input_keys")

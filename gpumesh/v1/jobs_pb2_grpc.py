@@ -100,6 +100,11 @@ class SubmitterServiceStub:
                 request_serializer=gpumesh_dot_v1_dot_jobs__pb2.AddModelRequest.SerializeToString,
                 response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.ListJobEvents = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/ListJobEvents',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsResponse.FromString,
+                _registered_method=True)
 
 
 class SubmitterServiceServicer:
@@ -191,6 +196,14 @@ class SubmitterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobEvents(self, request, context):
+        """What happened to a job, in order: its progress as providers report it (a fine-tune's loss per
+        step), leases, checks and their verdicts, and how it ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmitterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +271,11 @@ def add_SubmitterServiceServicer_to_server(servicer, server):
                     servicer.AddModel,
                     request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.AddModelRequest.FromString,
                     response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ModelInfo.SerializeToString,
+            ),
+            'ListJobEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobEvents,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -612,6 +630,33 @@ class SubmitterService:
             '/gpumesh.v1.SubmitterService/AddModel',
             gpumesh_dot_v1_dot_jobs__pb2.AddModelRequest.SerializeToString,
             gpumesh_dot_v1_dot_jobs__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/ListJobEvents',
+            gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

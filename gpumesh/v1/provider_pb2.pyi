@@ -116,6 +116,20 @@ class TaskResult(_message.Message):
     claim_signature: bytes
     def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ..., output_key: _Optional[bytes] = ..., claim_amount: _Optional[str] = ..., claim_signature: _Optional[bytes] = ...) -> None: ...
 
+class TaskProgress(_message.Message):
+    __slots__ = ("lease_id", "task_id", "step", "total_steps", "loss")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    task_id: str
+    step: int
+    total_steps: int
+    loss: float
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ...) -> None: ...
+
 class TaskFailure(_message.Message):
     __slots__ = ("lease_id", "task_id", "error", "retryable")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -179,19 +193,21 @@ class HardwareCheckReply(_message.Message):
     def __init__(self, check_id: _Optional[str] = ..., phase: _Optional[_Union[CheckPhase, str]] = ..., root: _Optional[bytes] = ..., leaves: _Optional[_Iterable[_Union[CheckLeaf, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ProviderMessage(_message.Message):
-    __slots__ = ("heartbeat", "result", "failure", "check")
+    __slots__ = ("heartbeat", "result", "failure", "check", "progress")
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     heartbeat: Heartbeat
     result: TaskResult
     failure: TaskFailure
     check: HardwareCheckReply
-    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., check: _Optional[_Union[HardwareCheckReply, _Mapping]] = ...) -> None: ...
+    progress: TaskProgress
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., check: _Optional[_Union[HardwareCheckReply, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ...) -> None: ...
 
 class TaskLease(_message.Message):
-    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job")
+    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job", "adapter_cids")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +222,7 @@ class TaskLease(_message.Message):
     KEYS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SEALING_KEY_FIELD_NUMBER: _ClassVar[int]
     CLAIM_JOB_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_CIDS_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     job_id: str
@@ -220,7 +237,8 @@ class TaskLease(_message.Message):
     keys: _containers.RepeatedCompositeFieldContainer[_common_pb2.SealedKey]
     output_sealing_key: bytes
     claim_job: bytes
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ..., claim_job: _Optional[bytes] = ...) -> None: ...
+    adapter_cids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ..., claim_job: _Optional[bytes] = ..., adapter_cids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
     __slots__ = ("provider_id", "heartbeat_interval_s", "lease_ttl_s")
@@ -243,14 +261,16 @@ class ResultAck(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CancelLease(_message.Message):
-    __slots__ = ("lease_id", "task_id", "reason")
+    __slots__ = ("lease_id", "task_id", "reason", "deliver")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     reason: str
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    deliver: bool
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., reason: _Optional[str] = ..., deliver: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
     __slots__ = ("accepted", "lease", "ack", "cancel", "check")

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field
 
 from gpumesh.errors import WorkloadError
 from provider_node.workloads.common import WorkloadParams
+from provider_node.workloads.adapters import AdapterError, AdapterSet, read_adapter_config
 from provider_node.workloads.decoding import Grammars, cut_at_stop, json_schema, token_entry, token_logprobs
 from provider_node.workloads.models import detect_format, load_causal_lm
 
@@ -74,7 +75,11 @@ class InferenceEngine(Protocol):
     name: str
     device: str
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]: ...
+    def generate(self, prompts: Sequence[str], params: GenerationParams,
+                 adapters: Sequence[str | None] | None = None) -> list[Completion]:
+        """Completions of ``prompts`` in order; ``adapters[i]``: the LoRA adapter (CID) prompt ``i``
+        runs under, None for the base model."""
+        ...
 
 
 Prompt = str | Sequence[Mapping[str, str]]  # text, or chat messages ({"role", "content"})
@@ -106,7 +111,8 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, model_path: Path, *, device: str | None = None) -> None:
+    def __init__(self, model_path: Path, *, device: str | None = None,
+                 adapters: Mapping[str, Path] | None = None) -> None:
         import torch
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,11 +120,28 @@ class TransformersEngine:
             dtype = torch.float32
         else:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.model, self.tokenizer = load_causal_lm(Path(model_path), device=self.device, dtype=dtype)
-        self._eos_ids = eos_ids(self.model, self.tokenizer)
+        base, self.tokenizer = load_causal_lm(Path(model_path), device=self.device, dtype=dtype)
+        self.adapters = AdapterSet(base, adapters)  # one adapter per sub-batch (peft)
+        self.model = self.adapters.model
+        self._eos_ids = eos_ids(base, self.tokenizer)
         self._grammars: Grammars | None = None
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams,
+                 adapters: Sequence[str | None] | None = None) -> list[Completion]:
+        """One adapter per sub-batch: the prompts of each adapter (and the base model's) run apart."""
+        adapters = list(adapters) if adapters is not None else [None] * len(prompts)
+        groups: dict[str | None, list[int]] = {}
+        for i, adapter in enumerate(adapters):
+            groups.setdefault(adapter, []).append(i)
+        results: list[Completion | None] = [None] * len(prompts)
+        for adapter, indices in groups.items():
+            with self.adapters.use(adapter):
+                done = self._generate_all([prompts[i] for i in indices], params)
+            for i, completion in zip(indices, done, strict=True):
+                results[i] = completion
+        return [c for c in results if c is not None]
+
+    def _generate_all(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         import torch
 
         texts = render_prompts(self.tokenizer, prompts, params.chat)
@@ -192,13 +215,31 @@ class VllmEngine:
     name = "vllm"
     device = "cuda"
 
-    def __init__(self, model_path: Path, *, seed: int = 0) -> None:
+    def __init__(self, model_path: Path, *, seed: int = 0, adapters: Mapping[str, Path] | None = None) -> None:
         from vllm import LLM
 
-        self.llm = LLM(model=str(model_path), seed=seed)
+        self.adapters: dict[str, tuple[int, Path]] = {}  # CID -> (vLLM's LoRA id, directory)
+        ranks = []
+        for i, (cid, path) in enumerate(sorted((adapters or {}).items()), start=1):
+            ranks.append(int(read_adapter_config(Path(path), cid).get("r") or 8))
+            self.adapters[cid] = (i, Path(path))
+        lora = {"enable_lora": True, "max_loras": len(ranks), "max_lora_rank": max(ranks)} if ranks else {}
+        self.llm = LLM(model=str(model_path), seed=seed, **lora)  # multi-LoRA: adapters share each batch
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+    def _lora(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        if adapter not in self.adapters:
+            raise AdapterError(adapter, "the line names an adapter this task was not given")
+        lora_id, path = self.adapters[adapter]
+        return LoRARequest(f"gm_adapter_{lora_id}", lora_id, str(path))
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams,
+                 adapters: Sequence[str | None] | None = None) -> list[Completion]:
+        """One batch whatever the adapters: vLLM's multi-LoRA serves each prompt under its own."""
         from vllm import SamplingParams
 
         extra: dict[str, Any] = {}
@@ -214,7 +255,7 @@ class VllmEngine:
             **extra,
         )
         texts = render_prompts(self.tokenizer, prompts, params.chat)
-        outputs = self.llm.generate(texts, sampling, use_tqdm=False)
+        outputs = self.llm.generate(texts, sampling, use_tqdm=False, lora_request=[self._lora(a) for a in adapters] if adapters and any(adapters) else None)
         return [self._completion(o, params) for o in outputs]
 
     def _completion(self, o: Any, params: GenerationParams) -> Completion:
@@ -269,8 +310,9 @@ def engine_name(model_path: Path, prefer: str = "auto") -> EngineName:
     return "vllm" if usable else "transformers"
 
 
-def select_engine(model_path: Path, prefer: str = "auto") -> InferenceEngine:
-    """Build the engine :func:`engine_name` picks (this loads the model)."""
+def select_engine(model_path: Path, prefer: str = "auto", *, adapters: Mapping[str, Path] | None = None
+                  ) -> InferenceEngine:
+    """Build the engine :func:`engine_name` picks (this loads the model and its LoRA adapters)."""
     if engine_name(model_path, prefer) == "vllm":
-        return VllmEngine(Path(model_path))
-    return TransformersEngine(Path(model_path))
+        return VllmEngine(Path(model_path), adapters=adapters)
+    return TransformersEngine(Path(model_path), adapters=adapters)

@@ -4,8 +4,13 @@
         --params JSON --result PATH
     python -m provider_node.workloads.finetune --replay [--from-checkpoint DIR] [--steps K] ...   (verifier)
 
-Dataset JSONL: one ``{"text": ...}`` (every token trained on) or ``{"prompt": ..., "completion": ...}``
-(only the completion, then EOS, trained on) per line; other keys are ignored, blank lines skipped.
+Dataset JSONL: one ``{"text": ...}`` (every token trained on), ``{"prompt": ..., "completion": ...}``
+(only the completion, then EOS, trained on) or ``{"messages": [...]}`` (OpenAI's chat format,
+rendered through the chat template; only assistant turns trained on, see :mod:`gpumesh.chatdata`)
+per line; other keys of a text or prompt line are ignored, blank lines skipped.
+
+``--stop-file PATH``: when the file appears, the run stops after the step under way, checkpoints
+it and writes ``final/`` from it (a cancelled job is delivered as far as it went: ``stopped_at``).
 
 Determinism: step ``s`` (1-based) trains on the batch :func:`batch_indices` picks, a pure function
 of ``(seed, s)`` (a stream of per-epoch permutations drawn from ``seed``); the torch RNG is reseeded
@@ -54,6 +59,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import ConfigDict, Field
 
+from gpumesh.chatdata import ExampleError, Turn, chat_tokens, parse_example
 from gpumesh.errors import WorkloadError
 from provider_node.workloads.common import (
     EXIT_OK,
@@ -98,12 +104,19 @@ class Example:
     lineno: int
     prompt: str  # context, not trained on ("" for a text line)
     completion: str  # trained on
+    turns: tuple[Turn, ...] = ()  # a chat line (prompt and completion unused)
 
 
 def read_dataset(path: Path) -> list[Example]:
     """Parse the dataset JSONL; errors name the (1-based) line."""
     examples = []
     for lineno, obj in read_objects(path):
+        if "messages" in obj:
+            try:
+                examples.append(Example(lineno, "", "", parse_example(obj)))
+            except ExampleError as exc:
+                raise input_error(lineno, str(exc)) from None
+            continue
         if "text" in obj and ("prompt" in obj or "completion" in obj):
             raise input_error(lineno, 'has both "text" and "prompt"/"completion"')
         if not {"text", "prompt", "completion"} & obj.keys():
@@ -124,6 +137,16 @@ def tokenize(examples: list[Example], tokenizer: Any, max_seq_len: int) -> list[
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     out = []
     for ex in examples:
+        if ex.turns:
+            try:
+                ids, labels = chat_tokens(tokenizer, ex.turns)
+            except ExampleError as exc:
+                raise input_error(ex.lineno, str(exc)) from None
+            ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+            if len(ids) < 2 or all(label == -100 for label in labels[1:]):
+                raise input_error(ex.lineno, f"no assistant tokens to train on within max_seq_len={max_seq_len}")
+            out.append((ids, labels))
+            continue
         if ex.prompt:
             context = tokenizer(ex.prompt)["input_ids"]
             target = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + eos
@@ -406,11 +429,28 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:06d}"
 
 
+def _stop_requested(stop_file: Path | None) -> bool:
+    """Whether to stop after this step: on every rank alike (the ranks' answers are combined)."""
+    mine = stop_file is not None and stop_file.exists()
+    _, world = rank_and_world()
+    if world == 1:
+        return mine
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if mine else 0.0])
+    if torch.cuda.is_available():
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def run_finetune(
-    model_path: Path, input_path: Path, output_dir: Path, params: FinetuneParams | Mapping[str, Any] | str | None = None
+    model_path: Path, input_path: Path, output_dir: Path, params: FinetuneParams | Mapping[str, Any] | str | None = None,
+    *, stop_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run the workload in this process (one rank of it in a process group: only rank 0 writes)
-    and return the success report (errors raise)."""
+    and return the success report (errors raise). ``stop_file``: see the module docstring."""
     out, (rank, world) = Path(output_dir), rank_and_world()
     with deterministic():
         started = time.perf_counter()
@@ -421,24 +461,29 @@ def run_finetune(
         load_s = time.perf_counter() - started
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-        checkpoints, tokens, loss = [], 0, float("nan")
+        checkpoints, tokens, loss, stopped = [], 0, float("nan"), None
         started = time.perf_counter()
         with (out / "loss.jsonl").open("w") if rank == 0 else open(os.devnull, "w") as log:
             for step in range(1, params.steps + 1):
                 loss, n = session.step(step)
                 tokens += n
                 log.write(json.dumps({"step": step, "loss": loss}) + "\n")
-                if step % params.checkpoint_every == 0 or step == params.steps:
-                    log.flush()
+                log.flush()  # the daemon reports progress from it as the run goes
+                if step < params.steps and _stop_requested(stop_file):
+                    stopped = step
+                if step % params.checkpoint_every == 0 or step == params.steps or stopped:
                     rel = Path("checkpoints", checkpoint_name(step))
                     if rank == 0:
                         session.save_checkpoint(out / rel, step, loss=loss)
                     checkpoints.append({"step": step, "path": rel.as_posix()})
+                if stopped:
+                    break
         duration_s = time.perf_counter() - started
         if rank == 0:
             session.save_final(out / "final")
     return {
-        "ok": True, "method": params.method, "device": session.device, "world_size": world, "steps": params.steps,
+        "ok": True, "method": params.method, "device": session.device, "world_size": world,
+        "steps": stopped or params.steps, **({"stopped_at": stopped} if stopped else {}),
         "examples": len(session.data), "trainable_parameters": sum(p.numel() for _, p in session.trainable),
         "target_modules": session.target_modules,
         "tokens": tokens, "tokens_per_s": round(tokens / duration_s, 2) if duration_s > 0 else 0.0,
@@ -456,6 +501,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", action="store_true", help="verifier: replay one segment into --output")
     p.add_argument("--from-checkpoint", type=Path, help="with --replay: start here (default: the initial state)")
     p.add_argument("--steps", type=int, help="with --replay: steps to run (default: to the next checkpoint)")
+    p.add_argument("--stop-file", type=Path, help="stop, checkpoint and deliver when this file appears")
     return p
 
 
@@ -503,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SharedError("--replay runs in one process, not under torchrun", field="params")
         if args.from_checkpoint is not None or args.steps is not None:
             raise SharedError("--from-checkpoint and --steps need --replay", field="params")
-        return run_finetune(args.model, args.input, args.output, args.params)
+        return run_finetune(args.model, args.input, args.output, args.params, stop_file=args.stop_file)
 
     def summary(r: dict[str, Any]) -> str:
         on = f"{r['world_size']} x {r['device']}" if r["world_size"] > 1 else r["device"]

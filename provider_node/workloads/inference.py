@@ -32,6 +32,7 @@ from provider_node.workloads.common import write_atomic as _write_atomic
 from pydantic import ValidationError
 
 from gpumesh.requestline import RequestLine
+from provider_node.workloads.adapters import parse_adapters_arg
 from provider_node.workloads.engines import (
     MAX_NEW_TOKENS,  # noqa: F401
     Completion,
@@ -54,6 +55,18 @@ def read_prompts(path: Path) -> list[RequestLine]:
     return lines
 
 
+def needed_adapters(lines: list[RequestLine], given: Mapping[str, Path] | None) -> dict[str, Path]:
+    """The adapters the lines name, each of which must have been given (loaded once each)."""
+    given = dict(given or {})
+    needed = {}
+    for lineno, line in enumerate(lines, start=1):
+        if line.adapter is not None and line.adapter not in given:
+            raise _input_error(lineno, f'"adapter": {line.adapter} is not one of this task\'s adapters')
+        if line.adapter is not None:
+            needed[line.adapter] = given[line.adapter]
+    return needed
+
+
 def engine_prompt(line: RequestLine):
     """What the engine renders: the text, or the messages for the chat template."""
     if line.messages is None:
@@ -72,7 +85,9 @@ def generate_all(engine: InferenceEngine, prompts: list[RequestLine], params: Ge
         groups[key].append(i)
     results: list[Completion | None] = [None] * len(prompts)
     for key, indices in sorted(groups.items(), key=lambda kv: (settings[kv[0]].max_new_tokens, kv[0])):
-        completions = engine.generate([engine_prompt(prompts[i]) for i in indices], settings[key])
+        adapters = [prompts[i].adapter for i in indices]  # the engine batches across them where it can
+        completions = engine.generate([engine_prompt(prompts[i]) for i in indices], settings[key],
+                                      **({"adapters": adapters} if any(adapters) else {}))
         for i, completion in zip(indices, completions, strict=True):
             results[i] = completion
     return [c for c in results if c is not None]
@@ -105,13 +120,16 @@ def run_inference(
     params: GenerationParams | Mapping[str, Any] | str | None = None,
     *,
     engine: str = "auto",
+    adapters: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Run the workload in this process and return the success report (errors raise)."""
+    """Run the workload in this process and return the success report (errors raise).
+    ``adapters``: LoRA adapter CID -> directory, for the lines that name one."""
     if not isinstance(params, GenerationParams):
         params = GenerationParams.parse(params)
     prompts = read_prompts(input_path)
+    adapters = needed_adapters(prompts, adapters)
     started = time.perf_counter()
-    eng = select_engine(Path(model_path), engine)
+    eng = select_engine(Path(model_path), engine, adapters=adapters)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     completions = generate_all(eng, prompts, params)
@@ -146,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="{}", help="GenerationParams as a JSON object")
     p.add_argument("--result", required=True, type=Path, help="report JSON, always written")
     p.add_argument("--engine", default="auto", choices=("auto", "transformers", "vllm"))
+    p.add_argument("--adapters", help="LoRA adapters the lines may name: a JSON object of CID to directory")
     return p
 
 
@@ -153,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return run_reporting(
         "inference", args.result,
-        lambda: run_inference(args.model, args.input, args.output, args.params, engine=args.engine),
+        lambda: run_inference(args.model, args.input, args.output, args.params, engine=args.engine,
+                              adapters=parse_adapters_arg(args.adapters)),
         lambda r: f"{r['prompts']} prompts, {r['tokens_per_s']} tokens/s on {r['engine']}/{r['device']}")
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ def _extract(artifact: Path, dest: Path, max_bytes: int) -> None:
         extract(artifact, dest, max_bytes=max_bytes)
     except TarError as exc:
         raise _model_error(f"model {exc}") from exc
-    if not (dest / "config.json").is_file():
-        raise _model_error("model tar has no config.json at its root")
+    if not (dest / "config.json").is_file() and not (dest / "adapter_config.json").is_file():
+        raise _model_error("model tar has no config.json (nor, for a LoRA adapter, adapter_config.json) at its root")
 
 
 def materialize(artifact: Path, cache_dir: Path, *, max_bytes: int | None = None) -> Path:

@@ -26,6 +26,7 @@ and variance were the tokens drawn from the model). The decision rule is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import inspect
 import json
@@ -46,7 +47,8 @@ from provider_node.workloads.engines import (
 from gpumesh.requestline import RequestLine
 from provider_node.workloads.common import read_objects, run_reporting, write_atomic
 from provider_node.workloads.decoding import Grammars, cut_at_stop
-from provider_node.workloads.inference import PromptLine, read_prompts
+from provider_node.workloads.adapters import AdapterError, AdapterSet, parse_adapters_arg
+from provider_node.workloads.inference import PromptLine, needed_adapters, read_prompts
 
 DEFAULT_TOP_K = 5
 
@@ -120,21 +122,33 @@ class Scorer:
     tokenizer: Any
     device: str
     eos_ids: tuple[int, ...]
+    adapters: AdapterSet | None = None  # LoRA adapters of the model, one active per batch
 
     @classmethod
-    def load(cls, model_path: Path, *, device: str | None = None, dtype: str = "float32") -> Scorer:
+    def load(cls, model_path: Path, *, device: str | None = None, dtype: str = "float32",
+             adapters: Mapping[str, Path] | None = None) -> Scorer:
         import torch
 
         from provider_node.workloads.models import load_causal_lm
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, tokenizer = load_causal_lm(Path(model_path), device=device, dtype=getattr(torch, dtype))
-        return cls(model, tokenizer, device, eos_ids(model, tokenizer))
+        ids = eos_ids(model, tokenizer)
+        loaded = AdapterSet(model, adapters)
+        return cls(loaded.model, tokenizer, device, ids, loaded)
 
     @classmethod
     def from_engine(cls, engine: TransformersEngine) -> Scorer:
-        """Score with an engine's loaded model (and its precision)."""
-        return cls(engine.model, engine.tokenizer, engine.device, eos_ids(engine.model, engine.tokenizer))
+        """Score with an engine's loaded model (and its precision, and adapters)."""
+        return cls(engine.model, engine.tokenizer, engine.device, engine._eos_ids, engine.adapters)
+
+    def use(self, adapter: str | None):
+        """The block runs under LoRA adapter ``adapter`` (None: the base model)."""
+        if self.adapters is None:
+            if adapter is not None:
+                raise AdapterError(adapter, "the line names an adapter this check was not given")
+            return contextlib.nullcontext()
+        return self.adapters.use(adapter)
 
     @property
     def vocab_size(self) -> int:
@@ -179,14 +193,19 @@ def rescore(
     if not claims:
         return []
     items = _prepare(scorer, claims, params)
-    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt_ids) + items[i].scored)
+    adapter = [(c.line.adapter if c.line is not None else None) for c in claims]
+    groups: dict[str | None, list[int]] = {}
+    for i in sorted(range(len(items)), key=lambda i: len(items[i].prompt_ids) + items[i].scored):
+        groups.setdefault(adapter[i], []).append(i)  # one adapter per batch, by length within it
     reports: list[dict[str, Any] | None] = [None] * len(items)
     with torch.inference_mode():
-        for start in range(0, len(order), params.batch_size):
-            batch = order[start : start + params.batch_size]
-            scored = _score_batch(scorer, [items[i] for i in batch])
-            for i, stats in zip(batch, scored, strict=True):
-                reports[i] = _report(scorer, items[i], stats, top_k)
+        for name, order in groups.items():
+            with scorer.use(name):
+                for start in range(0, len(order), params.batch_size):
+                    batch = order[start : start + params.batch_size]
+                    scored = _score_batch(scorer, [items[i] for i in batch])
+                    for i, stats in zip(batch, scored, strict=True):
+                        reports[i] = _report(scorer, items[i], stats, top_k)
     return [r for r in reports if r is not None]
 
 
@@ -342,15 +361,20 @@ def run_rescore(
     prompts_path: Path | None = None,
     top_k: int = DEFAULT_TOP_K,
     dtype: str = "float32",
+    adapters: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Run the workload in this process and return the success result (errors raise)."""
+    """Run the workload in this process and return the success result (errors raise).
+    ``adapters``: the LoRA adapters (CID -> directory) the job's lines name."""
     if not isinstance(params, GenerationParams):
         params = GenerationParams.parse(params)
     claims = read_claims(input_path)
+    given = {}
     if prompts_path is not None:
-        claims = against_job(claims, read_prompts(prompts_path))
+        lines = read_prompts(prompts_path)
+        claims = against_job(claims, lines)
+        given = needed_adapters(lines, adapters)
     started = time.perf_counter()
-    scorer = Scorer.load(Path(model_path), dtype=dtype)
+    scorer = Scorer.load(Path(model_path), dtype=dtype, adapters=given)
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     reports = rescore(scorer, claims, params, top_k=top_k)
@@ -380,6 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="count tokens outside this top-k")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="scoring precision (the judge's thresholds assume float32)")
+    p.add_argument("--adapters", help="LoRA adapters the job's lines name: a JSON object of CID to directory")
     return p
 
 
@@ -388,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     return run_reporting(
         "rescore", args.result,
         lambda: run_rescore(args.model, args.input, args.output, args.params, prompts_path=args.prompts,
-                            top_k=args.top_k, dtype=args.dtype),
+                            top_k=args.top_k, dtype=args.dtype,
+                            adapters=parse_adapters_arg(args.adapters)),
         lambda r: f"{r['records']} records, {r['tokens_per_s']} tokens/s on {r['device']}/{r['dtype']}")
 
 if __name__ == "__main__":

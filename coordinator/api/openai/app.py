@@ -10,21 +10,24 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from coordinator.api.openai import batches, errors, files, models
+from coordinator.api.openai import batches, errors, files, fine_tuning, models
 from coordinator.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
     from coordinator.batches.service import BatchService
+    from coordinator.finetunes.service import FineTuneService
 
 log = logging.getLogger(__name__)
 
 
-def create_app(service: BatchService, *, rate_per_s: float = 50.0, burst: int = 200) -> FastAPI:
+def create_app(service: BatchService, *, finetunes: FineTuneService | None = None, rate_per_s: float = 50.0,
+               burst: int = 200) -> FastAPI:
     app = FastAPI(title="gpumesh OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json")
     app.state.service = service
+    app.state.finetunes = finetunes
     app.state.limiter = RateLimiter(rate_per_s, burst, clock=service.clock)
     errors.install(app)
-    for router in (files.router, batches.router, models.router):
+    for router in (files.router, batches.router, fine_tuning.router, models.router):
         app.include_router(router, prefix="/v1")
     return app
 

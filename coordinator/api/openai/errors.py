@@ -46,6 +46,8 @@ def from_domain(exc: GpumeshError) -> ApiError:
                         headers={"retry-after": "1"})
     if status == 500:
         return ApiError(500, exc.message, type_="server_error")
+    if isinstance(exc, NotFound) and field == "model":
+        return ApiError(404, exc.message, param=field, code="model_not_found")
     return ApiError(status, exc.message, param=field)
 
 
