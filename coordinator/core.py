@@ -60,6 +60,7 @@ from gpumesh.v1 import provider_pb2
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY_S = 0.5  # a running task's progress events: at most one per lease this often
 CANCEL_REQUESTED = "cancel_requested"  # a fine-tune's event type: stop and deliver was asked
 LEASES = "lease:"  # signal key prefix: the leader made a lease for a provider another replica holds
 PROVIDER = "provider:"  # signal key prefix: a provider's record changed (a hardware check, a slash)
@@ -136,7 +137,7 @@ class Coordinator:
             relay.deliver = self._on_remote_signal
         self._shown: dict[str, str] = {}  # pending reasons this leader wrote last round
         self._specs: dict[str, JobSpec] = {}
-        self._progress: dict[str, int] = {}  # lease id -> the last step reported
+        self._progress: dict[str, tuple[int, float]] = {}  # lease id -> the last step reported, and when
         self._loops: list[asyncio.Task] = []
         self._lead: list[asyncio.Task] = []  # the leader-only loops, while this replica leads
         self._side: set[asyncio.Task] = set()  # the leader's one-off jobs (launches, teardowns)
@@ -518,8 +519,10 @@ class Coordinator:
     def _on_progress(self, session: ProviderSession, p: provider_pb2.TaskProgress) -> None:
         """A running fine-tune's step and loss, as its provider reports it: an event of the job
         (what the provider says, not a verified figure), at most one per step, in order."""
-        if p.step <= self._progress.get(p.lease_id, 0) or not math.isfinite(p.loss):
-            return
+        last_step, last_at = self._progress.get(p.lease_id, (0, 0.0))
+        now = self.clock()
+        if p.step <= last_step or now - last_at < PROGRESS_EVERY_S or not math.isfinite(p.loss):
+            return  # (a provider's reports are rate-limited: the loss log itself comes with the result)
         try:
             task = self.store.get_task(p.task_id)
         except NotFound:
@@ -532,7 +535,7 @@ class Coordinator:
             return
         if len(self._progress) > 10_000:
             self._progress.clear()
-        self._progress[p.lease_id] = p.step
+        self._progress[p.lease_id] = (p.step, now)
         self.event(task.job_id, f"Step {p.step}/{total}: training loss={p.loss:.4f}", type="metrics",
                    data={"step": int(p.step), "total_steps": total, "train_loss": float(p.loss),
                          "reported_by": session.record.address})
@@ -805,6 +808,10 @@ class Coordinator:
         self.metrics.jobs_settled.inc()
         self.metrics.paid.inc(payout.paid)
         self.metrics.refunded.inc(payout.refund)
+        if self._spec(job_id).kind == "finetune":
+            self.event(job_id, f"Settled on-chain: {payout.paid} base units paid to {len(payout.payouts)} "
+                       f"provider(s), {payout.refund} refunded", type="settled",
+                       data={"paid": str(payout.paid), "refund": str(payout.refund)})
         self.signals.notify(job_id)
 
     def _schedule_round(self) -> int:

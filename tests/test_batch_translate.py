@@ -99,7 +99,7 @@ def test_malformed_lines_go_to_the_error_file_with_their_line_numbers():
                models=("m", "m2"))
     assert len(many.requests) == 2
     two = run(line("a"), line("b", {"model": "m2", "messages": [{"role": "user", "content": "x"}]}), models=("m", "m2"))
-    assert two.errors[0].param == "model" and "one batch serves one model" in two.errors[0].message
+    assert two.errors[0].param == "model" and "one batch serves one base model" in two.errors[0].message
 
 
 @pytest.mark.parametrize("data, code", [
@@ -181,3 +181,27 @@ def test_embedding_checks_compare_by_cosine_and_the_referee_sides_with_the_truth
     reading = read_embed_referee(wrong, noisy, truth)
     assert (reading.primary_valid, reading.checker_valid) == (False, True)
     assert read_embed_referee(noisy, None, truth).checker_valid is False
+
+
+def test_fine_tunes_of_the_batch_base_share_it_each_line_with_its_adapter():
+    adapter = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    served = {"m": ("m", None), "ft:m:a:1": ("m", adapter), "ft:other:b:2": ("other", adapter)}
+
+    def resolve(name):
+        if name not in served:
+            raise LookupError(f"The model `{name}` does not exist")
+        return served[name]
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    data = "".join(x + "\n" for x in (
+        line("base", body), line("tuned", {**body, "model": "ft:m:a:1"}),
+        line("foreign", {**body, "model": "ft:other:b:2"}))).encode()
+    tr = translate(data, endpoint=CHAT, batch_id="batch_x", max_lines=10, resolve_model=resolve)
+    assert tr.model == "m" and list(tr.adapters) == [adapter]
+    assert [x.get("adapter") for x in tr.lines] == [None, adapter]
+    assert [(r.custom_id, r.model, r.adapter) for r in tr.requests] == [("base", "", ""),
+                                                                         ("tuned", "ft:m:a:1", adapter)]
+    assert tr.errors[0].custom_id == "foreign" and "one base model" in tr.errors[0].message
+    emb = translate((line("e", {"model": "ft:m:a:1", "input": "x"}, url="/v1/embeddings") + "\n").encode(),
+                    endpoint="/v1/embeddings", batch_id="b", max_lines=10, resolve_model=resolve)
+    assert not emb.requests and "serves completions, not embeddings" in emb.errors[0].message

@@ -78,6 +78,9 @@ def test_a_fine_tune_is_watched_finished_and_served_verified(dev, client):
     assert all(c.model_extra["gpumesh"]["cid"] and "train_loss" in c.metrics.model_extra | dict(c.metrics)
                for c in ckpts)
     assert name in {m.id for m in client.models.list()}
+    watched = _watch(dev, done.model_extra["gpumesh"]["job_id"])  # the CLI, in a pipe: plain lines
+    assert "Step 12/12: training loss=" in watched and "completed: output" in watched
+    assert "settled:" in watched and "paid" in watched, watched
     other = dev.client(key=_other_key(dev))
     with pytest.raises(openai.NotFoundError):  # a fine-tuned model is its owner's
         other.models.retrieve(name)
@@ -99,6 +102,82 @@ def test_a_fine_tune_is_watched_finished_and_served_verified(dev, client):
     assert all("adapter_cid" not in e for k, e in evidence.items() if k.startswith("base"))
     assert all(v["response"]["body"]["model"] == (name if k.startswith("tuned") else MODEL) for k, v in out.items())
     assert all(e["verdict"] for e in evidence.values())
+    native = _native(dev, name, chat("tuned-cat", name)["body"]["messages"])  # the SDK runs the same line
+    assert native == text["tuned-cat"]
+
+
+def test_a_tampered_or_foreign_adapter_is_refused_before_any_provider_runs_it(dev, client):
+    from gpumesh.chain import dev_keys
+    from gpumesh.client import Client
+    from gpumesh.errors import InvalidArgument
+    from gpumesh.identity import Wallet
+    from gpumesh.jobspec import JobSpec
+
+    tuned = next(j for j in client.fine_tuning.jobs.list() if j.status == "succeeded")
+    adapter_cid = tuned.model_extra["gpumesh"]["adapter_cid"]
+    with Client.connect(dev.target, wallet=Wallet.from_hex(dev_keys()[1])) as sdk:
+        from eth_account import Account
+
+        sdk.chain().mint(Account.from_key(sdk.wallet.private_key), sdk.wallet.address, 10)
+        tampered = sdk.upload(_truncated_weights(sdk.download(adapter_cid)))
+        other_base = sdk.upload(b"GGUF" + b"\0" * 64)
+        line = {"id": 1, "prompt": "hi", "max_new_tokens": 2}
+        for adapters, base, why in ((tampered, tuned.model_extra["gpumesh"]["base_cid"], "adapter"),
+                                    (adapter_cid, other_base, "trained on base model")):
+            spec = JobSpec(model_cid=base, input_cid=sdk.upload((json.dumps({**line, "adapter": adapters}) +
+                                                                "\n").encode()), adapter_cids=(adapters,))
+            with pytest.raises(InvalidArgument) as e:
+                sdk.submit(spec, budget=1)
+            assert e.value.field == "spec.adapter_cids[0]" and why in e.value.message, e.value.message
+
+
+def _truncated_weights(tar_bytes: bytes) -> bytes:
+    """The adapter's tar with its safetensors file cut short by 8 bytes (the tar itself well formed)."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isfile() else b""
+            if m.name.endswith("adapter_model.safetensors"):
+                data = data[:-8]
+            m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if m.isfile() else None)
+    return out.getvalue()
+
+
+def _native(dev, name: str, messages: list[dict]) -> str:
+    from eth_account import Account
+
+    from gpumesh.chain import dev_keys
+    from gpumesh.client import Client
+    from gpumesh.identity import Wallet
+    from gpumesh.jobspec import JobSpec
+
+    with Client.connect(dev.target, wallet=Wallet.from_hex(dev_keys()[1])) as sdk:
+        base, adapter = sdk.adapter(name)
+        line = {"id": "n", "messages": messages, "max_new_tokens": 6, "temperature": 0, "adapter": adapter}
+        spec = JobSpec(model_cid=base, input_cid=sdk.upload((json.dumps(line) + "\n").encode()),
+                       adapter_cids=(adapter,))
+        sdk.chain().mint(Account.from_key(sdk.wallet.private_key), sdk.wallet.address, 10**17)
+        handle = sdk.submit(spec, budget=10**17)
+        assert handle.wait(timeout=180).state == "COMPLETED"
+        return next(iter(handle.outputs()))["completion"]
+
+
+def _watch(dev, job_id: str) -> str:
+    import subprocess
+    import sys
+
+    from gpumesh.chain import dev_keys
+
+    key = dev.root.parent / "submitter.key"
+    key.write_text(dev_keys()[1].removeprefix("0x"))
+    run = subprocess.run([sys.executable, "-m", "gpumesh", "jobs", "watch", job_id, "--coordinator", dev.target,
+                          "--key-file", str(key)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout + run.stderr
 
 
 def _other_key(dev) -> str:

@@ -89,14 +89,17 @@ def models() -> None:
 @click.argument("source")
 @click.option("--min-memory-mb", type=int, default=0, help="Memory a node needs to serve it (0: estimated).")
 @click.option("--replace", is_flag=True, help="Re-point a name this wallet registered.")
+@click.option("--base", default="", help="For a LoRA adapter (a tar of a peft adapter directory): its base model.")
 @TARGET
 @KEY_FILE
-def models_add(name, source, min_memory_mb, replace, target, key_file) -> None:
-    """Register NAME for SOURCE: a model file (GGUF, or a tar of a Hugging Face directory) or its CID."""
+def models_add(name, source, min_memory_mb, replace, base, target, key_file) -> None:
+    """Register NAME for SOURCE: a model file (GGUF, or a tar of a Hugging Face directory), a LoRA
+    adapter's tar (with --base), or its CID."""
     src = Path(source) if os.path.exists(source) else source
     with _submitter_client(target, key_file) as client:
-        m = client.add_model(name, src, min_memory_mb=min_memory_mb, replace=replace)
-    click.echo(f"{m.name}  {m.cid}  {m.format}  {m.size_bytes} bytes  needs {m.min_memory_mb} MiB")
+        m = client.add_model(name, src, min_memory_mb=min_memory_mb, replace=replace, base=base)
+    on = f"  on {m.base}" if m.base else ""
+    click.echo(f"{m.name}  {m.cid}  {m.format}{on}  {m.size_bytes} bytes  needs {m.min_memory_mb} MiB")
 
 
 @models.command("list")

@@ -13,8 +13,11 @@ console = Console(stderr=True)
 
 
 def watch_job(client: Client, job_id: str) -> JobStatus:
-    """Show a live progress bar of tasks done until the job is terminal; returns the last status."""
+    """Show a live progress bar of tasks done (a fine-tune's steps and loss) until the job is
+    terminal; returns the last status. Outside a terminal the bar prints plain lines instead."""
     status = client.get_job(job_id)
+    if status.raw.spec.kind == "finetune":
+        return _watch_finetune(client, status)
     with Progress(
         TextColumn("[bold]{task.fields[job]}"),
         BarColumn(),
@@ -33,6 +36,51 @@ def watch_job(client: Client, job_id: str) -> JobStatus:
                             state=status.state, note=note)
     if status.state == "COMPLETED":
         console.print(f"[green]completed[/green]: output {status.output_cid}")
+    else:
+        console.print(f"[red]{status.state.lower()}[/red]: {status.error}")
+    return status
+
+
+def _watch_finetune(client: Client, status: JobStatus, *, poll_s: float = 1.0, settle_wait_s: float = 30.0
+                    ) -> JobStatus:
+    """Steps done and the latest training loss from the job's events; at the end, what it cost
+    (the settlement's event, waited for a while on a settling coordinator)."""
+    import json
+    import time
+
+    total = int(json.loads(status.raw.spec.finetune_json or "{}").get("steps") or 0) or None
+    seen, settled = 0, None
+    with Progress(TextColumn("[bold]{task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("steps  {task.fields[state]}  {task.fields[note]}"), TimeElapsedColumn(),
+                  console=console, transient=False, disable=not console.is_terminal) as progress:
+        bar = progress.add_task("job", total=total, job=status.job_id, state=status.state, note="")
+        while True:
+            for e in client.job_events(status.job_id, after=seen, limit=1000):
+                seen = e.seq
+                data = json.loads(e.data_json or "{}")
+                if e.type == "metrics":
+                    progress.update(bar, completed=data["step"], note=f"loss {data['train_loss']:.4f}")
+                elif e.type == "settled":
+                    settled = data
+                if not console.is_terminal:
+                    console.print(f"{status.job_id}  {e.message}")
+            status = client.get_job(status.job_id)
+            progress.update(bar, state=status.state)
+            if status.terminal:
+                break
+            time.sleep(poll_s)
+    if status.state == "COMPLETED":
+        console.print(f"[green]completed[/green]: output {status.output_cid}")
+        deadline = time.monotonic() + (settle_wait_s if status.raw.settlement else 0)
+        while settled is None and time.monotonic() < deadline:
+            for e in client.job_events(status.job_id, after=seen, limit=1000):
+                seen = e.seq
+                if e.type == "settled":
+                    settled = json.loads(e.data_json)
+            time.sleep(poll_s)
+        if settled is not None:
+            console.print(f"settled: {settled['paid']} base units paid, {settled['refund']} refunded "
+                          f"(budget {status.raw.budget})")
     else:
         console.print(f"[red]{status.state.lower()}[/red]: {status.error}")
     return status
