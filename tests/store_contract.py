@@ -502,6 +502,7 @@ def test_finetunes_are_their_owners_and_job_events_keep_their_order(store):
     store.add_job_event("job_8", level="info", type="message", message="other", now=1.0)
     assert seqs == [1, 2, 3, 4]
     assert [e.data["step"] for e in store.job_events("job_7", after=1, limit=2)] == [2, 3]
+    assert [e.seq for e in store.job_events("job_7", before=4, limit=2, newest_first=True)] == [3, 2]
     assert store.has_job_event("job_7", "metrics") and not store.has_job_event("job_7", "cancel_requested")
     assert [e.message for e in store.job_events("job_8")] == ["other"]
 

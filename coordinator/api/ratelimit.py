@@ -41,6 +41,7 @@ METHOD_CLASSES: dict[str, str] = {
     f"/{_SUBMITTER}/GetSettlementInfo": "read",
     f"/{_SUBMITTER}/GetSealingKey": "read",
     f"/{_SUBMITTER}/ListJobs": "read",
+    f"/{_SUBMITTER}/ListJobEvents": "read",
     f"/{_SUBMITTER}/ListModels": "read",
     f"/{_SUBMITTER}/ListApiKeys": "read",
     f"/{_SUBMITTER}/CreateApiKey": "submit",

@@ -169,11 +169,8 @@ class FineTuneService:
         entry = await asyncio.to_thread(self.store.get_finetune, ft_id, owner)
         if not entry.job_id:
             return [], False
-        events = await asyncio.to_thread(self.store.job_events, entry.job_id, limit=1_000_000)
-        events.reverse()
-        if after:
-            seq = _seq(after)
-            events = [e for e in events if e.seq < seq]
+        events = await asyncio.to_thread(self.store.job_events, entry.job_id, limit=limit + 1, newest_first=True,
+                                         before=_seq(after) if after else None)
         page = events[:limit]
         return [{"object": "fine_tuning.job.event", "id": f"ftevent-{ft_id.removeprefix('ftjob-')}-{e.seq}",
                  "created_at": int(e.created_at), "level": e.level, "message": e.message,

@@ -188,10 +188,13 @@ class ApiSql:
                        "VALUES (?,?,?,?,?,?,?)", (job_id, seq, now, level, type, message, json.dumps(data or {})))
             return seq
 
-    def job_events(self, job_id: str, *, after: int = 0, limit: int = 100) -> list[JobEvent]:
-        """The job's events after sequence number ``after``, oldest first."""
+    def job_events(self, job_id: str, *, after: int = 0, limit: int = 100, before: int | None = None,
+                   newest_first: bool = False) -> list[JobEvent]:
+        """The job's events after sequence number ``after`` (and before ``before``), oldest first
+        unless ``newest_first``."""
         rows = self._read("SELECT job_id, seq, created_at, level, type, message, data_json FROM job_events "
-                          "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?", (job_id, after, limit))
+                          f"WHERE job_id = ? AND seq > ? AND seq < ? ORDER BY seq {'DESC' if newest_first else ''} "
+                          "LIMIT ?", (job_id, after, 2**62 if before is None else before, limit))
         return [JobEvent(r[0], int(r[1]), float(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows]
 
     def has_job_event(self, job_id: str, type: str) -> bool:

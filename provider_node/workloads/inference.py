@@ -129,7 +129,7 @@ def run_inference(
     prompts = read_prompts(input_path)
     adapters = needed_adapters(prompts, adapters)
     started = time.perf_counter()
-    eng = select_engine(Path(model_path), engine, adapters=adapters)
+    eng = select_engine(Path(model_path), engine, **({"adapters": adapters} if adapters else {}))
     load_s = time.perf_counter() - started
     started = time.perf_counter()
     completions = generate_all(eng, prompts, params)
