@@ -56,6 +56,29 @@ def is_adapter_tar(artifacts: ArtifactStore, cid: str) -> bool:
         return False
 
 
+def adapter_from_checkpoint(checkpoint_tar: bytes, final_tar: bytes) -> bytes:
+    """A peft adapter (tar) of a LoRA run's checkpoint: the run's adapter config, and the
+    checkpoint's trainable tensors under the names peft saves them by (without the adapter's own)."""
+    import re
+
+    from safetensors.numpy import load, save
+
+    from gpumesh.tarball import pack_dir, read_members
+
+    config = read_members(final_tar).get(CONFIG)
+    weights = read_members(checkpoint_tar).get("weights.safetensors")
+    if config is None or weights is None:
+        raise ValueError("not a LoRA run's checkpoint and adapter")
+    tensors = {re.sub(r"\.default(?=\.weight$|\.bias$|$)", "", name): t for name, t in load(weights).items()
+               if ".lora_" in name}
+    if not tensors:
+        raise ValueError("the checkpoint holds no LoRA tensors")
+    with tempfile.TemporaryDirectory(prefix="gpumesh-ckpt-") as tmp:
+        (Path(tmp) / CONFIG).write_bytes(config)
+        (Path(tmp) / WEIGHTS).write_bytes(save(tensors))
+        return pack_dir(Path(tmp))
+
+
 def inspect_adapter(artifacts: ArtifactStore, cid: str) -> AdapterInfo:
     """The adapter's shape, or ValueError saying what is wrong with it."""
     size = artifacts.size(cid)

@@ -90,17 +90,24 @@ def test_a_fine_tune_is_watched_finished_and_served_verified(dev, client):
             "model": model, "max_tokens": 6, "temperature": 0, "messages": [
                 {"role": "system", "content": "answer"}, {"role": "user", "content": f"say {cid[-3:]}"}]}}
 
-    lines = [chat(f"base-{w}", MODEL) for w in WORDS[:3]] + [chat(f"tuned-{w}", name) for w in WORDS[:3]]
+    middle = ckpts[3].fine_tuned_model_checkpoint  # step 6: a model of its own, as OpenAI's checkpoints are
+    assert middle == f"{name}:ckpt-step-6" and client.models.retrieve(middle).id == middle
+    lines = [chat(f"base-{w}", MODEL) for w in WORDS[:3]] + [chat(f"tuned-{w}", name) for w in WORDS[:3]] + [
+        chat("ckpt-cat", middle)]
     batch = run_batch(client, lines)
-    assert batch.status == "completed" and batch.request_counts.completed == 6, batch
+    assert batch.status == "completed" and batch.request_counts.completed == 7, batch
     out = lines_of(client, batch.output_file_id)
     text = {k: v["response"]["body"]["choices"][0]["message"]["content"] for k, v in out.items()}
+    assert out["ckpt-cat"]["response"]["body"]["gpumesh"]["adapter_cid"] == ckpts[3].model_extra["gpumesh"][
+        "adapter_cid"]
     assert all(text[f"base-{w}"] != text[f"tuned-{w}"] for w in WORDS[:3]), text
     evidence = {k: v["response"]["body"]["gpumesh"] for k, v in out.items()}
+    assert ckpts[0].model_extra["gpumesh"]["adapter_cid"]  # the last step's, as the final adapter holds
     assert {e.get("adapter_cid") for k, e in evidence.items() if k.startswith("tuned")} == {
         done.model_extra["gpumesh"]["adapter_cid"]}
     assert all("adapter_cid" not in e for k, e in evidence.items() if k.startswith("base"))
-    assert all(v["response"]["body"]["model"] == (name if k.startswith("tuned") else MODEL) for k, v in out.items())
+    assert all(v["response"]["body"]["model"] == (name if k.startswith("tuned") else MODEL)
+               for k, v in out.items() if not k.startswith("ckpt"))
     assert all(e["verdict"] for e in evidence.values())
     native = _native(dev, name, chat("tuned-cat", name)["body"]["messages"])  # the SDK runs the same line
     assert native == text["tuned-cat"]
@@ -213,6 +220,9 @@ def test_bad_training_files_and_models_are_refused_before_anything_is_bought(cli
     with pytest.raises(openai.BadRequestError) as e:
         client.fine_tuning.jobs.create(training_file=good, model=MODEL, hyperparameters={"n_epochs": 0})
     assert e.value.param == "hyperparameters.n_epochs"
+    with pytest.raises(openai.BadRequestError) as e:  # never silently ignored
+        client.fine_tuning.jobs.create(training_file=good, model=MODEL, extra_body={"warmup_steps": 3})
+    assert e.value.param == "warmup_steps"
     assert not [j for j in client.fine_tuning.jobs.list() if j.training_file in (bad, roles, long)]
 
 

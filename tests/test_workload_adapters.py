@@ -141,3 +141,23 @@ def test_the_coordinator_refuses_tampered_adapters_before_a_provider_sees_them(t
         path.write_bytes(_tar(files))
         with pytest.raises(ValueError, match=why):
             inspect_adapter_tar(path, path.stat().st_size)
+
+
+def test_a_checkpoint_becomes_an_adapter_the_workload_loads(trained, tmp_path):
+    from coordinator.adapters import adapter_from_checkpoint
+    from gpumesh.tarball import extract
+
+    root, model, final = trained
+    data = adapter_from_checkpoint(pack_dir(root / "out" / "checkpoints" / "step-000005"), pack_dir(final))
+    (tmp_path / "a.tar").write_bytes(data)
+    assert inspect_adapter_tar(tmp_path / "a.tar", len(data)).rank == 4
+    extract(tmp_path / "a.tar", tmp_path / "mid")
+    last = adapter_from_checkpoint(pack_dir(root / "out" / "checkpoints" / "step-000010"), pack_dir(final))
+    (tmp_path / "b.tar").write_bytes(last)
+    extract(tmp_path / "b.tar", tmp_path / "last")
+    inp = _lines(tmp_path / "in.jsonl", adapter=True)
+    outs = {}
+    for name, path in (("mid", tmp_path / "mid"), ("last", tmp_path / "last"), ("final", final)):
+        run_inference(model, inp, tmp_path / f"{name}.jsonl", {"chat": True}, adapters={CID: path})
+        outs[name] = [json.loads(x)["completion"] for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    assert outs["last"] == outs["final"]  # the last checkpoint is the final adapter

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+CREATE_KEYS = {"model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata",
+               "integrations"}
 MAX_EXAMPLES = 100_000
 FINETUNE_WINDOW_S = 7 * 86400
 TRAIN_MEMORY = 4.0  # memory of a LoRA run / the base model's serving memory (float32 weights, activations)
@@ -53,6 +55,10 @@ class FineTuneService:
 
     async def create(self, key: ApiKey, body: dict[str, Any]) -> dict[str, Any]:
         owner = key.wallet
+        if extra := sorted(set(body) - CREATE_KEYS):
+            raise InvalidArgument(f"Unrecognized request argument supplied: {extra[0]}", field=extra[0])
+        if body.get("integrations"):
+            raise InvalidArgument("integrations (Weights & Biases) are not supported", field="integrations")
         name = body.get("model")
         if not isinstance(name, str) or not name:
             raise InvalidArgument("Missing required parameter: 'model'.", field="model")
@@ -189,7 +195,8 @@ class FineTuneService:
                  "created_at": int(entry.body.get("finished_at") or self.clock()), "fine_tuning_job_id": ft_id,
                  "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{c.step}", "step_number": c.step,
                  "metrics": {"step": float(c.step), **({"train_loss": losses[c.step]} if c.step in losses else {})},
-                 "gpumesh": {"cid": c.cid, "verified": verdict}}
+                 "gpumesh": {"cid": c.cid, "verified": verdict,
+                             "adapter_cid": (entry.body.get("checkpoint_models") or {}).get(str(c.step))}}
                 for c in reversed(index.checkpoints)]
         if after:
             seen = [r["id"] for r in rows]
@@ -247,6 +254,7 @@ class FineTuneService:
             tasks = await asyncio.to_thread(self.store.list_tasks, entry.job_id)
             primary = next(t for t in tasks if t.role is TaskRole.PRIMARY)
             metrics = json.loads(primary.metrics_json or "{}")
+            body["checkpoint_models"] = await asyncio.to_thread(self._register_checkpoints, entry, index, name)
             body |= {"status": "cancelled" if cancelled else "succeeded", "fine_tuned_model": name,
                      "trained_tokens": int(metrics.get("tokens") or 0), "adapter_cid": index.final,
                      "steps_done": index.steps, "final_loss": losses.get(index.steps)}
@@ -262,6 +270,26 @@ class FineTuneService:
         body["cost"] = await asyncio.to_thread(self._cost, entry.job_id)
         await asyncio.to_thread(self.store.update_finetune, entry.batch_id, body=body)
         return BatchEntry(entry.batch_id, entry.owner, body, entry.job_id, entry.created_at)
+
+    def _register_checkpoints(self, entry: BatchEntry, index: FinetuneOutput, name: str) -> dict[str, str]:
+        """Each checkpoint as a model of its own (``NAME:ckpt-step-N``), as OpenAI's checkpoints are:
+        its step's LoRA tensors with the run's adapter config. Step -> the adapter's CID."""
+        from coordinator.adapters import adapter_from_checkpoint
+
+        final = self.core.artifacts.get_bytes(index.final)
+        out = {}
+        for c in index.checkpoints:
+            try:
+                data = adapter_from_checkpoint(self.core.artifacts.get_bytes(c.cid), final)
+            except ValueError as exc:  # a full fine-tune's checkpoint, or an unreadable one: not a model
+                log.warning("checkpoint %s of %s is not servable: %s", c.step, entry.batch_id, exc)
+                continue
+            cid = self.core.artifacts.put_bytes(data)
+            self.core.access.grant([cid], entry.owner)
+            self.store.put_model(ModelEntry(f"{name}:ckpt-step-{c.step}", cid, "lora", len(data), 0, entry.owner,
+                                            self.clock(), entry.body["base_cid"]), replace=True)
+            out[str(c.step)] = cid
+        return out
 
     async def _result_file(self, entry: BatchEntry, losses: dict[int, float]) -> str:
         """OpenAI's result file: the metrics per step as CSV."""
