@@ -28,7 +28,7 @@ from coordinator.fallback import FallbackManager, NullProvisioner
 from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
 from coordinator.hwchecks import HardwareChecks
-from coordinator.models import Job, JobState, Lease, Task, TaskRole, TaskState
+from coordinator.models import CANCEL_REQUESTED, Job, JobState, Lease, Task, TaskRole, TaskState
 from coordinator.reputation import standing
 from coordinator.requests import RequestAuth
 from coordinator.sealing import KeyBroker, SealedView
@@ -61,7 +61,6 @@ from gpumesh.v1 import provider_pb2
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.5  # a running task's progress events: at most one per lease this often
-CANCEL_REQUESTED = "cancel_requested"  # a fine-tune's event type: stop and deliver was asked
 LEASES = "lease:"  # signal key prefix: the leader made a lease for a provider another replica holds
 PROVIDER = "provider:"  # signal key prefix: a provider's record changed (a hardware check, a slash)
 
@@ -238,18 +237,15 @@ class Coordinator:
                 spec = spec.model_copy(update={"deadline": latest})
         if spec.deadline is not None and spec.deadline.timestamp() <= self.clock():
             raise InvalidArgument("the deadline has already passed", field="spec.deadline")
-        for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid)):
+        if spec.adapter_cids and spec.kind != "inference":
+            raise InvalidArgument("LoRA adapters apply to inference jobs", field="spec.adapter_cids")
+        adapters = [(f"spec.adapter_cids[{i}]", cid) for i, cid in enumerate(spec.adapter_cids)]
+        for field, cid in (("spec.model_cid", spec.model_cid), ("spec.input_cid", spec.input_cid), *adapters):
             # Only what the submitter may read: naming someone else's CID must not make it readable.
             await asyncio.to_thread(self.access.check_read, submitter, cid, field=field)
             if not await asyncio.to_thread(self.artifacts.has, cid):
                 raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
-        if spec.adapter_cids and spec.kind != "inference":
-            raise InvalidArgument("LoRA adapters apply to inference jobs", field="spec.adapter_cids")
-        for i, cid in enumerate(spec.adapter_cids):
-            field = f"spec.adapter_cids[{i}]"
-            await asyncio.to_thread(self.access.check_read, submitter, cid, field=field)
-            if not await asyncio.to_thread(self.artifacts.has, cid):
-                raise NotFound(f"artifact {cid} is not in the artifact store; upload it first", field=field)
+        for field, cid in adapters:
             await asyncio.to_thread(self._check_adapter, cid, spec.model_cid, field)
         if spec.output_sealing_key and spec.kind != "inference":
             raise InvalidArgument("sealed outputs are for inference jobs", field="spec.output_sealing_key")

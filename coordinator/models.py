@@ -10,6 +10,9 @@ from gpumesh.errors import FailedPrecondition
 from gpumesh.jobspec import JobSpec
 
 
+CANCEL_REQUESTED = "cancel_requested"  # a fine-tune's event type: stop and deliver the run so far was asked
+
+
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"

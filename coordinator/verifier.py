@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from coordinator.config import CoordinatorSettings
 from coordinator.models import (
+    CANCEL_REQUESTED,
     Job,
     ProviderRecord,
     ProviderTier,
@@ -175,7 +176,7 @@ class Verifier:
         except ValueError as exc:
             return PrimaryDecision(reject=str(exc))
         steps = params.steps
-        if 1 <= index.steps < steps and self.store.has_job_event(job.job_id, "cancel_requested"):
+        if 1 <= index.steps < steps and self.store.has_job_event(job.job_id, CANCEL_REQUESTED):
             steps = index.steps  # stopped on the submitter's cancel: delivered (and checked) as far as it went
         problem = index.problem(steps, params.checkpoint_every)
         missing = [c for c in (*[c.cid for c in index.checkpoints], index.final, index.loss) if not self.artifacts.has(c)]

@@ -51,13 +51,17 @@ class Dev:
         return openai.OpenAI(base_url=self.base_url, api_key=key or self.key, max_retries=0)
 
 
-@pytest.fixture(scope="module")
-def dev(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dev") / "state"
-    stack = Dev(root)
+def dev_stack(tmp_path_factory, name: str = "dev"):
+    """A ``gpumesh dev`` stack for a module's fixture: yielded, then killed if still up."""
+    stack = Dev(tmp_path_factory.mktemp(name) / "state")
     yield stack
     if stack.proc.poll() is None:
         os.killpg(stack.proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    yield from dev_stack(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

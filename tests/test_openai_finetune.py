@@ -12,7 +12,7 @@ import time
 import openai
 import pytest
 
-from tests.test_openai_api import CHAT, MODEL, Dev, lines_of, run_batch
+from tests.test_openai_api import CHAT, MODEL, dev_stack, lines_of, run_batch
 
 pytestmark = pytest.mark.e2e
 WORDS = ["cat", "dog", "owl", "fox", "bee", "cow", "pig", "rat"]
@@ -20,13 +20,7 @@ WORDS = ["cat", "dog", "owl", "fox", "bee", "cow", "pig", "rat"]
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory):
-    import os
-    import signal
-
-    stack = Dev(tmp_path_factory.mktemp("devft") / "state")
-    yield stack
-    if stack.proc.poll() is None:
-        os.killpg(stack.proc.pid, signal.SIGKILL)
+    yield from dev_stack(tmp_path_factory, "devft")
 
 
 @pytest.fixture(scope="module")

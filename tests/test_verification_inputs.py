@@ -100,6 +100,7 @@ def test_disguise_shuffles_and_renames_and_is_seeded():
 def _engine_batches(data: bytes, batch_size: int, max_new_tokens: int) -> list[set[str]]:
     """The prompts the real inference workload generates together for ``data``: its grouping
     (``generate_all``) and the transformers engine's batching loop, with generation stubbed."""
+    from provider_node.workloads.adapters import AdapterSet
     from provider_node.workloads.engines import Completion, GenerationParams, TransformersEngine
     from provider_node.workloads.inference import PromptLine, generate_all
 
@@ -111,6 +112,7 @@ def _engine_batches(data: bytes, batch_size: int, max_new_tokens: int) -> list[s
 
     engine = object.__new__(TransformersEngine)  # no model: only the batching loop runs
     engine.tokenizer, engine._generate_batch = None, generate_batch  # chat=False: no template
+    engine.adapters = AdapterSet(None)  # no LoRA adapter loaded
     prompts = [PromptLine(id=r["id"], prompt=r["prompt"], max_new_tokens=r.get("max_new_tokens")) for r in records(data)]
     generate_all(engine, prompts, GenerationParams(batch_size=batch_size, max_new_tokens=max_new_tokens))
     return seen

@@ -54,7 +54,7 @@ def parse_window(value: str) -> float:
     return float(seconds)
 
 
-def _check_metadata(metadata: Any) -> dict[str, str]:
+def check_metadata(metadata: Any) -> dict[str, str]:
     if metadata is None:
         return {}
     if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
@@ -200,7 +200,7 @@ class BatchService:
         if endpoint not in ENDPOINTS:
             raise InvalidArgument(f"endpoint must be one of {', '.join(ENDPOINTS)}", field="endpoint")
         window = parse_window(completion_window)
-        metadata = _check_metadata(metadata)
+        metadata = check_metadata(metadata)
         owner = key.wallet
         file = await asyncio.to_thread(self.store.get_file, input_file_id, owner)
         if file.purpose != "batch":
@@ -365,7 +365,7 @@ class BatchService:
             mine = checks.get(task.task_id, [])
             roles = {c.role for c in mine}
             kind = "replica" if TaskRole.REPLICA in roles else "audit" if TaskRole.AUDIT in roles else "none"
-            cost = _cost(task) + sum(_cost(c) for c in mine)
+            cost = billed_cost(task) + sum(billed_cost(c) for c in mine)
             weights = [int(r.get("prompt_tokens") or 0) + int(r.get("completion_tokens") or 0) for r in rows]
             total = sum(weights) or 1
             if task.provider_id not in addresses:
@@ -398,7 +398,8 @@ class BatchService:
         return rows
 
 
-def _cost(task) -> int:
+def billed_cost(task) -> int:
+    """What a task's provider is owed: its price x the seconds it billed (token base units)."""
     return task.price_per_hour * int(task.billed_seconds * 1000) // 3_600_000
 
 

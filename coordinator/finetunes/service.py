@@ -17,19 +17,17 @@ import logging
 import statistics
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coordinator.finetunes.plan import check_suffix, hyperparameters_of, model_name, plan, quote
 from coordinator.finetunes.tokens import TokenizerCache
-from coordinator.models import JobState, TaskRole, TaskState
+from coordinator.batches.service import BatchService, billed_cost, check_metadata
+from coordinator.models import CANCEL_REQUESTED, JobState, TaskRole, TaskState
 from coordinator.store.api import ApiKey, BatchEntry, FileEntry, ModelEntry
 from gpumesh.chatdata import ExampleError, LineError, chat_tokens, parse_jsonl
 from gpumesh.checkpoints import FinetuneOutput
 from gpumesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from gpumesh.jobspec import JobSpec, Requirements
-
-if TYPE_CHECKING:
-    from coordinator.batches.service import BatchService
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ class FineTuneService:
             raise InvalidArgument(f"{name} is a fine-tuned model; fine-tune its base model instead", field="model")
         suffix = check_suffix(body.get("suffix"))
         hyperparameters_of(body)  # unknown keys fail before the file is read
-        metadata = _metadata(body.get("metadata"))
+        metadata = check_metadata(body.get("metadata")) or None
         train = await self._file(owner, body.get("training_file"), "training_file")
         validation = await self._file(owner, body.get("validation_file"), "validation_file") \
             if body.get("validation_file") else None
@@ -243,7 +241,7 @@ class FineTuneService:
     async def _finish(self, entry: BatchEntry, job) -> BatchEntry:
         """The job ended: register the adapter it delivered, and record how it ended (once)."""
         body = dict(entry.body)
-        cancelled = await asyncio.to_thread(self.store.has_job_event, entry.job_id, "cancel_requested")
+        cancelled = await asyncio.to_thread(self.store.has_job_event, entry.job_id, CANCEL_REQUESTED)
         index, losses, _ = await asyncio.to_thread(self._run_of, entry)
         body["finished_at"] = int(job.updated_at)
         if job.state is JobState.COMPLETED and index is not None:
@@ -304,7 +302,7 @@ class FineTuneService:
     def _cost(self, job_id: str) -> str:
         """What the providers were paid for the run and its checks (token base units)."""
         tasks = self.store.list_tasks(job_id) + self.store.list_checks(job_id)
-        return str(sum(t.price_per_hour * int(t.billed_seconds * 1000) // 3_600_000 for t in tasks
+        return str(sum(billed_cost(t) for t in tasks
                        if t.state in (TaskState.VERIFIED, TaskState.SETTLED, TaskState.SUBMITTED)))
 
 
@@ -313,16 +311,6 @@ def _seq(event_id: str) -> int:
         return int(event_id.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         raise InvalidArgument(f"not an event id: {event_id!r}", field="after") from None
-
-
-def _metadata(value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or len(value) > 16 or not all(
-            isinstance(k, str) and len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in value.items()):
-        raise InvalidArgument("metadata: at most 16 string keys (64 chars) to string values (512 chars)",
-                              field="metadata")
-    return value
 
 
 def ft_object(entry: BatchEntry, *, status: str | None = None) -> dict[str, Any]:

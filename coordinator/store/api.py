@@ -70,8 +70,8 @@ class BatchEntry:
 
 _KEY_COLS = "key_id, wallet, name, spend_cap, spent, created_at, revoked_at"
 _FILE_COLS = "file_id, owner, purpose, filename, bytes, cid, created_at"
-_BATCH_COLS = "batch_id, owner, body_json, job_id, created_at"
-_FT_COLS = "ft_id, owner, body_json, job_id, created_at"
+_ENTRY_COLS = "owner, body_json, job_id, created_at"  # after the id column
+_BATCHES, _FINETUNES = ("api_batches", "batch_id"), ("api_finetunes", "ft_id")
 _MODEL_COLS = "name, cid, format, size_bytes, min_memory_mb, owned_by, created_at, base"
 
 
@@ -151,31 +151,19 @@ class ApiSql:
 
     # ---- fine-tuning jobs and job events ----------------------------------------------------
 
-    @_write
     def put_finetune(self, entry: BatchEntry) -> None:
         """An OpenAI-style fine-tuning job (the batch entry's shape: id, owner, body, job)."""
-        with self._tx() as db:
-            db.execute(f"INSERT INTO api_finetunes ({_FT_COLS}) VALUES (?,?,?,?,?)",
-                       (entry.batch_id, entry.owner.lower(), json.dumps(entry.body), entry.job_id, entry.created_at))
+        self._put_entry(_FINETUNES, entry)
 
-    @_write
     def update_finetune(self, ft_id: str, *, body: dict[str, Any], job_id: str | None = None) -> None:
-        with self._tx() as db:
-            if job_id is None:
-                db.execute("UPDATE api_finetunes SET body_json = ? WHERE ft_id = ?", (json.dumps(body), ft_id))
-            else:
-                db.execute("UPDATE api_finetunes SET body_json = ?, job_id = ? WHERE ft_id = ?",
-                           (json.dumps(body), job_id, ft_id))
+        self._update_entry(_FINETUNES, ft_id, body, job_id)
 
     def get_finetune(self, ft_id: str, owner: str) -> BatchEntry:
-        rows = self._read(f"SELECT {_FT_COLS} FROM api_finetunes WHERE ft_id = ? AND owner = ?", (ft_id, owner.lower()))
-        if not rows:
-            raise NotFound(f"No fine-tuning job found with id '{ft_id}'", field="fine_tuning_job_id")
-        return _batch(rows[0])
+        return self._get_entry(_FINETUNES, ft_id, owner, NotFound(f"No fine-tuning job found with id '{ft_id}'",
+                                                                  field="fine_tuning_job_id"))
 
     def list_finetunes(self, owner: str, *, limit: int = 20, after: str = "") -> list[BatchEntry]:
-        rows = self._owned_page("api_finetunes", "ft_id", _FT_COLS, owner, [], [], limit=limit, after=after)
-        return [_batch(r) for r in rows]
+        return self._list_entries(_FINETUNES, owner, limit, after)
 
     @_write
     def add_job_event(self, job_id: str, *, level: str, type: str, message: str, data: dict[str, Any] | None = None,
@@ -246,30 +234,49 @@ class ApiSql:
 
     # ---- batches ----------------------------------------------------------------------------
 
-    @_write
     def put_batch(self, entry: BatchEntry) -> None:
+        self._put_entry(_BATCHES, entry)
+
+    def update_batch(self, batch_id: str, *, body: dict[str, Any], job_id: str | None = None) -> None:
+        self._update_entry(_BATCHES, batch_id, body, job_id)
+
+    def get_batch(self, batch_id: str, owner: str) -> BatchEntry:
+        return self._get_entry(_BATCHES, batch_id, owner, NotFound(f"No such Batch object: {batch_id}",
+                                                                   field="batch_id"))
+
+    def list_batches(self, owner: str, *, limit: int = 20, after: str = "") -> list[BatchEntry]:
+        return self._list_entries(_BATCHES, owner, limit, after)
+
+    # batches and fine-tuning jobs: (id, owner, body, job) rows of a table each
+
+    @_write
+    def _put_entry(self, table: tuple[str, str], entry: BatchEntry) -> None:
+        name, id_col = table
         with self._tx() as db:
-            db.execute(f"INSERT INTO api_batches ({_BATCH_COLS}) VALUES (?,?,?,?,?)",
+            db.execute(f"INSERT INTO {name} ({id_col}, {_ENTRY_COLS}) VALUES (?,?,?,?,?)",
                        (entry.batch_id, entry.owner.lower(), json.dumps(entry.body), entry.job_id, entry.created_at))
 
     @_write
-    def update_batch(self, batch_id: str, *, body: dict[str, Any], job_id: str | None = None) -> None:
+    def _update_entry(self, table: tuple[str, str], entry_id: str, body: dict[str, Any], job_id: str | None) -> None:
+        name, id_col = table
         with self._tx() as db:
             if job_id is None:
-                db.execute("UPDATE api_batches SET body_json = ? WHERE batch_id = ?", (json.dumps(body), batch_id))
+                db.execute(f"UPDATE {name} SET body_json = ? WHERE {id_col} = ?", (json.dumps(body), entry_id))
             else:
-                db.execute("UPDATE api_batches SET body_json = ?, job_id = ? WHERE batch_id = ?",
-                           (json.dumps(body), job_id, batch_id))
+                db.execute(f"UPDATE {name} SET body_json = ?, job_id = ? WHERE {id_col} = ?",
+                           (json.dumps(body), job_id, entry_id))
 
-    def get_batch(self, batch_id: str, owner: str) -> BatchEntry:
-        rows = self._read(f"SELECT {_BATCH_COLS} FROM api_batches WHERE batch_id = ? AND owner = ?",
-                          (batch_id, owner.lower()))
+    def _get_entry(self, table: tuple[str, str], entry_id: str, owner: str, missing: NotFound) -> BatchEntry:
+        name, id_col = table
+        rows = self._read(f"SELECT {id_col}, {_ENTRY_COLS} FROM {name} WHERE {id_col} = ? AND owner = ?",
+                          (entry_id, owner.lower()))
         if not rows:
-            raise NotFound(f"No such Batch object: {batch_id}", field="batch_id")
+            raise missing
         return _batch(rows[0])
 
-    def list_batches(self, owner: str, *, limit: int = 20, after: str = "") -> list[BatchEntry]:
-        rows = self._owned_page("api_batches", "batch_id", _BATCH_COLS, owner, [], [], limit=limit, after=after)
+    def _list_entries(self, table: tuple[str, str], owner: str, limit: int, after: str) -> list[BatchEntry]:
+        name, id_col = table
+        rows = self._owned_page(name, id_col, f"{id_col}, {_ENTRY_COLS}", owner, [], [], limit=limit, after=after)
         return [_batch(r) for r in rows]
 
     def jobs_of(self, submitter: str, *, limit: int = 50, before: tuple[float, str] | None = None):

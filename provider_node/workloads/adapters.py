@@ -122,7 +122,3 @@ def parse_adapters_arg(value: str | None) -> dict[str, Path]:
         raise WorkloadError("--adapters must map adapter CIDs to paths", field="params")
     return {k: Path(v) for k, v in obj.items()}
 
-
-def adapters_of(lines: Any) -> list[str]:
-    """The adapters the lines name, in first-use order."""
-    return list(dict.fromkeys(a for line in lines if (a := getattr(line, "adapter", None))))

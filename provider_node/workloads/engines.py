@@ -129,8 +129,7 @@ class TransformersEngine:
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams,
                  adapters: Sequence[str | None] | None = None) -> list[Completion]:
         """One adapter per sub-batch: the prompts of each adapter (and the base model's) run apart."""
-        loaded = getattr(self, "adapters", None)
-        if loaded is None or not loaded.names:  # the base model alone (no adapter was loaded)
+        if not self.adapters.names:  # the base model alone (no adapter was loaded)
             return self._generate_all(prompts, params)
         adapters = list(adapters) if adapters is not None else [None] * len(prompts)
         groups: dict[str | None, list[int]] = {}
