@@ -361,6 +361,27 @@ class Client:
                                                                                limit=limit),
                                                  timeout=self._timeout).events)
 
+    # ---- market ---------------------------------------------------------------------------
+
+    def market(self) -> jobs_pb2.MarketView:
+        """What the market offers now: verified GPU classes, free slots, asks, queue, throughput."""
+        with translate_rpc_error():
+            return self._public.GetMarket(jobs_pb2.GetMarketRequest(), timeout=self._timeout)
+
+    def quote(self, spec: JobSpec, *, requests: int = 0, prompt_tokens: int = 0, output_tokens: int = 0,
+              deadline_s: int = 0) -> jobs_pb2.Quote:
+        """What ``spec`` would cost and when it would finish (nothing is escrowed or submitted)."""
+        with translate_rpc_error():
+            return self._public.QuoteJob(jobs_pb2.QuoteJobRequest(
+                spec=spec_to_proto(spec), requests=requests, prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens, deadline_s=deadline_s), timeout=self._timeout)
+
+    def earnings(self, address: str = "") -> jobs_pb2.Earnings:
+        """What a provider wallet earned here (``""``: this client's wallet): paid, pending, slashed."""
+        with translate_rpc_error():
+            stub = self._jobs if self._wallet is not None else self._public
+            return stub.GetEarnings(jobs_pb2.GetEarningsRequest(address=address), timeout=self._timeout)
+
     def adapter(self, name: str) -> tuple[str, str]:
         """``(base model CID, adapter CID)`` of a fine-tuned model (``ft:...``) this wallet owns:
         run it by submitting the base model with ``adapter_cids=[adapter]`` and ``"adapter"`` on the lines."""

@@ -10,6 +10,202 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetMarketRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GpuClassMarket(_message.Message):
+    __slots__ = ("key", "label", "providers", "slots_total", "slots_free", "price_min", "price_p10", "price_p50", "price_p90", "tokens_per_s", "samples", "speed", "memory_mb", "tier")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FREE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_MIN_FIELD_NUMBER: _ClassVar[int]
+    PRICE_P10_FIELD_NUMBER: _ClassVar[int]
+    PRICE_P50_FIELD_NUMBER: _ClassVar[int]
+    PRICE_P90_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    label: str
+    providers: int
+    slots_total: int
+    slots_free: int
+    price_min: str
+    price_p10: str
+    price_p50: str
+    price_p90: str
+    tokens_per_s: float
+    samples: int
+    speed: float
+    memory_mb: int
+    tier: str
+    def __init__(self, key: _Optional[str] = ..., label: _Optional[str] = ..., providers: _Optional[int] = ..., slots_total: _Optional[int] = ..., slots_free: _Optional[int] = ..., price_min: _Optional[str] = ..., price_p10: _Optional[str] = ..., price_p50: _Optional[str] = ..., price_p90: _Optional[str] = ..., tokens_per_s: _Optional[float] = ..., samples: _Optional[int] = ..., speed: _Optional[float] = ..., memory_mb: _Optional[int] = ..., tier: _Optional[str] = ...) -> None: ...
+
+class FallbackUsage(_message.Message):
+    __slots__ = ("centralized_providers", "tasks_on_centralized", "tasks_routed", "instances_live")
+    CENTRALIZED_PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_ON_CENTRALIZED_FIELD_NUMBER: _ClassVar[int]
+    TASKS_ROUTED_FIELD_NUMBER: _ClassVar[int]
+    INSTANCES_LIVE_FIELD_NUMBER: _ClassVar[int]
+    centralized_providers: int
+    tasks_on_centralized: int
+    tasks_routed: int
+    instances_live: int
+    def __init__(self, centralized_providers: _Optional[int] = ..., tasks_on_centralized: _Optional[int] = ..., tasks_routed: _Optional[int] = ..., instances_live: _Optional[int] = ...) -> None: ...
+
+class MarketPoint(_message.Message):
+    __slots__ = ("at", "queue_depth", "running", "slots_free", "price_p50", "tokens_per_s")
+    class PriceP50Entry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class TokensPerSEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    AT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FREE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_P50_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    queue_depth: int
+    running: int
+    slots_free: int
+    price_p50: _containers.ScalarMap[str, str]
+    tokens_per_s: _containers.ScalarMap[str, float]
+    def __init__(self, at: _Optional[float] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., slots_free: _Optional[int] = ..., price_p50: _Optional[_Mapping[str, str]] = ..., tokens_per_s: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class MarketView(_message.Message):
+    __slots__ = ("generated_at", "classes", "providers", "queue_depth", "running", "fallback", "history")
+    GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    generated_at: _timestamp_pb2.Timestamp
+    classes: _containers.RepeatedCompositeFieldContainer[GpuClassMarket]
+    providers: int
+    queue_depth: int
+    running: int
+    fallback: FallbackUsage
+    history: _containers.RepeatedCompositeFieldContainer[MarketPoint]
+    def __init__(self, generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[GpuClassMarket, _Mapping]]] = ..., providers: _Optional[int] = ..., queue_depth: _Optional[int] = ..., running: _Optional[int] = ..., fallback: _Optional[_Union[FallbackUsage, _Mapping]] = ..., history: _Optional[_Iterable[_Union[MarketPoint, _Mapping]]] = ...) -> None: ...
+
+class QuoteJobRequest(_message.Message):
+    __slots__ = ("spec", "requests", "prompt_tokens", "output_tokens", "deadline_s")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    requests: int
+    prompt_tokens: int
+    output_tokens: int
+    deadline_s: int
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., requests: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., deadline_s: _Optional[int] = ...) -> None: ...
+
+class QuoteClass(_message.Message):
+    __slots__ = ("key", "label", "providers", "price_per_hour", "eta_s", "cost", "meets_deadline", "chosen", "tier")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    MEETS_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    label: str
+    providers: int
+    price_per_hour: str
+    eta_s: float
+    cost: str
+    meets_deadline: bool
+    chosen: bool
+    tier: str
+    def __init__(self, key: _Optional[str] = ..., label: _Optional[str] = ..., providers: _Optional[int] = ..., price_per_hour: _Optional[str] = ..., eta_s: _Optional[float] = ..., cost: _Optional[str] = ..., meets_deadline: _Optional[bool] = ..., chosen: _Optional[bool] = ..., tier: _Optional[str] = ...) -> None: ...
+
+class Quote(_message.Message):
+    __slots__ = ("requests", "tasks", "prompt_tokens", "output_tokens", "cost_low", "cost_expected", "cost_high", "eta_s", "classes", "fallback_needed", "fallback_reason", "servable", "reason", "deadline_s", "verification_share", "basis", "quoted_at")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_LOW_FIELD_NUMBER: _ClassVar[int]
+    COST_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    COST_HIGH_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_NEEDED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    SERVABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_SHARE_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    QUOTED_AT_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    tasks: int
+    prompt_tokens: int
+    output_tokens: int
+    cost_low: str
+    cost_expected: str
+    cost_high: str
+    eta_s: float
+    classes: _containers.RepeatedCompositeFieldContainer[QuoteClass]
+    fallback_needed: bool
+    fallback_reason: str
+    servable: bool
+    reason: str
+    deadline_s: int
+    verification_share: float
+    basis: str
+    quoted_at: _timestamp_pb2.Timestamp
+    def __init__(self, requests: _Optional[int] = ..., tasks: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_low: _Optional[str] = ..., cost_expected: _Optional[str] = ..., cost_high: _Optional[str] = ..., eta_s: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[QuoteClass, _Mapping]]] = ..., fallback_needed: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., servable: _Optional[bool] = ..., reason: _Optional[str] = ..., deadline_s: _Optional[int] = ..., verification_share: _Optional[float] = ..., basis: _Optional[str] = ..., quoted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetEarningsRequest(_message.Message):
+    __slots__ = ("address",)
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    def __init__(self, address: _Optional[str] = ...) -> None: ...
+
+class Earnings(_message.Message):
+    __slots__ = ("address", "paid", "pending", "slashed", "tasks_paid", "tasks_pending", "slashes", "provider_ids")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PAID_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    SLASHED_FIELD_NUMBER: _ClassVar[int]
+    TASKS_PAID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    SLASHES_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_IDS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    paid: str
+    pending: str
+    slashed: str
+    tasks_paid: int
+    tasks_pending: int
+    slashes: int
+    provider_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., paid: _Optional[str] = ..., pending: _Optional[str] = ..., slashed: _Optional[str] = ..., tasks_paid: _Optional[int] = ..., tasks_pending: _Optional[int] = ..., slashes: _Optional[int] = ..., provider_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ListJobEventsRequest(_message.Message):
     __slots__ = ("job_id", "after_seq", "limit")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -285,7 +481,7 @@ class TaskSummary(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., index: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., provider_id: _Optional[str] = ..., attempts: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., metrics_json: _Optional[str] = ..., role: _Optional[str] = ..., verifies: _Optional[str] = ..., verdict: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason", "escrow_key", "budget", "submitter", "settlement", "settle_tx", "output_key")
+    __slots__ = ("job_id", "spec", "state", "tasks_total", "tasks_done", "tasks_running", "output_cid", "error", "created_at", "updated_at", "tasks", "prompts_total", "pending_reason", "escrow_key", "budget", "submitter", "settlement", "settle_tx", "output_key", "quote", "cost")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +501,8 @@ class Job(_message.Message):
     SETTLEMENT_FIELD_NUMBER: _ClassVar[int]
     SETTLE_TX_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
+    QUOTE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     spec: JobSpec
     state: _common_pb2.JobState
@@ -324,7 +522,9 @@ class Job(_message.Message):
     settlement: str
     settle_tx: str
     output_key: bytes
-    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., tasks_running: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., prompts_total: _Optional[int] = ..., pending_reason: _Optional[str] = ..., escrow_key: _Optional[str] = ..., budget: _Optional[str] = ..., submitter: _Optional[str] = ..., settlement: _Optional[str] = ..., settle_tx: _Optional[str] = ..., output_key: _Optional[bytes] = ...) -> None: ...
+    quote: Quote
+    cost: str
+    def __init__(self, job_id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., tasks_total: _Optional[int] = ..., tasks_done: _Optional[int] = ..., tasks_running: _Optional[int] = ..., output_cid: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TaskSummary, _Mapping]]] = ..., prompts_total: _Optional[int] = ..., pending_reason: _Optional[str] = ..., escrow_key: _Optional[str] = ..., budget: _Optional[str] = ..., submitter: _Optional[str] = ..., settlement: _Optional[str] = ..., settle_tx: _Optional[str] = ..., output_key: _Optional[bytes] = ..., quote: _Optional[_Union[Quote, _Mapping]] = ..., cost: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)

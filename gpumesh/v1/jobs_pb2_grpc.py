@@ -105,6 +105,21 @@ class SubmitterServiceStub:
                 request_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsRequest.SerializeToString,
                 response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsResponse.FromString,
                 _registered_method=True)
+        self.GetMarket = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/GetMarket',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.GetMarketRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.MarketView.FromString,
+                _registered_method=True)
+        self.QuoteJob = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/QuoteJob',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.QuoteJobRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.Quote.FromString,
+                _registered_method=True)
+        self.GetEarnings = channel.unary_unary(
+                '/gpumesh.v1.SubmitterService/GetEarnings',
+                request_serializer=gpumesh_dot_v1_dot_jobs__pb2.GetEarningsRequest.SerializeToString,
+                response_deserializer=gpumesh_dot_v1_dot_jobs__pb2.Earnings.FromString,
+                _registered_method=True)
 
 
 class SubmitterServiceServicer:
@@ -204,6 +219,28 @@ class SubmitterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMarket(self, request, context):
+        """What the market offers now: verified GPU classes online, free slots, asks, queue, recent
+        throughput and fallback use (no auth; cached).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuoteJob(self, request, context):
+        """What a job would cost and when it would finish, before any budget is escrowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEarnings(self, request, context):
+        """What a provider's wallet earned through this coordinator: paid, pending, slashed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmitterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +313,21 @@ def add_SubmitterServiceServicer_to_server(servicer, server):
                     servicer.ListJobEvents,
                     request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsRequest.FromString,
                     response_serializer=gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsResponse.SerializeToString,
+            ),
+            'GetMarket': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMarket,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.GetMarketRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.MarketView.SerializeToString,
+            ),
+            'QuoteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuoteJob,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.QuoteJobRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.Quote.SerializeToString,
+            ),
+            'GetEarnings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEarnings,
+                    request_deserializer=gpumesh_dot_v1_dot_jobs__pb2.GetEarningsRequest.FromString,
+                    response_serializer=gpumesh_dot_v1_dot_jobs__pb2.Earnings.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -657,6 +709,87 @@ class SubmitterService:
             '/gpumesh.v1.SubmitterService/ListJobEvents',
             gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsRequest.SerializeToString,
             gpumesh_dot_v1_dot_jobs__pb2.ListJobEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMarket(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/GetMarket',
+            gpumesh_dot_v1_dot_jobs__pb2.GetMarketRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.MarketView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuoteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/QuoteJob',
+            gpumesh_dot_v1_dot_jobs__pb2.QuoteJobRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.Quote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEarnings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpumesh.v1.SubmitterService/GetEarnings',
+            gpumesh_dot_v1_dot_jobs__pb2.GetEarningsRequest.SerializeToString,
+            gpumesh_dot_v1_dot_jobs__pb2.Earnings.FromString,
             options,
             channel_credentials,
             insecure,
