@@ -23,6 +23,7 @@ from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloL
 from coordinator.cluster.relay import PgSignalRelay
 from coordinator.cluster.view import ClusterView
 from coordinator.estimates import RuntimeEstimator
+from coordinator.market.service import MarketService
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.fallback import FallbackManager, NullProvisioner
 from coordinator.config import CoordinatorSettings
@@ -122,6 +123,7 @@ class Coordinator:
         self.hardware = HardwareChecks(settings, store, clock=clock, on_checked=self._on_standing)
         self.signals = Signals()
         self.metrics = CoordinatorMetrics().watch(self)
+        self.market = MarketService(self)
         self.fallback = fallback or FallbackManager(NullProvisioner(), clock=clock)
         self.estimates = RuntimeEstimator()
         self._launcher = not isinstance(self.fallback.provisioner, NullProvisioner)  # can provision capacity
@@ -620,6 +622,9 @@ class Coordinator:
                     self.metrics.task_seconds.observe(took)
                     self.estimates.observe(task.job_id, prompts=task.prompts, seconds=took,
                                            speed=gpu_speed(session.record.verified_gpus))
+                    self.market.observe(kind=task.kind, gpus=session.record.verified_gpus,
+                                        metrics_json=res.metrics_json, seconds=took,
+                                        ceiling=task.prompts * self._spec(task.job_id).inference.max_new_tokens)
                 if task.is_check:
                     await self._read_check(task.task_id)
         except (Unauthenticated, NotFound, InvalidArgument) as exc:
@@ -826,6 +831,7 @@ class Coordinator:
                 specs[task.job_id] = self._spec(task.job_id)
         pending = [PendingTask(t.task_id, t.job_id, self._demand(t, specs[t.job_id])) for t in queued]
         plan = schedule(pending, candidates, now=now)
+        self.market.routed = len(plan.fallback)
         self._request_capacity(plan)
         job_of = {t.task_id: t.job_id for t in queued}
         reasons = {job_of[tid]: why for tid, why in (*plan.waiting.items(), *plan.unschedulable.items())}

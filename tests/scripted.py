@@ -22,22 +22,24 @@ class ScriptedProvider:
     """A provider speaking the real protocol by hand: registers with a signed challenge, holds its
     Session stream, and answers a lease when the test says so."""
 
-    def __init__(self, target: str, *, name: str, price: int, wallet: Wallet | None = None) -> None:
+    def __init__(self, target: str, *, name: str, price: int, wallet: Wallet | None = None,
+                 gpus: tuple[tuple[str, int], ...] = (("H100", 81_559),), slots: int = 1) -> None:
         self.wallet = wallet or Wallet.generate()
         self.channel = grpc.insecure_channel(target)
         stub = provider_pb2_grpc.ProviderServiceStub(self.channel)
         challenge = stub.GetChallenge(provider_pb2.GetChallengeRequest(address=self.wallet.address)).challenge
         resp = stub.Register(sign_registration(self.wallet, provider_pb2.RegisterRequest(
-            address=self.wallet.address, challenge=challenge, name=name, slots=1, price_per_hour=str(price),
+            address=self.wallet.address, challenge=challenge, name=name, slots=slots, price_per_hour=str(price),
             runtime="process", sealing_public_key=SealingKey.generate().public_bytes,
             hardware=common_pb2.Hardware(cpu_count=8, memory_total_mb=64_000, gpus=[
-                common_pb2.GpuInfo(index=0, name="H100", memory_total_mb=81_559)]))))
+                common_pb2.GpuInfo(index=k, name=n, memory_total_mb=mib) for k, (n, mib) in enumerate(gpus)]))))
         self.provider_id = resp.provider_id
         self.session_token = resp.session_token
         # Its artifact calls are signed by its wallet: the coordinator serves what its leases need.
         self.artifacts = RemoteArtifactStore(grpc.intercept_channel(self.channel, SigningInterceptor(self.wallet)))
         # It runs on this CPU: its claimed H100 fails its check (no CUDA), its CPU passes.
-        self.checks = CheckRunner(HardwareInfo(gpus=(GpuInfo(0, "", "H100", 81_559, "", "", ""),), cpu_count=8,
+        self.checks = CheckRunner(HardwareInfo(gpus=tuple(GpuInfo(k, "", n, mib, "", "", "")
+                                                          for k, (n, mib) in enumerate(gpus)), cpu_count=8,
                                                memory_total_mb=64_000, cpu_model="", platform=""))
         self._out: queue.Queue = queue.Queue()
         self._in: queue.Queue = queue.Queue()

@@ -7,6 +7,7 @@ import base64
 import json
 
 from coordinator.api.convert import job_to_proto, provider_to_proto, spec_from_proto
+from coordinator.api.market import market_to_proto, quote_to_proto
 from coordinator.batches.service import BatchService
 from coordinator.core import Coordinator, JobView
 from gpumesh._convert import timestamp
@@ -140,6 +141,18 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         return jobs_pb2.ListJobEventsResponse(events=[
             jobs_pb2.JobEvent(seq=e.seq, created_at=timestamp(e.created_at), level=e.level, type=e.type,
                               message=e.message, data_json=json.dumps(e.data)) for e in events])
+
+    async def GetMarket(self, request, context):
+        return market_to_proto(await asyncio.to_thread(self.core.market.view))
+
+    async def QuoteJob(self, request, context):
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec is required", field="spec")
+        spec = spec_from_proto(request.spec)
+        q = await asyncio.to_thread(self.core.market.quote, spec, requests=request.requests,
+                                    prompt_tokens=request.prompt_tokens, output_tokens=request.output_tokens,
+                                    deadline_s=float(request.deadline_s) if request.deadline_s else None)
+        return quote_to_proto(q)
 
 
 def _page_token(token: str) -> tuple[float, str] | None:

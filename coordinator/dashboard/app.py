@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import web
 
 from coordinator.dashboard import views
+from coordinator.market.quote_request import quote_args
+from coordinator.ratelimit import RateLimiter
 from coordinator.models import SettlementState, TaskState
 from gpumesh.errors import GpumeshError, InvalidArgument, NotFound
 
@@ -62,6 +64,9 @@ class Dashboard:
         self.cache_s = cache_s
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._runner: web.AppRunner | None = None
+        s = core.settings
+        self._limiter = (RateLimiter(*s.rate_limits.limit("read"), clock=time.monotonic,
+                                     max_keys=s.rate_limits.max_keys) if s.rate_limit else None)
 
     @property
     def url(self) -> str:
@@ -71,6 +76,7 @@ class Dashboard:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._index)
+        app.router.add_get("/market", self._market_page)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
         api = {
             "/api/summary": self._summary,
@@ -81,6 +87,9 @@ class Dashboard:
         }
         for path, build in api.items():
             app.router.add_get(path, self._json(build))
+        # Public and unauthenticated (submitters and GPU owners read them): rate-limited per peer.
+        app.router.add_get("/api/market", self._limited(self._json(self._market)))
+        app.router.add_get("/api/quote", self._limited(self._json(self._quote)))
         return app
 
     async def start(self) -> None:
@@ -134,8 +143,23 @@ class Dashboard:
 
         return handle
 
+    def _limited(self, handler):
+        """429 with Retry-After past the coordinator's ``read`` limit, per peer address."""
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if self._limiter is not None:
+                wait = self._limiter.allow(request.remote or "")
+                if wait > 0:
+                    return web.json_response({"error": "rate limited: retry later"}, status=429,
+                                             headers={"Retry-After": str(max(1, round(wait)))})
+            return await handler(request)
+
+        return handle
+
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
+
+    async def _market_page(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "market.html")
 
     def _live(self) -> dict[str, views.Live]:
         """This replica's sessions (read on the loop, which owns them)."""
@@ -238,3 +262,12 @@ class Dashboard:
             return {**views.payouts_view(jobs, charges, slashes, names, claims), "limit": limit}
 
         return await asyncio.to_thread(read)
+
+    async def _market(self, request: web.Request) -> dict[str, Any]:
+        return (await asyncio.to_thread(self.core.market.view)).as_dict()
+
+    async def _quote(self, request: web.Request) -> dict[str, Any]:
+        core = self.core
+        spec, counts, deadline_s = await asyncio.to_thread(quote_args, request.query, core.store)
+        q = await asyncio.to_thread(core.market.quote, spec, deadline_s=deadline_s, **counts)
+        return q.as_dict()

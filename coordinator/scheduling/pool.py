@@ -67,6 +67,16 @@ class Pool:
         h = scoring.hours(demand, c.speed, self.cached(demand, i), self.w)
         return (scoring.score(self.keys[i], h, self.w), self.keys[i], -self.free[i], c.provider_id)
 
+    def cost(self, demand: Demand, i: int) -> float:
+        """What ``demand`` costs on ``i``: its reputation-weighted ask for the hours it would take."""
+        c = self.cands[i]
+        return self.keys[i] * scoring.hours(demand, c.speed, self.cached(demand, i), self.w)
+
+    def busy_options(self, demand: Demand, tier: str | None) -> list[tuple[float, int]]:
+        """(cost, index) of the feasible providers without a free slot whose wait is known, cheapest first."""
+        return sorted((self.cost(demand, i), i) for i in self.feasible_indices(demand, tier)
+                      if self.free[i] <= 0 and self.wait[i] > 0)
+
     def take(self, i: int) -> None:
         self.free[i] -= 1
 

@@ -11,6 +11,11 @@
 2. **Place** on the best free feasible provider of that tier (``scoring``); when some provider of
    the tier can finish before the deadline, only such providers qualify. A check (``Demand.draw``)
    is placed on a provider drawn at random among those, weighted by trust, never by price.
+   **Deadline-priced**: a task with a deadline waits instead for a busy provider that would run it
+   at least ``min_saving`` cheaper (reputation-weighted ask x hours) and, after its expected wait
+   (and the tasks this round already waits on it for), finish early enough that the free provider
+   could still run it in time; so a later deadline buys cheaper capacity, and as the deadline
+   nears the task goes to the free provider. Unknown waits never count.
 3. Else record why: ``unschedulable`` (no provider of the tier is feasible: which requirement fails
    how many), ``waiting`` (feasible ones exist, all busy), and for tasks routed to centralized
    capacity ``fallback`` (a ``FallbackNeed`` for the launcher). A fallback task is also in exactly
@@ -93,13 +98,16 @@ class Scheduler:
 
     def __init__(self, candidates: Sequence[Candidate], rules: Sequence[Rule] = DEFAULT_RULES, *,
                  now: float = 0.0, weights: Weights = DEFAULT_WEIGHTS, pool: type[Pool] = CandidateIndex,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, min_saving: float = 0.05) -> None:
         self.pool = pool(candidates, rules, weights=weights, now=now)
+        self.min_saving = min_saving
         self.now = now
         self.rng = rng or random.SystemRandom()  # draws checkers (``Demand.draw``)
         self.plan = Plan()
         self._routes: dict[Demand, _Route] = {}
         self._why: dict[tuple[Demand, _Route], str] = {}
+        self._busy: dict[tuple[Demand, str | None], list[tuple[float, int]]] = {}
+        self._reserved: Counter = Counter()  # busy providers' next slots this round's waiting tasks count on
 
     def _free(self, d: Demand) -> tuple[_Route, int | None]:
         route = self._routes.get(d)
@@ -119,6 +127,14 @@ class Scheduler:
             route, i = self._free(replace(d, exclude=d.exclude | d.avoid, avoid=frozenset()))
         if i is None:
             route, i = self._free(d)
+        if i is not None and d.deadline is not None and not d.draw and route.tier != CENTRALIZED:
+            j = self._cheaper_later(d, route, i)
+            if j is not None:
+                self._reserved[j] += 1
+                c = self.pool.cands[j]
+                self.plan.waiting[task.task_id] = (f"waiting for cheaper capacity that meets the deadline "
+                                                   f"({c.price_per_hour}/h, free in about {self.pool.wait[j]:.0f} s)")
+                return None
         if i is not None:
             self.pool.take(i)
             a = Assignment(task.task_id, task.job_id, self.pool.cands[i].provider_id, route.fallback)
@@ -136,6 +152,25 @@ class Scheduler:
             self.plan.fallback[task.task_id] = FallbackNeed(d.requirements, route.reason)
         return None
 
+    def _cheaper_later(self, d: Demand, route: _Route, i: int) -> int | None:
+        """A busy provider worth waiting for instead of free ``i`` (see the module docstring)."""
+        pool = self.pool
+        k = (d, route.tier)
+        options = self._busy.get(k)
+        if options is None:
+            options = self._busy[k] = pool.busy_options(d, route.tier)
+        if not options:
+            return None
+        bound = pool.cost(d, i) * (1.0 - self.min_saving)
+        latest = d.deadline - scoring.duration_s(d, pool.cands[i].speed, pool.cached(d, i), pool.w)
+        for cost, j in options:
+            if cost > bound:
+                return None
+            run = scoring.duration_s(d, pool.cands[j].speed, pool.cached(d, j), pool.w)
+            if pool.now + pool.wait[j] + (self._reserved[j] + 1) * run <= latest:
+                return j
+        return None
+
     def schedule(self, tasks: Sequence[PendingTask]) -> Plan:
         for task in tasks:
             self.decide(task)
@@ -146,6 +181,8 @@ class Scheduler:
         self.pool.release(self.pool.pos[provider_id])
         self._routes.clear()
         self._why.clear()
+        self._busy.clear()
+        self._reserved.clear()
 
     def _route(self, d: Demand) -> _Route:
         if d.tier:
