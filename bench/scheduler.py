@@ -132,7 +132,8 @@ def bench_decisions(args, rng: random.Random) -> None:
           f"p99 < 5 ms {'met' if p(lat, .99) < 5 else 'MISSED'}")
 
 
-def simulate(policy: str, cands: list[Candidate], jobs: list[tuple[float, Demand, float]]) -> tuple:
+def simulate(policy: str, cands: list[Candidate], jobs: list[tuple[float, Demand, float]],
+             pay: dict[str, int] | None = None) -> tuple:
     """Mean completion time, GPU and slot utilisation, jobs finished; ``jobs``: (arrival, demand, reference
     seconds, run for ref / speed on a provider). Utilisation counts the arrival window only (first to last
     arrival), so the drain after the last arrival does not dilute it."""
@@ -147,11 +148,13 @@ def simulate(policy: str, cands: list[Candidate], jobs: list[tuple[float, Demand
     heapq.heapify(events)
     fifo: deque[int] = deque()
     by_demand: dict[Demand, deque[int]] = {}
-    busy_gpu_s, busy_slot_s, jct, done = 0.0, 0.0, 0.0, 0
+    busy_gpu_s, busy_slot_s, jct, done, paid = 0.0, 0.0, 0.0, 0, 0.0
+    price = pay or {c.provider_id: c.price_per_hour for c in cands}  # what a provider is paid per hour
 
     def start(j: int, pid: str, t: float) -> None:
-        nonlocal busy_gpu_s, busy_slot_s
+        nonlocal busy_gpu_s, busy_slot_s, paid
         run = jobs[j][2] * slowdown[pid] if jobs[j][1].requirements.gpu_count else jobs[j][2]
+        paid += price[pid] * run / 3600.0
         inside = max(0.0, min(t + run, w1) - max(t, w0))  # the part of the run within the window
         busy_slot_s += inside
         busy_gpu_s += inside * jobs[j][1].requirements.gpu_count
@@ -187,7 +190,7 @@ def simulate(policy: str, cands: list[Candidate], jobs: list[tuple[float, Demand
             sched.plan.waiting.clear()
     total_gpus = sum(ngpu.values())
     span = (w1 - w0) or 1.0
-    return jct / max(done, 1), busy_gpu_s / (total_gpus * span), busy_slot_s / (len(cands) * span), done
+    return jct / max(done, 1), busy_gpu_s / (total_gpus * span), busy_slot_s / (len(cands) * span), done, paid
 
 
 def bench_simulation(args, rng: random.Random) -> None:
@@ -215,15 +218,27 @@ def bench_simulation(args, rng: random.Random) -> None:
     jobs = [(feasible[0][0] + (a - feasible[0][0]) * scale, dm, d) for a, dm, d in feasible]
     print(f"simulation: {len(jobs)} jobs of the trace ({len(trace) - len(jobs)} no provider fits), "
           f"{len(cands)} one-slot providers, offered load {args.load}")
-    print(f"{'policy':<34}{'mean JCT h':>12}{'GPU util':>10}{'slot util':>10}{'finished':>10}")
+    # Fixed price: each GPU class posts one price (its providers' median ask) and pays it to whichever
+    # provider first-fit hands a job; the reverse auction pays each job's winner its own ask.
+    classes: dict[str, list[int]] = {}
+    for c in cands:
+        classes.setdefault(c.gpus[0].name if c.gpus else "cpu", []).append(c.price_per_hour)
+    posted = {k: sorted(v)[len(v) // 2] for k, v in classes.items()}
+    fixed = {c.provider_id: posted[c.gpus[0].name if c.gpus else "cpu"] for c in cands}
+    ref_h = sum(d for _, _, d in jobs) / 3600.0
+    print(f"{'policy':<34}{'mean JCT h':>12}{'GPU util':>10}{'slot util':>10}{'finished':>10}{'paid/ref-h':>12}")
     rows = {}
-    for name, policy in (("FIFO first-fit (baseline)", "fifo"), ("v2 scheduler", "v2")):
+    for name, policy, pay in (("FIFO first-fit (baseline)", "fifo", None), ("fixed price, FIFO first-fit", "fifo", fixed),
+                              ("v2 reverse auction", "v2", None)):
         t0 = time.perf_counter()
-        rows[policy] = simulate(policy, cands, jobs)
-        m, u, su, n = rows[policy]
-        print(f"{name:<34}{m / 3600:>12.2f}{u:>10.1%}{su:>10.1%}{n:>10}   ({time.perf_counter() - t0:.1f} s wall)")
-    print(f"v2 mean JCT = {rows['v2'][0] / rows['fifo'][0]:.3f} x FIFO; GPU utilisation "
-          f"{rows['v2'][1] / max(rows['fifo'][1], 1e-12):.3f} x FIFO")
+        rows[name] = simulate(policy, cands, jobs, pay)
+        m, u, su, n, paid = rows[name]
+        print(f"{name:<34}{m / 3600:>12.2f}{u:>10.1%}{su:>10.1%}{n:>10}{paid / ref_h:>12.1f}"
+              f"   ({time.perf_counter() - t0:.1f} s wall)")
+    v2, fifo, fix = rows["v2 reverse auction"], rows["FIFO first-fit (baseline)"], rows["fixed price, FIFO first-fit"]
+    print(f"v2 mean JCT = {v2[0] / fifo[0]:.3f} x FIFO; GPU utilisation {v2[1] / max(fifo[1], 1e-12):.3f} x FIFO")
+    print(f"price paid: reverse auction = {v2[4] / fix[4]:.3f} x the fixed-price baseline "
+          f"({v2[4] / ref_h:.1f} vs {fix[4] / ref_h:.1f} per reference GPU-hour of work)")
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ from gpumesh.chain.claims import ClaimDomain
 from gpumesh.errors import (
     AlreadyExists,
     FailedPrecondition,
+    GpumeshError,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -290,10 +291,27 @@ class Coordinator:
         job = self.store.create_job(job, tasks)
         if job.job_id == job_id:  # not an idempotent retry
             self.metrics.jobs_submitted.inc()
+            await asyncio.to_thread(self._quote_job, job)
         log.info("job %s queued: %d prompts in %d tasks", job.job_id, job.prompts_total, job.tasks_total,
                  extra={"job_id": job.job_id, "submitter": job.submitter, "sealed": bool(input_keys)})
         self.signals.notify(SCHEDULER)
         return job
+
+    def _quote_job(self, job: Job) -> None:
+        """Record what the market quoted the job at submission (its first event), to set the cost against."""
+        try:
+            q = self.market.quote(job.spec, requests=max(1, job.prompts_total))
+        except GpumeshError as exc:
+            log.debug("job %s: no quote: %s", job.job_id, exc)
+            return
+        text = (f"Quoted {q.cost_expected} base units ({q.cost_low}-{q.cost_high}), done in about {q.eta_s:.0f} s"
+                if q.servable else f"Quote: {q.reason}")
+        self.event(job.job_id, text, type="quote", data=q.as_dict())
+
+    def job_quote(self, job_id: str) -> dict | None:
+        """The quote recorded at submission (None for jobs submitted before quotes were kept)."""
+        first = self.store.job_events(job_id, after=0, limit=1)
+        return first[0].data if first and first[0].type == "quote" else None
 
     def _check_task_quota(self, submitter: str, adding: int) -> None:
         """A wallet costs nothing to make: what one may keep queued is bounded."""
@@ -540,7 +558,8 @@ class Coordinator:
 
     def event(self, job_id: str, message: str, *, type: str = "message", level: str = "info",
               data: dict | None = None) -> None:
-        """Append to a job's event log (kept for fine-tunes, whose runs are long) and wake its watchers."""
+        """Append to a job's event log (its quote for every job; progress and checks for fine-tunes) and wake
+        its watchers."""
         self.store.add_job_event(job_id, level=level, type=type, message=message, data=data, now=self.clock())
         self.signals.notify(job_id)
 

@@ -36,3 +36,20 @@ def quote_to_proto(q: Quote) -> jobs_pb2.Quote:
         fallback_needed=q.fallback_needed, fallback_reason=q.fallback_reason, servable=q.servable, reason=q.reason,
         deadline_s=int(q.deadline_s), verification_share=q.verification_share, basis=q.basis,
         quoted_at=timestamp(q.quoted_at))
+
+
+def quote_dict_to_proto(d: dict) -> jobs_pb2.Quote:
+    """A quote as a job's event keeps it (``Quote.as_dict``) back as the message."""
+    return jobs_pb2.Quote(
+        requests=int(d.get("requests", 0)), tasks=int(d.get("tasks", 0)), prompt_tokens=int(d.get("prompt_tokens", 0)),
+        output_tokens=int(d.get("output_tokens", 0)), cost_low=str(d.get("cost_low", "")),
+        cost_expected=str(d.get("cost_expected", "")), cost_high=str(d.get("cost_high", "")),
+        eta_s=float(d.get("eta_s", 0.0)), fallback_needed=bool(d.get("fallback_needed")),
+        fallback_reason=str(d.get("fallback_reason", "")), servable=bool(d.get("servable")),
+        reason=str(d.get("reason", "")), deadline_s=int(d.get("deadline_s") or 0),
+        verification_share=float(d.get("verification_share", 0.0)), basis=str(d.get("basis", "")),
+        quoted_at=timestamp(float(d.get("quoted_at", 0.0))),
+        classes=[jobs_pb2.QuoteClass(key=c["key"], label=c["label"], providers=c["providers"],
+                                     price_per_hour=c["price_per_hour"], eta_s=c["eta_s"], cost=c["cost"],
+                                     meets_deadline=c["meets_deadline"], chosen=c["chosen"], tier=c["tier"])
+                 for c in d.get("classes", ())])

@@ -7,9 +7,11 @@ import base64
 import json
 
 from coordinator.api.convert import job_to_proto, provider_to_proto, spec_from_proto
-from coordinator.api.market import market_to_proto, quote_to_proto
+from coordinator.api.market import market_to_proto, quote_dict_to_proto, quote_to_proto
 from coordinator.batches.service import BatchService
 from coordinator.core import Coordinator, JobView
+from coordinator.dashboard.app import CHARGED
+from coordinator.dashboard.views import owed
 from gpumesh._convert import timestamp
 from gpumesh.amounts import parse_amount
 from gpumesh.errors import GpumeshError, InvalidArgument, NotFound
@@ -54,11 +56,21 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         return jobs_pb2.SubmitJobResponse(job=job_to_proto(self.core.get_job(job.job_id)))
 
     async def GetJob(self, request, context):
-        return job_to_proto(self.core.get_job(self._owned("GetJob", request, context)))
+        return await asyncio.to_thread(self._job, self.core.get_job(self._owned("GetJob", request, context)))
 
     async def WatchJob(self, request, context):
         async for view in self.core.watch(self._owned("WatchJob", request, context)):
-            yield job_to_proto(view)
+            yield await asyncio.to_thread(self._job, view)
+
+    def _job(self, view: JobView) -> jobs_pb2.Job:
+        """The job with its submission quote and what its providers are owed for it so far."""
+        msg = job_to_proto(view)
+        quoted = self.core.job_quote(view.job.job_id)
+        if quoted is not None:
+            msg.quote.CopyFrom(quote_dict_to_proto(quoted))
+        charges = self.core.store.job_charges([view.job.job_id], CHARGED)
+        msg.cost = str(owed(charges, view.job.budget).paid)
+        return msg
 
     async def CancelJob(self, request, context):
         job_id = self._owned("CancelJob", request, context)

@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gpumesh.inputsize import DEFAULT_MAX_TOKENS  # OpenAI's defaults
 from gpumesh.requestline import MAX_NEW_TOKENS, MAX_STOP, RequestLine, describe
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 KNOWN_ENDPOINTS = ENDPOINTS + ("/v1/responses", "/v1/moderations")
 MAX_EMBED_INPUTS = 64  # texts in one embeddings request
 MAX_N = 8
-DEFAULT_MAX_TOKENS = {"/v1/chat/completions": 256, "/v1/completions": 16}  # OpenAI's completions default
 # Accepted only at the value that changes nothing (anything else is that line's 400 naming it).
 NEUTRAL = {"stream": (False, None), "frequency_penalty": (0, 0.0, None), "presence_penalty": (0, 0.0, None),
            "logit_bias": (None, {}), "echo": (False, None), "suffix": (None, ""), "best_of": (1, None),

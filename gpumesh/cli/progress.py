@@ -38,7 +38,21 @@ def watch_job(client: Client, job_id: str) -> JobStatus:
         console.print(f"[green]completed[/green]: output {status.output_cid}")
     else:
         console.print(f"[red]{status.state.lower()}[/red]: {status.error}")
+    cost_line(client.get_job(job_id))
     return status
+
+
+def cost_line(status: JobStatus) -> None:
+    """What the job cost next to what it was quoted at submission."""
+    job = status.raw
+    if not job.cost:
+        return
+    text = f"cost: {int(job.cost):,} base units"
+    if job.HasField("quote") and job.quote.servable:
+        q = job.quote
+        text += (f" (quoted {int(q.cost_expected):,}, band {int(q.cost_low):,} to {int(q.cost_high):,}; "
+                 f"ETA {q.eta_s:.0f} s, took {job.updated_at.seconds - job.created_at.seconds} s)")
+    console.print(text)
 
 
 def _watch_finetune(client: Client, status: JobStatus, *, poll_s: float = 1.0, settle_wait_s: float = 30.0
@@ -81,6 +95,7 @@ def _watch_finetune(client: Client, status: JobStatus, *, poll_s: float = 1.0, s
         if settled is not None:
             console.print(f"settled: {settled['paid']} base units paid, {settled['refund']} refunded "
                           f"(budget {status.raw.budget})")
+        cost_line(client.get_job(status.job_id))
     else:
         console.print(f"[red]{status.state.lower()}[/red]: {status.error}")
     return status
