@@ -1,19 +1,39 @@
-"""Typed provider settings: defaults here, env (GPUMESH_PROVIDER_*) and CLI flags override."""
+"""Typed provider settings: defaults here, then the config file (TOML, ``gpumesh provider init``
+writes it), then env (GPUMESH_PROVIDER_*), then CLI flags: each overrides the one before.
+
+The file is ``config`` (``--config``, ``GPUMESH_PROVIDER_CONFIG``), else ``DATA_DIR/provider.toml``
+where it exists (DATA_DIR as given by flag or env, else the default). A key the settings do not
+know, or a value they refuse, is an error naming the key and the file.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gpumesh.errors import FailedPrecondition, InvalidArgument
+
+CONFIG_NAME = "provider.toml"
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".gpumesh" / "provider"
 
 
 class ProviderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUMESH_PROVIDER_", extra="forbid")
 
+    # The TOML file the other settings were read from (None: there was none).
+    config: Path | None = None
+
     coordinator: str = "127.0.0.1:50051"
-    data_dir: Path = Field(default_factory=lambda: Path.home() / ".gpumesh" / "provider")
+    data_dir: Path = Field(default_factory=default_data_dir)
     name: str = ""
     price_per_hour: int = Field(0, ge=0)  # payment-token base units per hour
     slots: int = Field(1, ge=1, le=256)
@@ -50,6 +70,12 @@ class ProviderSettings(BaseSettings):
     workloads: dict[str, str] = Field(default_factory=dict)
     workload_env: dict[str, str] = Field(default_factory=dict)
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                ConfigFileSource(settings_cls, init_settings, env_settings))
+
     def tls_config(self):
         """The client TLS settings, or None for plaintext."""
         from gpumesh.rpc import TlsConfig
@@ -71,3 +97,64 @@ class ProviderSettings(BaseSettings):
     @property
     def work_dir(self) -> Path:
         return self.data_dir / "work"
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML config file, below init kwargs (flags) and env: where it is comes from those two."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init_settings, env_settings) -> None:
+        super().__init__(settings_cls)
+        self.init_settings, self.env_settings = init_settings, env_settings
+
+    def get_field_value(self, field, field_name):  # unused: __call__ reads the whole file
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        given, env = self.init_settings.init_kwargs, self.env_settings()
+        named = given.get("config") or env.get("config")
+        path = config_file_path(config=named, data_dir=given.get("data_dir") or env.get("data_dir"))
+        if named is None and not path.is_file():
+            return {}
+        return {**read_config_file(path, self.settings_cls), "config": path}
+
+
+def config_file_path(*, config: Path | str | None = None, data_dir: Path | str | None = None) -> Path:
+    """The config file: ``config`` when named, else DATA_DIR/provider.toml (DATA_DIR: ``data_dir``,
+    else the default)."""
+    if config:
+        return Path(config).expanduser()
+    return Path(data_dir or default_data_dir()).expanduser() / CONFIG_NAME
+
+
+_PATHS = ("data_dir", "tls_ca_file", "tls_cert_file", "tls_key_file")
+
+
+def read_config_file(path: Path, settings_cls: type[BaseSettings] = ProviderSettings) -> dict[str, Any]:
+    """The settings in the TOML file at ``path``, each checked (InvalidArgument naming the file and
+    the key when one is unknown or refused)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise FailedPrecondition(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise FailedPrecondition(f"config file {path} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"config file {path} is not valid TOML: {exc}") from None
+    fields = settings_cls.model_fields
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields or key == "config":
+            near = difflib.get_close_matches(key, [k for k in fields if k != "config"], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise InvalidArgument(f"config file {path}: unknown key {key!r}{hint}")
+        if key in _PATHS and isinstance(value, str):
+            value = os.path.expanduser(value)
+        field = fields[key]
+        try:
+            kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            out[key] = TypeAdapter(kind).validate_python(value)
+        except ValidationError as exc:
+            why = "; ".join(e["msg"] for e in exc.errors())
+            raise InvalidArgument(f"config file {path}: {key} = {value!r}: {why}") from None
+    return out

@@ -26,6 +26,7 @@ from gpumesh.signing import sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
 from provider_node.claims import ClaimLedger
 from provider_node.config import ProviderSettings
+from provider_node.earnings import EARNINGS_INTERVAL_S, EarningsWatcher
 from provider_node.executor import TaskExecutor
 from provider_node.hardware import HardwareInfo, gpu_telemetry
 from provider_node.hwcheck import CheckRunner
@@ -51,6 +52,8 @@ class ProviderDaemon:
         wallet: Wallet,
         hardware: HardwareInfo,
         executor: TaskExecutor,
+        coordinator_channel: grpc.Channel | None = None,
+        earnings_interval_s: float = EARNINGS_INTERVAL_S,
     ) -> None:
         self.settings = settings
         self.wallet = wallet
@@ -64,6 +67,9 @@ class ProviderDaemon:
         self.completed = 0
         self.checks = CheckRunner(hardware)  # the coordinator's timed hardware checks
         self._checking: set[asyncio.Task] = set()
+        self._coordinator_channel = coordinator_channel  # a blocking channel (the SDK's), e.g. the artifacts'
+        # the wallet's earnings for the metrics, refreshed while they are served
+        self.earnings = EarningsWatcher(wallet.address, self._earnings_client, interval_s=earnings_interval_s)
         self.metrics = ProviderMetrics().watch(self, gpu_telemetry)
 
     @property
@@ -74,6 +80,21 @@ class ProviderDaemon:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with jittered backoff until cancelled."""
+        earnings = asyncio.create_task(self.earnings.run(), name="earnings") if self.settings.metrics_listen else None
+        try:
+            await self._serve()
+        finally:
+            if earnings is not None:
+                earnings.cancel()
+
+    def _earnings_client(self):
+        from gpumesh.client import Client
+        from gpumesh.rpc import channel as rpc_channel
+
+        channel = self._coordinator_channel or rpc_channel(self.settings.coordinator, self.settings.tls_config())
+        return Client(channel, timeout=10.0)
+
+    async def _serve(self) -> None:
         backoff = 0.5
         if self.settings.metrics_listen and self.metrics._server is None:
             port = self.metrics.serve(self.settings.metrics_listen)

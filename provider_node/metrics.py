@@ -1,5 +1,6 @@
 """Prometheus metrics of the provider daemon: tasks run and how long, and at scrape time its
-running leases, cached models and GPU telemetry (NVML)."""
+running leases, cached models and GPU telemetry (NVML), and its wallet's earnings as last refreshed
+(``provider_node.earnings``; token base units, as floats: for display)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class ProviderMetrics:
 
     def watch(self, daemon: ProviderDaemon, telemetry) -> ProviderMetrics:
         self.registry.register(_LiveState(daemon, telemetry))
+        self.registry.register(_Earnings(lambda: getattr(getattr(daemon, "earnings", None), "latest", None)))
         return self
 
     def serve(self, listen: str) -> int:
@@ -56,3 +58,33 @@ class _LiveState:
             mem.add_metric([str(t.index)], t.memory_used_mb * 1024 * 1024)
         yield util
         yield mem
+
+
+class _Earnings:
+    """The wallet's earnings as last refreshed; nothing before the first refresh (no false zeros)."""
+
+    def __init__(self, latest) -> None:
+        self.latest = latest  # () -> EarningsSnapshot | None
+
+    def collect(self):
+        snap = self.latest()
+        if snap is None:
+            return
+        units = "token base units"
+        yield GaugeMetricFamily("gpumesh_provider_earnings_paid", f"Settled on-chain to this wallet, {units}",
+                                value=snap.paid)
+        yield GaugeMetricFamily("gpumesh_provider_earnings_pending", f"Results not settled yet, {units}",
+                                value=snap.pending)
+        yield GaugeMetricFamily("gpumesh_provider_earnings_slashed", f"Taken from its stake, {units}",
+                                value=snap.slashed)
+        yield GaugeMetricFamily("gpumesh_provider_earnings_updated_timestamp_seconds",
+                                "When these earnings were read", value=snap.updated_at)
+        if snap.stake is None:  # the coordinator does not settle on-chain
+            return
+        yield GaugeMetricFamily("gpumesh_provider_stake", f"Active stake in the ProviderRegistry, {units}",
+                                value=snap.stake)
+        yield GaugeMetricFamily("gpumesh_provider_stake_unbonding", f"Stake unbonding, {units}", value=snap.unbonding)
+        yield GaugeMetricFamily("gpumesh_provider_escrow_balance", f"Withdrawable from the escrow, {units}",
+                                value=snap.escrow_balance)
+        yield GaugeMetricFamily("gpumesh_provider_wallet_balance", f"Payment tokens in the wallet, {units}",
+                                value=snap.wallet_balance)

@@ -71,7 +71,7 @@ def build_daemon(settings: ProviderSettings, *, hardware: HardwareInfo | None = 
         wallet.address, gpus, hardware.cpu_count, runtime.name,
         "isolated" if runtime.isolated else "NOT isolated",
     )
-    return ProviderDaemon(settings, wallet=wallet, hardware=hardware, executor=executor)
+    return ProviderDaemon(settings, wallet=wallet, hardware=hardware, executor=executor, coordinator_channel=channel)
 
 
 def check_secrets(settings: ProviderSettings, runtime: Runtime) -> None:

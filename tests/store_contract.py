@@ -538,3 +538,50 @@ def test_jobs_of_a_submitter_page_newest_first(store):
     assert [j.job_id for j in first] == ["job_2", "job_1"]
     rest = store.jobs_of(job.submitter, before=(first[-1].created_at, first[-1].job_id))
     assert [j.job_id for j in rest] == ["job_0"]
+
+
+def test_earnings_of_reads_a_wallets_jobs_results_claims_and_slashes(store):
+    """Every registration of one wallet (any case), the jobs they have results on with every
+    provider's results there, the wallet's claims, and what its done slashes took."""
+    from coordinator.models import SettlementState as S
+    from coordinator.store.base import Slash, SlashState, VerificationUpdate
+
+    mixed, lower = "0x00000000000000000000000000000000000000Ab", "0x00000000000000000000000000000000000000ab"
+    make_provider(store, address=mixed, pid="prov_a1")
+    make_provider(store, address=lower, pid="prov_a2")  # the same wallet registered again, spelled otherwise
+    make_provider(store, address="0x0000000000000000000000000000000000000002", pid="prov_b")
+    spec = JobSpec(model_cid=CID, input_cid=CID)
+    store.create_job(Job("job_e", spec, JobState.QUEUED, 3, 3, 100.0, 100.0, escrow_key="0x" + "ee" * 32, budget=77,
+                         submitter="0x00000000000000000000000000000000000000aa"),
+                     [Task(f"job_e-t{i}", "job_e", i, TaskState.QUEUED, CID, 1) for i in range(3)])
+    make_job(store, job_id="job_other", n=1)  # prov_b's alone: not read
+    make_job(store, job_id="job_open", n=2)  # running: a2 and b have results
+    make_job(store, job_id="job_leased", n=1)  # a1 holds a lease, no result: not read
+    for task_id, pid, at in (("job_e-t0", "prov_a1", 101.0), ("job_e-t1", "prov_a2", 102.0), ("job_e-t2", "prov_b", 103.0),
+                             ("job_other-t0", "prov_b", 101.0), ("job_open-t0", "prov_a2", 101.0),
+                             ("job_open-t1", "prov_b", 101.0), ("job_leased-t0", "prov_a1", 101.0)):
+        lease = store.lease_task(task_id, pid, ttl=100, now=at)
+        if task_id != "job_leased-t0":
+            submit(store, lease, now=at + 9.5, provider_id=pid)
+    store.finish_job("job_e", output_cid=CID, now=120.0)
+    store.queue_settlements(now=121.0)
+    store.set_settlement(["job_e"], S.PENDING, S.SETTLED, now=122.0, tx="0xt")
+    store.record_claim("job_e", mixed, 40, b"c")
+    store.record_claim("job_e", "0x0000000000000000000000000000000000000002", 9, b"c")
+    for n, pid in enumerate(("prov_a1", "prov_a2", "prov_b")):  # slashed for results of a running job
+        slash = Slash(pid, f"job_open-t{n}", "job_open", mixed, 10, "", "bad")
+        store.apply_verification(VerificationUpdate("job_open", slashes=[slash]), now=130.0 + n, half_life_s=1e9)
+    store.set_slash("prov_a1", "job_open-t0", SlashState.PENDING, SlashState.DONE, now=140.0, slashed_amount=7)
+    store.set_slash("prov_b", "job_open-t2", SlashState.PENDING, SlashState.DONE, now=140.0, slashed_amount=5)
+
+    got = store.earnings_of(lower.upper().replace("0X", "0x"))
+    assert got.provider_ids == ("prov_a1", "prov_a2") and got.slashed == (7,)  # a2's slash is not done yet
+    assert [(j.job_id, j.budget, j.escrowed, j.settlement, j.claim) for j in got.jobs] == [
+        ("job_e", 77, True, S.SETTLED, 40), ("job_open", 0, False, S.NONE, None)]
+    assert [(t.task_id, t.address, t.state, t.price_per_hour, t.seconds) for t in got.tasks] == [
+        ("job_e-t0", mixed, TaskState.SETTLED, 10, 9.5), ("job_e-t1", lower, TaskState.SETTLED, 10, 9.5),
+        ("job_e-t2", "0x0000000000000000000000000000000000000002", TaskState.SETTLED, 10, 9.5),
+        ("job_open-t0", lower, TaskState.SUBMITTED, 10, 9.5),
+        ("job_open-t1", "0x0000000000000000000000000000000000000002", TaskState.SUBMITTED, 10, 9.5)]
+    nobody = store.earnings_of("0x00000000000000000000000000000000000000ff")
+    assert (nobody.provider_ids, nobody.jobs, nobody.tasks, nobody.slashed) == ((), (), (), ())

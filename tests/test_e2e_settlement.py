@@ -74,12 +74,13 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
     from gpumesh.localnet import free_port
     from tests.test_metrics import samples
 
-    metrics_port = free_port()
+    metrics_port, alice_metrics = free_port(), free_port()
     with LocalNetwork(tmp_path / "net", lease_ttl_s=5, heartbeat_interval_s=0.5) as net:
         net.start_chain()
         net.start_coordinator({"GPUMESH_COORDINATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
         for name in ("alice", "bob"):
-            net.start_provider(name, price=PRICE, threads=1)
+            net.start_provider(name, price=PRICE, threads=1, extra_env={
+                "GPUMESH_PROVIDER_METRICS_LISTEN": f"127.0.0.1:{alice_metrics}"} if name == "alice" else None)
         net.wait_providers(2)
         submitter = Wallet.from_hex(dev_keys()[1])
         with Client.connect(net.target, wallet=submitter) as client:
@@ -133,15 +134,57 @@ def test_deposit_run_settle_withdraw_and_refund(tmp_path, tiny_model):
                 claims = json.loads((net.root / name / "claims.json").read_text())
                 assert [int(c["total"]) for c in claims.values()] == [amount], (name, claims)
 
+            _earnings_shown(net, client, chain, providers, earned, alice_metrics)
             for name in ("alice", "bob"):
                 key = Wallet.from_hex(provider_key_path(net.root / name).read_text())
                 fund_dev_gas(chain, key.address)  # gas money
-                chain.withdraw(Account.from_key(key.private_key))
-                assert chain.token_balance(key.address) == earned[name]
+                if name == "alice":  # with the CLI, from its data dir
+                    out = _cli("provider", "earnings", "-c", net.target, "--data-dir", str(net.root / name),
+                               "--withdraw")
+                    assert f"withdrew  {earned[name]} to the wallet (tx 0x" in out and "\x1b" not in out, out
+                    assert "escrow    0 withdrawable" in out and f"wallet    {earned[name]}" in out, out
+                else:
+                    chain.withdraw(Account.from_key(key.private_key))
+                assert chain.token_balance(key.address) == earned[name] and chain.escrow_balance(key.address) == 0
             chain.withdraw(Account.from_key(submitter.private_key))
             assert chain.token_balance(submitter.address) == refund
             settled_events = chain.events("JobEscrow", "JobSettled")
             assert len(settled_events) == 1  # paid exactly once
+
+
+def _cli(*args: str) -> str:
+    from click.testing import CliRunner
+
+    from gpumesh.cli.main import main
+
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _earnings_shown(net: LocalNetwork, client: Client, chain, providers, earned, alice_metrics: int) -> None:
+    """Each provider's earnings as the coordinator reports them are what the escrow credited it,
+    nothing left pending; the CLI shows the same with the chain's balances; alice's daemon exports them."""
+    import urllib.request
+
+    from tests.test_metrics import samples
+
+    for name, p in providers.items():
+        e = client.earnings(p.address)
+        assert (e.address, int(e.paid), e.pending, list(e.provider_ids)) == (p.address, earned[name], "0",
+                                                                            [p.provider_id])
+        assert e.tasks_paid > 0 and e.tasks_pending == 0 and e.slashed == "0"
+    shown = json.loads(_cli("provider", "earnings", "-c", net.target, "--data-dir", str(net.root / "alice"), "--json"))
+    alice = providers["alice"].address
+    assert (shown["address"], shown["paid"], shown["pending"], shown["settles"]) == (alice, str(earned["alice"]), "0",
+                                                                                     True)
+    assert shown["escrow_balance"] == str(earned["alice"]) and shown["wallet_balance"] == "0"
+    assert shown["stake"]["active"] == str(chain.stake_of(alice).active) != "0"
+    # The daemon read its figures when it started (then every minute): the gauges are there, the stake read.
+    with urllib.request.urlopen(f"http://127.0.0.1:{alice_metrics}/metrics", timeout=10) as resp:
+        got = samples(resp.read().decode())
+    assert ("gpumesh_provider_earnings_paid", ()) in got and ("gpumesh_provider_earnings_pending", ()) in got
+    assert got[("gpumesh_provider_stake", ())] == chain.stake_of(alice).active
 
 
 def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, tiny_model):

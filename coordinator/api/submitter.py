@@ -10,11 +10,14 @@ from coordinator.api.convert import job_to_proto, provider_to_proto, spec_from_p
 from coordinator.api.market import market_to_proto, quote_dict_to_proto, quote_to_proto
 from coordinator.batches.service import BatchService
 from coordinator.core import Coordinator, JobView
+from coordinator.settlement.earnings import earnings
 from coordinator.dashboard.app import CHARGED
 from coordinator.dashboard.views import owed
 from gpumesh._convert import timestamp
 from gpumesh.amounts import parse_amount
 from gpumesh.errors import GpumeshError, InvalidArgument, NotFound
+from gpumesh.identity import normalize_address
+from gpumesh.signing import is_signed
 from gpumesh.v1 import jobs_pb2, jobs_pb2_grpc
 
 
@@ -165,6 +168,23 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
                                     prompt_tokens=request.prompt_tokens, output_tokens=request.output_tokens,
                                     deadline_s=float(request.deadline_s) if request.deadline_s else None)
         return quote_to_proto(q)
+
+    async def GetEarnings(self, request, context):
+        """A provider wallet's earnings: ``address``, else the signing wallet. Served unsigned for any
+        address (rate-limited as a read): what the escrow paid is public on-chain, and what is pending
+        the dashboard's job views show anyway; an unsigned call also spends no nonce (daemons poll)."""
+        address = request.address
+        if not address:
+            if not is_signed(context.invocation_metadata()):
+                raise InvalidArgument("a provider address is required (or sign the request as its wallet)",
+                                      field="address")
+            address = self._caller("GetEarnings", request, context)
+        address = normalize_address(address, field="address")
+        record = await asyncio.to_thread(self.core.store.earnings_of, address)
+        e = earnings(record, unchecked_price_bps=self.core.settings.unchecked_price_bps)
+        return jobs_pb2.Earnings(address=e.address, paid=str(e.paid), pending=str(e.pending), slashed=str(e.slashed),
+                                 tasks_paid=e.tasks_paid, tasks_pending=e.tasks_pending, slashes=e.slashes,
+                                 provider_ids=e.provider_ids)
 
 
 def _page_token(token: str) -> tuple[float, str] | None:

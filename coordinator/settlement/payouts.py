@@ -12,7 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from coordinator.models import UNCHECKED_VERDICT, TaskState
 from gpumesh.amounts import cost
+
+PAID_STATES = (TaskState.VERIFIED, TaskState.SETTLED)  # the results a job's settlement pays
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ class JobPayout:
     @property
     def paid(self) -> int:
         return sum(amount for _, amount in self.payouts)
+
+
+def charge_of(task_id: str, address: str, price_per_hour: int, seconds: float, verdict: str, *,
+              unchecked_price_bps: int) -> TaskCharge:
+    """A result's charge as settlement pays it: its lease-time price for its measured time; a
+    result delivered unchecked (the submitter allowed it) at ``unchecked_price_bps`` of that price."""
+    if verdict.startswith(UNCHECKED_VERDICT):
+        price_per_hour = price_per_hour * unchecked_price_bps // 10_000
+    return TaskCharge(task_id, address, price_per_hour, seconds)
 
 
 def task_cost(charge: TaskCharge) -> int:

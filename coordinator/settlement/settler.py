@@ -20,8 +20,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
-from coordinator.models import UNCHECKED_VERDICT, Job, SettlementState, TaskState
-from coordinator.settlement.payouts import Claim, JobPayout, TaskCharge, job_payout, within_claims
+from coordinator.models import Job, SettlementState
+from coordinator.settlement.payouts import PAID_STATES, Claim, JobPayout, charge_of, job_payout, within_claims
 from coordinator.store.base import Store
 from gpumesh.chain.errors import ChainRevert
 from gpumesh.errors import GpumeshError
@@ -88,13 +88,11 @@ class Settler:
         rejected results are not paid. Returns the payout and the claims that back it."""
         charges = []
         for task in (*self.store.list_tasks(job.job_id), *self.store.list_checks(job.job_id)):
-            if task.state not in (TaskState.VERIFIED, TaskState.SETTLED):
+            if task.state not in PAID_STATES:
                 continue
             provider = self.store.get_provider(task.provider_id)
-            price = task.price_per_hour
-            if task.verdict.startswith(UNCHECKED_VERDICT):
-                price = price * self.policy.unchecked_price_bps // 10_000
-            charges.append(TaskCharge(task.task_id, provider.address, price, task.billed_seconds))
+            charges.append(charge_of(task.task_id, provider.address, task.price_per_hour, task.billed_seconds,
+                                     task.verdict, unchecked_price_bps=self.policy.unchecked_price_bps))
         owed = job_payout(charges, job.budget)
         claims = {a: Claim(amount, sig) for a, (amount, sig) in self.store.claims_of(job.job_id).items()}
         for address, _ in owed.payouts:  # only a payee with a claim can be paid: ask the chain about those

@@ -209,6 +209,9 @@ class Store(Protocol):
     def recent_slashes(self, limit: int = 50) -> list[Slash]: ...
     def page_providers(self, *, limit: int = 100, after: str = "") -> list[ProviderRecord]: ...
 
+    # a provider wallet's earnings (coordinator.settlement.earnings)
+    def earnings_of(self, address: str) -> EarningsRecord: ...
+
 
 @dataclass(frozen=True)
 class Charge:
@@ -222,3 +225,38 @@ class Charge:
     price_per_hour: int
     seconds: float  # sum of lease -> accepted result, as the coordinator measured it
     tasks: int
+
+
+@dataclass(frozen=True)
+class EarnedTask:
+    """A result (primary or check, of any provider) on a job a wallet worked on: what that job's
+    payout is computed from."""
+
+    job_id: str
+    task_id: str
+    address: str  # its provider's payout address, as stored
+    state: TaskState  # SUBMITTED, VERIFIED or SETTLED
+    price_per_hour: int  # as of its lease
+    seconds: float  # lease -> accepted result, as the coordinator measured it
+    verdict: str
+
+
+@dataclass(frozen=True)
+class EarnedJob:
+    job_id: str
+    budget: int
+    escrowed: bool
+    settlement: SettlementState
+    claim: int | None  # the wallet's largest signed claim for the job (None: it signed none)
+
+
+@dataclass(frozen=True)
+class EarningsRecord:
+    """What ``Store.earnings_of`` reads for one wallet (every provider id registered with it):
+    each job one of them has a result on, every result on those jobs, and its slashes done."""
+
+    address: str
+    provider_ids: tuple[str, ...]
+    jobs: tuple[EarnedJob, ...] = ()
+    tasks: tuple[EarnedTask, ...] = ()
+    slashed: tuple[int, ...] = ()  # ``slashed_amount`` of each of its DONE slashes

@@ -120,6 +120,7 @@ CREATE TABLE IF NOT EXISTS providers (
     hardware_checks TEXT,  -- JSON: per device, claimed vs verified by timed checks (NULL = never checked)
     edge_records INTEGER NOT NULL DEFAULT 0  -- records that lost a referee's tie band to the other side
 );
+CREATE INDEX IF NOT EXISTS providers_address ON providers(lower(address));  -- a wallet's registrations
 CREATE TABLE IF NOT EXISTS slashes (
     provider_id TEXT NOT NULL,
     task_id TEXT NOT NULL,  -- the result (or check) found invalid

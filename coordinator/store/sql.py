@@ -39,6 +39,7 @@ from coordinator.store.base import (
     VerificationUpdate,
 )
 from coordinator.store.api import ApiSql
+from coordinator.store.earnings import EarningsSql
 from coordinator.store.grants import ArtifactGrantsSql
 from coordinator.store.rows import DONE, JOB_COLS, OPEN, TASK_COLS, checks_json, job_row, provider_row, task_row
 from coordinator.verification.hardware import DeviceCheck
@@ -56,7 +57,7 @@ def _slash(r) -> Slash:
                  bytes.fromhex(r[11]))
 
 
-class SqlStore(ArtifactGrantsSql, ApiSql):
+class SqlStore(ArtifactGrantsSql, ApiSql, EarningsSql):
     """All of the Store port but the connection: adapters give ``_tx`` and ``_read``."""
 
     SKIP_LOCKED = ""  # " FOR UPDATE SKIP LOCKED" where other writers may hold a queued row

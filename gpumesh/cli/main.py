@@ -229,7 +229,11 @@ DEV_GAS = click.option("--dev-gas", is_flag=True, default=False,
 
 
 @provider.command("run")
-@TARGET
+@click.option("--coordinator", "-c", "target", envvar="GPUMESH_COORDINATOR", default=None,
+              help="Coordinator address (host:port) [default: the config file's, else 127.0.0.1:50051].")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The config file (`provider init` writes it) [default: GPUMESH_PROVIDER_CONFIG, else "
+              "DATA_DIR/provider.toml where it exists]; env and flags override it.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Wallet key, model cache, work.")
 @click.option("--name", default=None)
 @click.option("--price", "price_per_hour", type=int, default=None, help="Price per hour, token base units.")
@@ -261,14 +265,14 @@ DEV_GAS = click.option("--dev-gas", is_flag=True, default=False,
 @click.option("-v", "--verbose", is_flag=True)
 def provider_run(target, data_dir, name, price_per_hour, slots, runtime, unisolated, docker_image, docker_host_env, tier,
                  threads_per_task, operator, tls_ca_file, tls_cert_file, tls_key_file, metrics_listen, register, dev_gas,
-                 log_format, verbose) -> None:
+                 log_format, verbose, config=None) -> None:
     """Register with the coordinator and run leased tasks until stopped."""
     from provider_node.config import ProviderSettings
     from provider_node.node import build_daemon
 
     _logging(verbose, log_format)
     overrides = {k: v for k, v in dict(
-        coordinator=target, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
+        coordinator=target, config=config, data_dir=data_dir, name=name, price_per_hour=price_per_hour,
         slots=slots, runtime=runtime, unisolated=unisolated, tier=tier, threads_per_task=threads_per_task,
         operator=operator,
         docker_image=docker_image, docker_host_env=docker_host_env, tls_ca_file=tls_ca_file,
@@ -355,6 +359,10 @@ def provider_stake(target, data_dir, amount) -> None:
 
 
 # ---- submitter ---------------------------------------------------------------------------------
+
+from gpumesh.cli.quote_cmd import quote as _quote  # noqa: E402
+
+main.add_command(_quote)
 
 
 @main.command()
@@ -523,3 +531,11 @@ from gpumesh.cli.api_cmd import batches, keys, models  # noqa: E402
 main.add_command(keys)
 main.add_command(models)
 main.add_command(batches)
+
+from gpumesh.cli.provider_init import provider_init  # noqa: E402
+
+provider.add_command(provider_init)
+
+from gpumesh.cli.earnings_cmd import earnings as provider_earnings  # noqa: E402
+
+provider.add_command(provider_earnings)
