@@ -15,6 +15,7 @@ from gpumesh.errors import InvalidArgument
 # OpenAI's defaults where a batch line sets no max_tokens (what the coordinator's translation applies)
 DEFAULT_MAX_TOKENS = {"/v1/chat/completions": 256, "/v1/completions": 16}
 BYTES_PER_TOKEN = 4
+QUOTE_INPUT_CID = "bafkqaaa"  # the empty identity CID: the input a quoted spec names (it has none yet)
 
 
 @dataclass(frozen=True)

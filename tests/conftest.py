@@ -50,6 +50,31 @@ class ServerThread:
         return self.server.core
 
 
+class DaemonThread:
+    """Runs a provider daemon (``provider_node.node.build_daemon``) on its own event loop in a
+    background thread until ``stop``."""
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.daemon.run())
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(15)
+
+
 @pytest.fixture
 def coordinator_settings(tmp_path) -> CoordinatorSettings:
     return CoordinatorSettings(

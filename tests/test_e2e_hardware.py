@@ -5,12 +5,10 @@ as the CPUs they are (the honest cheaper CPU provider takes the CPU work), whate
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from provider_node.config import ProviderSettings
 from provider_node.hardware import GpuInfo, HardwareInfo
 from provider_node.hwcheck import CheckRunner
 from provider_node.node import build_daemon
+from tests.conftest import DaemonThread
 
 pytestmark = pytest.mark.e2e
 
@@ -45,32 +44,16 @@ def _fake_hardware(gpus: int) -> HardwareInfo:
                         platform="linux")
 
 
-class InProcessDaemon:
+class InProcessDaemon(DaemonThread):
     """A provider daemon in this process, with the hardware it is told to claim."""
 
     def __init__(self, net: LocalNetwork, name: str, *, gpus: int, price: int, runner=None) -> None:
         settings = ProviderSettings(coordinator=net.target, data_dir=net.root / name, name=name, price_per_hour=price,
                                     runtime="process", unisolated=True, threads_per_task=1, reconnect_max_s=1.0)
-        self.daemon = build_daemon(settings, hardware=_fake_hardware(gpus))
+        daemon = build_daemon(settings, hardware=_fake_hardware(gpus))
         if runner is not None:
-            self.daemon.checks = runner(self.daemon.hardware)
-        self.loop = asyncio.new_event_loop()
-        self.task: asyncio.Task | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self.daemon.run())
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(15)
+            daemon.checks = runner(daemon.hardware)
+        super().__init__(daemon)
 
 
 def _checked(client: Client, names: set[str], timeout: float = 90.0) -> dict:

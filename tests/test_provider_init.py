@@ -3,11 +3,9 @@ config file ``provider run`` reads (below env and flags)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -24,6 +22,7 @@ from provider_node import onboarding as ob
 from provider_node.config import ProviderSettings
 from provider_node.hardware import GpuInfo, HardwareInfo, discover
 from provider_node.runtime import BwrapRuntime
+from tests.conftest import DaemonThread
 
 BWRAP_WORKS = BwrapRuntime.available()[0]
 
@@ -210,7 +209,7 @@ def test_the_config_renders_any_name_as_valid_toml(tmp_path):
 # ---- against a real coordinator ------------------------------------------------------------------
 
 
-class _Daemon:
+class _Daemon(DaemonThread):
     """A CPU provider daemon in this process, connected to ``target``."""
 
     def __init__(self, target: str, data: Path, price: int) -> None:
@@ -218,24 +217,7 @@ class _Daemon:
 
         settings = ProviderSettings(coordinator=target, data_dir=data, name="cpu-ask", price_per_hour=price,
                                     runtime="process", unisolated=True, threads_per_task=1, reconnect_max_s=1.0)
-        self.daemon = build_daemon(settings)
-        self.loop = asyncio.new_event_loop()
-        self.task = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self.daemon.run())
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(15)
+        super().__init__(build_daemon(settings))
 
 
 def test_the_suggested_price_is_the_connected_cpu_providers_ask(server, home, tmp_path):

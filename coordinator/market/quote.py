@@ -27,7 +27,7 @@ import heapq
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from coordinator.market.classes import device_class, sort_key
 from coordinator.market.throughput import Rate
@@ -93,7 +93,6 @@ class Quote:
     verification_share: float = 0.0
     basis: str = "prior"
     quoted_at: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     @property
     def chosen(self) -> ClassQuote | None:

@@ -10,9 +10,9 @@ from pydantic import ValidationError
 from gpumesh.artifacts import parse_cid
 from gpumesh.durations import parse_duration
 from gpumesh.errors import InvalidArgument, NotFound
+from gpumesh.inputsize import QUOTE_INPUT_CID
 from gpumesh.jobspec import JobSpec
 
-PLACEHOLDER_INPUT = "bafkqaaa"  # the empty identity CID: a quote has no input yet
 KNOWN = frozenset(("model", "kind", "requests", "max_tokens", "prompt_tokens", "deadline", "gpu_count", "gpu_model",
                    "min_vram_mb", "max_price", "fallback", "shard_size", "steps"))
 
@@ -59,7 +59,7 @@ def quote_args(q: Mapping[str, str], store) -> tuple[JobSpec, dict[str, int], fl
     requests = _int(q, "requests", 0, low=0, high=10_000_000)
     gpu_count = _int(q, "gpu_count", 0, high=64)
     body = {
-        "name": "quote", "kind": kind, "model_cid": cid, "input_cid": PLACEHOLDER_INPUT,
+        "name": "quote", "kind": kind, "model_cid": cid, "input_cid": QUOTE_INPUT_CID,
         "inference": {"max_new_tokens": max_tokens},
         "requirements": {"gpu_count": gpu_count, "allow_cpu": gpu_count == 0,
                          "gpu_models": tuple(m for m in q.get("gpu_model", "").split(",") if m),

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from gpumesh.errors import InvalidArgument
+from gpumesh.inputsize import QUOTE_INPUT_CID
 
-PLACEHOLDER_INPUT = "bafkqaaa"  # the empty identity CID: a quote has no input yet
 
 
 def _local_cid(path: Path) -> str:
@@ -45,7 +45,7 @@ def _what(path: Path, client):
     if len(size.models) > 1:
         raise InvalidArgument(f"lines name {len(size.models)} models ({', '.join(size.models[:3])}); a batch "
                               "runs one", field="model")
-    spec = JobSpec(name="quote", model_cid=client.model_cid(size.models[0]), input_cid=PLACEHOLDER_INPUT)
+    spec = JobSpec(name="quote", model_cid=client.model_cid(size.models[0]), input_cid=QUOTE_INPUT_CID)
     return spec, size
 
 
