@@ -240,16 +240,20 @@ class LocalNetwork:
         if required and not self._chain_client().stake_of(address).active:
             self.stake_provider(name, required)
 
-    def wait_providers(self, n: int, timeout: float = 60.0) -> None:
-        """Block until ``n`` providers hold a live session."""
+    def wait_providers(self, n: int, timeout: float = 60.0, *, checked: bool = True) -> None:
+        """Block until ``n`` providers hold a live session and, with ``checked``, have answered
+        their hardware check (the coordinator gives no work before it: a market that counts
+        unchecked providers as ready hands all of a job to the first one checked)."""
         from gpumesh.client import Client
 
         deadline = time.monotonic() + timeout
         with Client.connect(self.target) as client:
-            while len(client.list_providers(connected_only=True)) < n:
+            while len([p for p in client.list_providers(connected_only=True)
+                       if p.hardware_verified or not checked]) < n:
                 if time.monotonic() > deadline:
                     logs = "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in self.providers.values())
-                    raise Unavailable(f"fewer than {n} providers connected after {timeout:.0f}s\n{logs}")
+                    state = "ready (connected, hardware checked)" if checked else "connected"
+                    raise Unavailable(f"fewer than {n} providers {state} after {timeout:.0f}s\n{logs}")
                 time.sleep(0.2)
 
     def stop(self) -> None:

@@ -90,12 +90,21 @@ def _slashes(chain, address: str) -> list[dict]:
     return chain.events("ProviderRegistry", "Slashed", provider=address)
 
 
-def _wait_slashed(chain, address: str, timeout: float = 30) -> list[dict]:
+def _wait_slashed(chain, address: str, timeout: float = 30, why=lambda: "") -> list[dict]:
+    """The registry's Slashed events for ``address``, once there is one; ``why()`` explains a timeout."""
     deadline = time.monotonic() + timeout
     while not (events := _slashes(chain, address)):
-        assert time.monotonic() < deadline, f"{address} was never slashed"
+        assert time.monotonic() < deadline, f"{address} was never slashed\n{why()}"
         time.sleep(0.2)
     return events
+
+
+def _story(net: LocalNetwork, client: Client, job_id: str) -> str:
+    """Who ran what in the job, and the coordinator's log: what a failed assertion needs to say."""
+    names = {p.provider_id: p.name for p in client.list_providers()}
+    tasks = [f"{t.task_id} {t.role} {names.get(t.provider_id, t.provider_id)} {t.state} {t.verdict!r}"
+             for t in client.get_job(job_id).raw.tasks]
+    return "\n".join(tasks) + "\n--- coordinator\n" + net.coordinator.log_tail(12000)
 
 
 def _referee_costs(net: LocalNetwork, job_id: str) -> list[int]:
@@ -115,7 +124,7 @@ def _referee_costs(net: LocalNetwork, job_id: str) -> list[int]:
 def _assert_cheater_caught(net: LocalNetwork, client: Client, job, providers: dict, cheater: str,
                            honest: list[str]) -> None:
     chain = client.chain()
-    events = _wait_slashed(chain, providers[cheater])
+    events = _wait_slashed(chain, providers[cheater], why=lambda: _story(net, client, job.job_id))
     # Each slash takes SLASH, plus the referee's pay where the referee decided a dispute the cheater
     # lost alone: the submitter's budget paid the referee, the cheater's stake pays the submitter back.
     referee_costs = Counter(_referee_costs(net, job.job_id))
