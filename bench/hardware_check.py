@@ -30,8 +30,8 @@ from coordinator.config import CoordinatorSettings  # noqa: E402
 from coordinator.hwchecks import HardwareChecks  # noqa: E402
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier  # noqa: E402
 from coordinator.sessions import ProviderSession  # noqa: E402
-from coordinator.verification.hardware import CheckPolicy, claimed_class, first_attempt  # noqa: E402
 from gpumesh import hwcheck  # noqa: E402
+from gpumesh.hwclasses import CheckPolicy, claimed_class, first_attempt  # noqa: E402
 from provider_node.hardware import discover  # noqa: E402
 from provider_node.hwcheck import CheckRunner  # noqa: E402
 

@@ -109,7 +109,7 @@ def main() -> None:
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=1) as net:
         net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false",
                                "GPUMESH_COORDINATOR_OPENAI_LISTEN": f"127.0.0.1:{port}",
-                               "GPUMESH_COORDINATOR_OPENAI_RATE_PER_S": "0",
+                               "GPUMESH_COORDINATOR_RATE_LIMITS__OPENAI_PER_S": "0",
                                "GPUMESH_COORDINATOR_MODEL_REGISTRARS": json.dumps([wallet.address]),
                                "GPUMESH_COORDINATOR_MAX_PROMPTS_PER_JOB": str(max(args.lines, 1000))})
         for i in range(args.providers):

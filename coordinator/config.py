@@ -36,8 +36,6 @@ class CoordinatorSettings(BaseSettings):
     openai_listen: str = ""
     max_batch_file_bytes: int = Field(512 * 1024**2, gt=0)  # an uploaded file (OpenAI allows 200 MB)
     max_batch_lines: int = Field(50_000, gt=0)  # requests per batch (OpenAI's limit)
-    openai_rate_per_s: float = Field(50.0, ge=0)  # HTTP calls per second per API key (0 = unlimited) ...
-    openai_burst: int = Field(200, ge=1)  # ... and the burst it may spend at once
     # What a batch escrows from its wallet's prepaid account (JobEscrow.openJob) when settling on-chain,
     # at most: less if the account, its on-chain spend limit or the key's cap leave less. Unspent, it returns.
     openai_batch_budget: int = Field(10**18, gt=0)
@@ -55,8 +53,10 @@ class CoordinatorSettings(BaseSettings):
     # first start). Replicas on one database must share it.
     sealing_key_file: Path | None = None
     request_max_skew_s: float = Field(300.0, gt=0)
-    # Per-identity rate limits (token bucket per session token, else per client host), answered with
-    # RESOURCE_EXHAUSTED and retry-after-ms; e.g. GPUMESH_COORDINATOR_RATE_LIMITS__SUBMIT_PER_S=5.
+    # Per-identity rate limits of every face (coordinator.ratelimit): gRPC per session token, else per
+    # client host, answered with RESOURCE_EXHAUSTED and retry-after-ms; the OpenAI API per key and the
+    # dashboard's public JSON per peer, with 429 and Retry-After. E.g.
+    # GPUMESH_COORDINATOR_RATE_LIMITS__SUBMIT_PER_S=5, ..._RATE_LIMITS__OPENAI_PER_S=10; off: RATE_LIMIT=false.
     rate_limit: bool = True
     rate_limits: Limits = Field(default_factory=Limits)
     data_dir: Path = Field(default_factory=lambda: default_home() / "coordinator")
@@ -115,7 +115,7 @@ class CoordinatorSettings(BaseSettings):
     network_prefix_v4: int = Field(24, ge=8, le=32)
     network_prefix_v6: int = Field(48, ge=16, le=128)
     public_funders: tuple[str, ...] = ()
-    # Hardware truth (coordinator.verification.hardware): open-market providers answer a timed,
+    # Hardware truth (gpumesh.hwclasses, coordinator.hwchecks): open-market providers answer a timed,
     # seeded matmul check per claimed device when their session opens and at random times after
     # (exponential, this mean); only verified GPUs are scheduled. Off: claims are trusted as given.
     hardware_checks: bool = True

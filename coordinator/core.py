@@ -30,7 +30,7 @@ from coordinator.config import CoordinatorSettings
 from coordinator.events import SCHEDULER, Signals
 from coordinator.hwchecks import HardwareChecks
 from coordinator.models import CANCEL_REQUESTED, Job, JobState, Lease, Task, TaskRole, TaskState
-from coordinator.reputation import standing
+from coordinator.standing import standing
 from coordinator.requests import RequestAuth
 from coordinator.sealing import KeyBroker, SealedView
 from coordinator.scheduling.rules import Demand
@@ -359,7 +359,7 @@ class Coordinator:
         from pathlib import Path
 
         from gpumesh.errors import WorkloadError
-        from provider_node.workloads.finetune import FinetuneParams, read_dataset
+        from gpumesh.finetune import FinetuneParams, read_dataset
 
         try:
             FinetuneParams.parse(spec.finetune)

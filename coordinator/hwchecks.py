@@ -1,6 +1,6 @@
 """Timed hardware checks over provider sessions: the protocol (``gpumesh.hwcheck``) run against each
 open-market provider when its session opens and at random times after; what a time verifies is
-decided by ``coordinator.verification.hardware``.
+decided by ``gpumesh.hwclasses``.
 
 A check of a provider covers all its claimed devices at once (its CPU and every GPU), so one real
 GPU cannot answer for several. While it runs, and while it waits for the provider's running leases
@@ -22,11 +22,12 @@ from coordinator.config import CoordinatorSettings
 from coordinator.models import ProviderTier
 from coordinator.sessions import ProviderSession
 from coordinator.store.base import Store
-from coordinator.verification.hardware import (
+from coordinator.verification.hardware import DeviceCheck
+from gpumesh.hwcheck import verify_opening
+from gpumesh.hwclasses import (
     CPU,
     Attempt,
     CheckPolicy,
-    DeviceCheck,
     DeviceClass,
     claimed_class,
     first_attempt,
@@ -34,7 +35,6 @@ from coordinator.verification.hardware import (
     next_attempt,
     verified_class,
 )
-from gpumesh.hwcheck import verify_opening
 from gpumesh.v1 import provider_pb2
 
 log = logging.getLogger(__name__)

@@ -3,15 +3,34 @@ time, what is (tasks by state, connected providers, their GPUs' utilisation, lea
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from coordinator.core import Coordinator
+from coordinator.sessions import ProviderSession
 
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600)
+
+
+class _TaskCounts(Protocol):
+    def task_counts(self) -> dict[str, int]: ...
+
+
+class _Sessions(Protocol):
+    def sessions(self) -> Iterable[ProviderSession]: ...
+
+
+class LiveState(Protocol):
+    """What a scrape reads of a coordinator (``coordinator.core.Coordinator`` is one)."""
+
+    @property
+    def store(self) -> _TaskCounts: ...
+    @property
+    def sessions(self) -> _Sessions: ...
+    @property
+    def is_leader(self) -> bool: ...
 
 
 class CoordinatorMetrics:
@@ -40,7 +59,7 @@ class CoordinatorMetrics:
         self.round_seconds = Histogram("gpumesh_schedule_round_seconds", "One scheduling round, seconds",
                                        buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5), registry=r)
 
-    def watch(self, core: Coordinator) -> CoordinatorMetrics:
+    def watch(self, core: LiveState) -> CoordinatorMetrics:
         """Also report ``core``'s live state at each scrape."""
         self.registry.register(_LiveState(core))
         return self
@@ -60,7 +79,7 @@ class CoordinatorMetrics:
 
 
 class _LiveState:
-    def __init__(self, core: Coordinator) -> None:
+    def __init__(self, core: LiveState) -> None:
         self.core = core
 
     def collect(self):

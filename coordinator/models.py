@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from coordinator.reputation import Reputation
 from coordinator.verification.hardware import DeviceCheck, cpu_ok, verified_name
 from gpumesh.errors import FailedPrecondition
 from gpumesh.jobspec import JobSpec
@@ -194,17 +195,13 @@ class ProviderRecord:
         return ProviderTrack(self.consecutive_valid, self.total_valid, self.total_invalid)
 
     @property
-    def reputation(self):
-        from coordinator.reputation import Reputation
-
+    def reputation(self) -> Reputation:
         return Reputation(self.rep_alpha, self.rep_beta, self.rep_updated_at,
                           1 + self.tasks_completed, 1 + self.leases_abandoned)
 
     @property
     def reliability(self) -> float:
         """Lower 5% quantile of the chance this provider finishes a lease (Beta(1,1) prior)."""
-        from coordinator.reputation import Reputation
-
         return Reputation(completed=1 + self.tasks_completed, abandoned=1 + self.leases_abandoned).reliability()
 
 
@@ -257,6 +254,7 @@ class Task:
     check_json: str = ""  # checks: what is checked and how (coordinator.verifier)
     verdict: str = ""  # "" until read; then why it was accepted, disputed or rejected
     avoid: tuple[str, ...] = ()  # independence keys of providers whose attempts failed: others go first
+    final_by: str = ""  # the open-market provider that reported it bad for good, awaiting confirmation
 
     @property
     def is_check(self) -> bool:

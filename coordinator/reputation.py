@@ -180,28 +180,3 @@ def eligible(rep: Reputation, max_invalid_rate: float = 0.1, q: float = 0.05) ->
     wrong on its first or second checked result, or on one result in five, does not (the default
     was chosen with ``bench/verification_sim.py``: 0.2 let cheaters of rate 0.2 stay on)."""
     return beta_quantile(1.0 - q, rep.alpha, rep.beta) >= 1.0 - max_invalid_rate
-
-
-@dataclass(frozen=True)
-class Standing:
-    """How the scheduler weighs a provider: finishing leases, valid results, still allowed work."""
-
-    reliability: float
-    trust: float
-    eligible: bool
-
-
-def standing(record, *, now: float, half_life_s: float, max_invalid_rate: float, min_stake: int = 0) -> Standing:
-    """A provider record's standing now; the operator's centralized capacity is trusted. An
-    open-market provider whose collectable stake, as last read (at registration and after each
-    slash), fell below ``min_stake`` is not eligible: it has nothing left to lose; nor is one whose
-    hardware is not checked yet (or that answered its CPU check wrong)."""
-    from coordinator.models import ProviderTier
-
-    rep = record.reputation.decayed(now, half_life_s)
-    if record.tier is ProviderTier.CENTRALIZED:
-        return Standing(record.reliability, 1.0, True)
-    staked = not min_stake or record.stake is None or record.stake >= min_stake
-    # no work before its hardware is checked: a provider that cannot answer its CPU check is not run
-    return Standing(record.reliability, rep.score(),
-                    staked and record.hardware_verified and eligible(rep, max_invalid_rate))

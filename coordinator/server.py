@@ -14,12 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from coordinator.api.artifacts import ArtifactServicer
 from coordinator.api.errors import ErrorInterceptor
-from coordinator.api.ratelimit import RateLimitInterceptor
 from coordinator.api.provider import ProviderServicer
 from coordinator.api.submitter import SubmitterServicer
 from coordinator.batches.service import BatchService
 from coordinator.config import CoordinatorSettings
 from coordinator.core import Coordinator
+from coordinator.ratelimit import RateLimitInterceptor
 from coordinator.store.sqlite import SqliteStore
 from gpumesh.artifacts import open_artifact_store
 from gpumesh.errors import InvalidArgument
@@ -181,7 +181,7 @@ class CoordinatorServer:
             host, port = parse_listen(self.settings.openai_listen, field="openai_listen")
             finetunes = FineTuneService(self.batches, tokens_per_s=self.settings.finetune_quote_tokens_per_s)
             self.openai = OpenAIServer(self.batches, host, port, finetunes=finetunes,
-                                       rate_per_s=self.settings.openai_rate_per_s, burst=self.settings.openai_burst)
+                                       limits=self.settings.rate_limits if self.settings.rate_limit else None)
             await self.openai.start()
         await self.server.start()
         for name in ("", *SERVICES):

@@ -54,6 +54,7 @@ from coordinator.verification.segments import (
     replay_result,
 )
 from gpumesh.checkpoints import FinetuneOutput
+from gpumesh.finetune import FinetuneParams
 from gpumesh.requestline import CLAIM_FIELDS
 from gpumesh.jobspec import JobSpec
 
@@ -168,8 +169,6 @@ class Verifier:
                           signature: bytes) -> PrimaryDecision:
         """A fine-tune must have every checkpoint its parameters imply; a replica replays one
         random segment of it (with the adaptive replication probability)."""
-        from provider_node.workloads.finetune import FinetuneParams
-
         params = FinetuneParams.parse(job.spec.finetune)
         try:
             index = FinetuneOutput.parse(self.artifacts.get_bytes(output_cid))

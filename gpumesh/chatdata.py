@@ -102,6 +102,26 @@ def parse_jsonl(data: bytes, *, max_lines: int) -> list[tuple[int, tuple[Turn, .
     return out
 
 
+class ChatTemplateError(ExampleError):
+    """The model's chat template fails to render a conversation (its jinja2 sandbox refused it, a
+    syntax error, a ``raise_exception``): a property of the model and the messages, so final."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(f"the model's chat template failed: {type(exc).__name__}: {str(exc)[:300]}", "model")
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+    """``tokenizer.apply_chat_template(messages, **kwargs)``, its failures as ChatTemplateError.
+    Rendering is string work over the template and the messages alone: whatever it raises (bar
+    running out of memory) any other machine would raise too."""
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- jinja2 and the template's own filters raise many types
+        raise ChatTemplateError(exc) from exc
+
+
 class LineError(ExampleError):
     def __init__(self, lineno: int, message: str, param: str = "messages") -> None:
         super().__init__(f"line {lineno}: {message}", param)
@@ -124,10 +144,10 @@ def chat_tokens(tokenizer: Any, turns: tuple[Turn, ...]) -> tuple[list[int], lis
     done = ""
     for i, turn in enumerate(turns):
         if turn.role == "assistant":
-            head = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
+            head = render_chat(tokenizer, msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
             _extend(tokenizer, ids, labels, done, head, trained=False)
             done = head
-        text = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
+        text = render_chat(tokenizer, msgs[: i + 1], tokenize=False)
         _extend(tokenizer, ids, labels, done, text, trained=turn.trained)
         done = text
     return ids, labels

@@ -86,6 +86,22 @@ class WorkloadError(GpumeshError):
         self.retryable = retryable
 
 
+class ArtifactError(WorkloadError):
+    """An artifact a task names (a model, an adapter, a checkpoint) is malformed or unsafe: every
+    honest provider would fail on it the same way, so the failure is final."""
+
+    def __init__(self, message: str, *, field: str | None = "model") -> None:
+        super().__init__(message, field=field, retryable=False)
+
+
+def is_final(exc: BaseException) -> bool:
+    """Whether a task failed for a reason any honest provider would hit again: only a
+    ``WorkloadError`` (bad artifact, input, parameters, chat template, adapter) not marked
+    retryable. Anything else (I/O, fetch, integrity, out of memory, an unknown exception) may
+    pass on a retry, so it is not."""
+    return isinstance(exc, WorkloadError) and not exc.retryable
+
+
 _BY_CODE: dict[str, type[GpumeshError]] = {
     cls.grpc_code: cls
     for cls in (

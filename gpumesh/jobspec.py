@@ -62,7 +62,7 @@ class JobSpec(_Strict):
     model_cid: str
     input_cid: str
     inference: InferenceParams = InferenceParams()
-    # kind "finetune": the workload's FinetuneParams (provider_node.workloads.finetune), checked
+    # kind "finetune": the workload's FinetuneParams (gpumesh.finetune), checked
     # by the coordinator at submission; the input is the training JSONL, run as one task.
     finetune: dict[str, Any] = Field(default_factory=dict)
     requirements: Requirements = Requirements()

@@ -5,9 +5,11 @@ regular files (symlinks by their content), every header with mtime 0, uid/gid 0,
 mode 0o644, plain ustar (:func:`write_tar`, which the provider's sandbox reader shares).
 
 Tars come from other parties (a submitter's model, another provider's checkpoint), so
-:func:`extract` and :func:`read_members` take only regular files and directories whose names stay
-inside the destination, refuse sparse members (a few KiB of tar that expand to GiBs of zeros), and
-stop at a byte budget and a member count: what a tar can write is bounded before any byte lands.
+:func:`extract` and :func:`read_members` first read every header (:func:`check_members`) and
+refuse the whole tar unless all of its members can be written as they are: only regular files and
+directories, names that stay inside the destination, no name twice nor both a file and a
+directory, no sparse member (a few KiB of tar that expand to GiBs of zeros), within a byte budget
+and a member count. What a tar can write is bounded, and a bad one refused, before any byte lands.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ MAX_MEMBERS = 100_000  # entries in one tar (each costs an inode where it is ext
 
 class TarError(ValueError):
     """A tar that is corrupt, has a member it must not have, or is over a limit."""
+
+
+class TarLayoutError(TarError):
+    """Members that cannot all be extracted: one name twice, or a name that is both a file and a
+    directory (``x`` a file and ``x/`` or ``x/y`` beside it)."""
 
 
 def iter_files(src_dir: Path) -> list[tuple[str, Path]]:
@@ -98,36 +105,69 @@ class _Budget:
             self.bytes_left -= member.size
 
 
+def check_members(members: Iterable[tarfile.TarInfo], *, max_bytes: int | None = None,
+                  max_members: int = MAX_MEMBERS) -> list[tuple[PurePosixPath, tarfile.TarInfo]]:
+    """Every member with its safe relative path, once all of them are known to extract as they
+    are (see the module docstring); otherwise TarError (TarLayoutError for colliding names).
+    A directory listed twice is harmless and kept; ``./`` is the root itself."""
+    budget = _Budget(max_bytes, max_members)
+    files: set[PurePosixPath] = set()
+    dirs: set[PurePosixPath] = set()
+    out = []
+    for member in members:
+        rel = safe_member_path(member)
+        budget.member(member)
+        if member.isfile():
+            if rel in files:
+                raise TarLayoutError(f'member "{rel}" appears twice')
+            if rel in dirs:
+                raise TarLayoutError(f'member "{rel}" is both a file and a directory')
+            files.add(rel)
+        elif rel.parts:
+            if rel in files:
+                raise TarLayoutError(f'member "{rel}" is both a file and a directory')
+            dirs.add(rel)
+        for parent in list(rel.parents)[:-1]:  # the directories it implies ("." excluded)
+            if parent in files:
+                raise TarLayoutError(f'member "{parent}" is both a file and a directory')
+            dirs.add(parent)
+        out.append((rel, member))
+    return out
+
+
+def _open(source: Path | BinaryIO) -> tarfile.TarFile:
+    if isinstance(source, (str, Path)):
+        return tarfile.open(source, mode="r:")
+    return tarfile.open(fileobj=source, mode="r:")
+
+
 def extract(source: Path | BinaryIO, dest: Path, *, max_bytes: int | None = None,
             max_members: int = MAX_MEMBERS) -> None:
-    """Extract every member of the tar at ``source`` (a path or a binary file) under ``dest``.
+    """Extract every member of the tar at ``source`` (a path or a seekable binary file) under
+    ``dest``, a fresh directory.
 
     At most ``max_bytes`` of file content (None: the tar's own size bounds it, sparse members
-    being refused) and ``max_members`` entries; over either, TarError and the partial tree is
-    the caller's to remove (extract into a fresh directory).
+    being refused) and ``max_members`` entries. Every header is checked before anything is
+    written (:func:`check_members`); a TarError after that (a truncated tar) leaves a partial
+    tree that is the caller's to remove.
     """
     dest = Path(dest)
-    budget = _Budget(max_bytes, max_members)
     try:
-        opened = tarfile.open(source, mode="r:") if isinstance(source, (str, Path)) else tarfile.open(
-            fileobj=source, mode="r:")
-        with opened as tar:
-            for member in tar:
-                rel = safe_member_path(member)
-                budget.member(member)
+        with _open(source) as tar:
+            for rel, member in check_members(tar, max_bytes=max_bytes, max_members=max_members):
                 target = dest.joinpath(*rel.parts)
-                if member.isdir():  # "./" (as ``tar -C dir -cf x.tar .`` writes) is the root itself
+                if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(member)
                 assert src is not None  # regular file
-                # O_EXCL|O_NOFOLLOW: a member never writes through a link or over an earlier member.
+                # O_EXCL|O_NOFOLLOW: a member never writes through a link or over an existing file.
                 fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
                 with src, os.fdopen(fd, "wb") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
-    except FileExistsError as exc:
-        raise TarError(f"tar has two members named {Path(exc.filename).name!r}") from None
+    except (FileExistsError, NotADirectoryError) as exc:  # only where ``dest`` was not fresh
+        raise TarLayoutError(f"tar member collides with {exc.filename!r}, already in the destination") from None
     except tarfile.TarError as exc:
         raise TarError(f"corrupt tar: {exc}") from exc
 
@@ -136,12 +176,10 @@ def read_members(data: bytes, *, max_bytes: int | None = None, max_members: int 
     """The regular files of an in-memory tar by name (``./`` prefixes dropped), within the same
     limits as :func:`extract` (``max_bytes`` None: at most ``len(data)``)."""
     out = {}
-    budget = _Budget(len(data) if max_bytes is None else max_bytes, max_members)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
-                rel = safe_member_path(member)
-                budget.member(member)
+            for rel, member in check_members(tar, max_bytes=len(data) if max_bytes is None else max_bytes,
+                                             max_members=max_members):
                 if member.isfile():
                     f = tar.extractfile(member)
                     assert f is not None

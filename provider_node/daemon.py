@@ -76,6 +76,10 @@ class ProviderDaemon:
     def provider_id(self) -> str:
         return self.state.provider_id
 
+    @property
+    def leases_running(self) -> int:
+        return len(self._running)
+
     # ---- main loop -------------------------------------------------------------------------
 
     async def run(self) -> None:

@@ -1,5 +1,11 @@
 """Run one leased task: fetch inputs by CID, run the workload in the sandbox runtime, upload
-the output, and sign the result commitment."""
+the output, and sign the result commitment.
+
+A failure is reported final (not retryable) only for a typed reason any honest provider would
+hit again (``gpumesh.errors.is_final``: a bad artifact, input, parameters, chat template or
+adapter), whether raised here or reported by the workload; anything else (I/O, fetch errors,
+a timeout, an unknown exception) is retryable. The coordinator confirms a final failure on an
+independent provider before the job fails (``coordinator.failures``)."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from pathlib import Path
 
 from gpumesh.artifacts import ArtifactStore
 from gpumesh.artifacts.sealed import OpenedView
-from gpumesh.errors import GpumeshError, WorkloadError
+from gpumesh.errors import GpumeshError, WorkloadError, is_final
 from gpumesh.identity import Wallet, result_text
 from gpumesh.sealing import SealingKey, new_data_key, seal_stream, wrap_key
 from gpumesh.v1 import provider_pb2
@@ -89,8 +95,8 @@ class TaskExecutor:
             workdir.mkdir(parents=True, exist_ok=True)
             return await self._execute(lease, workdir, gpus, progress)
         except GpumeshError as exc:
-            return _failure(lease, str(exc), exc.retryable)
-        except (OSError, ValueError) as exc:
+            return _failure(lease, str(exc), not is_final(exc))
+        except Exception as exc:  # noqa: BLE001 -- unknown: this provider's trouble until shown otherwise
             log.exception("task %s failed", lease.task_id)
             return _failure(lease, f"{type(exc).__name__}: {exc}", True)
         finally:
@@ -103,7 +109,7 @@ class TaskExecutor:
     ) -> provider_pb2.ProviderMessage:
         module = self.workloads.get(lease.kind)
         if module is None:
-            return _failure(lease, f"unsupported task kind {lease.kind!r}", False)
+            return _failure(lease, f"unsupported task kind {lease.kind!r}", True)  # a newer provider may run it
         model = await self._prepare_model(lease.model_cid)
         # Sealed inputs: fetched as ciphertext (checked against its CID), opened with the lease's keys.
         keys = {k.cid: self.sealing.unwrap(k.wrapped_key) for k in lease.keys}
@@ -193,7 +199,7 @@ class TaskExecutor:
         allowed = set(lease.adapter_cids)
         if stray := sorted(named - allowed):
             raise WorkloadError(f"the input names adapter {stray[0]}, which the lease does not list", field="adapter")
-        return {cid: await asyncio.to_thread(self.models.get, cid) for cid in sorted(named)}
+        return {cid: await asyncio.to_thread(self.models.get, cid, what="adapter") for cid in sorted(named)}
 
     async def _prepare_model(self, cid: str) -> Path:
         """The model's fastest loadable form: a GGUF is converted once (in the sandbox) to a

@@ -2,7 +2,7 @@
 per device, the class it claims, the TFLOPS measured and the class it would verify as.
 
 The protocol is the daemon's own (``provider_node.hwcheck.CheckRunner`` answers PREPARE, a timed START
-and OPEN) and the verdict the coordinator's (``coordinator.verification.hardware``: sizing, deadlines,
+and OPEN) and the verdict the coordinator's (``gpumesh.hwclasses``: sizing, deadlines,
 ``verified_class``), under the default check policy.
 """
 
@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from gpumesh import hwclasses as classes
 from provider_node.hardware import HardwareInfo
 
 
@@ -40,8 +41,6 @@ def preview_hardware(hardware: HardwareInfo, *, runner=None, policy=None,
     """Run on this host the timed, seeded check a coordinator sends each device (sized for the
     class the device claims, smaller after a missed deadline), through the daemon's own
     ``CheckRunner``, and say what each would verify as under the default check policy."""
-    # The class table lives with the coordinator's verification (pure: stdlib and gpumesh only).
-    from coordinator.verification import hardware as classes
     from provider_node.hwcheck import CheckRunner
 
     runner = runner or CheckRunner(hardware)
@@ -101,8 +100,6 @@ def _check_once(runner, device: int, attempt, policy, rng: random.Random) -> tup
 def node_class(previews: tuple[DevicePreview, ...]) -> str:
     """The market class of this node: its slowest verified GPU's (the market groups providers so),
     ``cpu`` with none verified."""
-    from coordinator.verification import hardware as classes
-
     gpus = [classes.by_key(p.verified) for p in previews if p.device >= 0 and p.verified]
     gpus = [c for c in gpus if c is not None and c.gpu]
     return min(gpus, key=lambda c: c.tflops).key if gpus else classes.CPU.key

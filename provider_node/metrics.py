@@ -4,13 +4,36 @@ running leases, cached models and GPU telemetry (NVML), and its wallet's earning
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from provider_node.daemon import ProviderDaemon
+
+class _Slots(Protocol):
+    @property
+    def slots(self) -> int: ...
+
+
+class _ModelCache(Protocol):
+    def cached_cids(self) -> Collection[str]: ...
+
+
+class _Executor(Protocol):
+    @property
+    def models(self) -> _ModelCache: ...
+
+
+class DaemonState(Protocol):
+    """What a scrape reads of the daemon (``provider_node.daemon.ProviderDaemon`` is one)."""
+
+    @property
+    def settings(self) -> _Slots: ...
+    @property
+    def executor(self) -> _Executor: ...
+    @property
+    def leases_running(self) -> int: ...
 
 
 class ProviderMetrics:
@@ -24,7 +47,7 @@ class ProviderMetrics:
                                        registry=r)
         self._server = None
 
-    def watch(self, daemon: ProviderDaemon, telemetry) -> ProviderMetrics:
+    def watch(self, daemon: DaemonState, telemetry) -> ProviderMetrics:
         self.registry.register(_LiveState(daemon, telemetry))
         self.registry.register(_Earnings(lambda: getattr(getattr(daemon, "earnings", None), "latest", None)))
         return self
@@ -41,13 +64,13 @@ class ProviderMetrics:
 
 
 class _LiveState:
-    def __init__(self, daemon: ProviderDaemon, telemetry) -> None:
+    def __init__(self, daemon: DaemonState, telemetry) -> None:
         self.daemon = daemon
         self.telemetry = telemetry  # () -> [GpuTelemetry]
 
     def collect(self):
         d = self.daemon
-        yield GaugeMetricFamily("gpumesh_provider_leases_running", "Leases running now", value=len(d._running))
+        yield GaugeMetricFamily("gpumesh_provider_leases_running", "Leases running now", value=d.leases_running)
         yield GaugeMetricFamily("gpumesh_provider_slots", "Tasks it runs at once", value=d.settings.slots)
         yield GaugeMetricFamily("gpumesh_provider_models_cached", "Models in its cache",
                                 value=len(d.executor.models.cached_cids()))

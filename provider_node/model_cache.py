@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gpumesh.artifacts import ArtifactStore
 from gpumesh.artifacts.cid import parse_cid
-from gpumesh.errors import WorkloadError
+from gpumesh.errors import ArtifactError, WorkloadError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ def _tree_size(path: Path) -> int:
 
 
 class ModelCache:
-    """``get(cid)`` returns a loadable model path (a GGUF file or a model directory)."""
+    """``get(cid)`` returns a loadable model path (a GGUF file or a model directory). A bad
+    artifact raises ``ArtifactError`` naming it (``model artifact <cid>: ...``): final for the
+    task; running out of room and fetch errors stay retryable."""
 
     def __init__(self, root: Path, artifacts: ArtifactStore, *, max_bytes: int) -> None:
         self.root = root
@@ -43,14 +45,19 @@ class ModelCache:
         """The cache directory of one model (the fetched artifact and derived forms)."""
         return self.root / str(parse_cid(cid))
 
-    def get(self, cid: str) -> Path:
+    def get(self, cid: str, *, what: str = "model") -> Path:
+        """``what``: the artifact's role in the task ("model", "adapter"), as its errors name it."""
         entry = self.entry(cid)
         cid = entry.name
         with self._guard:
             lock = self._locks[cid]
         with lock:
             if not (entry / READY).exists():
-                self._fetch(cid, entry)
+                try:
+                    self._fetch(cid, entry)
+                except ArtifactError as exc:
+                    raise ArtifactError(f"{what} artifact {cid}: {exc.message}",
+                                        field="adapter" if what == "adapter" else "model_cid") from exc
             os.utime(entry / READY)  # LRU clock
             loadable = Path((entry / READY).read_text())
         self._evict(keep=cid)

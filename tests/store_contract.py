@@ -100,18 +100,58 @@ def test_expired_leases_requeue_then_fail_the_job_after_max_attempts(store):
     assert job.state is JobState.FAILED and "lease expired" in job.error
 
 
-def test_non_retryable_failure_fails_job_and_cancels_siblings(store):
-    make_job(store, n=3)
+def _fail(store, lease, provider_id="prov_a", *, error="input line 3: bad", retryable=False, now=102.0):
+    return store.fail_task(lease_id=lease.lease_id, task_id=lease.task.task_id, provider_id=provider_id,
+                           error=error, retryable=retryable, now=now)
+
+
+def test_a_final_failure_fails_the_job_once_an_independent_provider_confirms_it(store):
+    make_job(store, n=3, max_attempts=1)
     make_provider(store)
+    make_provider(store, address="0x" + "2" * 40, pid="prov_b")
     l1, l2, _ = lease_all(store)
     assert store.fail_task(lease_id="nope", task_id=l1.task.task_id, provider_id="prov_a",
                            error="x", retryable=True, now=102) is None
-    out = store.fail_task(lease_id=l1.lease_id, task_id=l1.task.task_id, provider_id="prov_a",
-                          error="input line 3: bad", retryable=False, now=102)
-    assert out.job_failed
+    out = _fail(store, l1)
+    assert out.requeued and not out.job_failed  # one open-market word is not enough, whatever attempts are left
+    task = store.get_task(l1.task.task_id)
+    assert task.state is TaskState.QUEUED and task.final_by == "prov_a" and "0x" + "0" * 39 + "1" in task.exclude
+    assert store.get_job("job_1").state is JobState.RUNNING
+    again = store.lease_task(task.task_id, "prov_b", ttl=10, now=103.0)
+    out = _fail(store, again, "prov_b", now=104.0)
+    assert out.job_failed and not out.requeued
     states = [t.state for t in store.list_tasks("job_1")]
     assert states == [TaskState.FAILED, TaskState.CANCELLED, TaskState.CANCELLED]
-    assert "input line 3" in store.get_job("job_1").error
+    error = store.get_job("job_1").error
+    assert "input line 3" in error and "confirmed by an independent provider" in error
+    # the cause was the task's: neither provider is blamed
+    assert store.get_provider("prov_a").leases_abandoned == store.get_provider("prov_b").leases_abandoned == 0
+
+
+def test_a_result_after_a_final_report_completes_the_task_and_charges_the_reporter(store):
+    make_job(store, n=1)
+    make_provider(store)
+    make_provider(store, address="0x" + "2" * 40, pid="prov_b")
+    (lease,) = lease_all(store)
+    assert _fail(store, lease).requeued
+    again = store.lease_task(lease.task.task_id, "prov_b", ttl=10, now=103.0)
+    out = submit(store, again, now=104.0, provider_id="prov_b")
+    assert out.accepted and out.job_ready
+    assert store.get_task(lease.task.task_id).final_by == ""
+    assert store.get_provider("prov_a").leases_abandoned == 1  # its "bad for good" was wrong
+    assert store.get_provider("prov_b").leases_abandoned == 0
+
+
+def test_a_final_failure_on_centralized_capacity_fails_the_job_at_once(store):
+    make_job(store, n=1)
+    store.upsert_provider(ProviderRecord("prov_c", "0x" + "c" * 40, "c", "{}", (GpuSpec("H100", 80_000),), 8,
+                                         64_000, 10, ProviderTier.CENTRALIZED, 2, "bwrap", True))
+    (lease,) = lease_all(store, provider_id="prov_c")
+    out = _fail(store, lease, "prov_c", error="model_cid: model artifact x: member \"a\" is both a file and a directory")
+    assert out.job_failed
+    error = store.get_job("job_1").error
+    assert 'member "a" is both a file and a directory' in error and "centralized capacity" in error
+    assert store.get_provider("prov_c").leases_abandoned == 0
 
 
 def test_cancel_returns_leased_tasks_and_blocks_results(store):

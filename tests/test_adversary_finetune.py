@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from coordinator.verification.replay import DEFAULT_RTOL, compare_checkpoints, relative_errors
+from gpumesh.finetune import FinetuneParams
 from provider_node.config import ProviderSettings
 from provider_node.runtime import ProcessRuntime, RunSpec
 from provider_node.workloads import finetune
-from provider_node.workloads.finetune import FinetuneParams
 from provider_node.workloads.inference import EXIT_BAD_REQUEST
 from provider_node.workloads.replay import read_manifest, replay_segment
 from tests.adversaries import skip_steps

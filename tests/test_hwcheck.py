@@ -13,11 +13,13 @@ import pytest
 from coordinator.config import CoordinatorSettings
 from coordinator.hwchecks import HardwareChecks
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
-from coordinator.reputation import standing
+from coordinator.standing import standing
 from coordinator.sessions import ProviderSession, candidate
 from coordinator.verification import hardware as hw
-from coordinator.verification.hardware import CheckPolicy, DeviceCheck, claimed_class
+from coordinator.verification.hardware import DeviceCheck
 from gpumesh import hwcheck
+from gpumesh import hwclasses as classes
+from gpumesh.hwclasses import CheckPolicy, claimed_class
 from provider_node.hardware import GpuInfo, HardwareInfo
 from provider_node.hwcheck import CheckRunner, solve
 
@@ -93,22 +95,22 @@ def test_claimed_names_map_to_classes():
 def test_a_verdict_follows_the_measured_throughput_never_above_the_claim():
     p = CheckPolicy()
     h100 = claimed_class("H100")
-    assert hw.verified_class(h100, 0.3 * 494.7, p).key == "h100"
-    assert hw.verified_class(h100, 100.0, p).key == "a100"  # an A100-class device claiming an H100
-    assert hw.verified_class(claimed_class("T4"), 500.0, p).key == "t4"  # never above the claim
-    assert hw.verified_class(h100, 0.1, p) is None  # a CPU: no GPU class
-    assert hw.verified_class(hw.CPU, 0.001, p) is hw.CPU
+    assert classes.verified_class(h100, 0.3 * 494.7, p).key == "h100"
+    assert classes.verified_class(h100, 100.0, p).key == "a100"  # an A100-class device claiming an H100
+    assert classes.verified_class(claimed_class("T4"), 500.0, p).key == "t4"  # never above the claim
+    assert classes.verified_class(h100, 0.1, p) is None  # a CPU: no GPU class
+    assert classes.verified_class(classes.CPU, 0.001, p) is classes.CPU
 
 
 def test_a_missed_deadline_retries_smaller_work_down_to_the_slowest_class():
     p = CheckPolicy()
-    a = hw.first_attempt(claimed_class("H100"), p)
-    assert abs(hw.measured_tflops(a.sizing, p.target_s) - 494.7) / 494.7 < 0.01  # sized to the claim
+    a = classes.first_attempt(claimed_class("H100"), p)
+    assert abs(classes.measured_tflops(a.sizing, p.target_s) - 494.7) / 494.7 < 0.01  # sized to the claim
     assert a.deadline_s == pytest.approx(p.target_s / p.pass_fraction + p.slack_s)
     rates = [a.rate_tflops]
-    while (a := hw.next_attempt(a, p)) is not None:
+    while (a := classes.next_attempt(a, p)) is not None:
         rates.append(a.rate_tflops)
-    assert rates[0] > rates[1] > rates[-1] == pytest.approx(hw.SLOWEST_GPU_TFLOPS * p.pass_fraction)
+    assert rates[0] > rates[1] > rates[-1] == pytest.approx(classes.SLOWEST_GPU_TFLOPS * p.pass_fraction)
     assert len(rates) == 3
 
 

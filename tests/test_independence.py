@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from coordinator.models import GpuSpec, ProviderRecord, ProviderTier
-from coordinator.reputation import standing
+from coordinator.standing import standing
 from coordinator.verification import hardware as hw
 from coordinator.verification.independence import independence_keys, network_of
 

@@ -64,7 +64,7 @@ def test_counters_follow_leases_and_their_expiry(tmp_path):
 
 
 def test_provider_metrics_report_gpus_leases_and_tasks():
-    daemon = SimpleNamespace(_running={"l1": None}, settings=SimpleNamespace(slots=2),
+    daemon = SimpleNamespace(leases_running=1, settings=SimpleNamespace(slots=2),
                              executor=SimpleNamespace(models=SimpleNamespace(cached_cids=lambda: ["a", "b"])))
     telemetry = [GpuTelemetry(0, 87.0, 1024, 60.0, 250.0), GpuTelemetry(1, 5.0, 0, 40.0, 60.0)]
     m = ProviderMetrics().watch(daemon, lambda: telemetry)

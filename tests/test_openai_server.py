@@ -19,7 +19,8 @@ def api(coordinator_settings, tiny_model):
     port = free_port()
     wallet = Wallet.generate()
     settings = coordinator_settings.model_copy(update={
-        "openai_listen": f"127.0.0.1:{port}", "openai_rate_per_s": 0.01, "openai_burst": 4,
+        "openai_listen": f"127.0.0.1:{port}",
+        "rate_limits": coordinator_settings.rate_limits.model_copy(update={"openai_per_s": 0.01, "openai_burst": 4}),
         "model_registrars": [wallet.address]})
     srv = ServerThread(settings).start()
     with Client.connect(srv.target, wallet=wallet) as sdk:

@@ -11,8 +11,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
 from coordinator.api.errors import ErrorInterceptor
-from coordinator.api.ratelimit import RETRY_AFTER_KEY, RateLimitInterceptor, method_class, peer_host
-from coordinator.ratelimit import CLASSES, Limits, RateLimiter
+from coordinator.ratelimit import (
+    CLASSES,
+    RETRY_AFTER_KEY,
+    Limits,
+    RateLimiter,
+    RateLimitInterceptor,
+    method_class,
+    peer_host,
+    retry_after_s,
+)
 from gpumesh.v1 import artifacts_pb2, jobs_pb2, jobs_pb2_grpc, provider_pb2, provider_pb2_grpc
 
 
@@ -114,6 +122,7 @@ def test_limits_defaults_and_unlimited():
     assert limits.limit("read") == (50, 200)
     assert limits.limit("submit") == (20, 100)
     assert limits.limit("auth") == (10, 50)
+    assert limits.limit("openai") == (50, 200)  # the HTTP API, per key
     assert set(limits.limiters(Clock())) == set(CLASSES)
     assert all(rl.unlimited for rl in Limits.unlimited().limiters(Clock()).values())
     with pytest.raises(ValidationError):
@@ -137,6 +146,21 @@ def test_every_api_method_has_a_class_and_health_and_reflection_none():
     assert method_class("/grpc.health.v1.Health/Check") is None
     assert method_class("/grpc.health.v1.Health/Watch") is None
     assert method_class("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") is None
+
+
+def test_http_retry_after_is_whole_seconds_never_early():
+    assert [retry_after_s(w) for w in (0.001, 0.5, 1.0, 1.01, 29.2)] == ["1", "1", "1", "2", "30"]
+
+
+def test_the_openai_app_limits_per_key_by_the_shared_limits_or_not_at_all():
+    from types import SimpleNamespace
+
+    from coordinator.api.openai.app import create_app
+
+    service = SimpleNamespace(clock=Clock())
+    limiter = create_app(service, limits=Limits(openai_per_s=2.0, openai_burst=3)).state.limiter
+    assert (limiter.rate, limiter.burst, limiter.clock) == (2.0, 3.0, service.clock)
+    assert create_app(service).state.limiter is None
 
 
 def test_peer_host_strips_the_port():

@@ -23,11 +23,13 @@ from coordinator.verification.replay import (
     segment_steps,
 )
 from gpumesh.errors import WorkloadError
+from gpumesh.finetune import FinetuneParams, read_dataset
 from provider_node.workloads import finetune
-from provider_node.workloads.finetune import FinetuneParams, batch_indices, permutation, read_dataset, run_finetune
+from provider_node.workloads.finetune import run_finetune
 from provider_node.workloads.inference import EXIT_BAD_REQUEST
 from provider_node.workloads.replay import read_manifest, replay_segment
 from provider_node.workloads.tiny import build_tiny_model
+from provider_node.workloads.training import batch_indices, permutation
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parents[1]

@@ -175,6 +175,21 @@ def test_cli_failures_write_a_report(model_dir, tmp_path, lines, params, model, 
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_a_chat_template_the_sandbox_refuses_is_a_final_failure(model_dir, tmp_path):
+    import shutil
+
+    poisoned = tmp_path / "model"
+    shutil.copytree(model_dir, poisoned)
+    (poisoned / "chat_template.jinja").write_text("{{ messages.__class__.__mro__[1].__subclasses__() }}")
+    result = tmp_path / "result.json"
+    inp = _write_input(tmp_path / "in.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    code = inference.main(["--model", str(poisoned), "--input", str(inp), "--output", str(tmp_path / "o"),
+                           "--result", str(result)])
+    report = json.loads(result.read_text())
+    assert code == 3 and report["field"] == "chat_template" and report["retryable"] is False
+    assert "the model's chat template failed: SecurityError" in report["error"]
+
+
 def test_unexpected_failures_are_retryable(model_dir, tmp_path, monkeypatch):
     def oom(*_args, **_kwargs):
         raise RuntimeError("CUDA out of memory")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from coordinator.models import ProviderRecord
-from coordinator.reputation import Standing
+from coordinator.standing import Standing
 from coordinator.scheduling.rules import Candidate
 from coordinator.sessions import ProviderSession, SessionRegistry, candidate, session_candidate
 from coordinator.store.base import Presence, Store

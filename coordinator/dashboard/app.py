@@ -20,7 +20,7 @@ from aiohttp import web
 
 from coordinator.dashboard import views
 from coordinator.market.quote_request import quote_args
-from coordinator.ratelimit import RateLimiter
+from coordinator.ratelimit import retry_after_s
 from coordinator.models import SettlementState, TaskState
 from gpumesh.errors import GpumeshError, InvalidArgument, NotFound
 
@@ -65,8 +65,7 @@ class Dashboard:
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._runner: web.AppRunner | None = None
         s = core.settings
-        self._limiter = (RateLimiter(*s.rate_limits.limit("read"), clock=time.monotonic,
-                                     max_keys=s.rate_limits.max_keys) if s.rate_limit else None)
+        self._limiter = s.rate_limits.limiter("read", time.monotonic) if s.rate_limit else None
 
     @property
     def url(self) -> str:
@@ -150,7 +149,7 @@ class Dashboard:
                 wait = self._limiter.allow(request.remote or "")
                 if wait > 0:
                     return web.json_response({"error": "rate limited: retry later"}, status=429,
-                                             headers={"Retry-After": str(max(1, round(wait)))})
+                                             headers={"Retry-After": retry_after_s(wait)})
             return await handler(request)
 
         return handle

@@ -24,7 +24,7 @@ HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier", "lora_r
 
 @dataclass(frozen=True)
 class Plan:
-    params: dict[str, Any]  # provider_node.workloads.finetune.FinetuneParams
+    params: dict[str, Any]  # gpumesh.finetune.FinetuneParams
     hyperparameters: dict[str, Any]  # as OpenAI reports them (resolved "auto"s)
     steps: int
     trained_tokens: int  # tokens the run passes through, all epochs

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from coordinator.models import GpuSpec
-from coordinator.verification.hardware import CPU, GPU_CLASSES, UNKNOWN_GPU, DeviceClass, claimed_class
 from coordinator.scheduling.scoring import gpu_speed
+from gpumesh.hwclasses import CPU, GPU_CLASSES, UNKNOWN_GPU, DeviceClass, claimed_class
 
 ORDER = {c.key: k for k, c in enumerate((*GPU_CLASSES, UNKNOWN_GPU, CPU))}  # fastest first
 

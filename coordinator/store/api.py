@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.store.sqlcore import SqlBase
 from coordinator.store.txn import _write
 from gpumesh.errors import AlreadyExists, NotFound, ResourceExhausted
 
@@ -83,7 +84,7 @@ def _batch(r) -> BatchEntry:
     return BatchEntry(r[0], r[1], json.loads(r[2]), r[3], float(r[4]))
 
 
-class ApiSql:
+class ApiSql(SqlBase):
     """Keys, models, files and batches of the SQL store."""
 
     # ---- API keys ---------------------------------------------------------------------------

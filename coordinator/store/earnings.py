@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from coordinator.models import SettlementState, TaskState
 from coordinator.store.base import EarnedJob, EarnedTask, EarningsRecord, SlashState
+from coordinator.store.sqlcore import SqlBase
 
 RESULTS = (TaskState.SUBMITTED.value, TaskState.VERIFIED.value, TaskState.SETTLED.value)
 
 
-class EarningsSql:
+class EarningsSql(SqlBase):
     """Mixed into ``SqlStore``."""
 
     def earnings_of(self, address: str) -> EarningsRecord:

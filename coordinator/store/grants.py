@@ -1,5 +1,5 @@
 """Who may read which artifact, and what each submitter holds: the grants table and the quotas;
-and what each provider signed it may be paid for a job (the claims table).
+and the wrapped data keys of sealed artifacts.
 
 A grant lets one principal (a wallet address, lower-case; "" is the anonymous caller of a
 coordinator that serves unsigned calls) read one CID: its uploader, a job's submitter for the
@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from coordinator.models import TaskState
+from coordinator.store.sqlcore import SqlBase
 from coordinator.store.txn import _write
 
 
-class ArtifactGrantsSql:
+class ArtifactGrantsSql(SqlBase):
     """The grants and quota queries of the SQL store (mixed into ``SqlStore``)."""
 
     @_write
@@ -52,22 +53,19 @@ class ArtifactGrantsSql:
             (submitter, TaskState.QUEUED.value, TaskState.LEASED.value))
         return int(n)
 
-    # ---- payment claims (gpumesh.chain.claims) --------------------------------------------------
+    # ---- sealed artifacts' data keys, wrapped to the coordinator ---------------------------------
 
     @_write
-    def record_claim(self, job_id: str, address: str, amount: int, signature: bytes) -> None:
-        """Keep a provider's claim for a job if it is its largest yet (claims are running totals)."""
+    def put_sealed_key(self, cid: str, wrapped: str, *, now: float) -> None:
         with self._tx() as db:
-            row = db.execute("SELECT amount FROM claims WHERE job_id = ? AND address = ?",
-                             (job_id, address.lower())).fetchone()
-            if row is None:
-                db.execute("INSERT INTO claims (job_id, address, amount, signature) VALUES (?,?,?,?)",
-                           (job_id, address.lower(), str(amount), signature.hex()))
-            elif amount > int(row[0]):
-                db.execute("UPDATE claims SET amount = ?, signature = ? WHERE job_id = ? AND address = ?",
-                           (str(amount), signature.hex(), job_id, address.lower()))
+            db.execute(
+                "INSERT INTO sealed_keys (cid, wrapped, created_at) VALUES (?,?,?) ON CONFLICT (cid) DO NOTHING",
+                (cid, wrapped, now),
+            )
 
-    def claims_of(self, job_id: str) -> dict[str, tuple[int, bytes]]:
-        """Each provider's (lower-case address) largest signed claim for the job."""
-        rows = self._read("SELECT address, amount, signature FROM claims WHERE job_id = ?", (job_id,))
-        return {a: (int(amount), bytes.fromhex(sig)) for a, amount, sig in rows}
+    def sealed_keys(self, cids: Sequence[str]) -> dict[str, str]:
+        if not cids:
+            return {}
+        marks = ",".join("?" * len(cids))
+        rows = self._read(f"SELECT cid, wrapped FROM sealed_keys WHERE cid IN ({marks})", tuple(cids))
+        return {cid: wrapped for cid, wrapped in rows}

@@ -19,6 +19,7 @@ from coordinator.models import (
     TaskRole,
     TaskState,
 )
+from coordinator.store.base import Slash, SlashState
 from coordinator.verification.hardware import DeviceCheck
 from gpumesh.jobspec import JobSpec
 
@@ -81,7 +82,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     require_tier TEXT NOT NULL DEFAULT '',
     check_json TEXT NOT NULL DEFAULT '',
     verdict TEXT NOT NULL DEFAULT '',
-    avoid_json TEXT NOT NULL DEFAULT '[]'  -- providers whose attempts failed: others go first
+    avoid_json TEXT NOT NULL DEFAULT '[]',  -- providers whose attempts failed: others go first
+    final_by TEXT NOT NULL DEFAULT ''  -- who reported it bad for good, awaiting confirmation (coordinator.failures)
 );
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, role, idx);
 CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(state, queued_at, idx);
@@ -257,7 +259,7 @@ CREATE TABLE IF NOT EXISTS job_events (  -- what happened to a job, in order (pr
 TASK_COLS = (
     "task_id, job_id, idx, state, input_cid, prompts, attempts, provider_id, lease_id, "
     "lease_expires_at, output_cid, signature, metrics_json, error, updated_at, leased_at, submitted_at, price_per_hour, "
-    "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json, verdict, avoid_json"
+    "role, verifies, kind, aux_cid, exclude_json, require_tier, check_json, verdict, avoid_json, final_by"
 )
 
 
@@ -298,6 +300,7 @@ def task_row(row: tuple) -> Task:
         check_json=row[24],
         verdict=row[25],
         avoid=tuple(json.loads(row[26])),
+        final_by=row[27],
     )
 
 
@@ -359,3 +362,10 @@ def provider_row(row: tuple) -> ProviderRecord:
     )
 
 
+SLASH_COLS = ("provider_id, task_id, job_id, address, amount, beneficiary, reason, state, slashed_amount, tx, "
+              "output_cid, signature")
+
+
+def slash_row(r: tuple) -> Slash:
+    return Slash(r[0], r[1], r[2], r[3], int(r[4]), r[5], r[6], SlashState(r[7]), int(r[8]), r[9], r[10],
+                 bytes.fromhex(r[11]))

@@ -1,9 +1,10 @@
-"""What every workload shares: its exit codes and always-written result file, validated
-parameters, and reading JSONL input whose errors name the line.
+"""What every workload shares: its exit codes and always-written result file (its parameters and
+JSONL input are read with :mod:`gpumesh.workload`, as the coordinator reads them).
 
-Exit codes: 0 ok, 2 bad input or params, 3 bad model (both final), 1 other (retryable, e.g. out
-of memory). The result JSON is ``{"ok": true, ...report}`` or ``{"ok": false, "error", "field",
-"retryable"}``.
+Exit codes: 0 ok, 2 bad input or params, 3 bad model, adapter or chat template (both final), 1
+other (retryable, e.g. out of memory). The result JSON is ``{"ok": true, ...report}`` or
+``{"ok": false, "error", "field", "retryable"}``. Final means any honest provider would fail the
+same way (``gpumesh.errors.is_final``); an exception of unknown cause is never final.
 """
 
 from __future__ import annotations
@@ -12,73 +13,21 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from gpumesh.errors import WorkloadError
+from gpumesh.errors import WorkloadError, is_final
 
 EXIT_OK, EXIT_RETRYABLE, EXIT_BAD_REQUEST, EXIT_BAD_MODEL = 0, 1, 2, 3
-
-P = TypeVar("P", bound="WorkloadParams")
-
-
-def describe(exc: ValidationError) -> str:
-    """pydantic's first error as a sentence naming the parameter."""
-    err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return f"unknown parameter {key!r}"
-    if not key:
-        return f"parameters must be a JSON object ({err['msg']})"
-    return f"parameter {key!r}: {err['msg']}"
-
-
-class WorkloadParams(BaseModel):
-    """A workload's ``--params``: subclasses declare the fields (frozen, extra keys refused)."""
-
-    @classmethod
-    def parse(cls: type[P], data: Mapping[str, Any] | str | None) -> P:
-        """Validate a mapping or a JSON object; errors are ``WorkloadError(field="params")``."""
-        try:
-            if isinstance(data, str):
-                return cls.model_validate_json(data or "{}")
-            return cls.model_validate(dict(data or {}))
-        except ValidationError as exc:
-            raise WorkloadError(describe(exc), field="params") from exc
-
 
 def describe_line(exc: ValidationError) -> str:
     """pydantic's first error about an input line, naming its field."""
     from gpumesh.requestline import describe as line_error
 
     return line_error(exc)
-
-
-def input_error(lineno: int, message: str) -> WorkloadError:
-    return WorkloadError(f"input line {lineno}: {message}", field="input")
-
-
-def read_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-blank line of a JSONL file; errors name the line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkloadError(f"cannot read input: {exc}", field="input") from exc
-    out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise input_error(lineno, f"invalid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise input_error(lineno, "must be a JSON object")
-        out.append((lineno, obj))
-    return out
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -93,14 +42,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+_ARTIFACT_FIELDS = frozenset({"model", "model_cid", "adapter", "chat_template"})
+
+
 def failure(exc: BaseException) -> tuple[int, dict[str, Any]]:
-    """The exit code and failed result for an exception: a WorkloadError about the input, the
-    params or the model is final; anything else may succeed on a retry."""
+    """The exit code and failed result for an exception: a WorkloadError not marked retryable is
+    final (exit 3 when it blames the model, an adapter or the chat template, 2 otherwise); anything
+    else may succeed on a retry."""
+    if is_final(exc):
+        assert isinstance(exc, WorkloadError)
+        code = EXIT_BAD_MODEL if exc.field in _ARTIFACT_FIELDS else EXIT_BAD_REQUEST
+        return code, {"ok": False, "error": exc.message, "field": exc.field, "retryable": False}
     if isinstance(exc, WorkloadError):
-        field = exc.field
-        code = {"input": EXIT_BAD_REQUEST, "params": EXIT_BAD_REQUEST, "model": EXIT_BAD_MODEL}.get(field or "")
-        code = code if code is not None and not exc.retryable else EXIT_RETRYABLE
-        return code, {"ok": False, "error": exc.message, "field": field, "retryable": code == EXIT_RETRYABLE}
+        return EXIT_RETRYABLE, {"ok": False, "error": exc.message, "field": exc.field, "retryable": True}
     return EXIT_RETRYABLE, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "field": None, "retryable": True}
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from provider_node.workloads.common import WorkloadParams, input_error, read_objects, run_reporting, write_atomic
+from gpumesh.workload import WorkloadParams, input_error, read_objects
+from provider_node.workloads.common import run_reporting, write_atomic
 
 MAX_TOKENS = 8192
 

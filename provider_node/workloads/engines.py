@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ConfigDict, Field
 
+from gpumesh.chatdata import ChatTemplateError, render_chat
 from gpumesh.errors import WorkloadError
-from provider_node.workloads.common import WorkloadParams
+from gpumesh.workload import WorkloadParams
 from provider_node.workloads.adapters import AdapterError, AdapterSet, read_adapter_config
 from provider_node.workloads.decoding import Grammars, cut_at_stop, json_schema, token_entry, token_logprobs
 from provider_node.workloads.models import detect_format, load_causal_lm
@@ -92,12 +93,15 @@ def render_prompts(tokenizer: Any, prompts: Sequence[Prompt], chat: bool) -> lis
         return list(prompts)
     if not getattr(tokenizer, "chat_template", None):
         raise WorkloadError("chat messages but the model has no chat template", field="params")
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}] if isinstance(p, str) else
-                                      [{"role": m["role"], "content": m["content"]} for m in p],
-                                      tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
+    try:
+        return [
+            render_chat(tokenizer, [{"role": "user", "content": p}] if isinstance(p, str) else
+                        [{"role": m["role"], "content": m["content"]} for m in p],
+                        tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+    except ChatTemplateError as exc:  # the model's template (or it and these messages): final
+        raise WorkloadError(str(exc), field="chat_template") from exc
 
 
 def eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
@@ -308,7 +312,9 @@ def engine_name(model_path: Path, prefer: str = "auto") -> EngineName:
         return "transformers"
     usable = detect_format(Path(model_path)) == "hf-dir" and vllm_available()
     if prefer == "vllm" and not usable:
-        raise WorkloadError("engine vllm needs vllm, a CUDA GPU and a model directory", field="params")
+        # This provider's setup (and whether it could convert a GGUF), not the job's: another may run it.
+        raise WorkloadError("engine vllm needs vllm, a CUDA GPU and a model directory", field="params",
+                            retryable=True)
     return "vllm" if usable else "transformers"
 
 

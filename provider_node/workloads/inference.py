@@ -26,12 +26,13 @@ from typing import Any
 from provider_node.workloads.common import EXIT_BAD_MODEL, EXIT_BAD_REQUEST, EXIT_OK, EXIT_RETRYABLE  # noqa: F401
 from provider_node.workloads.common import failure as _failure  # noqa: F401  (re-exported for the workloads)
 from provider_node.workloads.common import describe_line as describe
-from provider_node.workloads.common import input_error as _input_error
-from provider_node.workloads.common import read_objects, run_reporting
+from provider_node.workloads.common import run_reporting
 from provider_node.workloads.common import write_atomic as _write_atomic
 from pydantic import ValidationError
 
 from gpumesh.requestline import RequestLine
+from gpumesh.workload import input_error as _input_error
+from gpumesh.workload import read_objects
 from provider_node.workloads.adapters import parse_adapters_arg
 from provider_node.workloads.engines import (
     MAX_NEW_TOKENS,  # noqa: F401

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gpumesh.errors import WorkloadError
+from gpumesh.errors import ArtifactError, WorkloadError
 from gpumesh.tarball import TarError, extract, pack_dir
 
 if TYPE_CHECKING:
@@ -28,12 +28,13 @@ _TAR_MAGIC_OFFSET = 257  # "ustar" in the first header block (POSIX and GNU tars
 _CHUNK = 1 << 20
 
 
-def _model_error(message: str) -> WorkloadError:
-    return WorkloadError(message, field="model", retryable=False)
+def _model_error(message: str) -> ArtifactError:
+    """A bad model artifact (its format, its tar's layout, what transformers makes of it): final."""
+    return ArtifactError(message, field="model")
 
 
 def detect_format(path: Path) -> ModelFormat:
-    """Classify a model artifact by its content; raise ``WorkloadError(field="model")`` otherwise."""
+    """Classify a model artifact by its content; raise ``ArtifactError(field="model")`` otherwise."""
     path = Path(path)
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -69,12 +70,13 @@ def _file_digest(path: Path) -> str:
 
 
 def _extract(artifact: Path, dest: Path, max_bytes: int) -> None:
-    """Extract every member under ``dest`` after checking it cannot escape it, writing at most
-    ``max_bytes`` (sparse members are refused, so a tar never writes more than its own size)."""
+    """Extract every member under ``dest`` once all of them are checked (none escapes it, none
+    collides with another), writing at most ``max_bytes`` (sparse members are refused, so a tar
+    never writes more than its own size)."""
     try:
         extract(artifact, dest, max_bytes=max_bytes)
     except TarError as exc:
-        raise _model_error(f"model {exc}") from exc
+        raise _model_error(str(exc)) from exc
     if not (dest / "config.json").is_file() and not (dest / "adapter_config.json").is_file():
         raise _model_error("model tar has no config.json (nor, for a LoRA adapter, adapter_config.json) at its root")
 
@@ -115,7 +117,7 @@ def load_causal_lm(
     """``(model, tokenizer)`` in eval mode on ``device``; the tokenizer pads on the left.
 
     Accepts all three formats (a tar is extracted to a temporary directory for the load).
-    Unloadable models raise ``WorkloadError(field="model")``; out-of-memory propagates.
+    Unloadable models raise ``ArtifactError(field="model")``; out-of-memory propagates.
     """
     path = Path(path)
     fmt = detect_format(path)

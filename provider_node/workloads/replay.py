@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from gpumesh.errors import WorkloadError
-from provider_node.workloads.finetune import (
+from gpumesh.finetune import FinetuneParams
+from provider_node.workloads.training import (
     CHECKPOINT_FORMAT,
     MANIFEST,
     OPTIMIZER,
     WEIGHTS,
-    FinetuneParams,
     Session,
     checkpoint_name,
     deterministic,

@@ -45,7 +45,8 @@ from provider_node.workloads.engines import (
     render_prompts,
 )
 from gpumesh.requestline import RequestLine
-from provider_node.workloads.common import read_objects, run_reporting, write_atomic
+from gpumesh.workload import read_objects
+from provider_node.workloads.common import run_reporting, write_atomic
 from provider_node.workloads.decoding import Grammars, cut_at_stop
 from provider_node.workloads.adapters import AdapterError, AdapterSet, parse_adapters_arg
 from provider_node.workloads.inference import PromptLine, needed_adapters, read_prompts

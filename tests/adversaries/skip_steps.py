@@ -31,8 +31,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpumesh.finetune import FinetuneParams
 from provider_node.workloads import finetune
-from provider_node.workloads.finetune import FinetuneParams, batch_indices
+from provider_node.workloads.training import batch_indices
 from tests.adversaries.common import load_config
 
 MODULE = "tests.adversaries.skip_steps"

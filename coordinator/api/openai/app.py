@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from coordinator.api.openai import batches, errors, files, fine_tuning, models
-from coordinator.ratelimit import RateLimiter
+from coordinator.ratelimit import Limits
 
 if TYPE_CHECKING:
     from coordinator.batches.service import BatchService
@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def create_app(service: BatchService, *, finetunes: FineTuneService | None = None, rate_per_s: float = 50.0,
-               burst: int = 200) -> FastAPI:
+def create_app(service: BatchService, *, finetunes: FineTuneService | None = None,
+               limits: Limits | None = None) -> FastAPI:
+    """The app over ``service``; calls are rate-limited per API key by ``limits``' ``openai`` class
+    (None: not limited)."""
     app = FastAPI(title="gpumesh OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url="/v1/openapi.json")
     app.state.service = service
     app.state.finetunes = finetunes
-    app.state.limiter = RateLimiter(rate_per_s, burst, clock=service.clock)
+    app.state.limiter = limits.limiter("openai", service.clock) if limits is not None else None
     errors.install(app)
     for router in (files.router, batches.router, fine_tuning.router, models.router):
         app.include_router(router, prefix="/v1")
@@ -35,8 +37,8 @@ def create_app(service: BatchService, *, finetunes: FineTuneService | None = Non
 class OpenAIServer:
     """``await start()`` serves the API on ``host:port`` (``port`` is the bound one after it)."""
 
-    def __init__(self, service: BatchService, host: str = "127.0.0.1", port: int = 0, **limits) -> None:
-        self.app = create_app(service, **limits)
+    def __init__(self, service: BatchService, host: str = "127.0.0.1", port: int = 0, **options) -> None:
+        self.app = create_app(service, **options)
         self.host, self.port = host, port
         self._server = None
         self._task: asyncio.Task | None = None

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import Request
 
 from coordinator.api.openai.errors import ApiError
-from coordinator.ratelimit import RateLimiter
+from coordinator.ratelimit import RateLimiter, retry_after_s
 from coordinator.store.api import ApiKey
 
 
@@ -24,9 +24,9 @@ async def api_key(request: Request) -> ApiKey:
         shown = secret.strip()[:6] + "*" * 4
         raise ApiError(401, f"Incorrect API key provided: {shown}. Create one with `gpumesh keys create`.",
                        code="invalid_api_key")
-    limiter: RateLimiter = request.app.state.limiter
-    wait = limiter.allow(key.key_id)
+    limiter: RateLimiter | None = request.app.state.limiter
+    wait = limiter.allow(key.key_id) if limiter is not None else 0.0
     if wait > 0:
         raise ApiError(429, f"Rate limit reached for this API key; retry in {wait:.1f}s", type_="requests",
-                       code="rate_limit_exceeded", headers={"retry-after": str(max(1, int(wait + 0.999)))})
+                       code="rate_limit_exceeded", headers={"retry-after": retry_after_s(wait)})
     return key
