@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 
@@ -137,27 +137,43 @@ class Client:
 
     # ---- artifacts ------------------------------------------------------------------------
 
-    def upload(self, source: Path | str | bytes, *, seal: bool = False) -> str:
+    def upload(self, source: Path | str | bytes, *, seal: bool = False,
+               progress: Callable[[int], None] | None = None) -> str:
         """Upload a file path or bytes; returns the CID.
 
         ``seal``: encrypt it first (AES-256-GCM under a new data key; the CID is the ciphertext's).
         A job whose input this client sealed gets the key wrapped to the coordinator, which passes it
-        on, wrapped to each provider, only with that provider's leases."""
-        if not seal:
+        on, wrapped to each provider, only with that provider's leases. ``progress`` is called with
+        the bytes read so far, after each chunk."""
+        if not seal and progress is None:
             if isinstance(source, bytes):
                 return self.artifacts.put_bytes(source)
             return self.artifacts.put_file(Path(source))
         chunks = [source] if isinstance(source, bytes) else _read_chunks(Path(source))
+        if progress is not None:
+            chunks = _counted(chunks, progress)
+        if not seal:
+            return self.artifacts.put_stream(chunks)
         data_key = new_data_key()
         cid = self.artifacts.put_stream(seal_stream(chunks, data_key))
         self._sealed[cid] = data_key
         return cid
 
-    def download(self, cid: str, dest: Path | None = None, *, data_key: bytes | None = None) -> bytes | None:
+    def download(self, cid: str, dest: Path | None = None, *, data_key: bytes | None = None,
+                 progress: Callable[[int], None] | None = None) -> bytes | None:
         """Fetch (and verify) ``cid``: to ``dest`` if given, else returned as bytes. A sealed
-        artifact is opened with ``data_key`` (or the key this client sealed it with)."""
+        artifact is opened with ``data_key`` (or the key this client sealed it with). ``progress``
+        is called with the bytes received so far, after each chunk."""
         key = data_key or self._sealed.get(cid)
         store = OpenedView(self.artifacts, lambda c: key if c == cid else None) if key else self.artifacts
+        if progress is not None:
+            from gpumesh.artifacts.base import write_atomically
+
+            chunks = _counted(store.iter_bytes(cid), progress)
+            if dest is None:
+                return b"".join(chunks)
+            write_atomically(chunks, dest)
+            return None
         if dest is None:
             return store.get_bytes(cid)
         store.get_file(cid, dest)
@@ -417,6 +433,14 @@ def _is_cid(value: str) -> bool:
     except InvalidArgument:
         return False
     return True
+
+
+def _counted(chunks: Iterable[bytes], progress: Callable[[int], None]) -> Iterator[bytes]:
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        progress(done)
 
 
 def _read_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -46,8 +46,8 @@ def test_submit_uploads_local_files_and_jobs_get_shows_them(run, tmp_path):
     assert result.exit_code == 0, result.output
     job_id = result.output.split()[-1]
     shown = json.loads(run("jobs", "get", job_id).output)
-    assert shown["spec"]["modelCid"] == cid_of_bytes(b"weights")
-    assert shown["tasksTotal"] == 2 and shown["state"] == "JOB_STATE_QUEUED"
+    assert shown["spec"]["model_cid"] == cid_of_bytes(b"weights")
+    assert shown["tasks_total"] == 2 and shown["state"] == "JOB_STATE_QUEUED"
     assert run("jobs", "cancel", job_id).output.strip() == "CANCELLED"
     assert "providers" in run("providers", "list").output
 
@@ -64,8 +64,8 @@ def test_a_sealed_job_file_encrypts_its_input_and_another_key_cannot_read_the_jo
     assert result.exit_code == 0, result.output
     job_id = result.output.split()[-1]
     shown = json.loads(run("jobs", "get", job_id).output)
-    assert shown["spec"]["outputSealingKey"]  # its outputs will be sealed to this submitter
-    assert is_sealed(server.core.raw_artifacts.get_bytes(shown["spec"]["inputCid"]))
+    assert shown["spec"]["output_sealing_key"]  # its outputs will be sealed to this submitter
+    assert is_sealed(server.core.raw_artifacts.get_bytes(shown["spec"]["input_cid"]))
     other = CliRunner(env={"GPUMESH_KEY_FILE": str(tmp_path / "other.key")}).invoke(
         main, ["jobs", "get", job_id, "--coordinator", server.target])
     assert other.exit_code == 1 and "PermissionDenied" in other.output

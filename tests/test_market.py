@@ -258,7 +258,7 @@ def test_the_cli_quotes_batch_files_and_a_job_keeps_its_quote_next_to_its_cost(m
         assert "50 requests in 4 task(s): ~500 prompt tokens, at most 5,000 output tokens" in run.output
         assert "deadline 24.0 h" in run.output and "chosen" in run.output and "NVIDIA A10" in run.output
         as_json = json.loads(CliRunner().invoke(main, ["quote", str(batch), "-c", srv.target, "--json"]).output)
-        assert as_json["servable"] and int(as_json["costExpected"]) > 0
+        assert as_json["servable"] and int(as_json["cost_expected"]) > 0
 
         batch.write_text(batch.read_text().replace("/small", "/big"))
         run = CliRunner().invoke(main, ["quote", str(batch), "-c", srv.target])

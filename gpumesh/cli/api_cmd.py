@@ -3,13 +3,13 @@ keys (bound to the submitter wallet), the served models, and a batch's per-line 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import click
 
-from gpumesh.cli.main import KEY_FILE, TARGET, _submitter_client
+from gpumesh.cli.options import KEY_FILE, TARGET, submitter_client
+from gpumesh.cli.output import JSON_OPTION
 
 
 @click.group()
@@ -26,7 +26,7 @@ def keys() -> None:
               help="Also write the key to this file (mode 0600).")
 def keys_create(target, key_file, name, spend_cap, output) -> None:
     """Create a key and print it once (the coordinator keeps only its hash)."""
-    with _submitter_client(target, key_file) as client:
+    with submitter_client(target, key_file) as client:
         info = client.create_api_key(name=name, spend_cap=spend_cap)
     if output is not None:
         from gpumesh.cli.chain_cmd import write_key
@@ -40,10 +40,17 @@ def keys_create(target, key_file, name, spend_cap, output) -> None:
 @keys.command("list")
 @TARGET
 @KEY_FILE
-def keys_list(target, key_file) -> None:
+@JSON_OPTION
+def keys_list(target, key_file, as_json) -> None:
     """This wallet's keys (ids, caps and spending; never the keys)."""
-    with _submitter_client(target, key_file) as client:
-        for k in client.list_api_keys():
+    from gpumesh.cli.output import emit_json, proto_doc
+
+    with submitter_client(target, key_file) as client:
+        found = client.list_api_keys()
+    if as_json:
+        emit_json({"keys": [proto_doc(k, drop=("key",)) for k in found]})
+    else:
+        for k in found:
             state = "revoked" if k.revoked else "active"
             click.echo(f"{k.key_id}  {state:8} spent {k.spent} of {k.spend_cap or 'no cap'}  {k.name}")
 
@@ -53,7 +60,7 @@ def keys_list(target, key_file) -> None:
 @TARGET
 @KEY_FILE
 def keys_revoke(key_id, target, key_file) -> None:
-    with _submitter_client(target, key_file) as client:
+    with submitter_client(target, key_file) as client:
         click.echo(f"{client.revoke_api_key(key_id).key_id} revoked")
 
 
@@ -68,7 +75,7 @@ def keys_fund(amount, spend_limit, target, key_file) -> None:
     from (JobEscrow.fundAccount), and set the on-chain spend limit coordinators are held to."""
     from eth_account import Account
 
-    with _submitter_client(target, key_file) as client:
+    with submitter_client(target, key_file) as client:
         chain = client.chain()
         account = Account.from_key(client.wallet.private_key)
         if amount:
@@ -95,8 +102,11 @@ def models() -> None:
 def models_add(name, source, min_memory_mb, replace, base, target, key_file) -> None:
     """Register NAME for SOURCE: a model file (GGUF, or a tar of a Hugging Face directory), a LoRA
     adapter's tar (with --base), or its CID."""
-    src = Path(source) if os.path.exists(source) else source
-    with _submitter_client(target, key_file) as client:
+    from gpumesh.cli import progress
+    from gpumesh.cli.output import console
+
+    with submitter_client(target, key_file) as client:
+        src = progress.upload(client, Path(source), console(stderr=True)) if os.path.exists(source) else source
         m = client.add_model(name, src, min_memory_mb=min_memory_mb, replace=replace, base=base)
     on = f"  on {m.base}" if m.base else ""
     click.echo(f"{m.name}  {m.cid}  {m.format}{on}  {m.size_bytes} bytes  needs {m.min_memory_mb} MiB")
@@ -104,12 +114,20 @@ def models_add(name, source, min_memory_mb, replace, base, target, key_file) -> 
 
 @models.command("list")
 @TARGET
-def models_list(target) -> None:
+@JSON_OPTION
+def models_list(target, as_json) -> None:
+    """The served models: name, CID, format, size, the memory a node needs (one line each)."""
+    from gpumesh.cli.output import emit_json, proto_doc
     from gpumesh.client import Client
 
     with Client.connect(target) as client:
-        for m in client.list_models():
-            click.echo(f"{m.name}  {m.cid}  {m.format}  {m.size_bytes} bytes  needs {m.min_memory_mb} MiB")
+        found = client.list_models()
+    if as_json:
+        emit_json({"models": [proto_doc(m) for m in found]})
+        return
+    for m in found:
+        on = f"  on {m.base}" if m.base else ""
+        click.echo(f"{m.name}  {m.cid}  {m.format}{on}  {m.size_bytes} bytes  needs {m.min_memory_mb} MiB")
 
 
 BASE_URL = click.option("--base-url", envvar="OPENAI_BASE_URL", default="http://127.0.0.1:8000/v1",
@@ -130,8 +148,9 @@ def batches() -> None:
 def batches_evidence(batch_id, base_url, api_key, as_json) -> None:
     """Who computed each line of a batch, how it was checked, the verdict, the result CID and its cost."""
     import httpx
-    from rich.console import Console
-    from rich.table import Table
+
+    from gpumesh.cli.output import console, emit_json
+    from gpumesh.cli.tables import Column, print_table
 
     resp = httpx.get(f"{base_url.rstrip('/')}/batches/{batch_id}/evidence",
                      headers={"authorization": f"Bearer {api_key}"}, timeout=60)
@@ -140,13 +159,12 @@ def batches_evidence(batch_id, base_url, api_key, as_json) -> None:
     rows = resp.json()["data"]
     if as_json:
         for r in rows:
-            click.echo(json.dumps(r))
+            emit_json(r)
         return
-    table = Table(title=f"evidence of {batch_id}")
-    for col in ("custom_id", "provider", "task", "check", "verdict", "result", "tokens", "cost"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["custom_id"], r.get("provider", "")[:10], r.get("task_id", "").rsplit("-", 1)[-1],
-                      r.get("check", ""), r.get("verdict", ""), r.get("result_cid", "")[:16] + "…",
-                      str(r.get("usage", {}).get("total_tokens", "")), r.get("cost", ""))
-    Console().print(table)
+    table = [(r["custom_id"], r.get("provider", ""), r.get("task_id", "").rsplit("-", 1)[-1], r.get("check", ""),
+              r.get("verdict", ""), r.get("result_cid", ""), r.get("usage", {}).get("total_tokens", ""),
+              r.get("cost", "")) for r in rows]
+    columns = (Column("custom_id", key=True), Column("provider", rank=6, wrap=False), Column("task", rank=3, wrap=False),
+               Column("check", rank=7), Column("verdict", rank=8), Column("result", rank=4, wrap=False),
+               Column("tokens", rank=5, wrap=False, justify="right"), Column("cost", rank=5, wrap=False, justify="right"))
+    print_table(console(), columns, table, title=f"evidence of {batch_id}")

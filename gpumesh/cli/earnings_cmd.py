@@ -4,12 +4,13 @@ balance to the wallet. Amounts are token base units."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+
+from gpumesh.cli.output import JSON_OPTION, emit_json
 
 
 @click.command("earnings")
@@ -18,7 +19,7 @@ import click
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Where the provider's wallet key is.")
 @click.option("--withdraw", is_flag=True, default=False,
               help="Move the escrow's withdrawable balance to the wallet (a transaction from it: it needs gas).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (amounts as decimal strings).")
+@JSON_OPTION
 def earnings(target, data_dir, withdraw, as_json) -> None:
     """Paid (settled on-chain to this wallet), pending (results not settled yet), slashed, the stake
     in the ProviderRegistry, the escrow's withdrawable balance and the wallet's token balance."""
@@ -47,7 +48,7 @@ def earnings(target, data_dir, withdraw, as_json) -> None:
                 report["withdrawn"] = _withdraw(chain, wallet, int(report["escrow_balance"]))
                 report.update(_balances(chain, wallet.address))
     if as_json:
-        click.echo(json.dumps(report))
+        emit_json(report)
     else:
         for line in _lines(report, styled=sys.stdout.isatty()):
             click.echo(line)

@@ -9,32 +9,9 @@ from pathlib import Path
 
 import click
 
+from gpumesh.cli.options import KEY_FILE, TARGET, submitter_client
+from gpumesh.cli.output import JSON_OPTION
 from gpumesh.errors import GpumeshError
-
-TARGET = click.option(
-    "--coordinator", "-c", "target", envvar="GPUMESH_COORDINATOR", default="127.0.0.1:50051",
-    show_default=True, help="Coordinator address (host:port).",
-)
-
-
-KEY_FILE = click.option(
-    "--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="GPUMESH_KEY_FILE",
-    help="Hex private key of the submitter wallet: it signs the calls, owns the jobs and deposits their "
-         "budgets [default: ~/.gpumesh/submitter.key, created on first use].")
-
-
-def _submitter_client(target: str, key_file: Path | None):
-    """A Client signing as the submitter's wallet (the same one across commands, so a job
-    submitted by one command can be watched or cancelled by the next)."""
-    from gpumesh.client import Client
-    from gpumesh.identity import Wallet
-
-    if key_file is not None and key_file.exists():
-        wallet = Wallet.from_hex(key_file.read_text())
-    else:
-        wallet = Wallet.load_or_create(key_file or Path.home() / ".gpumesh" / "submitter.key")
-    return Client.connect(target, wallet=wallet)
-
 
 LOG_FORMAT = click.option(
     "--log-format", type=click.Choice(["text", "json"]), default=None, envvar="GPUMESH_LOG_FORMAT",
@@ -166,24 +143,33 @@ def coordinator_jobs() -> None:
               default=None)
 @click.option("--submitter", default=None, help="Only this wallet's jobs.")
 @click.option("--limit", type=int, default=50, show_default=True)
-def coordinator_jobs_list(data_dir, store, postgres_dsn, state, submitter, limit) -> None:
-    """The newest jobs: id, state, submitter, tasks done, created."""
+@JSON_OPTION
+def coordinator_jobs_list(data_dir, store, postgres_dsn, state, submitter, limit, as_json) -> None:
+    """The newest jobs: id, state, submitter, tasks done, created (one line each)."""
     import time
 
     from coordinator.models import JobState
+    from gpumesh.cli.output import emit_json
 
     db = _operator_store(data_dir, store, postgres_dsn)
     try:
         jobs = db.recent_jobs(state=JobState(state) if state else None, limit=max(1, min(limit, 1000)))
+        rows = []
         for job in jobs:
             if submitter and job.submitter.lower() != submitter.lower():
                 continue
-            progress = db.job_progress(job.job_id)
-            click.echo(f"{job.job_id}  {job.state.value:<9}  {job.submitter or '(unsigned)':<42}  "
-                       f"{progress.done}/{job.tasks_total} tasks  "
-                       f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.created_at))}")
+            rows.append({"job_id": job.job_id, "state": job.state.value, "submitter": job.submitter,
+                         "tasks_done": db.job_progress(job.job_id).done, "tasks_total": job.tasks_total,
+                         "created_at": job.created_at})
     finally:
         db.close()
+    if as_json:
+        emit_json({"jobs": rows})
+        return
+    for r in rows:
+        click.echo(f"{r['job_id']}  {r['state']:<9}  {r['submitter'] or '(unsigned)':<42}  "
+                   f"{r['tasks_done']}/{r['tasks_total']} tasks  "
+                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['created_at']))}")
 
 
 @coordinator_jobs.command("cancel")
@@ -360,9 +346,11 @@ def provider_stake(target, data_dir, amount) -> None:
 
 # ---- submitter ---------------------------------------------------------------------------------
 
+from gpumesh.cli.market_cmd import market as _market  # noqa: E402
 from gpumesh.cli.quote_cmd import quote as _quote  # noqa: E402
 
 main.add_command(_quote)
+main.add_command(_market)
 
 
 @main.command()
@@ -374,17 +362,21 @@ main.add_command(_quote)
 @KEY_FILE
 def submit(job_file, target, watch, output, budget, key_file) -> None:
     """Submit a job described in a YAML file (local model/input paths are uploaded)."""
-    from gpumesh.cli.progress import watch_job
+    from gpumesh.cli import progress
+    from gpumesh.cli.output import console
+    from gpumesh.cli.watch import watch_job
     from gpumesh.jobfile import load_job_file
 
-    with _submitter_client(target, key_file) as client:
-        spec = load_job_file(job_file, client.upload, lambda path: client.upload(path, seal=True))
+    err = console(stderr=True)
+    with submitter_client(target, key_file) as client:
+        spec = load_job_file(job_file, lambda path: progress.upload(client, path, err),
+                             lambda path: progress.upload(client, path, err, seal=True))
         handle = client.submit(spec, budget=budget)
         click.echo(f"submitted {handle.id}")
         if watch:
-            status = watch_job(client, handle.id)
+            status = watch_job(client, handle.id, console=err)
             if status.state == "COMPLETED" and output:
-                client.download(status.output_cid, output)
+                progress.download(client, status.output_cid, output, err)
                 click.echo(f"output written to {output}")
             if status.state != "COMPLETED":
                 sys.exit(1)
@@ -399,26 +391,53 @@ def jobs() -> None:
 @click.argument("job_id")
 @TARGET
 @KEY_FILE
-def jobs_watch(job_id, target, key_file) -> None:
-    """Follow a job with a progress bar until it finishes."""
-    from gpumesh.cli.progress import watch_job
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines on stdout: the job (as `jobs get --json`, less its tasks) at each change.")
+def jobs_watch(job_id, target, key_file, as_json) -> None:
+    """Follow a job until it finishes: a progress bar on a terminal, a few plain lines elsewhere
+    (on stderr); exits 1 unless it COMPLETED."""
+    from gpumesh.cli.watch import watch_job, watch_json
 
-    with _submitter_client(target, key_file) as client:
-        if watch_job(client, job_id).state != "COMPLETED":
-            sys.exit(1)
+    with submitter_client(target, key_file) as client:
+        status = watch_json(client, job_id) if as_json else watch_job(client, job_id)
+    if status.state != "COMPLETED":
+        sys.exit(1)
+
+
+@jobs.command("list")
+@TARGET
+@KEY_FILE
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@JSON_OPTION
+def jobs_list(target, key_file, limit, as_json) -> None:
+    """This wallet's jobs, newest first."""
+    from gpumesh.cli.output import console, emit_json
+    from gpumesh.cli.views import jobs_doc, jobs_table
+
+    found, token = [], ""
+    with submitter_client(target, key_file) as client:
+        while len(found) < limit:
+            page, token = client.list_jobs(page_size=min(100, limit - len(found)), page_token=token)
+            found.extend(page)
+            if not token:
+                break
+    if as_json:
+        emit_json(jobs_doc(found, token))
+    else:
+        jobs_table(console(), found)
 
 
 @jobs.command("get")
 @click.argument("job_id")
 @TARGET
 @KEY_FILE
-def jobs_get(job_id, target, key_file) -> None:
-    """Print a job and its tasks as JSON."""
-    from google.protobuf import json_format
+@JSON_OPTION
+def jobs_get(job_id, target, key_file, as_json) -> None:
+    """Print a job and its tasks as JSON (always; --json is accepted as on every read command)."""
+    from gpumesh.cli.output import emit_json, proto_doc
 
-
-    with _submitter_client(target, key_file) as client:
-        click.echo(json_format.MessageToJson(client.get_job(job_id).raw))
+    with submitter_client(target, key_file) as client:
+        emit_json(proto_doc(client.get_job(job_id).raw))
 
 
 @jobs.command("cancel")
@@ -429,7 +448,7 @@ def jobs_get(job_id, target, key_file) -> None:
 def jobs_cancel(job_id, reason, target, key_file) -> None:
     """Cancel a job (its running tasks are stopped)."""
 
-    with _submitter_client(target, key_file) as client:
+    with submitter_client(target, key_file) as client:
         click.echo(client.cancel(job_id, reason).state)
 
 
@@ -441,7 +460,7 @@ def jobs_output(job_id, target, key_file) -> None:
     """Print a completed job's output JSONL."""
     from gpumesh.client import JobHandle
 
-    with _submitter_client(target, key_file) as client:
+    with submitter_client(target, key_file) as client:
         for record in JobHandle(client, job_id).outputs():
             click.echo(json.dumps(record, ensure_ascii=False))
 
@@ -454,13 +473,19 @@ def providers() -> None:
 @providers.command("list")
 @TARGET
 @click.option("--connected", is_flag=True, help="Only providers with a live session.")
-def providers_list(target, connected) -> None:
+@JSON_OPTION
+def providers_list(target, connected, as_json) -> None:
     """List registered providers."""
+    from gpumesh.cli.output import console, emit_json
+    from gpumesh.cli.views import providers_doc, providers_table
     from gpumesh.client import Client
-    from gpumesh.cli.progress import providers_table
 
     with Client.connect(target) as client:
-        providers_table(client.list_providers(connected_only=connected))
+        found = client.list_providers(connected_only=connected)
+    if as_json:
+        emit_json(providers_doc(found))
+    else:
+        providers_table(console(), found)
 
 
 @main.group()
@@ -475,8 +500,11 @@ def artifacts() -> None:
 def artifacts_put(path, target, key_file) -> None:
     """Upload a file as the submitter wallet; prints its CID (equal to Kubo's for the same bytes).
     Only that wallet (and the providers its jobs lease it to) may read it through the coordinator."""
-    with _submitter_client(target, key_file) as client:
-        click.echo(client.upload(path))
+    from gpumesh.cli import progress
+    from gpumesh.cli.output import console
+
+    with submitter_client(target, key_file) as client:
+        click.echo(progress.upload(client, path, console(stderr=True)))
 
 
 @artifacts.command("get")
@@ -486,8 +514,11 @@ def artifacts_put(path, target, key_file) -> None:
 @KEY_FILE
 def artifacts_get(cid, output, target, key_file) -> None:
     """Download and verify a CID this wallet may read (its uploads, its jobs' outputs)."""
-    with _submitter_client(target, key_file) as client:
-        client.download(cid, output)
+    from gpumesh.cli import progress
+    from gpumesh.cli.output import console
+
+    with submitter_client(target, key_file) as client:
+        progress.download(client, cid, output, console(stderr=True))
 
 
 @main.command()

@@ -1,134 +1,162 @@
-"""Terminal rendering for the CLI: a job progress bar and tables."""
+"""Progress of long work (transfers, waiting on a job or on the chain): a transient rich bar on a
+terminal; elsewhere a few plain lines, at the start, at each tenth of the way (or every
+``interval_s`` while the total is unknown or only the note changes), at each change of stage,
+and at the end. Never a redraw per chunk."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
 
-from gpumesh.client import Client, JobStatus
-from gpumesh.v1 import common_pb2
+from gpumesh.cli.output import interactive
 
-console = Console(stderr=True)
-
-
-def watch_job(client: Client, job_id: str) -> JobStatus:
-    """Show a live progress bar of tasks done (a fine-tune's steps and loss) until the job is
-    terminal; returns the last status. Outside a terminal the bar prints plain lines instead."""
-    status = client.get_job(job_id)
-    if status.raw.spec.kind == "finetune":
-        return _watch_finetune(client, status)
-    with Progress(
-        TextColumn("[bold]{task.fields[job]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tasks  {task.fields[state]}  {task.fields[note]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        bar = progress.add_task("job", total=status.tasks_total or None, job=job_id, state="", note="")
-        for status in client.watch(job_id):
-            note = f"{status.tasks_running} running" if status.tasks_running else ""
-            if status.pending_reason:
-                note = f"waiting: {status.pending_reason}"
-            progress.update(bar, completed=status.tasks_done, total=status.tasks_total,
-                            state=status.state, note=note)
-    if status.state == "COMPLETED":
-        console.print(f"[green]completed[/green]: output {status.output_cid}")
-    else:
-        console.print(f"[red]{status.state.lower()}[/red]: {status.error}")
-    cost_line(client.get_job(job_id))
-    return status
+BYTES = "bytes"
+TRANSFER_MIN = 8 << 20  # smaller transfers are quick: no progress shown
 
 
-def cost_line(status: JobStatus) -> None:
-    """What the job cost next to what it was quoted at submission."""
-    job = status.raw
-    if not job.cost:
+class Reporter(Protocol):
+    def update(self, completed: float, *, total: float | None = None, stage: str = "", note: str = "") -> None:
+        """``completed`` so far (absolute); a new ``stage`` (a job's state) is always shown."""
+
+    def done(self, text: str = "") -> None:
+        """The work finished: a last plain line (a terminal's bar just goes away)."""
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class PlainReporter:
+    """Progress as a few log lines (see the module)."""
+
+    def __init__(self, console: Console, label: str, *, total: float | None = None, unit: str = "",
+                 interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console, self.label, self.unit = console, label, unit
+        self.total = total or None
+        self.interval_s = interval_s
+        self.clock = clock
+        self.started = self.last_at = clock()
+        self.completed = 0.0
+        self.stage = self.note = ""
+        self.tenth = -1
+        self.printed = False  # the first update prints: the start line
+
+    def _amount(self) -> str:
+        done = human_bytes(self.completed) if self.unit == BYTES else f"{self.completed:g}"
+        if not self.total:
+            return done + ("" if self.unit == BYTES else f" {self.unit}".rstrip())
+        whole = human_bytes(self.total) if self.unit == BYTES else f"{self.total:g}"
+        unit = "" if self.unit == BYTES else f" {self.unit}"
+        return f"{done}/{whole}{unit} ({100 * self.completed / self.total:.0f}%)"
+
+    def _print(self, text: str) -> None:
+        self.last_at = self.clock()
+        self.printed = True
+        self.console.print(Text(f"{self.label}: {text}"))
+
+    def update(self, completed: float, *, total: float | None = None, stage: str = "", note: str = "") -> None:
+        self.completed = completed
+        self.total = total or self.total
+        tenth = int(10 * completed / self.total) if self.total else -1
+        staged = bool(stage) and stage != self.stage
+        noted = note != self.note  # the last note printed
+        stepped = tenth > self.tenth
+        due = self.clock() - self.last_at >= self.interval_s
+        self.stage = stage or self.stage
+        if self.total:
+            self.tenth = max(self.tenth, tenth)
+        if not self.printed or staged or stepped or (due and (noted or not self.total)):
+            self.note = note
+            self._print("  ".join(part for part in (self.stage, self._amount(), note) if part))
+
+    def done(self, text: str = "") -> None:
+        size = f" {human_bytes(self.completed)}" if self.unit == BYTES else ""
+        self._print(f"done{size} in {self.clock() - self.started:.1f} s" + (f": {text}" if text else ""))
+
+
+class BarReporter:
+    """A rich bar on a terminal, removed when done (what follows it is the result)."""
+
+    def __init__(self, progress: Progress, label: str, *, total: float | None, unit: str) -> None:
+        self.progress = progress
+        self.task = progress.add_task(label, total=total or None, stage="", note="", unit=unit)
+
+    def update(self, completed: float, *, total: float | None = None, stage: str = "", note: str = "") -> None:
+        fields = {"note": note} | ({"stage": stage} if stage else {})
+        self.progress.update(self.task, completed=completed, **({"total": total} if total else {}), **fields)
+
+    def done(self, text: str = "") -> None:
+        return None
+
+
+def _columns(unit: str) -> list:
+    if unit == BYTES:
+        return [TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+                TimeElapsedColumn()]
+    return [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}  {task.fields[stage]}  {task.fields[note]}"), TimeElapsedColumn()]
+
+
+@contextlib.contextmanager
+def progress(console: Console, label: str, *, total: float | None = None, unit: str = "",
+             interval_s: float = 10.0) -> Iterator[Reporter]:
+    """A reporter for the duration of the block: a bar on a terminal, plain lines otherwise."""
+    if not interactive(console.file):
+        yield PlainReporter(console, label, total=total, unit=unit, interval_s=interval_s)
         return
-    text = f"cost: {int(job.cost):,} base units"
-    if job.HasField("quote") and job.quote.servable:
-        q = job.quote
-        text += (f" (quoted {int(q.cost_expected):,}, band {int(q.cost_low):,} to {int(q.cost_high):,}; "
-                 f"ETA {q.eta_s:.0f} s, took {job.updated_at.seconds - job.created_at.seconds} s)")
-    console.print(text)
+    with Progress(*_columns(unit), console=console, transient=True) as bar:
+        yield BarReporter(bar, label, total=total, unit=unit)
 
 
-def _watch_finetune(client: Client, status: JobStatus, *, poll_s: float = 1.0, settle_wait_s: float = 30.0
-                    ) -> JobStatus:
-    """Steps done and the latest training loss from the job's events; at the end, what it cost
-    (the settlement's event, waited for a while on a settling coordinator)."""
-    import json
-    import time
-
-    total = int(json.loads(status.raw.spec.finetune_json or "{}").get("steps") or 0) or None
-    seen, settled = 0, None
-    with Progress(TextColumn("[bold]{task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("steps  {task.fields[state]}  {task.fields[note]}"), TimeElapsedColumn(),
-                  console=console, transient=False, disable=not console.is_terminal) as progress:
-        bar = progress.add_task("job", total=total, job=status.job_id, state=status.state, note="")
-        while True:
-            for e in client.job_events(status.job_id, after=seen, limit=1000):
-                seen = e.seq
-                data = json.loads(e.data_json or "{}")
-                if e.type == "metrics":
-                    progress.update(bar, completed=data["step"], note=f"loss {data['train_loss']:.4f}")
-                elif e.type == "settled":
-                    settled = data
-                if not console.is_terminal:
-                    console.print(f"{status.job_id}  {e.message}")
-            status = client.get_job(status.job_id)
-            progress.update(bar, state=status.state)
-            if status.terminal:
-                break
-            time.sleep(poll_s)
-    if status.state == "COMPLETED":
-        console.print(f"[green]completed[/green]: output {status.output_cid}")
-        deadline = time.monotonic() + (settle_wait_s if status.raw.settlement else 0)
-        while settled is None and time.monotonic() < deadline:
-            for e in client.job_events(status.job_id, after=seen, limit=1000):
-                seen = e.seq
-                if e.type == "settled":
-                    settled = json.loads(e.data_json)
-            time.sleep(poll_s)
-        if settled is not None:
-            console.print(f"settled: {settled['paid']} base units paid, {settled['refund']} refunded "
-                          f"(budget {status.raw.budget})")
-        cost_line(client.get_job(status.job_id))
-    else:
-        console.print(f"[red]{status.state.lower()}[/red]: {status.error}")
-    return status
+@contextlib.contextmanager
+def status(console: Console, text: str) -> Iterator[None]:
+    """A spinner while waiting on something with no measure of progress; one line outside a terminal."""
+    if interactive(console.file):
+        with console.status(text):
+            yield
+        return
+    console.print(Text(text))
+    yield
 
 
-def providers_table(providers) -> None:
-    table = Table(title="providers")
-    for col in ("id", "name", "address", "claimed", "verified", "price/h", "tier", "runtime", "online", "done",
-                "checked ok/bad", "reputation"):
-        table.add_column(col)
-    for p in providers:
-        claimed = ", ".join(g.name for g in p.hardware.gpus) or f"CPU x{p.hardware.cpu_count}"
-        table.add_row(
-            p.provider_id, p.name, p.address[:10] + "…", claimed, verified_hardware(p), str(p.price_per_hour),
-            common_pb2.ProviderTier.Name(p.tier).removeprefix("PROVIDER_TIER_").lower(),
-            f"{p.runtime}{'' if p.isolated else ' (unisolated)'}",
-            "yes" if p.connected else "no", str(p.tasks_completed),
-            f"{p.verified_valid}/{p.verified_invalid}" + (f" (slashed {p.slashed}x)" if p.slashed else ""),
-            f"{p.reputation:.2f}",
-        )
-    Console().print(table)
+def upload(client, source: Path | str | bytes, console: Console, *, seal: bool = False, label: str = "") -> str:
+    """``client.upload`` with progress for a large file or payload (``TRANSFER_MIN`` and up);
+    returns the CID."""
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if size < TRANSFER_MIN:
+        return client.upload(source, seal=seal)
+    name = label or (f"uploading {Path(source).name}" if not isinstance(source, bytes) else "uploading")
+    with progress(console, name, total=size, unit=BYTES) as bar:
+        cid = client.upload(source, seal=seal, progress=lambda n: bar.update(n))
+        bar.done(cid)
+    return cid
 
 
-def verified_hardware(p) -> str:
-    """Per device, what its timed hardware check verified and measured ("unchecked" before one)."""
-    if not p.hardware_checks:
-        return "unchecked"
-    parts = []
-    for c in p.hardware_checks:
-        if not c.verified:
-            parts.append(f"not verified ({c.claimed or 'CPU'}: {c.note or 'no answer'})")
-        elif c.source == "trusted":
-            parts.append(f"{c.verified_label} (trusted)")
-        else:
-            parts.append(f"{c.verified_label} {c.tflops:.3g} TFLOPS")
-    return ", ".join(parts)
+def download(client, cid: str, dest: Path, console: Console, *, data_key: bytes | None = None) -> None:
+    """``client.download`` to ``dest`` with progress for a large artifact (``TRANSFER_MIN`` and up)."""
+    size = client.artifacts.size(cid)
+    if size < TRANSFER_MIN:
+        client.download(cid, dest, data_key=data_key)
+        return
+    with progress(console, f"downloading {dest.name}", total=size, unit=BYTES) as bar:
+        client.download(cid, dest, data_key=data_key, progress=lambda n: bar.update(n))
+        bar.done(str(dest))

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+
+from gpumesh.cli.output import JSON_OPTION, emit_json
 
 _STATUS = {"ok": "green", "missing": "red", "none": "yellow", "n/a": None}
 
@@ -33,7 +34,7 @@ _STATUS = {"ok": "green", "missing": "red", "none": "yellow", "n/a": None}
 @click.option("--allow-missing-runtime", is_flag=True, help="Write the config even though no sandbox works here "
               "yet (`provider run` refuses to start until one does).")
 @click.option("--force", is_flag=True, help="Overwrite an existing config file (the wallet is never overwritten).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object of everything found instead of lines.")
+@JSON_OPTION
 def provider_init(target, data_dir, config, price, name, slots, runtime, docker_image, allow_missing_runtime,
                   force, as_json) -> None:
     """Set this host up as a provider: make its wallet, check the runtimes (saying how to fix what
@@ -139,4 +140,4 @@ class _Printer:
 
     def finish(self, *, ok: bool) -> None:
         if self.as_json:
-            click.echo(json.dumps({"ok": ok, **self.report}, indent=2))
+            emit_json({"ok": ok, **self.report})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
+from gpumesh.cli.output import JSON_OPTION
 from gpumesh.errors import InvalidArgument
 from gpumesh.inputsize import QUOTE_INPUT_CID
-
 
 
 def _local_cid(path: Path) -> str:
@@ -57,25 +57,20 @@ def _duration(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _amount(text: str) -> str:
-    try:
-        return f"{int(text):,}"
-    except ValueError:
-        return text
-
-
 @click.command("quote")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--coordinator", "-c", "target", envvar="GPUMESH_COORDINATOR", default="127.0.0.1:50051",
               show_default=True, help="Coordinator address (host:port).")
 @click.option("--deadline", default=None, help="When it must be done, from now: 3600, 90m, 1h, 24h, 2d. A later "
               "deadline lets the scheduler wait for cheaper verified capacity.")
-@click.option("--json", "as_json", is_flag=True, help="Print the quote as JSON.")
+@JSON_OPTION
 def quote(file, target, deadline, as_json) -> None:
     """Quote a job file (YAML) or a batch file (JSONL): tokens, cost (low / expected / high), ETA,
-    the GPU classes that would serve it, and whether centralized capacity would be needed."""
-    from google.protobuf import json_format
-
+    the GPU classes that would serve it, and whether centralized capacity would be needed
+    (exits 1 when it cannot be served)."""
+    from gpumesh.cli.output import console, emit_json, proto_doc
+    from gpumesh.cli.tables import Column, print_table
+    from gpumesh.cli.views import amount as _amount
     from gpumesh.client import Client
     from gpumesh.durations import parse_duration
 
@@ -88,7 +83,7 @@ def quote(file, target, deadline, as_json) -> None:
     except InvalidArgument as exc:
         raise click.ClickException(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
     if as_json:
-        click.echo(json_format.MessageToJson(q, always_print_fields_with_no_presence=True))
+        emit_json(proto_doc(q))
         sys.exit(0 if q.servable else 1)
     click.echo(f"{q.requests:,} requests in {q.tasks:,} task(s): ~{q.prompt_tokens:,} prompt tokens, "
                f"at most {q.output_tokens:,} output tokens")
@@ -101,8 +96,10 @@ def quote(file, target, deadline, as_json) -> None:
     click.echo(f"done in: about {_duration(q.eta_s)}{due}")
     if q.fallback_needed:
         click.echo(f"centralized capacity needed: {q.fallback_reason}")
-    click.echo(f"{'class':<28}{'tier':<12}{'providers':>10}{'ask/h':>12}{'ETA':>10}{'cost':>14}  ")
-    for c in q.classes:
-        mark = "chosen" if c.chosen else ("" if c.meets_deadline else "misses deadline")
-        click.echo(f"{c.label[:27]:<28}{c.tier.lower():<12}{c.providers:>10}{_amount(c.price_per_hour):>12}"
-                   f"{_duration(c.eta_s):>10}{_amount(c.cost):>14}  {mark}")
+    columns = (Column("class", key=True), Column("tier", rank=3, wrap=False),
+               Column("providers", rank=4, wrap=False, justify="right"),
+               Column("ask/h", rank=6, wrap=False, justify="right"), Column("ETA", rank=8, wrap=False, justify="right"),
+               Column("cost", rank=7, wrap=False, justify="right"), Column("", rank=9))
+    rows = [(c.label, c.tier.lower(), c.providers, _amount(c.price_per_hour), _duration(c.eta_s), _amount(c.cost),
+             "chosen" if c.chosen else ("" if c.meets_deadline else "misses deadline")) for c in q.classes]
+    print_table(console(), columns, rows)
