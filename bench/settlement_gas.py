@@ -3,11 +3,14 @@
 Every job has a budget, two payouts to providers drawn from a pool of 20 and a non-zero refund to its
 submitter (one of 5). Each payout carries the provider's EIP-712 claim signature (the escrow checks it
 and that the provider is registered in the ProviderRegistry), so the figures include what bounding
-the coordinator costs: an ecrecover (3k gas) and a registry lookup per payout, and 64 bytes of
-calldata. For each mode the same 100 jobs are settled, either one `settleJob` transaction
-per job (push: two provider transfers plus the refund transfer) or `settleBatch` in transactions of
-1, 10 or 100 jobs (pull: internal credits); the figure is the sum of the receipts' gasUsed (which
-includes the 21k base cost and calldata) divided by the number of jobs.
+the coordinator costs: an ecrecover (3k gas) per payout, a registry lookup per payee and call, and 64
+bytes of calldata. The calls name each payee once (a payee list, payouts by index, built by
+`gpumesh.chain.calldata.settle_args` as the client does). For each mode the same 100 jobs are
+settled, either one `settleJob` transaction per job (push: two provider transfers plus the refund
+transfer) or `settleBatch` in transactions of 1, 10 or 100 jobs (pull: internal credits, each
+payee's summed and written once per batch, one `Credited` event per payee); the figure is the sum of
+the receipts' gasUsed (which includes the 21k base cost and calldata, after the storage refund of
+the job slot a settlement clears) divided by the number of jobs.
 
 Two rounds per mode on the same contracts: "fresh" (the providers' and submitters' balances start at
 zero, so their first credit or transfer writes a new slot) and "steady" (another 100 jobs, when all
@@ -25,7 +28,9 @@ from pathlib import Path
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from gpumesh.chain.claims import ClaimDomain, compact, escrow_key
+from gpumesh.chain.calldata import settle_args
+from gpumesh.chain.claims import ClaimDomain, escrow_key
+from gpumesh.chain.models import Payout, Settlement
 
 BUILD = Path(__file__).resolve().parents[1] / "contracts" / "build"
 JOBS = 100
@@ -76,9 +81,8 @@ class Setup:
         assert receipt["status"] == 1
         return receipt["gasUsed"]
 
-    def funded_jobs(self, n: int) -> list[tuple[bytes, list[tuple]]]:
-        """Deposits n jobs and returns their settlements (key, [Payout]), each payout under its
-        provider's signed claim, sorted by address as the escrow requires."""
+    def funded_jobs(self, n: int) -> list[Settlement]:
+        """Deposits n jobs and returns their settlements, each payout under its provider's signed claim."""
         jobs = []
         for _ in range(n):
             self.counter += 1
@@ -91,19 +95,30 @@ class Setup:
             payouts = []
             for provider in providers:
                 share = self.rng.randrange(budget // 4, budget // 2)
-                r, vs = compact(self.domain.sign(self.keys[provider], key, share))
-                payouts.append((provider, share, share, r, vs))
-            jobs.append((key, payouts))
+                payouts.append(Payout(provider, share, share, self.domain.sign(self.keys[provider], key, share)))
+            jobs.append(Settlement(key, tuple(payouts)))
         return jobs
 
 
-def settle_naive(setup: Setup, jobs) -> int:
-    return sum(setup.send(setup.escrow.functions.settleJob((j, p)), setup.admin) for j, p in jobs)
+def settle_naive(setup: Setup, jobs: list[Settlement]) -> int:
+    total = 0
+    for job in jobs:
+        payees, (settlement,) = settle_args([job])
+        total += setup.send(setup.escrow.functions.settleJob(payees, settlement), setup.admin)
+    return total
 
 
-def settle_batched(setup: Setup, jobs, size: int) -> int:
-    return sum(setup.send(setup.escrow.functions.settleBatch(list(jobs[i : i + size])), setup.admin)
+def settle_batched(setup: Setup, jobs: list[Settlement], size: int) -> int:
+    return sum(setup.send(setup.escrow.functions.settleBatch(*settle_args(jobs[i : i + size])), setup.admin)
                for i in range(0, len(jobs), size))
+
+
+def calldata_gas(data: bytes) -> tuple[int, int]:
+    """(standard, EIP-7623 floor) gas of calldata: 4 per zero byte and 16 per other; the floor (Prague)
+    counts 10 per token (a zero byte is 1 token, another byte 4) and applies when above the whole
+    execution cost."""
+    zeros = data.count(0)
+    return 4 * zeros + 16 * (len(data) - zeros), 10 * (zeros + 4 * (len(data) - zeros))
 
 
 def main() -> None:
@@ -118,6 +133,9 @@ def main() -> None:
             jobs = setup.funded_jobs(JOBS)
             total = settle_naive(setup, jobs) if size is None else settle_batched(setup, jobs, size)
             per_round.append(total / JOBS)
+        if size == JOBS:
+            data = bytes.fromhex(setup.escrow.encode_abi("settleBatch", args=list(settle_args(jobs)))[2:])
+            calldata = (len(data), *calldata_gas(data))
         rows.append((label, size, *per_round))
         deposits += setup.deposit_gas
     naive_fresh, naive_steady = rows[0][2], rows[0][3]
@@ -133,6 +151,11 @@ def main() -> None:
     assert 0 < best[2] < naive_fresh and 0 < best[3] < naive_steady, "batching should be cheaper"
     per_payout = best[3] / PAYOUTS_PER_JOB
     print(f"batch 100, steady: {per_payout:,.0f} gas per payout (claim check and registry lookup included)")
+    size, standard, floor = (x / JOBS for x in calldata)
+    floor += 21_000 / JOBS
+    binds = "binds" if floor >= best[3] else "does not bind"
+    print(f"batch 100 calldata: {size:,.0f} bytes/job, {standard:,.0f} gas/job; its EIP-7623 floor, "
+          f"{floor:,.0f} gas/job with the base cost, {binds}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,9 @@ def test_settle_batch_pays_providers_and_refunds(chain):
     assert [(e["key"], e["paid"], e["refunded"]) for e in settled] == [
         (chain.key("j1"), 1_000, 0), (chain.key("j2"), 300, 700), (chain.key("j3"), 0, 1_000)]
     assert all(c.job(sub, j).status is JobStatus.SETTLED for j in ("j1", "j2", "j3"))
+    # one Credited per payee with its payouts in the batch summed (p1 is paid in two jobs)
+    assert sorted((e["account"], e["amount"]) for e in result.named("Credited")) == sorted(
+        [(p1.address, 550), (p2.address, 700), (p3.address, 50)])
     expected = {p1: 550, p2: 700, p3: 50, sub: 1_700}
     assert {who: c.escrow_balance(who) for who in expected} == expected
     assert c.token_balance(c.escrow.address) == 3_000

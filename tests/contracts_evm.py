@@ -160,6 +160,26 @@ def claim_payout(chain: Chain, escrow, key: bytes, provider: str, amount: int, c
     return (provider, amount, claimed, *compact(signature))
 
 
+def payee_args(settlements: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """``settleBatch``'s arguments from ``[(key, [(provider, amount, claimed, r, vs), ...]), ...]``: the payee list
+    (every provider once, by increasing address) and each payout naming its provider by index there, in the order
+    given (so a test can send payouts out of order)."""
+    payees = sorted({p[0] for _, payouts in settlements for p in payouts}, key=lambda a: int(a, 16))
+    index = {a: i for i, a in enumerate(payees)}
+    return payees, [(key, [(index[p[0]], *p[1:]) for p in payouts]) for key, payouts in settlements]
+
+
+def settle_batch(escrow, settlements: list[tuple]):
+    """The ``settleBatch`` call of ``settlements`` given with provider addresses (see ``payee_args``)."""
+    return escrow.functions.settleBatch(*payee_args(settlements))
+
+
+def settle_job(escrow, settlement: tuple):
+    """The ``settleJob`` call of one ``(key, payouts)`` given with provider addresses."""
+    payees, (job,) = payee_args([settlement])
+    return escrow.functions.settleJob(payees, job)
+
+
 def commitment(chain: Chain, account: str, task: str, output: str) -> tuple[bytes, bytes]:
     """A result commitment (gpumesh.identity.result_text) and ``account``'s EIP-191 signature of it."""
     from eth_account import Account

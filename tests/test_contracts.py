@@ -9,12 +9,20 @@ ProviderRegistry and the reentrancy probes are in test_contracts_registry.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 from web3 import Web3
 
 from gpumesh.chain.claims import ClaimDomain, escrow_key
-from tests.contracts_evm import COORDINATOR_ROLE, Chain, claim_payout, private_key
+from tests.contracts_evm import (
+    COORDINATOR_ROLE,
+    Chain,
+    claim_payout,
+    private_key,
+    settle_batch,
+    settle_job,
+)
 
 E18 = 10**18
 ZERO = "0x" + "00" * 20
@@ -146,7 +154,7 @@ def test_deposit_reverts(env):
     c.expect_revert(fn(job, E18, later), env.stranger, "ERC20InsufficientAllowance", env.escrow.address, 0, E18)
     key, _ = env.deposit(job, E18)
     c.expect_revert(fn(job, E18, later), env.alice, "JobExists", key)  # double deposit
-    c.send(env.escrow.functions.settleBatch([(key, [])]), env.coord)
+    c.send(settle_batch(env.escrow, [(key, [])]), env.coord)
     c.expect_revert(fn(job, E18, later), env.alice, "JobExists", key)  # keys are never reused
 
 
@@ -170,7 +178,7 @@ def test_settle_batch_credits_each_claim_then_everyone_withdraws(env):
         (k2, [env.pay(k2, env.p2, 1 * E18), env.pay(k2, env.p3, 5 * E18)]),  # exact budget: no refund
         (k3, []),  # nothing done: full refund of 4 to alice
     ]
-    receipt = c.send(esc.functions.settleBatch(batch), env.coord)
+    receipt = c.send(settle_batch(esc, batch), env.coord)
     assert c.events(esc, receipt, "JobSettled") == [
         {"key": k1, "paid": 5 * E18, "refunded": 5 * E18},
         {"key": k2, "paid": 6 * E18, "refunded": 0},
@@ -190,7 +198,7 @@ def test_settle_batch_credits_each_claim_then_everyone_withdraws(env):
 
 def test_the_coordinator_pays_only_registered_providers_within_their_signed_claims(env):
     """What a stolen coordinator key could try, each refused with its named error and nothing moved."""
-    c, settle = env.chain, env.escrow.functions.settleBatch
+    c, settle = env.chain, partial(settle_batch, env.escrow)
     key, _ = env.deposit(jid("j1"), 10 * E18)
     other, _ = env.deposit(jid("j2"), 10 * E18)
     stolen = (env.p1, E18, E18, *env.pay(other, env.p1, E18)[3:])  # p1's real claim, for another job
@@ -230,7 +238,7 @@ def test_the_coordinator_pays_only_registered_providers_within_their_signed_clai
 
 
 def test_settle_batch_reverts(env):
-    c, settle = env.chain, env.escrow.functions.settleBatch
+    c, settle = env.chain, partial(settle_batch, env.escrow)
     k1, _ = env.deposit(jid("j1"), 10 * E18)
     k2, _ = env.deposit(jid("j2"), 10 * E18)
     for caller in (env.stranger, env.alice, env.admin):  # the admin too: only COORDINATOR_ROLE settles
@@ -255,11 +263,11 @@ def test_no_settlement_after_the_deadline_the_submitters_reclaim_wins(env):
     key, deadline = env.deposit(jid("j1"), 10 * E18)
     c.travel_to(deadline)
     push = env.pay(key, env.p1, E18)
-    c.send(esc.functions.settleBatch([(key, [push])]), env.coord)  # at the deadline itself: still in time
+    c.send(settle_batch(esc, [(key, [push])]), env.coord)  # at the deadline itself: still in time
     late, late_deadline = env.deposit(jid("j2"), 10 * E18)
     c.travel_to(late_deadline + 1)
-    for fn in (esc.functions.settleBatch([(late, [env.pay(late, env.p1, 10 * E18)])]),
-               esc.functions.settleJob((late, [env.pay(late, env.p1, 10 * E18)]))):
+    for fn in (settle_batch(esc, [(late, [env.pay(late, env.p1, 10 * E18)])]),
+               settle_job(esc, (late, [env.pay(late, env.p1, 10 * E18)]))):
         c.expect_revert(fn, env.coord, "SettlementAfterDeadline", late, late_deadline)
     alice = env.tok(env.alice)
     c.send(esc.functions.reclaim(jid("j2")), env.alice)
@@ -267,7 +275,7 @@ def test_no_settlement_after_the_deadline_the_submitters_reclaim_wins(env):
 
 
 def test_settle_batch_of_nothing_is_a_no_op(env):
-    receipt = env.chain.send(env.escrow.functions.settleBatch([]), env.coord)
+    receipt = env.chain.send(settle_batch(env.escrow, []), env.coord)
     assert env.chain.events(env.escrow, receipt, "JobSettled") == []
 
 
@@ -279,7 +287,7 @@ def test_settle_job_pushes_payments(env):
     key, _ = env.deposit(jid("j1"), 10 * E18, env.bob)
     bob = env.tok(env.bob)
     payouts = [env.pay(key, env.p1, 4 * E18), env.pay(key, env.p2, 0), env.pay(key, env.p3, E18)]
-    receipt = c.send(esc.functions.settleJob((key, payouts)), env.coord)
+    receipt = c.send(settle_job(esc, (key, payouts)), env.coord)
     assert c.events(esc, receipt, "JobSettled") == [{"key": key, "paid": 5 * E18, "refunded": 5 * E18}]
     assert (env.tok(env.p1), env.tok(env.p2), env.tok(env.p3)) == (4 * E18, 0, E18)
     assert env.tok(env.bob) == bob + 5 * E18 and env.tok(esc.address) == 0
@@ -287,7 +295,7 @@ def test_settle_job_pushes_payments(env):
 
 
 def test_settle_job_reverts(env):
-    c, settle = env.chain, env.escrow.functions.settleJob
+    c, settle = env.chain, partial(settle_job, env.escrow)
     k1, _ = env.deposit(jid("j1"), 10 * E18)
     c.expect_revert(settle((k1, [])), env.stranger, "AccessControlUnauthorizedAccount", env.stranger,
                     COORDINATOR_ROLE)
@@ -298,7 +306,7 @@ def test_settle_job_reverts(env):
     c.expect_revert(settle((k1, [env.pay(k1, env.p1, 2, 1)])), env.coord, "PayoutExceedsClaim", k1, env.p1, 2, 1)
     c.send(settle((k1, [env.pay(k1, env.p1, E18)])), env.coord)
     c.expect_revert(settle((k1, [env.pay(k1, env.p1, E18)])), env.coord, "JobClosed", k1, SETTLED)
-    c.expect_revert(env.escrow.functions.settleBatch([(k1, [])]), env.coord, "JobClosed", k1, SETTLED)
+    c.expect_revert(settle_batch(env.escrow, [(k1, [])]), env.coord, "JobClosed", k1, SETTLED)
     assert env.tok(env.p1) == E18  # paid once
 
 
@@ -319,10 +327,10 @@ def test_reclaim_after_deadline_refunds_everything(env):
     receipt = c.send(esc.functions.reclaim(job), env.alice)
     assert c.events(esc, receipt, "Reclaimed") == [{"key": key, "submitter": env.alice, "amount": 10 * E18}]
     assert env.tok(env.alice) == alice + 10 * E18 and env.tok(esc.address) == 0
-    assert env.job(key) == (env.alice, 10 * E18, deadline, RECLAIMED)
+    assert env.job(key) == (env.alice, 10 * E18, 0, RECLAIMED)  # closing a job clears its deadline slot
     c.expect_revert(esc.functions.reclaim(job), env.alice, "JobClosed", key, RECLAIMED)  # no double refund
-    c.expect_revert(esc.functions.settleBatch([(key, [])]), env.coord, "JobClosed", key, RECLAIMED)
-    c.expect_revert(esc.functions.settleJob((key, [])), env.coord, "JobClosed", key, RECLAIMED)
+    c.expect_revert(settle_batch(esc, [(key, [])]), env.coord, "JobClosed", key, RECLAIMED)
+    c.expect_revert(settle_job(esc, (key, [])), env.coord, "JobClosed", key, RECLAIMED)
 
 
 def test_reclaim_reverts_for_unknown_and_settled_jobs(env):
@@ -330,7 +338,7 @@ def test_reclaim_reverts_for_unknown_and_settled_jobs(env):
     job = jid("j1")
     key, deadline = env.deposit(job, 10 * E18)
     c.expect_revert(esc.functions.reclaim(jid("nope")), env.alice, "UnknownJob", escrow_key(env.alice, jid("nope")))
-    c.send(esc.functions.settleBatch([(key, [env.pay(key, env.p1, 4 * E18)])]), env.coord)
+    c.send(settle_batch(esc, [(key, [env.pay(key, env.p1, 4 * E18)])]), env.coord)
     c.travel_to(deadline + 10)
     c.expect_revert(esc.functions.reclaim(job), env.alice, "JobClosed", key, SETTLED)
     assert env.credit(env.alice) == 6 * E18 and env.tok(esc.address) == 10 * E18
@@ -344,11 +352,11 @@ def test_withdraw_reverts_and_pays_once(env):
     c.expect_revert(esc.functions.withdraw(), env.p1, "NothingToWithdraw")
     k1, _ = env.deposit(jid("j1"), 10 * E18)
     k2, _ = env.deposit(jid("j2"), 10 * E18, env.bob)
-    c.send(esc.functions.settleBatch([(k1, [env.pay(k1, env.p1, 10 * E18)])]), env.coord)
+    c.send(settle_batch(esc, [(k1, [env.pay(k1, env.p1, 10 * E18)])]), env.coord)
     c.send(esc.functions.withdraw(), env.p1)
     # State is cleared before the transfer: a second withdraw finds nothing, although the escrow still holds
     # bob's 10 tokens that a stale balance could have drained.
     c.expect_revert(esc.functions.withdraw(), env.p1, "NothingToWithdraw")
     assert env.tok(env.p1) == 10 * E18 and env.tok(esc.address) == 10 * E18
-    c.send(esc.functions.settleBatch([(k2, [env.pay(k2, env.p1, 3 * E18)])]), env.coord)
+    c.send(settle_batch(esc, [(k2, [env.pay(k2, env.p1, 3 * E18)])]), env.coord)
     assert env.credit(env.p1) == 3 * E18

@@ -5,7 +5,7 @@ MAX_OPEN_WINDOW ahead), where the unspent budget goes, and every revert path."""
 from __future__ import annotations
 
 from gpumesh.chain.claims import escrow_key
-from tests.contracts_evm import COORDINATOR_ROLE
+from tests.contracts_evm import COORDINATOR_ROLE, settle_batch, settle_job
 from tests.test_contracts import E18, FUNDED, RECLAIMED, SETTLED, env, jid  # noqa: F401  (the fixture)
 
 WINDOW = 8 * 86_400
@@ -71,8 +71,8 @@ def test_unspent_budget_and_reclaims_return_to_the_account(env):
     c.send(esc.functions.openJob(env.alice, jid("b3"), 2 * E18, deadline), env.coord)
     k1, k2, k3 = (escrow_key(env.alice, jid(n)) for n in ("b1", "b2", "b3"))
     wallet = env.tok(env.alice)
-    c.send(esc.functions.settleBatch([(k1, [env.pay(k1, env.p1, E18)])]), env.coord)
-    c.send(esc.functions.settleJob((k2, [env.pay(k2, env.p2, 2 * E18)])), env.coord)
+    c.send(settle_batch(esc, [(k1, [env.pay(k1, env.p1, E18)])]), env.coord)
+    c.send(settle_job(esc, (k2, [env.pay(k2, env.p2, 2 * E18)])), env.coord)
     assert account(env, env.alice) == (1 * E18 + 3 * E18 + 1 * E18, 1 * E18)  # refunds back, limit not restored
     assert env.credit(env.p1) == E18 and env.tok(env.p2) == 2 * E18 and env.credit(env.alice) == 0
     assert env.job(k1)[3] == SETTLED

@@ -4,7 +4,6 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IProviderRegistry} from "src/IProviderRegistry.sol";
@@ -16,9 +15,10 @@ import {IProviderRegistry} from "src/IProviderRegistry.sol";
 /// deadline (after it, only the submitter's reclaim works), it pays only registered providers that are not
 /// coordinators, each at most the amount that provider itself signed for that job (an EIP-712 `Claim`), each provider
 /// once per job, and never more than the budget; the rest goes back to the submitter. A job's key is bound to its
-/// depositor (`jobKey(submitter, jobId)`), so nobody can take another wallet's job id. `settleBatch` credits internal
-/// balances (pull payments, withdrawn with `withdraw`); `settleJob` pays with direct transfers and is the per-job
-/// baseline. A submitter may also prepay an account and let coordinators open jobs from it (`fundAccount`,
+/// depositor (`jobKey(submitter, jobId)`), so nobody can take another wallet's job id. Both settle calls name the
+/// providers they pay once, in a payee list, and each payout by its index there: a payee is checked once per call.
+/// `settleBatch` credits internal balances (pull payments, withdrawn with `withdraw`), each payee's once per batch
+/// with its payouts summed; `settleJob` pays with direct transfers and is the per-job baseline. A submitter may also prepay an account and let coordinators open jobs from it (`fundAccount`,
 /// `setSpendLimit`, `openJob`: how HTTP API keys spend): the coordinator then opens at most the spend limit the
 /// submitter set, from what it prepaid, with deadlines at most `MAX_OPEN_WINDOW` ahead, and the unspent budget of
 /// such a job goes back to that account. Tokens with transfer fees or rebasing are not supported.
@@ -31,6 +31,8 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     bytes32 public constant CLAIM_TYPEHASH = keccak256("Claim(bytes32 job,address provider,uint256 amount)");
     /// @notice The furthest deadline a coordinator may give a job it opens from a submitter's account.
     uint64 public constant MAX_OPEN_WINDOW = 8 days;
+    /// @dev Half the secp256k1 group order: a claim signature's s must not exceed it (no malleable twins).
+    uint256 private constant _HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
 
     /// @notice Lifecycle of a job's escrow; `None` means no deposit was ever made for the key.
     enum JobStatus {
@@ -40,24 +42,27 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         Reclaimed
     }
 
-    /// @notice `amount` tokens credited to `provider`, who signed (`r`, `vs`: an EIP-2098 compact signature) a
-    /// claim of `claimed` for the job; `amount` is at most `claimed`.
+    /// @notice `amount` tokens to the provider `payees[payee]` of the call's payee list, who signed (`r`, `vs`: an
+    /// EIP-2098 compact signature) a claim of `claimed` for the job; `amount` is at most `claimed`.
     struct Payout {
-        address provider;
+        uint256 payee;
         uint256 amount;
         uint256 claimed;
         bytes32 r;
         bytes32 vs;
     }
 
-    /// @notice The payouts of one job, by strictly increasing provider address; the rest goes back to the submitter.
+    /// @notice The payouts of one job, by strictly increasing payee index; the rest goes back to the submitter.
     struct Settlement {
         bytes32 key;
         Payout[] payouts;
     }
 
-    /// @dev Slot 0 holds the submitter, budget and status; the deadline sits alone in slot 1. Records are kept after
-    /// closing so a key is never reused.
+    /// @dev Slot 0 holds the submitter, the budget and the recorded status (None, Funded or Reclaimed); slot 1 the
+    /// deadline and the account flag, needed only while the job is open. Closing a job clears slot 1 (one write
+    /// that earns a storage refund): a job recorded Funded whose deadline is zero is Settled (a deadline is in the
+    /// future when set, so never zero while open; see `_statusOf`), and reclaim records Reclaimed. Slot 0 is kept
+    /// after closing so a key is never reused.
     struct Job {
         address submitter;
         uint88 amount;
@@ -83,6 +88,8 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     event Deposited(bytes32 indexed key, address indexed submitter, bytes32 jobId, uint256 amount, uint64 deadline);
     /// @notice Emitted once per settled job: `paid` to providers and `refunded` to the submitter.
     event JobSettled(bytes32 indexed key, uint256 paid, uint256 refunded);
+    /// @notice Emitted once per `settleBatch` for each provider it paid: `amount` is the sum of its payouts there.
+    event Credited(address indexed account, uint256 amount);
     /// @notice Emitted when `submitter` takes back the whole `amount` of a job not settled by its deadline.
     event Reclaimed(bytes32 indexed key, address indexed submitter, uint256 amount);
     /// @notice Emitted when `account` withdraws its credited balance.
@@ -122,8 +129,12 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     error PayoutExceedsClaim(bytes32 key, address provider, uint256 amount, uint256 claimed);
     /// @notice The claim of `provider` for `key` is not signed by `provider`.
     error BadClaimSignature(bytes32 key, address provider);
-    /// @notice Payouts must name each provider once, by strictly increasing address.
+    /// @notice Payouts must name each provider once, by strictly increasing payee index.
     error PayoutsNotSorted(bytes32 key, address provider);
+    /// @notice The payee list must name each provider once, by strictly increasing address.
+    error PayeesNotSorted(address provider);
+    /// @notice A payout of `key` names `index`, past the end of the payee list.
+    error UnknownPayee(bytes32 key, uint256 index);
     /// @notice The job cannot be reclaimed until after `deadline`.
     error DeadlineNotReached(uint64 deadline);
     /// @notice The caller has no credited balance.
@@ -218,62 +229,73 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     }
 
     /// @notice Settles many jobs in one transaction, crediting balances that providers and submitters `withdraw`.
-    /// @dev For each job: Funded -> Settled, each payout checked and credited, the unspent budget credited to the
-    /// submitter, one JobSettled event. The whole batch reverts if any job or payout fails a check.
-    /// @param settlements The jobs and their payouts.
-    function settleBatch(Settlement[] calldata settlements) external onlyRole(COORDINATOR_ROLE) {
+    /// @dev For each job: Funded -> Settled, each payout checked, the unspent budget credited to the submitter (or its
+    /// prepaid account), one JobSettled event. Each payee is checked once (registered, not a coordinator) and its
+    /// payouts in the batch are summed in memory: its balance is written once and one Credited event carries the
+    /// sum. The whole batch reverts if any job or payout fails a check.
+    /// @param payees Every provider paid in the batch, once each, by strictly increasing address.
+    /// @param settlements The jobs and their payouts (naming payees by their index in `payees`).
+    function settleBatch(address[] calldata payees, Settlement[] calldata settlements)
+        external
+        onlyRole(COORDINATOR_ROLE)
+    {
+        _checkPayees(payees);
+        uint256[] memory credits = new uint256[](payees.length);
         uint256 n = settlements.length;
         for (uint256 i; i < n; ) {
             Settlement calldata s = settlements[i];
-            (address submitter, uint256 budget, bool fromAccount) = _close(s.key);
-            Payout[] calldata payouts = s.payouts;
-            uint256 m = payouts.length;
-            uint256 paid;
-            for (uint256 j; j < m; ) {
-                uint256 amount = _checkPayout(s.key, payouts, j, paid, budget);
-                paid += amount;
-                _balances[payouts[j].provider] += amount;
-                unchecked {
-                    ++j;
-                }
-            }
+            bytes32 key = s.key;
+            (address submitter, uint256 budget, bool fromAccount) = _close(key);
+            uint256 paid = _checkPayouts(key, payees, s.payouts, budget, credits);
             unchecked {
                 uint256 refunded = budget - paid;
                 if (refunded != 0) {
                     if (fromAccount) _accounts[submitter].prepaid += refunded;
                     else _balances[submitter] += refunded;
                 }
-                emit JobSettled(s.key, paid, refunded);
+                emit JobSettled(key, paid, refunded);
                 ++i;
+            }
+        }
+        uint256 np = payees.length;
+        for (uint256 k; k < np; ) {
+            uint256 credit = credits[k];
+            if (credit != 0) {
+                address payee = payees[k];
+                _balances[payee] += credit;
+                emit Credited(payee, credit);
+            }
+            unchecked {
+                ++k;
             }
         }
     }
 
     /// @notice Settles one job paying providers and the submitter's refund by direct token transfers (push).
-    /// @dev Same checks and event as `settleBatch`; the status is updated before any transfer.
-    /// @param settlement The job and its payouts.
-    function settleJob(Settlement calldata settlement) external onlyRole(COORDINATOR_ROLE) nonReentrant {
+    /// @dev Same checks and JobSettled event as `settleBatch`; the status is updated before any transfer.
+    /// @param payees The providers paid, once each, by strictly increasing address.
+    /// @param settlement The job and its payouts (naming payees by their index in `payees`).
+    function settleJob(address[] calldata payees, Settlement calldata settlement)
+        external
+        onlyRole(COORDINATOR_ROLE)
+        nonReentrant
+    {
+        _checkPayees(payees);
         bytes32 key = settlement.key;
         (address submitter, uint256 budget, bool fromAccount) = _close(key);
-        Payout[] calldata payouts = settlement.payouts;
-        uint256 m = payouts.length;
-        uint256 paid;
-        for (uint256 j; j < m; ) {
-            paid += _checkPayout(key, payouts, j, paid, budget);
-            unchecked {
-                ++j;
-            }
-        }
+        uint256[] memory amounts = new uint256[](payees.length);
+        uint256 paid = _checkPayouts(key, payees, settlement.payouts, budget, amounts);
         uint256 refunded;
         unchecked {
             refunded = budget - paid;
         }
         emit JobSettled(key, paid, refunded);
-        for (uint256 j; j < m; ) {
-            uint256 amount = payouts[j].amount;
-            if (amount != 0) _token.safeTransfer(payouts[j].provider, amount);
+        uint256 np = payees.length;
+        for (uint256 k; k < np; ) {
+            uint256 amount = amounts[k];
+            if (amount != 0) _token.safeTransfer(payees[k], amount);
             unchecked {
-                ++j;
+                ++k;
             }
         }
         if (refunded != 0) {
@@ -287,15 +309,17 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     function reclaim(bytes32 jobId) external nonReentrant {
         bytes32 key = jobKey(msg.sender, jobId);
         Job storage job = _jobs[key];
-        JobStatus status = job.status;
+        JobStatus status = _statusOf(job);
         if (status == JobStatus.None) revert UnknownJob(key);
         if (status != JobStatus.Funded) revert JobClosed(key, uint8(status));
         uint64 deadline = job.deadline;
         if (block.timestamp <= deadline) revert DeadlineNotReached(deadline);
         uint256 amount = job.amount;
+        bool fromAccount = job.fromAccount;
         job.status = JobStatus.Reclaimed;
+        _clearOpenSlot(job);
         emit Reclaimed(key, msg.sender, amount);
-        if (job.fromAccount) _accounts[msg.sender].prepaid += amount;
+        if (fromAccount) _accounts[msg.sender].prepaid += amount;
         else _token.safeTransfer(msg.sender, amount);
     }
 
@@ -315,7 +339,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
 
     /// @notice The EIP-712 digest a provider signs to claim at most `amount` for its work on the job `key`.
     function claimDigest(bytes32 key, address provider, uint256 amount) public view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(CLAIM_TYPEHASH, key, provider, amount)));
+        return _hashTypedDataV4(_claimHash(key, provider, amount));
     }
 
     /// @notice The escrow record of the job `key` (all zero if no deposit was ever made).
@@ -325,7 +349,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     /// @return status JobStatus as uint8: 0 None, 1 Funded, 2 Settled, 3 Reclaimed.
     function getJob(bytes32 key) external view returns (address submitter, uint256 amount, uint64 deadline, uint8 status) {
         Job storage job = _jobs[key];
-        return (job.submitter, job.amount, job.deadline, uint8(job.status));
+        return (job.submitter, job.amount, job.deadline, uint8(_statusOf(job)));
     }
 
     /// @notice Tokens credited to `account` and not yet withdrawn.
@@ -350,40 +374,121 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     }
 
     /// @dev Funded -> Settled for `key` if its deadline has not passed, returning the submitter, the budget and
-    /// whether the job was opened from the submitter's account.
+    /// whether the job was opened from the submitter's account. Settling clears slot 1 (see `Job`).
     function _close(bytes32 key) private returns (address submitter, uint256 budget, bool fromAccount) {
         Job storage job = _jobs[key];
         submitter = job.submitter;
         budget = job.amount;
-        fromAccount = job.fromAccount;
         JobStatus status = job.status;
-        if (status != JobStatus.Funded) {
-            if (status == JobStatus.None) revert UnknownJob(key);
-            revert JobClosed(key, uint8(status));
-        }
         uint64 deadline = job.deadline;
+        if (status != JobStatus.Funded || deadline == 0) {
+            if (status == JobStatus.None) revert UnknownJob(key);
+            revert JobClosed(key, uint8(_statusOf(job)));
+        }
         if (block.timestamp > deadline) revert SettlementAfterDeadline(key, deadline);
-        job.status = JobStatus.Settled;
+        fromAccount = job.fromAccount;
+        _clearOpenSlot(job);
     }
 
-    /// @dev The amount of `payouts[j]` after every check: a registered, non-coordinator provider after the previous
-    /// one, paid at most what it signed for this job, within what is left of the budget.
-    function _checkPayout(bytes32 key, Payout[] calldata payouts, uint256 j, uint256 paid, uint256 budget)
+    /// @dev Clears the deadline and the account flag in one write: they fill slot 1 of `Job` (slot 0 holds 20 + 11 + 1
+    /// bytes: submitter, amount, status). The job reads as closed from then on (see `Job`).
+    function _clearOpenSlot(Job storage job) private {
+        assembly ("memory-safe") {
+            sstore(add(job.slot, 1), 0)
+        }
+    }
+
+    /// @dev The status of `job`: a job recorded Funded whose deadline was cleared is Settled.
+    function _statusOf(Job storage job) private view returns (JobStatus) {
+        JobStatus status = job.status;
+        return status == JobStatus.Funded && job.deadline == 0 ? JobStatus.Settled : status;
+    }
+
+    /// @dev Each payee once by strictly increasing (so non-zero) address, registered and not a coordinator.
+    function _checkPayees(address[] calldata payees) private view {
+        uint256 n = payees.length;
+        address previous;
+        for (uint256 k; k < n; ) {
+            address payee = payees[k];
+            if (uint160(payee) <= uint160(previous)) {
+                if (payee == address(0)) revert ZeroAddress();
+                revert PayeesNotSorted(payee);
+            }
+            if (!_registry.isRegistered(payee)) revert NotRegistered(payee);
+            if (hasRole(COORDINATOR_ROLE, payee)) revert PayeeIsCoordinator(payee);
+            previous = payee;
+            unchecked {
+                ++k;
+            }
+        }
+    }
+
+    /// @dev What the payouts of job `key` add up to, after every check: payees by strictly increasing index, each
+    /// paid at most what it signed for this job, all within the budget. Each amount is added to `credits[payee]`
+    /// (`credits` has one entry per payee).
+    function _checkPayouts(
+        bytes32 key,
+        address[] calldata payees,
+        Payout[] calldata payouts,
+        uint256 budget,
+        uint256[] memory credits
+    ) private view returns (uint256 paid) {
+        uint256 m = payouts.length;
+        uint256 next; // the lowest payee index the next payout may name
+        for (uint256 j; j < m; ) {
+            Payout calldata p = payouts[j];
+            uint256 payee = p.payee;
+            if (payee >= payees.length) revert UnknownPayee(key, payee);
+            if (payee < next) revert PayoutsNotSorted(key, payees[payee]);
+            uint256 amount = _checkClaim(key, payees[payee], p, paid, budget);
+            unchecked {
+                paid += amount; // at most the budget
+                credits[payee] += amount; // at most the sum of a batch's budgets, each below 2**88
+                next = payee + 1;
+                ++j;
+            }
+        }
+    }
+
+    /// @dev The amount of `p` to `provider` for job `key` once checked: at most the claim `provider` signed, and
+    /// within what is left of the budget after `paid`.
+    function _checkClaim(bytes32 key, address provider, Payout calldata p, uint256 paid, uint256 budget)
         private
         view
         returns (uint256 amount)
     {
-        Payout calldata p = payouts[j];
-        address provider = p.provider;
         amount = p.amount;
-        if (provider == address(0)) revert ZeroAddress();
-        if (j != 0 && uint160(provider) <= uint160(payouts[j - 1].provider)) revert PayoutsNotSorted(key, provider);
-        if (amount > p.claimed) revert PayoutExceedsClaim(key, provider, amount, p.claimed);
+        uint256 claimed = p.claimed;
+        if (amount > claimed) revert PayoutExceedsClaim(key, provider, amount, claimed);
         if (amount > budget - paid) revert PayoutExceedsBudget(key, _saturatingAdd(paid, amount), budget);
-        if (!_registry.isRegistered(provider)) revert NotRegistered(provider);
-        if (hasRole(COORDINATOR_ROLE, provider)) revert PayeeIsCoordinator(provider);
-        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(claimDigest(key, provider, p.claimed), p.r, p.vs);
-        if (err != ECDSA.RecoverError.NoError || signer != provider) revert BadClaimSignature(key, provider);
+        if (!_signedBy(key, provider, claimed, p.r, p.vs)) revert BadClaimSignature(key, provider);
+    }
+
+    /// @dev Whether (`r`, `vs`) is `provider`'s signature of the claim (`key`, `claimed`) under the EIP-712 domain
+    /// (low-s only, as ECDSA.tryRecover). `provider` is non-zero, so a failed recovery never matches.
+    function _signedBy(bytes32 key, address provider, uint256 claimed, bytes32 r, bytes32 vs)
+        private
+        view
+        returns (bool)
+    {
+        bytes32 s = vs & bytes32(type(uint256).max >> 1);
+        if (uint256(s) > _HALF_ORDER) return false;
+        uint8 v = uint8((uint256(vs) >> 255) + 27);
+        return ecrecover(claimDigest(key, provider, claimed), v, r, s) == provider;
+    }
+
+    /// @dev keccak256(abi.encode(CLAIM_TYPEHASH, key, provider, amount)), in scratch memory past the free pointer
+    /// (abi.encode would allocate anew for every payout of a batch).
+    function _claimHash(bytes32 key, address provider, uint256 amount) private pure returns (bytes32 structHash) {
+        bytes32 typehash = CLAIM_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), key)
+            mstore(add(m, 0x40), and(provider, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(m, 0x60), amount)
+            structHash := keccak256(m, 0x80)
+        }
     }
 
     function _saturatingAdd(uint256 a, uint256 b) private pure returns (uint256) {

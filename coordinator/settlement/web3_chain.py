@@ -57,8 +57,7 @@ class Web3SettlementChain:
         settlements = []
         for key, payout, claims in batch:
             payouts = []
-            # the escrow takes payees in strictly increasing address order (as numbers, not as strings)
-            for provider, amount in sorted(payout.payouts, key=lambda p: int(p[0], 16)):
+            for provider, amount in payout.payouts:  # ordered for the escrow by gpumesh.chain.calldata
                 claim = claims[provider.lower()]
                 payouts.append(Payout(provider, amount, claim.amount, claim.signature))
             settlements.append(Settlement(_key(key), tuple(payouts)))

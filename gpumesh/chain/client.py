@@ -14,7 +14,8 @@ from typing import Any
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 
 from gpumesh.chain.artifacts import load_all
-from gpumesh.chain.claims import ClaimDomain, compact, escrow_key
+from gpumesh.chain.calldata import settle_args
+from gpumesh.chain.claims import ClaimDomain, escrow_key
 from gpumesh.chain.errors import RevertDecoder
 from gpumesh.chain.models import (
     Deployment,
@@ -40,14 +41,6 @@ def address_of(who: Any) -> str:
         return to_checksum_address(raw)
     except (ValueError, TypeError) as exc:
         raise InvalidArgument(f"not an address: {raw!r} ({exc})", field="address") from None
-
-
-def _settlement_arg(s: Settlement) -> tuple:
-    payouts = []
-    for p in s.payouts:
-        r, vs = compact(p.signature)
-        payouts.append((address_of(p.provider), int(p.amount), int(p.claimed), r, vs))
-    return (bytes(s.key), payouts)
 
 
 class ChainClient:
@@ -221,14 +214,17 @@ class ChainClient:
         return int(prepaid), int(limit)
 
     def settle_batch(self, coordinator: Any, settlements: Sequence[Settlement]) -> TxResult:
-        """Settle many jobs in one transaction; payouts are credited (pull: ``withdraw``)."""
+        """Settle many jobs in one transaction; payouts are credited (pull: ``withdraw``), one
+        ``Credited`` event per payee with its payouts in the batch summed."""
         if not settlements:
             raise InvalidArgument("no settlements", field="settlements")
-        return self._send(coordinator, self.escrow, "settleBatch", [_settlement_arg(s) for s in settlements])
+        payees, jobs = settle_args(settlements)
+        return self._send(coordinator, self.escrow, "settleBatch", payees, jobs)
 
     def settle_job(self, coordinator: Any, settlement: Settlement) -> TxResult:
         """Settle one job, transferring the payouts and the refund directly."""
-        return self._send(coordinator, self.escrow, "settleJob", _settlement_arg(settlement))
+        payees, (job,) = settle_args([settlement])
+        return self._send(coordinator, self.escrow, "settleJob", payees, job)
 
     def reclaim(self, submitter: Any, job_id: str | bytes) -> TxResult:
         """The submitter takes back its job's whole budget (after the deadline, if never settled)."""
