@@ -1,9 +1,11 @@
-"""Shared fixtures: an in-process coordinator on a real loopback socket."""
+"""Shared fixtures: an in-process coordinator on a real loopback socket. Session hooks: npm packages
+installed on first use (``tests.npm_deps``), missing system packages named once (``tests.sysdeps``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from coordinator.config import CoordinatorSettings
 from coordinator.server import CoordinatorServer
 from gpumesh.localnet import free_port
+from tests import npm_deps, sysdeps
 
 
 class ServerThread:
@@ -128,3 +131,20 @@ def postgres(tmp_path_factory):
 def pg_dsn(postgres) -> str:
     """A fresh, empty database on the session's server."""
     return postgres.create_db()
+
+
+# ---- test dependencies: npm packages installed on first use, missing system packages named once --------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    def say(line: str) -> None:  # npm_deps's progress lines, shown past output capture
+        capture = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if capture is None or reporter is None:
+            print(line, file=sys.stderr, flush=True)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+    npm_deps.say = say
+    config.pluginmanager.register(sysdeps.DependencyReport(sysdeps.missing()), "gpumesh-dependency-report")

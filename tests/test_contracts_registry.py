@@ -1,13 +1,13 @@
 """ProviderRegistry on py-evm (every revert path), and reentrancy probes for both contracts.
 
 The probes need a token that calls back while it transfers: a small test-only ERC-20 compiled here with the
-pinned solcjs (skipped, with the reason, when node or contracts/node_modules is missing).
+pinned solcjs (contracts/node_modules, installed on first use by tests.npm_deps; skipped, with the reason,
+where node or npm is missing).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -16,7 +16,17 @@ from eth_abi import decode as abi_decode
 from web3 import Web3
 
 from gpumesh.chain.claims import escrow_key
-from tests.contracts_evm import COORDINATOR_ROLE, ROOT, Chain, claim_payout, commitment, private_key
+from tests import npm_deps
+from tests.contracts_evm import (
+    COORDINATOR_ROLE,
+    ROOT,
+    Chain,
+    claim_payout,
+    commitment,
+    private_key,
+    settle_batch,
+    settle_job,
+)
 
 E18 = 10**18
 DELAY = 7 * 86_400
@@ -249,11 +259,8 @@ process.stdout.write(solc.compile(JSON.stringify(input), {import: load}));
 
 @pytest.fixture(scope="module")
 def hook_artifact(tmp_path_factory) -> dict:
-    node, solc = shutil.which("node"), ROOT / "contracts" / "node_modules" / "solc"
-    if node is None or not solc.is_dir():
-        reason = "node is not on PATH" if node is None else f"{solc} is missing (npm ci --prefix contracts)"
-        print(f"skipping reentrancy probes: {reason}")
-        pytest.skip(reason)
+    node = npm_deps.contracts_node()  # installs contracts/node_modules on first use; skips (or fails) without
+    solc = ROOT / "contracts" / "node_modules" / "solc"
     script = tmp_path_factory.mktemp("hook") / "compile.cjs"
     script.write_text(COMPILE_JS)
     proc = subprocess.run([node, str(script), str(solc), str(ROOT / "contracts" / "node_modules")],
@@ -279,7 +286,7 @@ def hooked(hook_artifact):
         chain.send(escrow.functions.deposit(Web3.keccak(text=name), 10 * E18, deadline), reg.p2)
     chain.send(reg.registry.functions.stake(10 * E18), reg.p1)
     pull = escrow_key(reg.p2, Web3.keccak(text="pull"))
-    chain.send(escrow.functions.settleBatch([(pull, [claim_payout(chain, escrow, pull, reg.p1, 4 * E18)])]), reg.coord)
+    chain.send(settle_batch(escrow, [(pull, [claim_payout(chain, escrow, pull, reg.p1, 4 * E18)])]), reg.coord)
     chain.send(reg.registry.functions.requestUnbond(10 * E18), reg.p1)
     return reg, escrow, deadline
 
@@ -299,7 +306,7 @@ def test_reentering_during_a_payment_is_refused(hooked):
     c.expect_revert(escrow.functions.withdraw(), reg.p1, "ReentrancyGuardReentrantCall")
     hook(escrow, escrow.functions.withdraw())
     push = escrow_key(reg.p2, Web3.keccak(text="push"))
-    c.expect_revert(escrow.functions.settleJob((push, [claim_payout(c, escrow, push, reg.p1, E18)])), reg.coord,
+    c.expect_revert(settle_job(escrow, (push, [claim_payout(c, escrow, push, reg.p1, E18)])), reg.coord,
                     "ReentrancyGuardReentrantCall")
     c.travel_to(deadline + 1)
     hook(escrow, escrow.functions.reclaim(Web3.keccak(text="reclaim")))
@@ -323,7 +330,7 @@ def test_state_is_updated_before_every_transfer(hooked):
 
     push = escrow_key(reg.p2, Web3.keccak(text="push"))
     probe(escrow, escrow.functions.getJob(push))
-    c.send(escrow.functions.settleJob((push, [claim_payout(c, escrow, push, reg.p1, E18)])), reg.coord)
+    c.send(settle_job(escrow, (push, [claim_payout(c, escrow, push, reg.p1, E18)])), reg.coord)
     assert _observed(token, ["address", "uint256", "uint64", "uint8"])[3] == 2  # Settled before paying
 
     c.travel_to(deadline + 1)
