@@ -142,6 +142,7 @@ class Coordinator:
         self._progress: dict[str, tuple[int, float]] = {}  # lease id -> the last step reported, and when
         self._loops: list[asyncio.Task] = []
         self._lead: list[asyncio.Task] = []  # the leader-only loops, while this replica leads
+        self._full_round_at = float("-inf")  # the last scheduling round run with every slot taken
         self._side: set[asyncio.Task] = set()  # the leader's one-off jobs (launches, teardowns)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -838,8 +839,14 @@ class Coordinator:
         now = self.clock()
         candidates = self.view.candidates() if self.view is not None else self.sessions.candidates(now)
         free = sum(c.free_slots for c in candidates)
-        # With every slot taken a round still runs (on a wake-up or each sweep interval): it is
-        # what sends a task that can no longer meet its deadline to centralized capacity.
+        # With every slot taken a round still runs each sweep interval: it is what sends a task
+        # that can no longer meet its deadline to centralized capacity. Not on every wake-up: under
+        # load each submission and result wakes the scheduler, and a round that can place nothing
+        # would re-decide the same backlog each time.
+        if not free and candidates and now - self._full_round_at < self.settings.sweep_interval_s:
+            return 0
+        if not free:
+            self._full_round_at = now
         limit = min(self.settings.schedule_batch, max(64, 4 * free))
         queued = self.store.queued_tasks(limit)
         if not queued:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from dataclasses import dataclass, field
 
 from coordinator.models import ProviderRecord, ProviderTier
@@ -29,6 +30,7 @@ class ProviderSession:
     eligible: bool = True
     cached_models: frozenset[str] | None = None  # from heartbeats; None: as registered
     finished: set[str] = field(default_factory=set)  # leases whose results were accepted, not yet unclaimed
+    last_candidate: tuple[tuple, Candidate] | None = field(default=None, repr=False)  # session_candidate's cache
 
     @property
     def models(self) -> frozenset[str]:
@@ -41,12 +43,15 @@ class ProviderSession:
         return 0 if self.checking else max(0, self.record.slots - len(self.running))
 
     def busy_s(self, now: float) -> float:
-        """With no free slot: expected seconds until one frees (0 = free now, or unknown)."""
+        """With no free slot: expected whole seconds until one frees (0 = free now, or unknown)."""
         if self.free_slots or not self.running:
             return 0.0
-        self.ends = {lid: at for lid, at in self.ends.items() if lid in self.running}
-        known = list(self.ends.values())
-        return max(1.0, min(known) - now) if known else 0.0
+        if len(self.ends) > len(self.running):
+            self.ends = {lid: at for lid, at in self.ends.items() if lid in self.running}
+        known = [at for lid, at in self.ends.items() if lid in self.running]
+        # whole seconds: an estimate, and a value that holds for a second lets the scheduler's
+        # view of this provider be reused from round to round (session_candidate)
+        return float(max(1, math.ceil(min(known) - now))) if known else 0.0
 
     def reconcile(self, confirmed: set[str], *, now: float, grace: float) -> None:
         """Running = leases the provider confirmed plus those sent too recently to be confirmed."""
@@ -100,29 +105,45 @@ class SessionRegistry:
         return [session_candidate(s, now) for s in self._by_provider.values()]
 
 
+_STATIC: dict[int, tuple[ProviderRecord, dict]] = {}  # id(record) -> (record, its fields in a Candidate)
+
+
+def _static(record: ProviderRecord) -> dict:
+    """What a Candidate takes from ``record`` alone, computed once per record object: the
+    scheduler builds a candidate of every provider each round, and records change rarely."""
+    hit = _STATIC.get(id(record))
+    if hit is not None and hit[0] is record:
+        return hit[1]
+    if len(_STATIC) > 4 * 4096:  # records replaced since: drop them all, the live ones come back
+        _STATIC.clear()
+    gpus = record.verified_gpus  # what timed checks verified, never the bare claim
+    fields = {
+        "provider_id": record.provider_id, "gpus": gpus, "memory_total_mb": record.memory_total_mb,
+        "price_per_hour": record.price_per_hour, "operator": record.operator_id,
+        # the operator's own centralized nodes are trusted: only their operator ties them to a result
+        "groups": frozenset(record.independence_keys if record.tier is ProviderTier.OPEN else (record.operator_id,)),
+        "tier": record.tier.value, "speed": gpu_speed(gpus), "isolated": record.isolated,
+    }
+    _STATIC[id(record)] = (record, fields)
+    return fields
+
+
 def candidate(record: ProviderRecord, *, free_slots: int, cached_models: frozenset[str], reliability: float,
               trust: float, eligible: bool, busy_s: float = 0.0) -> Candidate:
     """The scheduler's view of a provider, wherever its session is held."""
-    return Candidate(
-        provider_id=record.provider_id,
-        gpus=record.verified_gpus,  # what timed checks verified, never the bare claim
-        memory_total_mb=record.memory_total_mb,
-        price_per_hour=record.price_per_hour,
-        free_slots=free_slots,
-        cached_models=cached_models,
-        reliability=reliability,
-        operator=record.operator_id,
-        # the operator's own centralized nodes are trusted: only their operator ties them to a result
-        groups=frozenset(record.independence_keys if record.tier is ProviderTier.OPEN else (record.operator_id,)),
-        tier=record.tier.value,
-        trust=trust,
-        eligible=eligible,
-        speed=gpu_speed(record.verified_gpus),
-        busy_s=busy_s,
-        isolated=record.isolated,
-    )
+    return Candidate(**_static(record), free_slots=free_slots, cached_models=cached_models,
+                     reliability=reliability, trust=trust, eligible=eligible, busy_s=busy_s)
 
 
 def session_candidate(s: ProviderSession, now: float = 0.0) -> Candidate:
-    return candidate(s.record, free_slots=s.free_slots, cached_models=frozenset(s.models), reliability=s.reliability,
-                     trust=s.trust, eligible=s.eligible, busy_s=s.busy_s(now))
+    """``s`` as the scheduler sees it; the same object as last time while nothing in it changed."""
+    models = s.models
+    key = (s.record, s.free_slots, models, s.reliability, s.trust, s.eligible, s.busy_s(now))
+    last = s.last_candidate
+    if last is not None and last[0] == key:  # a tuple compare: the record by identity first
+        return last[1]
+    c = candidate(s.record, free_slots=key[1],
+                  cached_models=models if isinstance(models, frozenset) else frozenset(models),
+                  reliability=s.reliability, trust=s.trust, eligible=s.eligible, busy_s=key[6])
+    s.last_candidate = (key, c)
+    return c

@@ -10,15 +10,10 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from gpumesh.errors import InvalidArgument, Unauthenticated
-
-
-def _account():  # eth_account is heavy; import lazily so the CLI starts fast
-    from eth_account import Account
-
-    return Account
 
 
 def sane_recursion_limit(limit: int = 1000) -> None:
@@ -32,10 +27,22 @@ def sane_recursion_limit(limit: int = 1000) -> None:
     sys.setrecursionlimit(limit)
 
 
-def _encode(text: str):
-    from eth_account.messages import encode_defunct
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
-    return encode_defunct(text=text)
+
+def eip191_hash(text: str) -> bytes:
+    """keccak256 of the EIP-191 ``personal_sign`` envelope of ``text`` (what a wallet signs)."""
+    from eth_utils import keccak
+
+    data = text.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
+def _address_of(public_key: bytes) -> str:
+    """The lower-case hex address of an uncompressed (65-byte) secp256k1 public key."""
+    from eth_utils import keccak
+
+    return "0x" + keccak(public_key[1:])[-20:].hex()
 
 
 def normalize_address(address: str, *, field: str = "address") -> str:
@@ -78,12 +85,15 @@ class Wallet:
 
     @property
     def address(self) -> str:
-        return _account().from_key(self.private_key).address
+        return _checksummed_address(self.private_key)
 
     def sign_text(self, text: str) -> bytes:
-        """EIP-191 ``personal_sign`` of ``text``: 65 bytes r||s||v."""
-        signed = _account().sign_message(_encode(text), private_key=self.private_key)
-        return bytes(signed.signature)
+        """EIP-191 ``personal_sign`` of ``text``: 65 bytes r||s||v (v 27/28; RFC 6979 nonces and a
+        low s, as every Ethereum wallet signs: the bytes equal eth_account's)."""
+        from coincurve import PrivateKey
+
+        sig = PrivateKey(self.private_key).sign_recoverable(eip191_hash(text), hasher=None)
+        return sig[:64] + bytes([sig[64] + 27])
 
     def __repr__(self) -> str:  # never print the key
         return f"Wallet({self.address})"
@@ -95,21 +105,45 @@ def provider_key_path(data_dir: Path) -> Path:
     return Path(data_dir) / "keys" / "wallet.key"
 
 
-def recover_signer(text: str, signature: bytes) -> str:
-    """The checksummed address that produced ``signature`` over ``text`` (EIP-191)."""
+@lru_cache(maxsize=64)
+def _checksummed_address(private_key: bytes) -> str:
+    from coincurve import PrivateKey
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(_address_of(PrivateKey(private_key).public_key.format(compressed=False)))
+
+
+def _recover(text: str, signature: bytes) -> str:
+    """The lower-case address that signed ``text`` (EIP-191), by libsecp256k1: a third of
+    eth_account's time, which the coordinator pays on every signed request and result. It accepts
+    exactly what eth_account does: v in {0, 1, 27, 28}, 0 < r, s < n (a high s too)."""
+    from coincurve import PublicKey
+
     if len(signature) != 65:
         raise Unauthenticated("signature must be 65 bytes (r||s||v)")
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+    if v not in (0, 1) or not (0 < r < _SECP256K1_N and 0 < s < _SECP256K1_N):
+        raise Unauthenticated("invalid signature: v must be 27 or 28 and r, s within the curve order")
     try:
-        return _account().recover_message(_encode(text), signature=signature)
-    except Exception as exc:  # eth_keys raises several types for malformed signatures
+        key = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), eip191_hash(text), hasher=None)
+    except Exception as exc:  # libsecp256k1 finds no point for this (r, v)
         raise Unauthenticated(f"invalid signature: {exc}") from exc
+    return _address_of(key.format(compressed=False))
+
+
+def recover_signer(text: str, signature: bytes) -> str:
+    """The checksummed address that produced ``signature`` over ``text`` (EIP-191)."""
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(_recover(text, signature))
 
 
 def verify_signature(text: str, signature: bytes, address: str) -> None:
     """Raise Unauthenticated unless ``address`` signed ``text``."""
-    signer = recover_signer(text, signature)
-    if signer.lower() != address.lower():
-        raise Unauthenticated(f"signature was made by {signer}, not {address}")
+    signer = _recover(text, signature)
+    if signer != address.lower():
+        raise Unauthenticated(f"signature was made by {recover_signer(text, signature)}, not {address}")
 
 
 def challenge_text(address: str, nonce: str, issued_at: int) -> str:

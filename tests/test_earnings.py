@@ -176,7 +176,7 @@ def test_the_daemon_metrics_show_the_last_refreshed_earnings_and_survive_failure
                             token_balance=lambda a: 4)
     client = FakeClient(chain)
     watcher = EarningsWatcher(PROV, lambda: client, interval_s=0.01, clock=lambda: 1234.0)
-    daemon = SimpleNamespace(_running={}, settings=SimpleNamespace(slots=1), earnings=watcher,
+    daemon = SimpleNamespace(leases_running=0, settings=SimpleNamespace(slots=1), earnings=watcher,
                              executor=SimpleNamespace(models=SimpleNamespace(cached_cids=lambda: [])))
     m = ProviderMetrics().watch(daemon, lambda: [])
     assert not any(k[0].startswith("gpumesh_provider_earnings") for k in samples(generate_latest(m.registry).decode()))

@@ -38,3 +38,39 @@ def test_normalize_address_rejects_garbage():
     with pytest.raises(InvalidArgument) as err:
         normalize_address("0x1234")
     assert err.value.field == "address"
+
+
+def test_signatures_and_addresses_equal_eth_accounts():
+    """The libsecp256k1 fast path signs the same bytes as eth_account, derives the same address,
+    and accepts and refuses exactly the signatures eth_account does (a high s too)."""
+    import secrets
+
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from gpumesh.errors import Unauthenticated
+    from gpumesh.identity import _SECP256K1_N, Wallet, recover_signer
+
+    def eth(text: str, sig: bytes) -> str:
+        try:
+            return Account.recover_message(encode_defunct(text=text), signature=sig)
+        except Exception:
+            return "refused"
+
+    def ours(text: str, sig: bytes) -> str:
+        try:
+            return recover_signer(text, sig)
+        except Unauthenticated:
+            return "refused"
+
+    for i in range(20):
+        wallet, text = Wallet.generate(), f"gpumesh request {i}\n" + "é" * i
+        sig = wallet.sign_text(text)
+        assert sig == bytes(Account.sign_message(encode_defunct(text=text), private_key=wallet.private_key).signature)
+        assert wallet.address == Account.from_key(wallet.private_key).address == recover_signer(text, sig)
+        high_s = sig[:32] + (_SECP256K1_N - int.from_bytes(sig[32:64], "big")).to_bytes(32, "big") \
+            + bytes([55 - sig[64]])  # the same signature with s and the parity flipped
+        assert ours(text, high_s) == eth(text, high_s) == wallet.address
+        for bad in (sig[:64] + b"\x1d", bytes(65), b"\xff" * 64 + b"\x1b", secrets.token_bytes(64) + b"\x1c",
+                    sig[:64] + b"\x00", sig[:10] + bytes([sig[10] ^ 1]) + sig[11:]):
+            assert ours(text, bad) == eth(text, bad)

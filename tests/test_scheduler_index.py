@@ -23,14 +23,15 @@ GPUS = [GpuSpec("NVIDIA H100 80GB HBM3", 81559), GpuSpec("NVIDIA A10G", 23028), 
 MODELS = ["bafy1", "bafy2"]
 
 candidates = st.builds(
-    lambda pid, gpus, mem, price, free, cached, rel, trust, op, tier, eligible, speed, busy, isolated: Candidate(
+    lambda pid, gpus, mem, price, free, cached, rel, trust, op, tier, eligible, speed, busy, isolated, groups: Candidate(
         f"p{pid}", tuple(gpus), mem, price, free, frozenset(cached), rel, op, tier, trust, eligible, speed, busy,
-        isolated),
+        isolated, frozenset(groups)),
     st.integers(0, 10**6), st.lists(st.sampled_from(GPUS[:3]), max_size=2), st.sampled_from([8_000, 16_000, 64_000]),
     st.sampled_from([0, 5, 5, 10, 50]), st.integers(0, 2), st.sets(st.sampled_from(MODELS)),
     st.sampled_from([0.2, 0.5, 0.9]), st.sampled_from([0.3, 1.0]), st.sampled_from(["0xa", "0xb", "0xc", "0xd"]),
     st.sampled_from(["OPEN", "OPEN", "CENTRALIZED"]), st.sampled_from([True, True, False]), st.sampled_from([1.0, 1.0, 3.0]),
-    st.sampled_from([0.0, 100.0, 5_000.0]), st.sampled_from([True, True, False]))
+    st.sampled_from([0.0, 100.0, 5_000.0]), st.sampled_from([True, True, False]),
+    st.sets(st.sampled_from(["0xa", "0xb", "net:10.0.0", "funder:0xf"])))  # several independence keys, or none
 
 requirements = st.builds(
     Requirements, gpu_count=st.integers(0, 3), gpu_models=st.sampled_from([(), ("A10",), ("H100", "t4"), ("a100",)]),
@@ -39,7 +40,7 @@ requirements = st.builds(
 
 demands = st.builds(
     Demand, requirements, st.sampled_from([0, 5, 10, 40]), st.sampled_from(["", *MODELS]),
-    st.sets(st.sampled_from(["0xa", "0xb"])).map(frozenset), st.sampled_from(["", "", "CENTRALIZED"]),
+    st.sets(st.sampled_from(["0xa", "0xb", "net:10.0.0"])).map(frozenset), st.sampled_from(["", "", "CENTRALIZED"]),
     st.sampled_from([None, 200.0, 1_000.0, 20_000.0]), st.sampled_from([0.0, 300.0, 3_000.0]),
     st.sampled_from(["never", "on_deadline", "always"]))
 
@@ -56,6 +57,7 @@ def test_index_feasibility_equals_the_rules(cands, demand, tier):
     assert sorted(index.feasible_ids(demand, tier)) == expected
     assert index.feasible_count(demand, tier) == len(expected)
     linear = LinearPool(cands)
+    assert sorted(index.free_feasible(demand, tier)) == sorted(linear.free_feasible(demand, tier))
     assert index.meets(demand, tier, 1_000.0) == linear.meets(demand, tier, 1_000.0)
     assert index.best_eta(demand, tier) == linear.best_eta(demand, tier)
     assert index.reason_counts(demand, tier) == linear.reason_counts(demand, tier)

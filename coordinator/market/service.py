@@ -8,32 +8,53 @@ import json
 import math
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from coordinator.estimates import REF_TOKENS_PER_S, STARTUP_S
+from coordinator.cluster.view import ClusterView
+from coordinator.config import CoordinatorSettings
+from coordinator.estimates import REF_TOKENS_PER_S, STARTUP_S, RuntimeEstimator
+from coordinator.fallback.manager import FallbackManager
 from coordinator.market.classes import device_class
 from coordinator.market.quote import Quote, Work, check_share, quote
 from coordinator.market.throughput import Throughput
 from coordinator.market.view import FallbackUsage, MarketHistory, MarketView, market_view
 from coordinator.models import TaskState
 from coordinator.scheduling.rules import Demand
+from coordinator.sessions import SessionRegistry
+from coordinator.store.base import Store
 from gpumesh.errors import InvalidArgument
 from gpumesh.jobspec import JobSpec
-
-if TYPE_CHECKING:
-    from coordinator.core import Coordinator
 
 MAX_REQUESTS = 10_000_000
 
 
+class MarketSource(Protocol):
+    """What the market reads of its coordinator (``coordinator.core.Coordinator`` is one)."""
+
+    @property
+    def settings(self) -> CoordinatorSettings: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def sessions(self) -> SessionRegistry: ...
+    @property
+    def view(self) -> ClusterView | None: ...
+    @property
+    def fallback(self) -> FallbackManager: ...
+    @property
+    def estimates(self) -> RuntimeEstimator: ...
+    def clock(self) -> float: ...
+
+
 class MarketService:
-    def __init__(self, core: Coordinator, *, cache_s: float = 2.0) -> None:
+    def __init__(self, core: MarketSource, *, cache_s: float = 2.0) -> None:
         self.core = core
         self.cache_s = cache_s
         self.throughput = Throughput()
         self.history = MarketHistory()
         self.routed = 0  # tasks the last scheduling round routed to centralized capacity
         self._cached: tuple[float, MarketView] | None = None
+        self._quotes: dict[tuple, tuple[float, Quote]] = {}  # the same question within cache_s: the same answer
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -106,11 +127,29 @@ class MarketService:
 
     def quote(self, spec: JobSpec, *, requests: int, prompt_tokens: int = 0, output_tokens: int = 0,
               deadline_s: float | None = None) -> Quote:
-        """What ``spec`` would cost now (``deadline_s`` from now; None: the spec's deadline, if any)."""
+        """What ``spec`` would cost now (``deadline_s`` from now; None: the spec's deadline, if any).
+        The market moves slower than jobs arrive: an equal question (the spec but its name and
+        input, the counts, the deadline to the second) asked within ``cache_s`` gets the same quote."""
         core = self.core
         now = core.clock()
         if deadline_s is None and spec.deadline is not None:
             deadline_s = max(0.0, spec.deadline.timestamp() - now)
+        key = (spec.model_dump_json(exclude={"name", "input_cid", "deadline"}), requests, prompt_tokens,
+               output_tokens, None if deadline_s is None else round(deadline_s))
+        at = time.monotonic()
+        hit = self._quotes.get(key)
+        if hit is not None and hit[0] > at:
+            return hit[1]
+        if len(self._quotes) > 1024:
+            self._quotes = {k: v for k, v in self._quotes.items() if v[0] > at}
+        q = self._quote(spec, requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                        deadline_s=deadline_s, now=now)
+        self._quotes[key] = (at + self.cache_s, q)
+        return q
+
+    def _quote(self, spec: JobSpec, *, requests: int, prompt_tokens: int, output_tokens: int,
+               deadline_s: float | None, now: float) -> Quote:
+        core = self.core
         spec = self._with_model_memory(spec)
         work = self.work(spec, requests=requests, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
         demand = Demand(spec.requirements, spec.max_price_per_hour, spec.model_cid,

@@ -25,6 +25,7 @@ import heapq
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import lru_cache
 
 from coordinator.scheduling import scoring
 from coordinator.scheduling.pool import Pool
@@ -52,8 +53,12 @@ _KNOWN = _CLASS_RULES + (memory_rule, price_rule, independence_rule, reputation_
 
 def gpu_class(cand: Candidate) -> tuple:
     """The class key of a provider: (tier, isolated, speed, sorted (lower-cased GPU name, VRAM) pairs)."""
-    return (cand.tier, cand.isolated, cand.speed,
-            tuple(sorted((g.name.lower(), g.memory_total_mb) for g in cand.gpus)))
+    return _class_key(cand.tier, cand.isolated, cand.speed, cand.gpus)
+
+
+@lru_cache(maxsize=4096)  # a fleet has few distinct GPU sets; every round classes every provider
+def _class_key(tier: str, isolated: bool, speed: float, gpus: tuple) -> tuple:
+    return (tier, isolated, speed, tuple(sorted((g.name.lower(), g.memory_total_mb) for g in gpus)))
 
 
 class _Class:
@@ -67,7 +72,8 @@ class _Class:
         self.by_wait: list[int] = []  # placeable, by snapshot wait
         self.prices: Counter = Counter()  # of every member (for reasons)
         self.mems: Counter = Counter()
-        self.ops: Counter = Counter()
+        self.by_key: dict[str, list[int]] = {}  # independence key -> members with it
+        self.placeable_by_key: dict[str, list[int]] = {}  # the same, of the placeable
         self.ineligible = 0
         self.sorted_prices: list[int] = []  # of the placeable
         self.min_mem = self.max_mem = 0  # of the placeable
@@ -98,11 +104,13 @@ class CandidateIndex(Pool):
             cls.prices[c.price_per_hour] += 1
             cls.mems[c.memory_total_mb] += 1
             for k in keys(c):
-                cls.ops[k] += 1
+                cls.by_key.setdefault(k, []).append(i)
             if not c.eligible:
                 cls.ineligible += 1
             if c.eligible or not self._rep:
                 cls.placeable.append(i)
+                for k in keys(c):
+                    cls.placeable_by_key.setdefault(k, []).append(i)
                 if self.free[i] > 0:
                     cls.heap.append(self._entry(i))
         for cls in self._classes:
@@ -230,11 +238,19 @@ class CandidateIndex(Pool):
         if self._pruned(cls, demand):
             return 0
         need, cap = demand.requirements.min_memory_mb, demand.max_price_per_hour
-        simple = (not self._extra and (not self._mem or cls.min_mem >= need)
-                  and (not self._indep or not any(op in cls.ops for op in demand.exclude)))
-        if not simple:
+        if self._extra or (self._mem and cls.min_mem < need):
             return sum(1 for i in cls.placeable if self._ok(demand, i))
-        return bisect.bisect_right(cls.sorted_prices, cap) if self._price and cap else len(cls.placeable)
+        n = bisect.bisect_right(cls.sorted_prices, cap) if self._price and cap else len(cls.placeable)
+        if self._indep and demand.exclude:  # less those within the price cap that an excluded key ties
+            tied = {i for op in demand.exclude for i in cls.placeable_by_key.get(op, ())}
+            n -= sum(1 for i in tied if not (self._price and cap) or self.cands[i].price_per_hour <= cap)
+        return n
+
+    def free_feasible(self, demand: Demand, tier: str | None) -> list[int]:
+        """The feasible providers with a free slot (the free count checked first: it is cheap)."""
+        free = self.free
+        return [i for cls in self._classes_for(demand, tier) if not self._pruned(cls, demand)
+                for i in cls.placeable if free[i] > 0 and self._ok(demand, i)]
 
     def best_free(self, demand: Demand, tier: str | None, deadline_by: float | None) -> int | None:
         best, best_i = None, None
@@ -319,10 +335,9 @@ class CandidateIndex(Pool):
                 for p, k in cls.prices.items():
                     if p > cap:
                         counts[price_rule(demand, replace(rep, price_per_hour=p))] += k
-            if self._indep:
-                for op in demand.exclude:
-                    if k := cls.ops.get(op, 0):
-                        counts[independence_rule(demand, replace(rep, groups=frozenset((op,))))] += k
+            if self._indep and (tied := {i for op in demand.exclude for i in cls.by_key.get(op, ())}):
+                # a provider with several excluded keys (operator, network, funder) counts once
+                counts[independence_rule(demand, replace(rep, groups=demand.exclude))] += len(tied)
             if self._rep and cls.ineligible:
                 counts[reputation_rule(demand, replace(rep, eligible=False))] += cls.ineligible
         return n, counts

@@ -91,11 +91,15 @@ class Pool:
     def feasible_indices(self, demand: Demand, tier: str | None) -> list[int]:
         raise NotImplementedError
 
+    def free_feasible(self, demand: Demand, tier: str | None) -> list[int]:
+        """The feasible providers with a free slot, in candidate order."""
+        return [i for i in self.feasible_indices(demand, tier) if self.free[i] > 0]
+
     def drawn_free(self, demand: Demand, tier: str | None, deadline_by: float | None, u: float) -> int | None:
         """A feasible provider with a free slot drawn at random (``u`` uniform in [0, 1)), each with
         weight its ``trust`` (verified reputation; a newcomer's is small, never zero), not by price:
         who checks a result cannot be bought by underpricing, nor predicted by a colluder."""
-        free = [i for i in self.feasible_indices(demand, tier) if self.free[i] > 0 and self.in_time(demand, i, deadline_by)]
+        free = [i for i in self.free_feasible(demand, tier) if self.in_time(demand, i, deadline_by)]
         if not free:
             return None
         weights = [max(self.cands[i].trust, 0.01) for i in free]

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gpumesh.errors import InvalidArgument
 
@@ -97,9 +98,7 @@ class Cid:
         return Cid(1, self.codec, self.digest, self.hash_code)
 
     def __str__(self) -> str:
-        if self.version == 0:
-            return b58encode(self.multihash)
-        return "b" + _b32encode(self.to_bytes())
+        return _text(self)
 
 
 def sha256_cid(codec: int, data: bytes) -> Cid:
@@ -130,6 +129,14 @@ def cid_from_bytes(buf: bytes) -> Cid:
     return Cid(1, codec, bytes(digest), code)
 
 
+@lru_cache(maxsize=1 << 16)  # CIDs are immutable, and a coordinator parses and prints the same ones often
+def _text(cid: Cid) -> str:
+    if cid.version == 0:
+        return b58encode(cid.multihash)
+    return "b" + _b32encode(cid.to_bytes())
+
+
+@lru_cache(maxsize=1 << 16)  # a malformed one raises, and exceptions are not cached
 def _parse(text: str) -> Cid:
     if len(text) == 46 and text.startswith("Qm"):
         cid = cid_from_bytes(b58decode(text))
