@@ -143,6 +143,7 @@ class Coordinator:
         self._loops: list[asyncio.Task] = []
         self._lead: list[asyncio.Task] = []  # the leader-only loops, while this replica leads
         self._full_round_at = float("-inf")  # the last scheduling round run with every slot taken
+        self._quotes: dict[str, dict] = {}  # job id -> its submission quote ({}: none), oldest first
         self._side: set[asyncio.Task] = set()  # the leader's one-off jobs (launches, teardowns)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -310,9 +311,19 @@ class Coordinator:
         self.event(job.job_id, text, type="quote", data=q.as_dict())
 
     def job_quote(self, job_id: str) -> dict | None:
-        """The quote recorded at submission (None for jobs submitted before quotes were kept)."""
+        """The quote recorded at submission (None for jobs submitted before quotes were kept).
+        A job's first event never changes: kept in memory once read (every WatchJob update shows it)."""
+        hit = self._quotes.get(job_id)
+        if hit is not None:
+            return hit
         first = self.store.job_events(job_id, after=0, limit=1)
-        return first[0].data if first and first[0].type == "quote" else None
+        if not first:
+            return None  # not written yet, perhaps: asked again next time
+        quote = first[0].data if first[0].type == "quote" else {}
+        if len(self._quotes) >= 4096:
+            self._quotes.pop(next(iter(self._quotes)))
+        self._quotes[job_id] = quote
+        return quote or None
 
     def _check_task_quota(self, submitter: str, adding: int) -> None:
         """A wallet costs nothing to make: what one may keep queued is bounded."""

@@ -71,7 +71,8 @@ class SubmitterServicer(jobs_pb2_grpc.SubmitterServiceServicer):
         quoted = self.core.job_quote(view.job.job_id)
         if quoted is not None:
             msg.quote.CopyFrom(quote_dict_to_proto(quoted))
-        charges = self.core.store.job_charges([view.job.job_id], CHARGED)
+        charged = any(t.state in CHARGED for t in (*view.tasks, *view.checks))
+        charges = self.core.store.job_charges([view.job.job_id], CHARGED) if charged else []
         msg.cost = str(owed(charges, view.job.budget).paid)
         return msg
 
