@@ -31,6 +31,17 @@ Baseline, in the same run: the same offered load and job shape with ``--baseline
     python bench/load.py --duration 10 --providers 20   # quick mode
     python bench/load.py --concurrency 32               # closed loop
     python bench/load.py --store postgresql --postgres-dsn "host=127.0.0.1 port=5433 user=postgres"
+
+Ramp (bench/loadramp.py): on one coordinator (or cluster) and fleet per configuration, the
+offered load rises step by step (open loop, x``--ramp-factor`` every ``--step-duration`` s) until
+a step's end-to-end p99 passes ``--ramp-p99`` (2 s), an error or a lost job appears, or
+completions fall behind; the knee (the last step that passed) is printed for SQLite, PostgreSQL
+with one replica and PostgreSQL with three (a throwaway server unless ``--postgres-dsn``), with
+tasks/s and the coordinator's CPU per task, and the 3-replica / 1-replica ratio.
+
+    python bench/load.py --ramp                                       # sqlite, pg1, pg3; 200 providers
+    python bench/load.py --ramp --providers 40 --step-duration 5 --ramp-max 20   # quick
+    python bench/load.py --ramp --configs pg1,pg3 --postgres-dsn "host=127.0.0.1 user=postgres"
 """
 
 from __future__ import annotations
@@ -68,8 +79,10 @@ from gpumesh.jobspec import JobSpec
 from gpumesh.localnet import LocalNetwork, free_port
 from gpumesh.rpc import CHANNEL_OPTIONS
 from gpumesh.sealing import SealingKey
-from gpumesh.signing import sign_registration
+from gpumesh.signing import ARTIFACTS, STREAM_BODY, sign_registration, sign_request
 from gpumesh.v1 import artifacts_pb2, artifacts_pb2_grpc, common_pb2, provider_pb2, provider_pb2_grpc
+
+import pyspy  # bench/pyspy.py (bench/ is on sys.path when this runs as a script)
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class LoadConfig:
     lease_ttl: float = 30.0
     heartbeat: float = 5.0
     seed: int = 1
+    profile: str = ""  # a directory: sample the coordinator with py-spy while sending
 
     @property
     def mode(self) -> str:
@@ -175,6 +189,9 @@ def code_of(exc: BaseException) -> str:
     if isinstance(cause, grpc.RpcError) and hasattr(cause, "code"):
         return cause.code().name
     return type(exc).__name__
+
+
+GET, PUT = ARTIFACTS + "Get", ARTIFACTS + "Put"
 
 
 class SimProvider:
@@ -283,7 +300,8 @@ class SimProvider:
 
     async def _get(self, cid: str) -> bytes:
         importer, parts = FileImporter(lambda _c, _d: None), []
-        async for chunk in self.blobs.Get(artifacts_pb2.GetRequest(cid=cid), timeout=60):
+        req = artifacts_pb2.GetRequest(cid=cid)  # signed: the coordinator lets a lease's provider read its inputs
+        async for chunk in self.blobs.Get(req, timeout=60, metadata=sign_request(self.wallet, GET, req)):
             importer.update(chunk.data)
             parts.append(chunk.data)
         if str(importer.finish()) != str(parse_cid(cid)):
@@ -301,7 +319,8 @@ class SimProvider:
             else:
                 output = inference_output(lease.model_cid, data)
             await asyncio.sleep(self.work_s * len(jsonl_records(data)))
-            cid = (await self.blobs.Put(iter([artifacts_pb2.PutChunk(data=output)]), timeout=60)).cid
+            cid = (await self.blobs.Put(iter([artifacts_pb2.PutChunk(data=output)]), timeout=60,
+                                        metadata=sign_request(self.wallet, PUT, STREAM_BODY))).cid
             msg = provider_pb2.ProviderMessage(result=provider_pb2.TaskResult(
                 lease_id=lease.lease_id, task_id=lease.task_id, output_cid=cid,
                 signature=self.wallet.sign_text(result_text(lease.task_id, cid)),
@@ -336,19 +355,26 @@ def _worker_signals() -> None:
 
 
 def provider_worker(target: str, n: int, cfg: LoadConfig, stop, out, parent: int) -> None:
-    """A process running ``n`` simulated providers until ``stop`` (or its parent dies)."""
+    """A process running ``n`` simulated providers until ``stop`` (or its parent dies); ``target``
+    may name several coordinators, comma-separated: the providers are spread round-robin. Each
+    time its error count grows it sends the counts so far, with the time (``provider errors``)."""
     _worker_signals()
     stats = ProviderStats()
+    targets = target.split(",")
 
     async def main() -> None:
         halt = asyncio.Event()
-        sims = [SimProvider(target, cfg.slots, cfg.work_ms / 1000, stats) for _ in range(n)]
+        sims = [SimProvider(targets[i % len(targets)], cfg.slots, cfg.work_ms / 1000, stats) for i in range(n)]
         tasks = []
         for sim in sims:  # a fleet comes up over a moment, not in one instant
             tasks.append(asyncio.create_task(sim.run(halt)))
             await asyncio.sleep(0.005)
+        reported = 0
         while not stop.is_set() and not _orphaned(parent):
             await asyncio.sleep(0.1)
+            if (errors := sum(stats.errors.values())) != reported:
+                reported = errors
+                out.put(("provider errors", (os.getpid(), time.time(), dict(stats.errors))))
         halt.set()
         await asyncio.wait(tasks, timeout=10)
 
@@ -373,51 +399,60 @@ class SubmitStats:
     job_ids: list[str] = field(default_factory=list)
 
 
-def submitter_worker(target: str, cfg: LoadConfig, model_cid: str, start: float, index: int,
+def run_job(client: Client, cfg: LoadConfig, model_cid: str, rng: random.Random, stats: SubmitStats,
+            lock: threading.Lock, scheduled: float, drain_end: float) -> None:
+    """One job arriving at ``scheduled``: upload its prompts, submit, watch until terminal (at
+    most until ``drain_end``); its figures go into ``stats``."""
+    began = time.time()
+    prompts = [f"job {uuid.uuid4().hex[:12]} prompt {i}: tell me about load number {rng.random():.6f}"
+               for i in range(cfg.prompts)]
+    where = "ArtifactService.Put"
+    try:
+        cid = client.upload(jsonl([{"prompt": p} for p in prompts]))
+        uploaded = time.time()
+        where = "SubmitJob"
+        handle = client.submit(JobSpec(name="load", model_cid=model_cid, input_cid=cid, shard_size=cfg.shard_size))
+        submitted = time.time()
+        with lock:
+            stats.job_ids.append(handle.id)
+            stats.upload_s.append(uploaded - began)
+            stats.submit_s.append(submitted - uploaded)
+            stats.lag_s.append(began - scheduled)
+        where = "WatchJob"
+        status = None
+        for status in client.watch(handle.id, timeout=max(1.0, drain_end - time.time()), reconnect_for=30):
+            pass
+        finished = status.raw.updated_at.ToMicroseconds() / 1e6
+        with lock:
+            stats.states[status.state] += 1
+            if status.state == "COMPLETED":
+                stats.e2e_s.append(finished - scheduled)
+                stats.done_at.append(finished)
+    except TimeoutError:
+        with lock:
+            stats.states["unfinished after drain"] += 1
+    except (GpumeshError, grpc.RpcError) as exc:
+        with lock:
+            stats.errors[f"{where}: {code_of(exc)}"] += 1
+            stats.details.setdefault(f"{where}: {code_of(exc)}", detail_of(exc))
+
+
+def submitter_worker(target: str, cfg: LoadConfig, model: bytes, start: float, index: int,
                      stop, out, parent: int) -> None:
     """A process sending jobs from ``start`` for ``cfg.duration`` s (or until ``stop``); waits
-    ``cfg.drain`` s for them to finish."""
+    ``cfg.drain`` s for them to finish. It uploads ``model`` first: a wallet submits jobs only on
+    artifacts it may read."""
     _worker_signals()
     stats, lock = SubmitStats(), threading.Lock()
     wallet = Wallet.generate()
     stats.wallet_key = wallet.private_key.hex()
     end, drain_end = start + cfg.duration, start + cfg.duration + cfg.drain
     client = Client.connect(target, wallet=wallet, timeout=60)
+    model_cid = client.upload(model)
     rng = random.Random(cfg.seed * 1000 + index)
 
     def one_job(scheduled: float) -> None:
-        began = time.time()
-        prompts = [f"job {uuid.uuid4().hex[:12]} prompt {i}: tell me about load number {rng.random():.6f}"
-                   for i in range(cfg.prompts)]
-        where = "ArtifactService.Put"
-        try:
-            cid = client.upload(jsonl([{"prompt": p} for p in prompts]))
-            uploaded = time.time()
-            where = "SubmitJob"
-            handle = client.submit(JobSpec(name="load", model_cid=model_cid, input_cid=cid, shard_size=cfg.shard_size))
-            submitted = time.time()
-            with lock:
-                stats.job_ids.append(handle.id)
-                stats.upload_s.append(uploaded - began)
-                stats.submit_s.append(submitted - uploaded)
-                stats.lag_s.append(began - scheduled)
-            where = "WatchJob"
-            status = None
-            for status in client.watch(handle.id, timeout=max(1.0, drain_end - time.time()), reconnect_for=30):
-                pass
-            finished = status.raw.updated_at.ToMicroseconds() / 1e6
-            with lock:
-                stats.states[status.state] += 1
-                if status.state == "COMPLETED":
-                    stats.e2e_s.append(finished - scheduled)
-                    stats.done_at.append(finished)
-        except TimeoutError:
-            with lock:
-                stats.states["unfinished after drain"] += 1
-        except (GpumeshError, grpc.RpcError) as exc:
-            with lock:
-                stats.errors[f"{where}: {code_of(exc)}"] += 1
-                stats.details.setdefault(f"{where}: {code_of(exc)}", detail_of(exc))
+        run_job(client, cfg, model_cid, rng, stats, lock, scheduled, drain_end)
 
     workers = max(8, cfg.concurrency or int(cfg.rate / cfg.submit_procs * 30) + 8)
     with ThreadPoolExecutor(workers, thread_name_prefix="submit") as pool:
@@ -482,15 +517,19 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def scan_store(cfg: LoadConfig, db_path: Path, job_ids: list[str]) -> dict:
-    """Jobs and tasks of this phase as the store has them (read after the coordinator stopped)."""
+def connect_store(cfg: LoadConfig, db_path: Path):
+    """A read connection to the phase's store and its parameter mark."""
     if cfg.store == "postgresql":
         import psycopg
 
-        conn, mark = psycopg.connect(cfg.postgres_dsn), "%s"
-    else:
-        conn, mark = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True), "?"
-    jobs, tasks, waits, runs = Counter(), Counter(), [], []
+        return psycopg.connect(cfg.postgres_dsn), "%s"
+    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True), "?"
+
+
+def scan_store(cfg: LoadConfig, db_path: Path, job_ids: list[str]) -> dict:
+    """Jobs and tasks of this phase as the store has them (read after the coordinator stopped)."""
+    conn, mark = connect_store(cfg, db_path)
+    jobs, tasks, waits, runs, results = Counter(), Counter(), [], [], []
     try:
         for i in range(0, len(job_ids), 500):
             ids = job_ids[i:i + 500]
@@ -502,13 +541,15 @@ def scan_store(cfg: LoadConfig, db_path: Path, job_ids: list[str]) -> dict:
                 f"JOIN jobs j ON j.job_id = t.job_id WHERE t.job_id IN ({marks})", ids).fetchall()
             for role, state, job_state, queued, leased, submitted in rows:
                 tasks[(role, state, job_state)] += 1
+                if submitted:
+                    results.append((role, submitted))
                 if role == "primary" and leased and submitted:
                     waits.append(leased - queued)
                     runs.append(submitted - leased)
     finally:
         conn.close()
     return {"jobs": jobs, "tasks": tasks, "missing_jobs": len(job_ids) - sum(jobs.values()),
-            "queue_wait": waits, "lease_to_submit": runs}
+            "queue_wait": waits, "lease_to_submit": runs, "results": results}  # results: (role, stored at)
 
 
 @dataclass
@@ -547,22 +588,31 @@ class Fleet:
                 p.join(timeout=5)
 
 
+def coordinator_env(cfg: LoadConfig, metrics_at: str) -> dict[str, str]:
+    """The coordinator settings every phase runs with."""
+    env = {"GPUMESH_COORDINATOR_RATE_LIMIT": "false",  # one host drives the whole fleet
+           # the simulated fleet has no devices to time: claims are trusted (a check is per session, not per task)
+           "GPUMESH_COORDINATOR_HARDWARE_CHECKS": "false",
+           "GPUMESH_COORDINATOR_METRICS_LISTEN": metrics_at}
+    if cfg.store == "postgresql":
+        env |= {"GPUMESH_COORDINATOR_STORE": "postgresql", "GPUMESH_COORDINATOR_POSTGRES_DSN": cfg.postgres_dsn}
+    return env
+
+
 def run_phase(label: str, cfg: LoadConfig, root: Path) -> dict:
     """One coordinator, its fleet and submitters for ``cfg.duration`` s plus the drain; the
     figures, the store's view after the coordinator stopped, and its log."""
     ctx = mp.get_context("spawn")  # no forked gRPC state in the workers
     metrics_at = f"127.0.0.1:{free_port()}"
-    env = {"GPUMESH_COORDINATOR_RATE_LIMIT": "false",  # one host drives the whole fleet
-           "GPUMESH_COORDINATOR_METRICS_LISTEN": metrics_at}
-    if cfg.store == "postgresql":
-        env |= {"GPUMESH_COORDINATOR_STORE": "postgresql", "GPUMESH_COORDINATOR_POSTGRES_DSN": cfg.postgres_dsn}
+    env = coordinator_env(cfg, metrics_at)
     fleet = Fleet(ctx, ctx.Event(), ctx.Queue())
     nprocs = cfg.provider_procs or max(1, -(-cfg.providers // 100))
     with LocalNetwork(root, lease_ttl_s=cfg.lease_ttl, heartbeat_interval_s=cfg.heartbeat) as net:
         try:
             coord = net.start_coordinator(env)
             with Client.connect(net.target) as client:
-                model_cid = client.upload(b"simulated model weights " + uuid.uuid4().bytes)
+                model = b"simulated model weights " + uuid.uuid4().bytes
+                client.upload(model)
                 for i in range(nprocs):
                     fleet.start(provider_worker, net.target, cfg.providers // nprocs + (i < cfg.providers % nprocs), cfg)
                 deadline = time.monotonic() + 120
@@ -572,18 +622,21 @@ def run_phase(label: str, cfg: LoadConfig, root: Path) -> dict:
                     time.sleep(0.2)
             start = time.time() + 2.0
             for i in range(cfg.submit_procs):
-                fleet.start(submitter_worker, net.target, cfg, model_cid, start, i)
+                fleet.start(submitter_worker, net.target, cfg, model, start, i)
 
             def sample() -> list[float]:
                 return [cpu_seconds(coord.popen.pid), sum(cpu_seconds(p.pid) for p in fleet.sims),
                         sum(cpu_seconds(p.pid) for p in fleet.subs), *machine_busy()]
 
             time.sleep(max(0.0, start - time.time()))
+            spy = pyspy.record(coord.popen.pid, cfg.duration, Path(cfg.profile) / f"{label}.txt") if cfg.profile else None
             before = sample()
             time.sleep(max(0.0, start + cfg.duration - time.time()))  # CPU over the sending window
             used = [b - a for a, b in zip(before, sample())]
             cpu = [u / cfg.duration for u in used[:3]]
             machine = used[3] / used[4] * os.cpu_count() if used[4] else float("nan")
+            if spy is not None:
+                spy.wait(timeout=60)
             fleet.collect("submitter", cfg.submit_procs, start + cfg.duration + cfg.drain + 60)
             metrics, alive = scrape(f"http://{metrics_at}/metrics"), coord.alive
             fleet.stop.set()
@@ -699,6 +752,27 @@ def print_ratios(base: dict, main: dict, bcfg: LoadConfig, cfg: LoadConfig) -> N
           f"coordinator CPU {main['cpu'] / base['cpu']:.2f}x")
 
 
+def run_ramp(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    import loadramp  # bench/loadramp.py
+
+    configs = tuple(c.strip() for c in a.configs.split(",") if c.strip())
+    if not configs or set(configs) - set(loadramp.CONFIGS):
+        p.error(f"--configs: a comma-separated subset of {','.join(loadramp.CONFIGS)}")
+    if a.ramp_factor <= 1 or a.ramp_start <= 0 or a.ramp_max < a.ramp_start or a.step_duration <= 0:
+        p.error("the ramp needs --ramp-factor > 1, 0 < --ramp-start <= --ramp-max and --step-duration > 0")
+    ramp = loadramp.RampConfig(start=a.ramp_start, factor=a.ramp_factor, max=a.ramp_max, step_s=a.step_duration,
+                               p99_s=a.ramp_p99, drain_s=a.ramp_drain, submit_procs=a.submit_procs or 2,
+                               configs=configs)
+    base = LoadConfig(providers=a.providers, prompts=a.prompts, shard_size=a.shard_size, slots=a.slots,
+                      work_ms=a.work_ms, provider_procs=a.provider_procs, postgres_dsn=a.postgres_dsn)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (coordinators, workers) on kill too
+    try:
+        sys.exit(loadramp.run(ramp, asdict(base), a.keep))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
 def main() -> None:
     d = LoadConfig()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -712,19 +786,36 @@ def main() -> None:
     p.add_argument("--work-ms", type=float, default=d.work_ms, help="simulated run time per prompt")
     p.add_argument("--drain", type=float, default=d.drain, help="seconds in-flight jobs get after sending stops")
     p.add_argument("--provider-procs", type=int, default=0, help="worker processes for providers (0: 1 per 100)")
-    p.add_argument("--submit-procs", type=int, default=d.submit_procs)
+    p.add_argument("--submit-procs", type=int, default=0, help="submitter processes (0: 1, or 2 with --ramp)")
     p.add_argument("--baseline-providers", type=int, default=10, help="0: no baseline phase")
     p.add_argument("--baseline-duration", type=float, default=0, help="default: min(20, duration)")
     p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--postgres-dsn", default="")
     p.add_argument("--keep", type=Path, default=None, help="keep data and logs under this directory")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="sample the coordinator with py-spy while sending; stacks and top 10 under this directory")
+    ramp = p.add_argument_group("ramp", "raise the offered load step by step to the knee (bench/loadramp.py); "
+                                "--duration, --rate, --concurrency, --store and the baseline do not apply")
+    ramp.add_argument("--ramp", action="store_true")
+    ramp.add_argument("--ramp-start", type=float, default=2.0, help="jobs/s of the first step")
+    ramp.add_argument("--ramp-factor", type=float, default=1.5, help="each step offers this times the last")
+    ramp.add_argument("--ramp-max", type=float, default=400.0, help="jobs/s of the last step at most")
+    ramp.add_argument("--step-duration", type=float, default=10.0, help="seconds per step")
+    ramp.add_argument("--ramp-p99", type=float, default=2.0, help="a step passes with end-to-end p99 at most this (s)")
+    ramp.add_argument("--ramp-drain", type=float, default=15.0,
+                      help="a step's jobs not terminal this long after it count as unfinished")
+    ramp.add_argument("--configs", default="sqlite,pg1,pg3", help="subset of sqlite,pg1,pg3")
     a = p.parse_args()
+    if a.ramp:
+        run_ramp(p, a)
+    if a.profile:
+        a.profile.mkdir(parents=True, exist_ok=True)
     if a.store == "postgresql" and not a.postgres_dsn:
         p.error("--store postgresql needs --postgres-dsn")
     cfg = LoadConfig(duration=a.duration, providers=a.providers, rate=a.rate, concurrency=a.concurrency,
                      prompts=a.prompts, shard_size=a.shard_size, slots=a.slots, work_ms=a.work_ms, drain=a.drain,
-                     provider_procs=a.provider_procs, submit_procs=max(1, a.submit_procs), store=a.store,
-                     postgres_dsn=a.postgres_dsn)
+                     provider_procs=a.provider_procs, submit_procs=a.submit_procs or 1, store=a.store,
+                     postgres_dsn=a.postgres_dsn, profile=str(a.profile or ""))
     bcfg = LoadConfig(**{**asdict(cfg), "providers": a.baseline_providers, "provider_procs": 0,
                          "duration": a.baseline_duration or min(20.0, cfg.duration)})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (coordinator, workers) on kill too
@@ -738,6 +829,8 @@ def main() -> None:
             main_r = run_phase("load", cfg, root / "load")
             ms_ = summarize(main_r)
             print_phase(main_r, ms_)
+            if cfg.profile and (cfg_out := Path(cfg.profile) / "load.txt").exists():
+                print(pyspy.report(cfg_out))
             if base is not None:
                 print_ratios(bs, ms_, bcfg, cfg)
         except KeyboardInterrupt:
