@@ -71,7 +71,7 @@ import grpc
 from grpc import aio
 
 from gpumesh.artifacts.cid import parse_cid
-from gpumesh.artifacts.unixfs import FileImporter
+from gpumesh.artifacts.unixfs import FileImporter, cid_of_bytes
 from gpumesh.client import Client
 from gpumesh.errors import GpumeshError
 from gpumesh.identity import Wallet, result_text
@@ -104,6 +104,7 @@ class LoadConfig:
     heartbeat: float = 5.0
     seed: int = 1
     profile: str = ""  # a directory: sample the coordinator with py-spy while sending
+    inline_bytes: int = -1  # the coordinator's inline_artifact_bytes (0: every input fetched, every output uploaded)
 
     @property
     def mode(self) -> str:
@@ -173,6 +174,7 @@ class ProviderStats:
     lease_to_ack: list[float] = field(default_factory=list)
     refusals: Counter = field(default_factory=Counter)
     cancels: Counter = field(default_factory=Counter)  # CancelLease received, by whether it ran
+    inline_inputs: int = 0  # inputs that came with their lease (not fetched)
 
 
 def detail_of(exc: BaseException) -> str:
@@ -308,21 +310,34 @@ class SimProvider:
             raise GpumeshError(f"fetched bytes do not hash to {cid}")
         return b"".join(parts)
 
+    async def _input(self, lease: provider_pb2.TaskLease, cid: str) -> bytes:
+        """An input the lease carries (once it hashes to its CID, as the daemon checks), else fetched."""
+        for item in lease.inline:
+            if item.cid == cid and cid_of_bytes(item.data) == str(parse_cid(cid)):
+                self.stats.inline_inputs += 1
+                return item.data
+        return await self._get(cid)
+
     async def _lease(self, lease: provider_pb2.TaskLease, leased_at: float) -> None:
         try:
             if lease.model_cid not in self.models:  # a model cache: fetched once per provider
                 await self._get(lease.model_cid)
                 self.models.add(lease.model_cid)
-            data = await self._get(lease.input_cid)
+            data = await self._input(lease, lease.input_cid)
             if lease.kind == "rescore":
-                output = rescore_report(lease.model_cid, data, await self._get(lease.aux_cid) if lease.aux_cid else b"")
+                prompts = await self._input(lease, lease.aux_cid) if lease.aux_cid else b""
+                output = rescore_report(lease.model_cid, data, prompts)
             else:
                 output = inference_output(lease.model_cid, data)
             await asyncio.sleep(self.work_s * len(jsonl_records(data)))
-            cid = (await self.blobs.Put(iter([artifacts_pb2.PutChunk(data=output)]), timeout=60,
-                                        metadata=sign_request(self.wallet, PUT, STREAM_BODY))).cid
+            inline = b""
+            if 0 < len(output) <= lease.inline_output_bytes:  # the result carries it: no upload
+                cid, inline = cid_of_bytes(output), output
+            else:
+                cid = (await self.blobs.Put(iter([artifacts_pb2.PutChunk(data=output)]), timeout=60,
+                                            metadata=sign_request(self.wallet, PUT, STREAM_BODY))).cid
             msg = provider_pb2.ProviderMessage(result=provider_pb2.TaskResult(
-                lease_id=lease.lease_id, task_id=lease.task_id, output_cid=cid,
+                lease_id=lease.lease_id, task_id=lease.task_id, output_cid=cid, output_data=inline,
                 signature=self.wallet.sign_text(result_text(lease.task_id, cid)),
                 metrics_json=json.dumps({"engine": "sim", "prompts": len(output.splitlines())})))
         except asyncio.CancelledError:
@@ -594,6 +609,8 @@ def coordinator_env(cfg: LoadConfig, metrics_at: str) -> dict[str, str]:
            # the simulated fleet has no devices to time: claims are trusted (a check is per session, not per task)
            "GPUMESH_COORDINATOR_HARDWARE_CHECKS": "false",
            "GPUMESH_COORDINATOR_METRICS_LISTEN": metrics_at}
+    if cfg.inline_bytes >= 0:  # else the coordinator's default
+        env["GPUMESH_COORDINATOR_INLINE_ARTIFACT_BYTES"] = str(cfg.inline_bytes)
     if cfg.store == "postgresql":
         env |= {"GPUMESH_COORDINATOR_STORE": "postgresql", "GPUMESH_COORDINATOR_POSTGRES_DSN": cfg.postgres_dsn}
     return env
@@ -687,6 +704,7 @@ def summarize(r: dict) -> dict:
         "acks": sum((Counter(p["acks"]) for p in provs), Counter()),
         "refusals": sum((Counter(p["refusals"]) for p in provs), Counter()),
         "cancels": sum((Counter(p["cancels"]) for p in provs), Counter()),
+        "inline_inputs": sum(p.get("inline_inputs", 0) for p in provs),
         "errors": errors, "details": details, "lost": lost, "stuck": stuck, "missing_jobs": scan["missing_jobs"],
         "round_ms": 1000 * m.get("gpumesh_schedule_round_seconds_sum", 0) / rounds if rounds else float("nan"),
         "rounds": rounds, "cpu": r["cpu"], "sim_cpu": r["sim_cpu"], "sub_cpu": r["sub_cpu"], "machine": r["machine"],
@@ -716,7 +734,8 @@ def print_phase(r: dict, s: dict) -> None:
                       ("task leased -> result stored (store)", "lease_to_submit"),
                       ("generator lag behind schedule", "lag")):
         print(f"{name:<42}{ms(s[key], .5):>8}{ms(s[key], .99):>8}{len(s[key]):>8}")
-    print(f"leases by kind {dict(s['leases'])}; result acks {dict(s['acks'])}")
+    print(f"leases by kind {dict(s['leases'])}; result acks {dict(s['acks'])}; "
+          f"inputs that came with their lease {s['inline_inputs']}")
     for reason, n in s["refusals"].most_common(5):
         print(f"  refused x{n}: {reason}")
     print(f"CancelLease received: {dict(s['cancels']) or 'none'}")
@@ -764,7 +783,8 @@ def run_ramp(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
                                p99_s=a.ramp_p99, drain_s=a.ramp_drain, submit_procs=a.submit_procs or 2,
                                configs=configs)
     base = LoadConfig(providers=a.providers, prompts=a.prompts, shard_size=a.shard_size, slots=a.slots,
-                      work_ms=a.work_ms, provider_procs=a.provider_procs, postgres_dsn=a.postgres_dsn)
+                      work_ms=a.work_ms, provider_procs=a.provider_procs, postgres_dsn=a.postgres_dsn,
+                      inline_bytes=a.inline_bytes)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (coordinators, workers) on kill too
     try:
         sys.exit(loadramp.run(ramp, asdict(base), a.keep))
@@ -794,6 +814,9 @@ def main() -> None:
     p.add_argument("--keep", type=Path, default=None, help="keep data and logs under this directory")
     p.add_argument("--profile", type=Path, default=None,
                    help="sample the coordinator with py-spy while sending; stacks and top 10 under this directory")
+    p.add_argument("--inline-bytes", type=int, default=-1,
+                   help="the coordinator's inline_artifact_bytes (0: inputs fetched and outputs uploaded; "
+                        "default: its own default)")
     ramp = p.add_argument_group("ramp", "raise the offered load step by step to the knee (bench/loadramp.py); "
                                 "--duration, --rate, --concurrency, --store and the baseline do not apply")
     ramp.add_argument("--ramp", action="store_true")
@@ -815,7 +838,7 @@ def main() -> None:
     cfg = LoadConfig(duration=a.duration, providers=a.providers, rate=a.rate, concurrency=a.concurrency,
                      prompts=a.prompts, shard_size=a.shard_size, slots=a.slots, work_ms=a.work_ms, drain=a.drain,
                      provider_procs=a.provider_procs, submit_procs=a.submit_procs or 1, store=a.store,
-                     postgres_dsn=a.postgres_dsn, profile=str(a.profile or ""))
+                     postgres_dsn=a.postgres_dsn, profile=str(a.profile or ""), inline_bytes=a.inline_bytes)
     bcfg = LoadConfig(**{**asdict(cfg), "providers": a.baseline_providers, "provider_procs": 0,
                          "duration": a.baseline_duration or min(20.0, cfg.duration)})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (coordinator, workers) on kill too

@@ -76,6 +76,12 @@ class CoordinatorSettings(BaseSettings):
     # Largest gRPC message either way; artifacts stream in 128 KiB chunks, so at least 256 KiB.
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=256 * 1024)
     max_artifact_bytes: int = Field(8 * 1024**3, gt=0)
+    # Small artifacts ride in messages: a lease carries its task's inputs up to this size and the
+    # result may carry the output (TaskLease.inline, TaskResult.output_data); 0: always fetch and
+    # upload. Kept below a quarter of max_message_bytes. The coordinator holds the bytes of such
+    # small artifacts in memory, at most artifact_cache_bytes in all (least recently used out).
+    inline_artifact_bytes: int = Field(256 * 1024, ge=0, le=1024 * 1024)
+    artifact_cache_bytes: int = Field(128 * 1024 * 1024, ge=0)
     max_prompts_per_job: int = Field(1_000_000, gt=0)
     max_prompt_bytes: int = Field(256 * 1024, gt=0)
     # Per submitter wallet: what it may store (its uploads, each CID once) and keep queued or running
@@ -168,6 +174,11 @@ class CoordinatorSettings(BaseSettings):
         """How long a launched node's wallet may register as centralized (its cluster's lifetime)."""
         minutes = self.skypilot.max_runtime_minutes if self.skypilot is not None else 0
         return (minutes or 12 * 60) * 60 + 3600
+
+    @property
+    def inline_bytes(self) -> int:
+        """The largest artifact a lease or result carries (a quarter of a message at most)."""
+        return min(self.inline_artifact_bytes, self.max_message_bytes // 4)
 
     @property
     def sealing_key_path(self) -> Path:

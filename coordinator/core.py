@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from coordinator.access import ArtifactAccess
+from coordinator.access import ArtifactAccess, cid_key
 from coordinator.auth import MAX_CACHED_MODELS, ProviderAuth
 from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloLeadership
 from coordinator.cluster.relay import PgSignalRelay
@@ -45,6 +45,7 @@ from coordinator.store.base import Store
 from coordinator.verifier import Verifier
 from gpumesh._convert import timestamp
 from gpumesh.artifacts import ArtifactStore
+from gpumesh.artifacts.cache import SmallArtifactCache
 from gpumesh.chain.claims import ClaimDomain
 from gpumesh.errors import (
     AlreadyExists,
@@ -94,7 +95,11 @@ class Coordinator:
         self.settings = settings
         self.store = store
         self.keys = KeyBroker(sealing or SealingKey.generate(), store, clock)
-        self.raw_artifacts = artifacts  # what providers fetch: sealed artifacts stay sealed
+        # What providers fetch (sealed artifacts stay sealed), the small ones also kept in memory:
+        # a lease carries its task's small inputs, and checks read small outputs, without the store.
+        self.raw_artifacts = artifacts if isinstance(artifacts, SmallArtifactCache) else SmallArtifactCache(
+            artifacts, max_item_bytes=settings.inline_bytes, max_total_bytes=settings.artifact_cache_bytes)
+        artifacts = self.raw_artifacts
         self.artifacts = SealedView(artifacts, self.keys)  # what the coordinator reads: opened
         self.chain = chain
         self.clock = clock
@@ -600,9 +605,11 @@ class Coordinator:
         ack = provider_pb2.ResultAck(task_id=res.task_id, accepted=False)
         try:
             verify_signature(result_text(res.task_id, res.output_cid), res.signature, session.record.address)
+            task = self.store.get_task(res.task_id)
+            if res.output_data and task.lease_id == res.lease_id and task.provider_id == pid:
+                await self._store_inline_output(session, res)
             if not await asyncio.to_thread(self.artifacts.has, res.output_cid):
                 raise NotFound(f"output {res.output_cid} was not uploaded", field="output_cid")
-            task = self.store.get_task(res.task_id)
             claim = self._check_claim(task.job_id, res, session.record.address)
             if self._seals_output(task, self._spec(task.job_id)):
                 if not res.output_key:
@@ -668,6 +675,18 @@ class Coordinator:
             self.signals.notify(outcome.job_id)
             if outcome.job_ready:
                 await self._finalize(outcome.job_id)
+
+    async def _store_inline_output(self, session: ProviderSession, res: provider_pb2.TaskResult) -> None:
+        """Store the output a result carries (as an upload by its provider would), once its bytes
+        are shown to be ``output_cid``; only for the lease the provider holds."""
+        if len(res.output_data) > self.settings.inline_bytes:
+            raise InvalidArgument(f"output_data is {len(res.output_data)} bytes, over the lease's "
+                                  f"{self.settings.inline_bytes}: upload it", field="output_data")
+        want = cid_key(res.output_cid)  # InvalidArgument(field="cid") when malformed
+        cid = await asyncio.to_thread(self.raw_artifacts.put_bytes, bytes(res.output_data))
+        if cid_key(cid) != want:
+            raise InvalidArgument(f"output_data hashes to {cid}, not output_cid {res.output_cid}", field="output_data")
+        await asyncio.to_thread(self.access.uploaded, session.record.address, cid, len(res.output_data))
 
     @property
     def claim_domain(self) -> ClaimDomain | None:
@@ -977,12 +996,24 @@ class Coordinator:
                     output_sealing_key=self.keys.public_bytes if self._seals_output(lease.task, spec) else b"",
                     claim_job=_claim_job(lease.job),
                     adapter_cids=list(spec.adapter_cids),
+                    inline=self._inline_inputs(lease.task),
+                    inline_output_bytes=self.settings.inline_bytes,
                 )
             )
         )
         if spec.kind == "finetune" and not lease.task.is_check:
             self.event(lease.job.job_id, f"Fine-tuning started on provider {session.record.name or lease.provider_id} "
                        f"({session.record.address})", data={"provider": session.record.address})
+
+    def _inline_inputs(self, task: Task) -> list[provider_pb2.InlineArtifact]:
+        """The task's inputs held in memory, as stored (sealed ones sealed), within one inline budget."""
+        inline, room = [], self.settings.inline_bytes
+        for cid in dict.fromkeys(c for c in (task.input_cid, task.aux_cid) if c):
+            data = self.raw_artifacts.cached(cid)
+            if data is not None and len(data) <= room:
+                inline.append(provider_pb2.InlineArtifact(cid=cid, data=data))
+                room -= len(data)
+        return inline
 
     def _lease_keys(self, task: Task, record) -> list:
         """The data keys of the task's sealed inputs, wrapped to the assigned provider alone."""

@@ -148,7 +148,7 @@ class CoordinatorServer:
         jobs_pb2_grpc.add_SubmitterServiceServicer_to_server(SubmitterServicer(self.core, self.batches), self.server)
         provider_pb2_grpc.add_ProviderServiceServicer_to_server(ProviderServicer(self.core), self.server)
         artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
-            ArtifactServicer(self.artifacts, self.core.access, self.core.requests, max_bytes=settings.max_artifact_bytes),
+            ArtifactServicer(self.core.raw_artifacts, self.core.access, self.core.requests, max_bytes=settings.max_artifact_bytes),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -1,5 +1,6 @@
-"""Run one leased task: fetch inputs by CID, run the workload in the sandbox runtime, upload
-the output, and sign the result commitment.
+"""Run one leased task: fetch inputs by CID (small ones come with the lease), run the workload in
+the sandbox runtime, upload the output (or keep a small one for the result), and sign the result
+commitment.
 
 A failure is reported final (not retryable) only for a typed reason any honest provider would
 hit again (``gpumesh.errors.is_final``: a bad artifact, input, parameters, chat template or
@@ -24,6 +25,7 @@ from gpumesh.identity import Wallet, result_text
 from gpumesh.sealing import SealingKey, new_data_key, seal_stream, wrap_key
 from gpumesh.v1 import provider_pb2
 from provider_node.finetune_io import replay_args, upload_replay, upload_run
+from provider_node.inline import LeaseArtifacts
 from provider_node.gpu_alloc import GpuAllocator
 from provider_node.hardware import HardwareInfo
 from provider_node.launch import processes_for, workload_argv
@@ -113,7 +115,8 @@ class TaskExecutor:
         model = await self._prepare_model(lease.model_cid)
         # Sealed inputs: fetched as ciphertext (checked against its CID), opened with the lease's keys.
         keys = {k.cid: self.sealing.unwrap(k.wrapped_key) for k in lease.keys}
-        artifacts = OpenedView(self.artifacts, keys.get)
+        leased = LeaseArtifacts(self.artifacts, lease)  # small inputs came with the lease, a small output goes back in the result
+        artifacts = OpenedView(leased, keys.get)
         inp = workdir / "input.jsonl"
         await asyncio.to_thread(artifacts.get_file, lease.input_cid, inp)
         extra: tuple[str, ...] = ()
@@ -170,10 +173,10 @@ class TaskExecutor:
         elif lease.output_sealing_key:  # a sealed job: only the coordinator (and then the submitter) reads it
             data_key = new_data_key()
             output_cid = await asyncio.to_thread(
-                lambda: self.artifacts.put_stream(seal_stream(sandbox.chunks(out), data_key)))
+                lambda: leased.put_stream(seal_stream(sandbox.chunks(out), data_key)))
             output_key = wrap_key(data_key, lease.output_sealing_key)
         else:
-            output_cid = await asyncio.to_thread(lambda: self.artifacts.put_stream(sandbox.chunks(out)))
+            output_cid = await asyncio.to_thread(lambda: leased.put_stream(sandbox.chunks(out)))
         metrics = {**report, "runtime": self.runtime.name, "isolated": self.runtime.isolated,
                    "wall_s": round(run.duration_s, 3)}
         metrics.pop("ok", None)
@@ -186,6 +189,7 @@ class TaskExecutor:
                 signature=self.wallet.sign_text(result_text(lease.task_id, output_cid)),
                 metrics_json=json.dumps(metrics, sort_keys=True),
                 output_key=output_key,
+                output_data=leased.output_data(output_cid),
             )
         )
 

@@ -97,7 +97,7 @@ class Heartbeat(_message.Message):
     def __init__(self, lease_ids: _Optional[_Iterable[str]] = ..., telemetry: _Optional[_Iterable[_Union[_common_pb2.GpuTelemetry, _Mapping]]] = ..., free_slots: _Optional[int] = ..., cached_model_cids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json", "output_key", "claim_amount", "claim_signature")
+    __slots__ = ("lease_id", "task_id", "output_cid", "signature", "metrics_json", "output_key", "claim_amount", "claim_signature", "output_data")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_CID_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class TaskResult(_message.Message):
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     CLAIM_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CLAIM_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DATA_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     output_cid: str
@@ -114,7 +115,8 @@ class TaskResult(_message.Message):
     output_key: bytes
     claim_amount: str
     claim_signature: bytes
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ..., output_key: _Optional[bytes] = ..., claim_amount: _Optional[str] = ..., claim_signature: _Optional[bytes] = ...) -> None: ...
+    output_data: bytes
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., output_cid: _Optional[str] = ..., signature: _Optional[bytes] = ..., metrics_json: _Optional[str] = ..., output_key: _Optional[bytes] = ..., claim_amount: _Optional[str] = ..., claim_signature: _Optional[bytes] = ..., output_data: _Optional[bytes] = ...) -> None: ...
 
 class TaskProgress(_message.Message):
     __slots__ = ("lease_id", "task_id", "step", "total_steps", "loss")
@@ -207,7 +209,7 @@ class ProviderMessage(_message.Message):
     def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., check: _Optional[_Union[HardwareCheckReply, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ...) -> None: ...
 
 class TaskLease(_message.Message):
-    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job", "adapter_cids")
+    __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job", "adapter_cids", "inline", "inline_output_bytes")
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +225,8 @@ class TaskLease(_message.Message):
     OUTPUT_SEALING_KEY_FIELD_NUMBER: _ClassVar[int]
     CLAIM_JOB_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_CIDS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    INLINE_OUTPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     lease_id: str
     task_id: str
     job_id: str
@@ -238,7 +242,17 @@ class TaskLease(_message.Message):
     output_sealing_key: bytes
     claim_job: bytes
     adapter_cids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ..., claim_job: _Optional[bytes] = ..., adapter_cids: _Optional[_Iterable[str]] = ...) -> None: ...
+    inline: _containers.RepeatedCompositeFieldContainer[InlineArtifact]
+    inline_output_bytes: int
+    def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., job_id: _Optional[str] = ..., kind: _Optional[str] = ..., model_cid: _Optional[str] = ..., input_cid: _Optional[str] = ..., params_json: _Optional[str] = ..., timeout_s: _Optional[int] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requirements: _Optional[_Union[_common_pb2.Requirements, _Mapping]] = ..., aux_cid: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[_common_pb2.SealedKey, _Mapping]]] = ..., output_sealing_key: _Optional[bytes] = ..., claim_job: _Optional[bytes] = ..., adapter_cids: _Optional[_Iterable[str]] = ..., inline: _Optional[_Iterable[_Union[InlineArtifact, _Mapping]]] = ..., inline_output_bytes: _Optional[int] = ...) -> None: ...
+
+class InlineArtifact(_message.Message):
+    __slots__ = ("cid", "data")
+    CID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    cid: str
+    data: bytes
+    def __init__(self, cid: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SessionAccepted(_message.Message):
     __slots__ = ("provider_id", "heartbeat_interval_s", "lease_ttl_s")
