@@ -867,13 +867,15 @@ class Coordinator:
 
     def _schedule_round(self) -> int:
         now = self.clock()
-        candidates = self.view.candidates() if self.view is not None else self.sessions.candidates(now)
-        free = sum(c.free_slots for c in candidates)
+        candidates = self.view.candidates() if self.view is not None else None
+        sessions = self.sessions.sessions() if candidates is None else ()
+        connected = bool(candidates if candidates is not None else sessions)
+        free = sum(c.free_slots for c in (candidates if candidates is not None else sessions))
         # With every slot taken a round still runs each sweep interval: it is what sends a task
         # that can no longer meet its deadline to centralized capacity. Not on every wake-up: under
         # load each submission and result wakes the scheduler, and a round that can place nothing
         # would re-decide the same backlog each time.
-        if not free and candidates and now - self._full_round_at < self.settings.sweep_interval_s:
+        if not free and connected and now - self._full_round_at < self.settings.sweep_interval_s:
             return 0
         if not free:
             self._full_round_at = now
@@ -881,6 +883,8 @@ class Coordinator:
         queued = self.store.queued_tasks(limit)
         if not queued:
             return 0
+        if candidates is None:  # built only for a round with work to place
+            candidates = self.sessions.candidates(now)
         specs = {}
         for task in queued:
             if task.job_id not in specs:

@@ -7,6 +7,7 @@ few type names that differ (REAL, BLOB).
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from coordinator.models import (
     GpuSpec,
@@ -304,10 +305,15 @@ def task_row(row: tuple) -> Task:
     )
 
 
+@lru_cache(maxsize=4096)  # a job's spec never changes (and JobSpec is frozen): parse each once
+def _spec(text: str) -> JobSpec:
+    return JobSpec.model_validate_json(text)
+
+
 def job_row(row: tuple) -> Job:
     return Job(
         job_id=row[0],
-        spec=JobSpec.model_validate_json(row[1]),
+        spec=_spec(row[1]),
         state=JobState(row[2]),
         tasks_total=row[3],
         prompts_total=row[4],
