@@ -104,7 +104,7 @@ def test_one_wrong_record_in_sixteen_is_caught_by_the_first_audit_and_a_slashed_
             while client.get_job(first.id).raw.settlement != "SETTLED":
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-            second = _submit(client, model, PROMPTS16[:8], 4, wallet)
+            second = _submit(client, model, PROMPTS16[:8], 8, wallet)
             _done(second, net)
             rows = list(client.get_job(second.id).raw.tasks)
             assert rows and not [t for t in rows if by_id.get(t.provider_id) == "cheater"]  # nothing, not even checks
@@ -130,7 +130,7 @@ def test_two_identities_on_one_network_never_check_each_other_and_are_caught(tmp
         net.wait_providers(4, timeout=90)
         client, wallet = _client(net)
         with client:
-            handle = _submit(client, client.upload(tiny_model), PROMPTS16[:8], 2, wallet)
+            handle = _submit(client, client.upload(tiny_model), PROMPTS16[:8], 4, wallet)  # a task per sybil
             _done(handle, net)
             assert [o["completion"] for o in handle.outputs()] == expected
             info = {p.name: p for p in client.list_providers()}
@@ -172,7 +172,7 @@ def test_a_noised_weights_provider_loses_its_differing_records_to_the_honest_rep
         net.wait_providers(3, timeout=90)
         client, wallet = _client(net)
         with client:
-            handle = _submit(client, client.upload(tiny_model), PROMPTS16, 4, wallet)
+            handle = _submit(client, client.upload(tiny_model), PROMPTS16, 8, wallet)
             _done(handle, net)
             assert [o["completion"] for o in handle.outputs()] == expected  # not one of its records
             info = {p.name: p for p in client.list_providers()}

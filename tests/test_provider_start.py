@@ -115,10 +115,9 @@ def test_sealed_and_isolation_requiring_jobs_never_go_to_an_unisolated_provider(
             [bare] = client.list_providers()
             assert bare.runtime == "process" and not bare.isolated
             model = client.upload(tiny_model)
-            sealed = client.submit(JobSpec(name="sealed", model_cid=model, input_cid=client.upload(prompts, seal=True),
-                                           shard_size=1))
+            sealed = client.submit(JobSpec(name="sealed", model_cid=model, input_cid=client.upload(prompts, seal=True)))
             boxed = client.submit(JobSpec(name="boxed", model_cid=model, input_cid=client.upload(prompts),
-                                          shard_size=1, requirements=Requirements(isolated=True)))
+                                          requirements=Requirements(isolated=True)))
             plain = client.submit(JobSpec(name="plain", model_cid=model, input_cid=client.upload(b'{"prompt": "x"}\n')))
             assert plain.wait(timeout=120).state == "COMPLETED"  # the unisolated node does run other work
             for job in (sealed, boxed):
