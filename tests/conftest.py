@@ -4,6 +4,7 @@ installed on first use (``tests.npm_deps``), missing system packages named once 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -148,3 +149,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
     npm_deps.say = say
     config.pluginmanager.register(sysdeps.DependencyReport(sysdeps.missing()), "gpumesh-dependency-report")
+
+
+# ---- no process outlives the session -------------------------------------------------------------
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Kill what a test started and left running (a coordinator, chain or provider of a killed or
+    failed test: each runs in a session of its own, under this run's temporary directory), and
+    name it: a leak is a defect of the test that made it."""
+    import signal
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    root = str(factory.getbasetemp()) if factory is not None else ""
+    if not root or not Path("/proc").is_dir():
+        return
+    leaked = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(root.encode() in a for a in argv):
+            leaked.append((int(proc.name), b" ".join(argv[:4]).decode(errors="replace")))
+    for pid, _ in leaked:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if leaked:
+        print(f"\nkilled {len(leaked)} process(es) the tests left running:", file=sys.stderr)
+        for pid, cmd in leaked[:20]:
+            print(f"  {pid} {cmd}", file=sys.stderr)

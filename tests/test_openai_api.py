@@ -52,11 +52,17 @@ class Dev:
 
 
 def dev_stack(tmp_path_factory, name: str = "dev"):
-    """A ``gpumesh dev`` stack for a module's fixture: yielded, then killed if still up."""
+    """A ``gpumesh dev`` stack for a module's fixture: yielded, then stopped as a user stops it
+    (SIGTERM: it stops its chain, coordinator and providers, each in a session of its own that
+    a kill of its group would miss), killed only if it does not exit."""
     stack = Dev(tmp_path_factory.mktemp(name) / "state")
     yield stack
     if stack.proc.poll() is None:
-        os.killpg(stack.proc.pid, signal.SIGKILL)
+        stack.proc.send_signal(signal.SIGTERM)
+        try:
+            stack.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
