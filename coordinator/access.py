@@ -13,13 +13,8 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from coordinator.store.base import Store
-from gpumesh.artifacts import parse_cid
+from gpumesh.artifacts import cid_key
 from gpumesh.errors import NotFound, ResourceExhausted
-
-
-def cid_key(cid: str) -> str:
-    """One spelling per CID (CIDv1) for the grants table; InvalidArgument when malformed."""
-    return str(parse_cid(cid).to_v1())
 
 
 class ArtifactAccess:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from coordinator.access import ArtifactAccess, cid_key
+from coordinator.access import ArtifactAccess
 from coordinator.auth import MAX_CACHED_MODELS, ProviderAuth
 from coordinator.cluster.leader import AdvisoryLockLeadership, Leadership, SoloLeadership
 from coordinator.cluster.relay import PgSignalRelay
@@ -44,7 +44,7 @@ from coordinator.splitter import parse_prompts, split
 from coordinator.store.base import Store
 from coordinator.verifier import Verifier
 from gpumesh._convert import timestamp
-from gpumesh.artifacts import ArtifactStore
+from gpumesh.artifacts import ArtifactStore, cid_key
 from gpumesh.artifacts.cache import SmallArtifactCache
 from gpumesh.chain.claims import ClaimDomain
 from gpumesh.errors import (
@@ -683,10 +683,15 @@ class Coordinator:
             raise InvalidArgument(f"output_data is {len(res.output_data)} bytes, over the lease's "
                                   f"{self.settings.inline_bytes}: upload it", field="output_data")
         want = cid_key(res.output_cid)  # InvalidArgument(field="cid") when malformed
-        cid = await asyncio.to_thread(self.raw_artifacts.put_bytes, bytes(res.output_data))
-        if cid_key(cid) != want:
-            raise InvalidArgument(f"output_data hashes to {cid}, not output_cid {res.output_cid}", field="output_data")
-        await asyncio.to_thread(self.access.uploaded, session.record.address, cid, len(res.output_data))
+
+        def store() -> None:  # one worker-thread hop for both writes
+            cid = self.raw_artifacts.put_bytes(bytes(res.output_data))
+            if cid_key(cid) != want:
+                raise InvalidArgument(f"output_data hashes to {cid}, not output_cid {res.output_cid}",
+                                      field="output_data")
+            self.access.uploaded(session.record.address, cid, len(res.output_data))
+
+        await asyncio.to_thread(store)
 
     @property
     def claim_domain(self) -> ClaimDomain | None:
@@ -867,15 +872,14 @@ class Coordinator:
 
     def _schedule_round(self) -> int:
         now = self.clock()
-        candidates = self.view.candidates() if self.view is not None else None
-        sessions = self.sessions.sessions() if candidates is None else ()
-        connected = bool(candidates if candidates is not None else sessions)
-        free = sum(c.free_slots for c in (candidates if candidates is not None else sessions))
+        # a lone coordinator's candidates are built only for a round with work to place
+        pool = self.view.candidates() if self.view is not None else self.sessions.sessions()
+        free = sum(p.free_slots for p in pool)
         # With every slot taken a round still runs each sweep interval: it is what sends a task
         # that can no longer meet its deadline to centralized capacity. Not on every wake-up: under
         # load each submission and result wakes the scheduler, and a round that can place nothing
         # would re-decide the same backlog each time.
-        if not free and connected and now - self._full_round_at < self.settings.sweep_interval_s:
+        if not free and pool and now - self._full_round_at < self.settings.sweep_interval_s:
             return 0
         if not free:
             self._full_round_at = now
@@ -883,8 +887,7 @@ class Coordinator:
         queued = self.store.queued_tasks(limit)
         if not queued:
             return 0
-        if candidates is None:  # built only for a round with work to place
-            candidates = self.sessions.candidates(now)
+        candidates = pool if self.view is not None else self.sessions.candidates(now)
         specs = {}
         for task in queued:
             if task.job_id not in specs:
@@ -1013,7 +1016,7 @@ class Coordinator:
         """The task's inputs held in memory, as stored (sealed ones sealed), within one inline budget."""
         inline, room = [], self.settings.inline_bytes
         for cid in dict.fromkeys(c for c in (task.input_cid, task.aux_cid) if c):
-            data = self.raw_artifacts.cached(cid)
+            data = self.raw_artifacts.held(cid)
             if data is not None and len(data) <= room:
                 inline.append(provider_pb2.InlineArtifact(cid=cid, data=data))
                 room -= len(data)

@@ -61,7 +61,7 @@ def beta_cdf(x: float, a: float, b: float) -> float:
     return 1.0 - front * _beta_cf(b, a, 1.0 - x) / b
 
 
-@lru_cache(maxsize=8192)  # pure; standings are recomputed after every result, often with the same counts
+@lru_cache(maxsize=8192)  # pure; hits where counts repeat (providers with no history share the prior's)
 def beta_quantile(q: float, a: float, b: float, tol: float = 1e-12) -> float:
     """The x with I_x(a, b) = q: Newton steps, falling back to bisection outside the bracket."""
     if not 0.0 <= q <= 1.0:

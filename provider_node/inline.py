@@ -10,12 +10,11 @@ which the coordinator checks again when it stores them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from itertools import chain
-from pathlib import Path
 
-from gpumesh.artifacts import ArtifactStore, parse_cid
-from gpumesh.artifacts.base import write_atomically
+from gpumesh.artifacts import ArtifactStore, cid_key
+from gpumesh.artifacts.cache import MemoryFront
 from gpumesh.artifacts.unixfs import cid_of_bytes
 from gpumesh.errors import InvalidArgument
 from gpumesh.v1 import provider_pb2
@@ -25,12 +24,12 @@ log = logging.getLogger(__name__)
 
 def _key(cid: str) -> str | None:
     try:
-        return str(parse_cid(cid).to_v1())
+        return cid_key(cid)
     except InvalidArgument:
         return None
 
 
-class LeaseArtifacts:
+class LeaseArtifacts(MemoryFront):
     """An ``ArtifactStore`` for one lease over the provider's ``store``."""
 
     def __init__(self, store: ArtifactStore, lease: provider_pb2.TaskLease) -> None:
@@ -46,44 +45,17 @@ class LeaseArtifacts:
                 log.warning("lease %s: inline artifact %s does not hash to its CID; fetching it", lease.lease_id[:8],
                             item.cid[:80])
 
-    def _held(self, cid: str) -> bytes | None:
+    def held(self, cid: str) -> bytes | None:
         return self._inline.get(_key(cid) or "")
 
     def output_data(self, cid: str) -> bytes:
         """The bytes to send in the result for the output ``cid`` (b"": it was uploaded)."""
         return self.output[1] if self.output is not None and self.output[0] == cid else b""
 
-    # -- reads ------------------------------------------------------------------------------
-
-    def iter_bytes(self, cid: str) -> Iterator[bytes]:
-        data = self._held(cid)
-        return iter((data,)) if data is not None else self.store.iter_bytes(cid)
-
-    def get_bytes(self, cid: str) -> bytes:
-        data = self._held(cid)
-        return data if data is not None else self.store.get_bytes(cid)
-
-    def get_file(self, cid: str, dest: Path) -> None:
-        data = self._held(cid)
-        if data is None:
-            self.store.get_file(cid, dest)
-        else:
-            write_atomically((data,), dest)
-
-    def has(self, cid: str) -> bool:
-        return self._held(cid) is not None or self.store.has(cid)
-
-    def size(self, cid: str) -> int:
-        data = self._held(cid)
-        return len(data) if data is not None else self.store.size(cid)
-
     # -- writes -----------------------------------------------------------------------------
 
     def put_bytes(self, data: bytes) -> str:
         return self.put_stream((data,))
-
-    def put_file(self, path: Path) -> str:
-        return self.store.put_file(path)
 
     def put_stream(self, chunks: Iterable[bytes]) -> str:
         """A stream that ends within ``inline_output_bytes`` is kept for the result (its CID

@@ -46,8 +46,8 @@ def test_the_cache_keeps_small_puts_and_reads_and_never_large_ones(tmp_path):
     small = cache.put_bytes(b"s" * 100)
     streamed = cache.put_stream(iter([b"a" * 40, b"b" * 40]))
     large = cache.put_stream(iter([b"x" * 60, b"y" * 60]))
-    assert cache.cached(small) == b"s" * 100 and cache.cached(streamed) == b"a" * 40 + b"b" * 40
-    assert cache.cached(large) is None and cache.get_bytes(large) == b"x" * 60 + b"y" * 60
+    assert cache.held(small) == b"s" * 100 and cache.held(streamed) == b"a" * 40 + b"b" * 40
+    assert cache.held(large) is None and cache.get_bytes(large) == b"x" * 60 + b"y" * 60
     store.calls.clear()
     assert cache.get_bytes(small) == b"s" * 100 and cache.size(streamed) == 80 and cache.has(small)
     assert list(cache.iter_bytes(streamed)) == [b"a" * 40 + b"b" * 40]
@@ -56,8 +56,8 @@ def test_the_cache_keeps_small_puts_and_reads_and_never_large_ones(tmp_path):
     assert store.calls == []  # all from memory
     # 250 bytes in all, least recently used out: a third small file pushes out the oldest
     third = cache.put_bytes(b"t" * 90)
-    assert cache.cached(third) is not None and len(cache) == 2
-    assert cache.cached(small) is None or cache.cached(streamed) is None
+    assert cache.held(third) is not None and len(cache) == 2
+    assert cache.held(small) is None or cache.held(streamed) is None
     assert cache.get_bytes(small) == b"s" * 100  # evicted ones come back from the store
 
 
@@ -66,7 +66,7 @@ def test_a_cache_miss_is_read_from_the_store_once(tmp_path):
     cid = blocks.put_bytes(b"shard")
     store = CountingStore(blocks)
     cache = SmallArtifactCache(store, max_item_bytes=1024, max_total_bytes=4096)
-    assert cache.cached(cid) is None
+    assert cache.held(cid) is None
     assert cache.get_bytes(cid) == b"shard" and cache.get_bytes(cid) == b"shard"
     assert store.calls == ["get_bytes"]
 

@@ -16,10 +16,46 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from gpumesh.artifacts.base import ArtifactStore, write_atomically
-from gpumesh.artifacts.cid import parse_cid
+from gpumesh.artifacts.cid import cid_key
 
 
-class SmallArtifactCache:
+class MemoryFront:
+    """An ``ArtifactStore`` over ``store`` whose reads of the CIDs ``held`` has bytes for come
+    from memory; every other read, and ``put_file``, goes to ``store``."""
+
+    store: ArtifactStore
+
+    def held(self, cid: str) -> bytes | None:
+        """The bytes of ``cid`` in memory, else None (no store access)."""
+        raise NotImplementedError
+
+    def iter_bytes(self, cid: str) -> Iterator[bytes]:
+        data = self.held(cid)
+        return iter((data,)) if data is not None else self.store.iter_bytes(cid)
+
+    def get_bytes(self, cid: str) -> bytes:
+        data = self.held(cid)
+        return data if data is not None else self.store.get_bytes(cid)
+
+    def get_file(self, cid: str, dest: Path) -> None:
+        data = self.held(cid)
+        if data is None:
+            self.store.get_file(cid, dest)
+        else:
+            write_atomically((data,), dest)
+
+    def has(self, cid: str) -> bool:
+        return self.held(cid) is not None or self.store.has(cid)
+
+    def size(self, cid: str) -> int:
+        data = self.held(cid)
+        return len(data) if data is not None else self.store.size(cid)
+
+    def put_file(self, path: Path) -> str:
+        return self.store.put_file(path)  # files are the large ones
+
+
+class SmallArtifactCache(MemoryFront):
     """An ``ArtifactStore`` over ``store`` that remembers small files' bytes; thread-safe."""
 
     def __init__(self, store: ArtifactStore, *, max_item_bytes: int, max_total_bytes: int) -> None:
@@ -32,9 +68,8 @@ class SmallArtifactCache:
 
     # -- the cache --------------------------------------------------------------------------
 
-    def cached(self, cid: str) -> bytes | None:
-        """The bytes of ``cid`` if held in memory (no store access), else None."""
-        key = _key(cid)
+    def held(self, cid: str) -> bytes | None:
+        key = cid_key(cid)
         with self._lock:
             data = self._items.get(key)
             if data is not None:
@@ -45,7 +80,7 @@ class SmallArtifactCache:
         """Keep ``data`` as the bytes of ``cid`` (the caller checked they are) if small enough."""
         if len(data) > self.max_item_bytes or len(data) > self.max_total_bytes:
             return
-        key = _key(cid)
+        key = cid_key(cid)
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -65,9 +100,6 @@ class SmallArtifactCache:
         cid = self.store.put_bytes(data)
         self.remember(cid, bytes(data))
         return cid
-
-    def put_file(self, path: Path) -> str:
-        return self.store.put_file(path)  # files are the large ones
 
     def put_stream(self, chunks: Iterable[bytes]) -> str:
         head: list[bytes] | None = []
@@ -89,31 +121,9 @@ class SmallArtifactCache:
             self.remember(cid, b"".join(head))
         return cid
 
-    def iter_bytes(self, cid: str) -> Iterator[bytes]:
-        data = self.cached(cid)
-        return iter((data,)) if data is not None else self.store.iter_bytes(cid)
-
     def get_bytes(self, cid: str) -> bytes:
-        data = self.cached(cid)
+        data = self.held(cid)
         if data is None:
             data = self.store.get_bytes(cid)
             self.remember(cid, data)
         return data
-
-    def get_file(self, cid: str, dest: Path) -> None:
-        data = self.cached(cid)
-        if data is None:
-            self.store.get_file(cid, dest)
-        else:
-            write_atomically((data,), dest)
-
-    def has(self, cid: str) -> bool:
-        return self.cached(cid) is not None or self.store.has(cid)
-
-    def size(self, cid: str) -> int:
-        data = self.cached(cid)
-        return len(data) if data is not None else self.store.size(cid)
-
-
-def _key(cid: str) -> str:
-    return str(parse_cid(cid).to_v1())  # one spelling per CID (InvalidArgument when malformed)

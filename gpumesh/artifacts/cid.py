@@ -171,3 +171,8 @@ def parse_cid(text: str) -> Cid:
         return _parse(text)
     except (ValueError, KeyError, binascii.Error) as exc:
         raise InvalidArgument(f"malformed CID {text!r}: {exc}", field="cid") from None
+
+
+def cid_key(text: str) -> str:
+    """One spelling per CID (its CIDv1 string), to key grants and caches by; InvalidArgument when malformed."""
+    return str(parse_cid(text).to_v1())
