@@ -28,7 +28,7 @@ from pathlib import Path
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
-from gpumesh.chain.calldata import settle_args
+from gpumesh.chain.calldata import invoice_lines, settle_args
 from gpumesh.chain.claims import ClaimDomain, escrow_key
 from gpumesh.chain.models import Payout, Settlement
 
@@ -103,14 +103,24 @@ class Setup:
 def settle_naive(setup: Setup, jobs: list[Settlement]) -> int:
     total = 0
     for job in jobs:
-        payees, (settlement,) = settle_args([job])
+        payees, _, (settlement,) = settle_args([job])
         total += setup.send(setup.escrow.functions.settleJob(payees, settlement), setup.admin)
     return total
 
 
-def settle_batched(setup: Setup, jobs: list[Settlement], size: int) -> int:
-    return sum(setup.send(setup.escrow.functions.settleBatch(*settle_args(jobs[i : i + size])), setup.admin)
-               for i in range(0, len(jobs), size))
+def invoices_of(setup: Setup, jobs: list[Settlement]) -> dict[str, bytes]:
+    """Each payee's invoice signature over all its payouts in ``jobs`` (as its daemon signs it)."""
+    payees = {p.provider for s in jobs for p in s.payouts}
+    return {a: setup.domain.sign_invoice(setup.keys[a], invoice_lines(jobs, a)) for a in payees}
+
+
+def settle_batched(setup: Setup, jobs: list[Settlement], size: int, *, invoiced: bool = False) -> int:
+    total = 0
+    for i in range(0, len(jobs), size):
+        batch = jobs[i : i + size]
+        args = settle_args(batch, invoices_of(setup, batch) if invoiced else None)
+        total += setup.send(setup.escrow.functions.settleBatch(*args), setup.admin)
+    return total
 
 
 def calldata_gas(data: bytes) -> tuple[int, int]:
@@ -122,20 +132,23 @@ def calldata_gas(data: bytes) -> tuple[int, int]:
 
 
 def main() -> None:
-    modes = [("settleJob (naive, push)", None), ("settleBatch x1", 1), ("settleBatch x10", 10),
-             ("settleBatch x100", 100)]
+    modes = [("settleJob (naive, push)", None, False), ("settleBatch x1", 1, False), ("settleBatch x10", 10, False),
+             ("settleBatch x100", 100, False), ("settleBatch x10, invoices", 10, True),
+             ("settleBatch x100, invoices", 100, True)]
     rows = []
     deposits: list[int] = []
-    for label, size in modes:
+    calldata = {}
+    for label, size, invoiced in modes:
         setup = Setup(seed=7)
         per_round = []
         for _ in ("fresh", "steady"):
             jobs = setup.funded_jobs(JOBS)
-            total = settle_naive(setup, jobs) if size is None else settle_batched(setup, jobs, size)
+            total = settle_naive(setup, jobs) if size is None else settle_batched(setup, jobs, size, invoiced=invoiced)
             per_round.append(total / JOBS)
         if size == JOBS:
-            data = bytes.fromhex(setup.escrow.encode_abi("settleBatch", args=list(settle_args(jobs)))[2:])
-            calldata = (len(data), *calldata_gas(data))
+            args = settle_args(jobs, invoices_of(setup, jobs) if invoiced else None)
+            data = bytes.fromhex(setup.escrow.encode_abi("settleBatch", args=list(args))[2:])
+            calldata[invoiced] = (len(data), *calldata_gas(data))
         rows.append((label, size, *per_round))
         deposits += setup.deposit_gas
     naive_fresh, naive_steady = rows[0][2], rows[0][3]
@@ -147,16 +160,17 @@ def main() -> None:
         print(f"{label:<26}{txs:>5}{fresh:>15,.0f}{fresh / naive_fresh:>10.3f}"
               f"{steady:>16,.0f}{steady / naive_steady:>10.3f}")
     print(f"for reference, deposit (approve already given): {sum(deposits) / len(deposits):,.0f} gas/job")
-    best = rows[-1]
-    assert 0 < best[2] < naive_fresh and 0 < best[3] < naive_steady, "batching should be cheaper"
-    per_payout = best[3] / PAYOUTS_PER_JOB
-    print(f"batch 100, steady: {per_payout:,.0f} gas per payout (claim check and registry lookup included)")
-    size, standard, floor = (x / JOBS for x in calldata)
-    floor += 21_000 / JOBS
-    binds = "binds" if floor >= best[3] else "does not bind"
-    print(f"batch 100 calldata: {size:,.0f} bytes/job, {standard:,.0f} gas/job; its EIP-7623 floor, "
-          f"{floor:,.0f} gas/job with the base cost, {binds}")
-
+    claims, invoices = rows[3], rows[-1]
+    assert 0 < claims[2] < naive_fresh and 0 < claims[3] < naive_steady, "batching should be cheaper"
+    print(f"batch 100, steady: {claims[3] / PAYOUTS_PER_JOB:,.0f} gas per payout under per-job claims, "
+          f"{invoices[3] / PAYOUTS_PER_JOB:,.0f} under invoices (claim or invoice check and registry lookup included)")
+    print(f"invoices / claims at batch 100: fresh {invoices[2] / claims[2]:.3f}, steady {invoices[3] / claims[3]:.3f}")
+    for invoiced, best in ((False, claims), (True, invoices)):
+        size, standard, floor = (x / JOBS for x in calldata[invoiced])
+        floor += 21_000 / JOBS
+        binds = "binds" if floor >= best[3] else "does not bind"
+        print(f"batch 100{', invoices' if invoiced else ''} calldata: {size:,.0f} bytes/job, {standard:,.0f} gas/job; "
+              f"its EIP-7623 floor, {floor:,.0f} gas/job with the base cost, {binds}")
 
 if __name__ == "__main__":
     main()

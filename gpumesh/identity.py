@@ -90,10 +90,7 @@ class Wallet:
     def sign_text(self, text: str) -> bytes:
         """EIP-191 ``personal_sign`` of ``text``: 65 bytes r||s||v (v 27/28; RFC 6979 nonces and a
         low s, as every Ethereum wallet signs: the bytes equal eth_account's)."""
-        from coincurve import PrivateKey
-
-        sig = PrivateKey(self.private_key).sign_recoverable(eip191_hash(text), hasher=None)
-        return sig[:64] + bytes([sig[64] + 27])
+        return sign_digest(self.private_key, eip191_hash(text))
 
     def __repr__(self) -> str:  # never print the key
         return f"Wallet({self.address})"
@@ -114,7 +111,21 @@ def _checksummed_address(private_key: bytes) -> str:
 
 
 def _recover(text: str, signature: bytes) -> str:
-    """The lower-case address that signed ``text`` (EIP-191), by libsecp256k1: a third of
+    """The lower-case address that signed ``text`` (EIP-191): ``recover_digest`` of its hash."""
+    return recover_digest(eip191_hash(text), signature)
+
+
+def sign_digest(private_key: bytes, digest: bytes) -> bytes:
+    """The 65-byte r||s||v (v 27/28, low s, RFC 6979) signature of a 32-byte digest, as eth_account
+    signs a hash (an EIP-712 digest, say)."""
+    from coincurve import PrivateKey
+
+    sig = PrivateKey(private_key).sign_recoverable(bytes(digest), hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
+
+
+def recover_digest(digest: bytes, signature: bytes) -> str:
+    """The lower-case address that signed the 32-byte ``digest``, by libsecp256k1: a third of
     eth_account's time, which the coordinator pays on every signed request and result. It accepts
     exactly what eth_account does: v in {0, 1, 27, 28}, 0 < r, s < n (a high s too)."""
     from coincurve import PublicKey
@@ -126,7 +137,7 @@ def _recover(text: str, signature: bytes) -> str:
     if v not in (0, 1) or not (0 < r < _SECP256K1_N and 0 < s < _SECP256K1_N):
         raise Unauthenticated("invalid signature: v must be 27 or 28 and r, s within the curve order")
     try:
-        key = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), eip191_hash(text), hasher=None)
+        key = PublicKey.from_signature_and_message(signature[:64] + bytes([v]), bytes(digest), hasher=None)
     except Exception as exc:  # libsecp256k1 finds no point for this (r, v)
         raise Unauthenticated(f"invalid signature: {exc}") from exc
     return _address_of(key.format(compressed=False))

@@ -166,12 +166,14 @@ def payee_args(settlements: list[tuple]) -> tuple[list[str], list[tuple]]:
     given (so a test can send payouts out of order)."""
     payees = sorted({p[0] for _, payouts in settlements for p in payouts}, key=lambda a: int(a, 16))
     index = {a: i for i, a in enumerate(payees)}
-    return payees, [(key, [(index[p[0]], *p[1:]) for p in payouts]) for key, payouts in settlements]
+    return payees, [(key, [(index[p[0]], *p[1:]) for p in payouts], []) for key, payouts in settlements]
 
 
 def settle_batch(escrow, settlements: list[tuple]):
-    """The ``settleBatch`` call of ``settlements`` given with provider addresses (see ``payee_args``)."""
-    return escrow.functions.settleBatch(*payee_args(settlements))
+    """The ``settleBatch`` call of ``settlements`` given with provider addresses (see ``payee_args``), under
+    per-job claims only (no invoices)."""
+    payees, jobs = payee_args(settlements)
+    return escrow.functions.settleBatch(payees, [], jobs)
 
 
 def settle_job(escrow, settlement: tuple):

@@ -50,7 +50,7 @@ def test_a_listed_payee_paid_nothing_gets_no_event(env):
     c, esc = env.chain, env.escrow
     key, _ = env.deposit(jid("j1"), 10 * E18)
     payouts = [(0, 0, E18, *env.pay(key, env.p1, 0, E18)[3:]), (2, 4 * E18, 4 * E18, *env.pay(key, env.p3, 4 * E18)[3:])]
-    receipt = c.send(esc.functions.settleBatch([env.p1, env.p2, env.p3], [(key, payouts)]), env.coord)
+    receipt = c.send(esc.functions.settleBatch([env.p1, env.p2, env.p3], [], [(key, payouts, [])]), env.coord)
     assert c.events(esc, receipt, "Credited") == [{"account": env.p3, "amount": 4 * E18}]
     assert (env.credit(env.p1), env.credit(env.p2), env.credit(env.p3)) == (0, 0, 4 * E18)
 
@@ -67,19 +67,19 @@ def test_the_payee_list_is_checked_whole(env):
         ([ZERO, env.p1], ("ZeroAddress",)),
     ]
     for payees, error in attempts:  # (payout 0 names whoever is first: the list is refused before it matters)
-        assert c.revert_of(esc.functions.settleBatch(payees, [(key, pay)]), env.coord) == (error[0], error[1:])
-        assert c.revert_of(esc.functions.settleJob(payees, (key, pay)), env.coord) == (error[0], error[1:])
+        assert c.revert_of(esc.functions.settleBatch(payees, [], [(key, pay, [])]), env.coord) == (error[0], error[1:])
+        assert c.revert_of(esc.functions.settleJob(payees, (key, pay, [])), env.coord) == (error[0], error[1:])
     c.send(env.registry.functions.register(), env.coord)
     listed = sorted([env.p1, env.coord], key=lambda a: int(a, 16))
     paid = [(listed.index(env.p1), *pay[0][1:])]
-    assert c.revert_of(esc.functions.settleBatch(listed, [(key, paid)]), env.coord) == (
+    assert c.revert_of(esc.functions.settleBatch(listed, [], [(key, paid, [])]), env.coord) == (
         "PayeeIsCoordinator", (env.coord,))
     # A payout naming an index past the list.
-    assert c.revert_of(esc.functions.settleBatch([env.p1], [(key, [(1, *pay[0][1:])])]), env.coord) == (
+    assert c.revert_of(esc.functions.settleBatch([env.p1], [], [(key, [(1, *pay[0][1:])], [])]), env.coord) == (
         "UnknownPayee", (key, 1))
-    assert c.revert_of(esc.functions.settleBatch([], [(key, pay)]), env.coord) == ("UnknownPayee", (key, 0))
+    assert c.revert_of(esc.functions.settleBatch([], [], [(key, pay, [])]), env.coord) == ("UnknownPayee", (key, 0))
     assert env.job(key)[3] == FUNDED and env.credit(env.p1) == 0
-    c.send(esc.functions.settleBatch([env.p1], [(key, pay)]), env.coord)
+    c.send(esc.functions.settleBatch([env.p1], [], [(key, pay, [])]), env.coord)
     assert env.credit(env.p1) == E18
 
 
@@ -119,14 +119,14 @@ def test_the_client_encoding_names_payees_by_index(env):
 
     settlements = [Settlement(k1, (payout(k1, env.p3, 2 * E18), payout(k1, env.p1, E18))),  # any order
                    Settlement(k2, (payout(k2, env.p3, 3 * E18, spelled=env.p3.lower()),))]
-    payees, jobs = settle_args(settlements)
-    assert payees == sorted({env.p1, env.p3}, key=lambda a: int(a, 16))
-    assert [[p[0] for p in payouts] for _, payouts in jobs] == [[0, 1], [payees.index(env.p3)]]
-    receipt = c.send(esc.functions.settleBatch(payees, jobs), env.coord)
+    payees, invoices, jobs = settle_args(settlements)
+    assert payees == sorted({env.p1, env.p3}, key=lambda a: int(a, 16)) and invoices == []
+    assert [[p[0] for p in payouts] for _, payouts, _ in jobs] == [[0, 1], [payees.index(env.p3)]]
+    receipt = c.send(esc.functions.settleBatch(payees, invoices, jobs), env.coord)
     assert {e["account"]: e["amount"] for e in c.events(esc, receipt, "Credited")} == {env.p1: E18, env.p3: 5 * E18}
 
 
 def test_settle_args_refuses_a_payout_to_no_address():
     with pytest.raises(InvalidArgument):
         settle_args([Settlement(b"\1" * 32, (Payout("not an address", 1, 1, b"\0" * 65),))])
-    assert settle_args([]) == ([], [])
+    assert settle_args([]) == ([], [], [])

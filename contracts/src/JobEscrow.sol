@@ -17,6 +17,8 @@ import {IProviderRegistry} from "src/IProviderRegistry.sol";
 /// once per job, and never more than the budget; the rest goes back to the submitter. A job's key is bound to its
 /// depositor (`jobKey(submitter, jobId)`), so nobody can take another wallet's job id. Both settle calls name the
 /// providers they pay once, in a payee list, and each payout by its index there: a payee is checked once per call.
+/// In `settleBatch` a provider may instead sign one EIP-712 `Invoice` for all its payments of the call (each job and
+/// exact amount, in call order): one signature per payee and batch rather than one claim per payout.
 /// `settleBatch` credits internal balances (pull payments, withdrawn with `withdraw`), each payee's once per batch
 /// with its payouts summed; `settleJob` pays with direct transfers and is the per-job baseline. A submitter may also prepay an account and let coordinators open jobs from it (`fundAccount`,
 /// `setSpendLimit`, `openJob`: how HTTP API keys spend): the coordinator then opens at most the spend limit the
@@ -29,6 +31,11 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     bytes32 public constant COORDINATOR_ROLE = keccak256("COORDINATOR_ROLE");
     /// @notice What a provider signs to be paid for a job: at most `amount` for its work on `job` (a job key).
     bytes32 public constant CLAIM_TYPEHASH = keccak256("Claim(bytes32 job,address provider,uint256 amount)");
+    /// @notice What a provider signs to be paid, in one `settleBatch`, exactly `amount` for each job of its `lines`.
+    bytes32 public constant INVOICE_TYPEHASH =
+        keccak256("Invoice(address provider,Line[] lines)Line(bytes32 job,uint256 amount)");
+    /// @notice One line of an invoice: `amount` for the provider's work on the job key `job`.
+    bytes32 public constant LINE_TYPEHASH = keccak256("Line(bytes32 job,uint256 amount)");
     /// @notice The furthest deadline a coordinator may give a job it opens from a submitter's account.
     uint64 public constant MAX_OPEN_WINDOW = 8 days;
     /// @dev Half the secp256k1 group order: a claim signature's s must not exceed it (no malleable twins).
@@ -52,10 +59,39 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         bytes32 vs;
     }
 
-    /// @notice The payouts of one job, by strictly increasing payee index; the rest goes back to the submitter.
+    /// @notice `amount` tokens to the provider `payees[payee]`, under the invoice that provider signed for the call.
+    struct Line {
+        uint256 payee;
+        uint256 amount;
+    }
+
+    /// @notice The payouts of one job: under per-job claims (`payouts`) and under invoices (`lines`), each by strictly
+    /// increasing payee index; a payee with an invoice in the call is paid only by lines, any other only by payouts.
+    /// The rest goes back to the submitter.
     struct Settlement {
         bytes32 key;
         Payout[] payouts;
+        Line[] lines;
+    }
+
+    /// @notice `payees[payee]`'s signature (`r`, `vs`: EIP-2098) of its `Invoice`: its `lines` lines of the call, in
+    /// the order the call gives them (settlement by settlement). Invoices go by strictly increasing payee index.
+    struct Invoice {
+        uint256 payee;
+        uint256 lines;
+        bytes32 r;
+        bytes32 vs;
+    }
+
+    /// @dev A `settleBatch` call while its settlements are walked: `credits[payee]` sums the payee's payments;
+    /// `slotOf[payee]` is 1 + the payee's invoice index (0: none); each invoice's line hashes fill `hashes` from
+    /// `next[i]` up to `end[i]`.
+    struct Batch {
+        uint256[] credits;
+        uint256[] slotOf;
+        uint256[] next;
+        uint256[] end;
+        bytes32[] hashes;
     }
 
     /// @dev Slot 0 holds the submitter, the budget and the recorded status (None, Funded or Reclaimed); slot 1 the
@@ -133,6 +169,16 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     error PayoutsNotSorted(bytes32 key, address provider);
     /// @notice The payee list must name each provider once, by strictly increasing address.
     error PayeesNotSorted(address provider);
+    /// @notice Invoices must name payees by strictly increasing index, each within the payee list.
+    error InvoicesNotSorted(uint256 index);
+    /// @notice `provider` signed an invoice for this call: it is paid only by lines, not by a claim payout.
+    error PayeeInvoiced(bytes32 key, address provider);
+    /// @notice A line of `key` pays `provider`, which has no invoice in this call.
+    error NotInvoiced(bytes32 key, address provider);
+    /// @notice The call gives `provider` `lines` lines, not the number its invoice states.
+    error InvoiceLinesMismatch(address provider, uint256 lines);
+    /// @notice The invoice of `provider` is not signed by `provider`.
+    error BadInvoiceSignature(address provider);
     /// @notice A payout of `key` names `index`, past the end of the payee list.
     error UnknownPayee(bytes32 key, uint256 index);
     /// @notice The job cannot be reclaimed until after `deadline`.
@@ -229,37 +275,31 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     }
 
     /// @notice Settles many jobs in one transaction, crediting balances that providers and submitters `withdraw`.
-    /// @dev For each job: Funded -> Settled, each payout checked, the unspent budget credited to the submitter (or its
-    /// prepaid account), one JobSettled event. Each payee is checked once (registered, not a coordinator) and its
-    /// payouts in the batch are summed in memory: its balance is written once and one Credited event carries the
-    /// sum. The whole batch reverts if any job or payout fails a check.
+    /// @dev For each job: Funded -> Settled, each payout and line checked, the unspent budget credited to the submitter
+    /// (or its prepaid account), one JobSettled event. Each payee is checked once (registered, not a coordinator) and
+    /// its payouts in the batch are summed in memory: its balance is written once and one Credited event carries the
+    /// sum. Each invoice's signature is checked once, over all its lines. The whole batch reverts if any job, payout,
+    /// line or invoice fails a check.
     /// @param payees Every provider paid in the batch, once each, by strictly increasing address.
+    /// @param invoices The payees paid by invoice, by strictly increasing index, with their signatures.
     /// @param settlements The jobs and their payouts (naming payees by their index in `payees`).
-    function settleBatch(address[] calldata payees, Settlement[] calldata settlements)
+    function settleBatch(address[] calldata payees, Invoice[] calldata invoices, Settlement[] calldata settlements)
         external
         onlyRole(COORDINATOR_ROLE)
     {
         _checkPayees(payees);
-        uint256[] memory credits = new uint256[](payees.length);
+        Batch memory inv = _openInvoices(payees.length, invoices);
         uint256 n = settlements.length;
         for (uint256 i; i < n; ) {
-            Settlement calldata s = settlements[i];
-            bytes32 key = s.key;
-            (address submitter, uint256 budget, bool fromAccount) = _close(key);
-            uint256 paid = _checkPayouts(key, payees, s.payouts, budget, credits);
+            _settleInBatch(payees, settlements[i], inv);
             unchecked {
-                uint256 refunded = budget - paid;
-                if (refunded != 0) {
-                    if (fromAccount) _accounts[submitter].prepaid += refunded;
-                    else _balances[submitter] += refunded;
-                }
-                emit JobSettled(key, paid, refunded);
                 ++i;
             }
         }
+        _checkInvoices(payees, invoices, inv);
         uint256 np = payees.length;
         for (uint256 k; k < np; ) {
-            uint256 credit = credits[k];
+            uint256 credit = inv.credits[k];
             if (credit != 0) {
                 address payee = payees[k];
                 _balances[payee] += credit;
@@ -271,8 +311,32 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         }
     }
 
+    /// @dev One job of `settleBatch`: closed, its payouts and lines checked and summed into `credits` (lines into
+    /// their invoices), the rest credited to its submitter (or its prepaid account), and its JobSettled event.
+    function _settleInBatch(
+        address[] calldata payees,
+        Settlement calldata s,
+        Batch memory inv
+    ) private {
+        bytes32 key = s.key;
+        (address submitter, uint256 budget, bool fromAccount) = _close(key);
+        uint256 paid = _checkPayouts(key, payees, s.payouts, budget, inv.credits, inv.slotOf);
+        uint256 invoiced = _addLines(key, payees, s.lines, inv);
+        if (invoiced > budget - paid) revert PayoutExceedsBudget(key, _saturatingAdd(paid, invoiced), budget);
+        unchecked {
+            paid += invoiced;
+            uint256 refunded = budget - paid;
+            if (refunded != 0) {
+                if (fromAccount) _accounts[submitter].prepaid += refunded;
+                else _balances[submitter] += refunded;
+            }
+            emit JobSettled(key, paid, refunded);
+        }
+    }
+
     /// @notice Settles one job paying providers and the submitter's refund by direct token transfers (push).
-    /// @dev Same checks and JobSettled event as `settleBatch`; the status is updated before any transfer.
+    /// @dev Same checks and JobSettled event as `settleBatch`, without invoices (a line reverts `NotInvoiced`); the
+    /// status is updated before any transfer.
     /// @param payees The providers paid, once each, by strictly increasing address.
     /// @param settlement The job and its payouts (naming payees by their index in `payees`).
     function settleJob(address[] calldata payees, Settlement calldata settlement)
@@ -284,7 +348,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         bytes32 key = settlement.key;
         (address submitter, uint256 budget, bool fromAccount) = _close(key);
         uint256[] memory amounts = new uint256[](payees.length);
-        uint256 paid = _checkPayouts(key, payees, settlement.payouts, budget, amounts);
+        uint256 paid = _paidAlone(key, payees, settlement, budget, amounts);
         uint256 refunded;
         unchecked {
             refunded = budget - paid;
@@ -340,6 +404,18 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
     /// @notice The EIP-712 digest a provider signs to claim at most `amount` for its work on the job `key`.
     function claimDigest(bytes32 key, address provider, uint256 amount) public view returns (bytes32) {
         return _hashTypedDataV4(_claimHash(key, provider, amount));
+    }
+
+    /// @notice The EIP-712 digest a provider signs to be paid, in one `settleBatch`, `amounts[i]` for each job `jobs[i]`.
+    function invoiceDigest(address provider, bytes32[] calldata jobs, uint256[] calldata amounts)
+        external
+        view
+        returns (bytes32)
+    {
+        if (jobs.length != amounts.length) revert InvoiceLinesMismatch(provider, amounts.length);
+        bytes32[] memory hashes = new bytes32[](jobs.length);
+        for (uint256 i; i < jobs.length; ++i) hashes[i] = _lineHash(jobs[i], amounts[i]);
+        return _invoiceDigest(provider, hashes, 0, hashes.length);
     }
 
     /// @notice The escrow record of the job `key` (all zero if no deposit was ever made).
@@ -423,15 +499,16 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         }
     }
 
-    /// @dev What the payouts of job `key` add up to, after every check: payees by strictly increasing index, each
-    /// paid at most what it signed for this job, all within the budget. Each amount is added to `credits[payee]`
-    /// (`credits` has one entry per payee).
+    /// @dev What the payouts of job `key` add up to, after every check: payees by strictly increasing index, none
+    /// with an invoice in the call (`invoiced[payee] != 0`), each paid at most what it signed for this job, all within
+    /// the budget. Each amount is added to `credits[payee]` (`credits` has one entry per payee).
     function _checkPayouts(
         bytes32 key,
         address[] calldata payees,
         Payout[] calldata payouts,
         uint256 budget,
-        uint256[] memory credits
+        uint256[] memory credits,
+        uint256[] memory invoiced
     ) private view returns (uint256 paid) {
         uint256 m = payouts.length;
         uint256 next; // the lowest payee index the next payout may name
@@ -440,6 +517,7 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
             uint256 payee = p.payee;
             if (payee >= payees.length) revert UnknownPayee(key, payee);
             if (payee < next) revert PayoutsNotSorted(key, payees[payee]);
+            if (invoiced[payee] != 0) revert PayeeInvoiced(key, payees[payee]);
             uint256 amount = _checkClaim(key, payees[payee], p, paid, budget);
             unchecked {
                 paid += amount; // at most the budget
@@ -447,6 +525,137 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
                 next = payee + 1;
                 ++j;
             }
+        }
+    }
+
+    /// @dev What the payouts of a job settled alone add up to (`_checkPayouts`); it has no invoices, so no lines.
+    function _paidAlone(
+        bytes32 key,
+        address[] calldata payees,
+        Settlement calldata settlement,
+        uint256 budget,
+        uint256[] memory amounts
+    ) private view returns (uint256) {
+        if (settlement.lines.length != 0) {
+            uint256 payee = settlement.lines[0].payee;
+            if (payee >= payees.length) revert UnknownPayee(key, payee);
+            revert NotInvoiced(key, payees[payee]);
+        }
+        return _checkPayouts(key, payees, settlement.payouts, budget, amounts, new uint256[](payees.length));
+    }
+
+    /// @dev What the lines of job `key` add up to, after the per-line checks: payees by strictly increasing index,
+    /// each with an invoice in the call. Each line's hash is appended to its payee's invoice and its amount added to
+    /// `inv.credits[payee]` (the caller checks the sum against the budget; an overflowing sum reverts).
+    function _addLines(bytes32 key, address[] calldata payees, Line[] calldata lines, Batch memory inv)
+        private
+        pure
+        returns (uint256 sum)
+    {
+        uint256 next; // the lowest payee index the next line may name
+        for (uint256 j; j < lines.length; ) {
+            uint256 payee = lines[j].payee;
+            if (payee >= payees.length) revert UnknownPayee(key, payee);
+            if (payee < next) revert PayoutsNotSorted(key, payees[payee]);
+            uint256 amount = lines[j].amount;
+            sum += amount;
+            _appendLine(inv, payee, payees[payee], key, amount);
+            unchecked {
+                inv.credits[payee] += amount; // the sum is then checked against the budget, or the call reverts
+                next = payee + 1;
+                ++j;
+            }
+        }
+    }
+
+    /// @dev Appends the line (`key`, `amount`) to the invoice of `payee` (`provider`), which must have one with room.
+    function _appendLine(Batch memory inv, uint256 payee, address provider, bytes32 key, uint256 amount)
+        private
+        pure
+    {
+        uint256 slot = inv.slotOf[payee];
+        if (slot == 0) revert NotInvoiced(key, provider);
+        unchecked {
+            uint256 cursor = inv.next[--slot]++;
+            if (cursor >= inv.end[slot]) revert InvoiceLinesMismatch(provider, cursor + 1 - _start(inv, slot));
+            inv.hashes[cursor] = _lineHash(key, amount);
+        }
+    }
+
+    /// @dev The call's invoices, checked for order, with room for each one's line hashes.
+    function _openInvoices(uint256 payees, Invoice[] calldata invoices) private pure returns (Batch memory inv) {
+        uint256 k = invoices.length;
+        inv.credits = new uint256[](payees);
+        inv.slotOf = new uint256[](payees);
+        inv.next = new uint256[](k);
+        inv.end = new uint256[](k);
+        uint256 total;
+        uint256 previous;
+        for (uint256 i; i < k; ) {
+            uint256 payee = invoices[i].payee;
+            if (payee >= payees || (i != 0 && payee <= previous)) revert InvoicesNotSorted(payee);
+            previous = payee;
+            inv.next[i] = total;
+            total += invoices[i].lines; // checked: a huge count reverts here, not later
+            inv.end[i] = total;
+            unchecked {
+                inv.slotOf[payee] = i + 1;
+                ++i;
+            }
+        }
+        inv.hashes = new bytes32[](total);
+    }
+
+    /// @dev Where invoice `slot`'s line hashes start in `inv.hashes` (invoices' lines are laid out in order).
+    function _start(Batch memory inv, uint256 slot) private pure returns (uint256) {
+        return slot == 0 ? 0 : inv.end[slot - 1];
+    }
+
+    /// @dev Each invoice got exactly the lines it states and is signed by its payee over them.
+    function _checkInvoices(address[] calldata payees, Invoice[] calldata invoices, Batch memory inv) private view {
+        uint256 k = invoices.length;
+        for (uint256 i; i < k; ) {
+            Invoice calldata invoice = invoices[i];
+            address provider = payees[invoice.payee];
+            uint256 start = _start(inv, i);
+            if (inv.next[i] != inv.end[i]) revert InvoiceLinesMismatch(provider, inv.next[i] - start);
+            bytes32 digest = _invoiceDigest(provider, inv.hashes, start, invoice.lines);
+            if (!_recovers(digest, provider, invoice.r, invoice.vs)) revert BadInvoiceSignature(provider);
+            unchecked {
+                ++i;
+            }
+        }
+    }
+
+    /// @dev The EIP-712 digest of `provider`'s invoice whose line hashes are `hashes[start .. start + count)`.
+    function _invoiceDigest(address provider, bytes32[] memory hashes, uint256 start, uint256 count)
+        private
+        view
+        returns (bytes32)
+    {
+        bytes32 lines;
+        bytes32 typehash = INVOICE_TYPEHASH;
+        bytes32 structHash;
+        assembly ("memory-safe") {
+            lines := keccak256(add(add(hashes, 0x20), mul(start, 0x20)), mul(count, 0x20))
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), and(provider, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(m, 0x40), lines)
+            structHash := keccak256(m, 0x60)
+        }
+        return _hashTypedDataV4(structHash);
+    }
+
+    /// @dev keccak256(abi.encode(LINE_TYPEHASH, job, amount)), in scratch memory.
+    function _lineHash(bytes32 job, uint256 amount) private pure returns (bytes32 h) {
+        bytes32 typehash = LINE_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), job)
+            mstore(add(m, 0x40), amount)
+            h := keccak256(m, 0x60)
         }
     }
 
@@ -471,10 +680,16 @@ contract JobEscrow is AccessControl, ReentrancyGuardTransient, EIP712 {
         view
         returns (bool)
     {
+        return _recovers(claimDigest(key, provider, claimed), provider, r, vs);
+    }
+
+    /// @dev Whether (`r`, `vs`), EIP-2098, is `signer`'s signature of `digest` (low-s only, as ECDSA.tryRecover).
+    /// `signer` is non-zero, so a failed recovery never matches.
+    function _recovers(bytes32 digest, address signer, bytes32 r, bytes32 vs) private pure returns (bool) {
         bytes32 s = vs & bytes32(type(uint256).max >> 1);
         if (uint256(s) > _HALF_ORDER) return false;
         uint8 v = uint8((uint256(vs) >> 255) + 27);
-        return ecrecover(claimDigest(key, provider, claimed), v, r, s) == provider;
+        return ecrecover(digest, v, r, s) == signer;
     }
 
     /// @dev keccak256(abi.encode(CLAIM_TYPEHASH, key, provider, amount)), in scratch memory past the free pointer

@@ -8,7 +8,7 @@ revert raises ``ChainRevert`` named after the contract's custom error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
@@ -213,17 +213,19 @@ class ChainClient:
         prepaid, limit = self._read(self.escrow, "accountOf", address_of(submitter))
         return int(prepaid), int(limit)
 
-    def settle_batch(self, coordinator: Any, settlements: Sequence[Settlement]) -> TxResult:
+    def settle_batch(self, coordinator: Any, settlements: Sequence[Settlement],
+                     invoices: Mapping[str, bytes] | None = None) -> TxResult:
         """Settle many jobs in one transaction; payouts are credited (pull: ``withdraw``), one
-        ``Credited`` event per payee with its payouts in the batch summed."""
+        ``Credited`` event per payee with its payouts in the batch summed. A provider in
+        ``invoices`` (address -> its signature of ``calldata.invoice_lines(settlements, it)``) is
+        paid under that invoice; the others under their per-job claims."""
         if not settlements:
             raise InvalidArgument("no settlements", field="settlements")
-        payees, jobs = settle_args(settlements)
-        return self._send(coordinator, self.escrow, "settleBatch", payees, jobs)
+        return self._send(coordinator, self.escrow, "settleBatch", *settle_args(settlements, invoices))
 
     def settle_job(self, coordinator: Any, settlement: Settlement) -> TxResult:
         """Settle one job, transferring the payouts and the refund directly."""
-        payees, (job,) = settle_args([settlement])
+        payees, _, (job,) = settle_args([settlement])
         return self._send(coordinator, self.escrow, "settleJob", payees, job)
 
     def reclaim(self, submitter: Any, job_id: str | bytes) -> TxResult:
