@@ -95,6 +95,8 @@ class CoordinatorSettings(BaseSettings):
     deployment_file: Path | None = None  # JSON with the token, registry and escrow addresses
     settle_batch_size: int = Field(100, ge=1, le=500)
     settle_interval_s: float = Field(30.0, gt=0)
+    # how long a batch waits for its providers' invoices (one signature per payee and batch); 0: never ask
+    settle_invoice_timeout_s: float = Field(5.0, ge=0, le=60)
     min_escrow_window_s: float = Field(3600.0, ge=0)
     settle_margin_s: float = Field(600.0, ge=0)
     sweep_interval_s: float = Field(1.0, gt=0)

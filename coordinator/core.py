@@ -36,6 +36,7 @@ from coordinator.sealing import KeyBroker, SealedView
 from coordinator.scheduling.rules import Demand
 from coordinator.scheduling.scheduler import PendingTask, schedule
 from coordinator.scheduling.scoring import gpu_speed
+from coordinator.settlement.invoicing import SessionInvoicer
 from coordinator.settlement.payouts import JobPayout
 from coordinator.settlement.settler import BatchPolicy, EscrowView, SettlementChain, Settler
 from coordinator.settlement.slasher import Slasher, StakeRegistry
@@ -103,11 +104,14 @@ class Coordinator:
         self.artifacts = SealedView(artifacts, self.keys)  # what the coordinator reads: opened
         self.chain = chain
         self.clock = clock
+        self.sessions = SessionRegistry()
+        self.invoicer = SessionInvoicer(self.sessions, lambda: self.claim_domain)
         self.settler = (
             Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s,
                                               min(60.0, settings.settle_margin_s / 2),
-                                              settings.unchecked_price_bps),
-                    clock=clock, on_settled=self._on_settled)
+                                              settings.unchecked_price_bps, settings.settle_invoice_timeout_s),
+                    clock=clock, on_settled=self._on_settled,
+                    invoicer=self.invoicer if settings.settle_invoice_timeout_s > 0 else None)
             if chain is not None else None
         )
         self.verifier = Verifier(settings, store, self.artifacts, clock=clock)
@@ -125,7 +129,6 @@ class Coordinator:
         self.access = ArtifactAccess(store, clock=clock, anonymous=not settings.require_signed_requests,
                                      models_of=lambda job_id: (self._spec(job_id).model_cid, *self._spec(job_id).adapter_cids),
                                      max_stored_bytes=settings.max_stored_bytes_per_submitter)
-        self.sessions = SessionRegistry()
         self.hardware = HardwareChecks(settings, store, clock=clock, on_checked=self._on_standing)
         self.signals = Signals()
         self.metrics = CoordinatorMetrics().watch(self)
@@ -194,6 +197,7 @@ class Coordinator:
             self._lead.append(asyncio.create_task(self.slasher.run(tick_s=self.settings.sweep_interval_s),
                                                   name="slasher"))
         if self.settler is not None:
+            self.invoicer.loop = asyncio.get_running_loop()  # the settler asks its invoices from a worker thread
             self._lead.append(asyncio.create_task(self.settler.run(tick_s=self.settings.sweep_interval_s),
                                                   name="settler"))
         log.info("replica %s leads: scheduling, lease sweeps and settlement run here", self.replica_id)
@@ -548,6 +552,8 @@ class Coordinator:
             self.hardware.on_reply(session, msg.check)
         elif kind == "progress":
             self._on_progress(session, msg.progress)
+        elif kind == "invoice":
+            self.invoicer.on_reply(session, msg.invoice)
 
     def _on_progress(self, session: ProviderSession, p: provider_pb2.TaskProgress) -> None:
         """A running fine-tune's step and loss, as its provider reports it: an event of the job

@@ -6,6 +6,11 @@ signed. The total is what this provider measured itself: its price times each ta
 from lease to result (``gpumesh.amounts.cost``, as the coordinator reckons it). Totals are kept in
 one JSON file, replaced atomically, so a restart never signs a smaller total (which would cap the
 payment below work already done); entries untouched for ``keep_s`` are dropped.
+
+The same totals bound what this provider signs when a settlement batch asks for one invoice of all
+its payments there (``sign_invoice``): each line's job must be one it claimed, under the same
+escrow, for no more than its total; anything else is refused, and the batch then pays it under its
+per-job claims.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-from gpumesh.chain.claims import ClaimDomain
+from collections.abc import Sequence
+
+from gpumesh.chain.claims import ClaimDomain, Line
+
+
+class InvoiceRefused(ValueError):
+    """An invoice asks for more than this provider's claims cover (the message names the line)."""
 
 
 class ClaimLedger:
@@ -56,6 +67,26 @@ class ClaimLedger:
             self._entries = {k: v for k, v in self._entries.items() if now - float(v.get("updated_at", now)) <= self.keep_s}
             self._save()
         return total, domain.sign(self.private_key, job, total)
+
+    def sign_invoice(self, domain: ClaimDomain, lines: Sequence[Line]) -> bytes:
+        """The signature of the invoice of ``lines`` (job key, amount), each within this provider's
+        own claim for that job under ``domain``; raises InvoiceRefused naming the first line that is
+        not (an unknown job, a job twice, an amount above the claim)."""
+        if not lines:
+            raise InvoiceRefused("an invoice needs at least one line")
+        seen: set[bytes] = set()
+        with self._lock:
+            for n, (job, amount) in enumerate(lines, start=1):
+                job = bytes(job)
+                if len(job) != 32:
+                    raise InvoiceRefused(f"line {n}: a job key is 32 bytes")
+                if job in seen:
+                    raise InvoiceRefused(f"line {n}: job 0x{job.hex()} twice")
+                seen.add(job)
+                total = self.total(domain, job)
+                if not 0 < amount <= total:
+                    raise InvoiceRefused(f"line {n}: {amount} for job 0x{job.hex()}, whose claim is {total}")
+        return domain.sign_invoice(self.private_key, [(bytes(j), int(a)) for j, a in lines])
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

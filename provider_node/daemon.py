@@ -24,7 +24,7 @@ from gpumesh.logs import log_context
 from gpumesh.rpc import aio_channel
 from gpumesh.signing import sign_registration
 from gpumesh.v1 import common_pb2, provider_pb2, provider_pb2_grpc
-from provider_node.claims import ClaimLedger
+from provider_node.claims import ClaimLedger, InvoiceRefused
 from provider_node.config import ProviderSettings
 from provider_node.earnings import EARNINGS_INTERVAL_S, EarningsWatcher
 from provider_node.executor import TaskExecutor
@@ -223,6 +223,8 @@ class ProviderDaemon:
             task = asyncio.create_task(self._check(msg.check), name=f"check-{msg.check.check_id[:8]}")
             self._checking.add(task)  # held until done (the loop keeps only weak references)
             task.add_done_callback(self._checking.discard)
+        elif kind == "invoice":
+            self._invoice(msg.invoice)
         elif kind == "ack":
             self._unacked.pop(msg.ack.task_id, None)
             if not msg.ack.accepted:
@@ -231,6 +233,24 @@ class ProviderDaemon:
                             extra={"task_id": msg.ack.task_id})
             else:
                 self.completed += 1
+
+    def _invoice(self, request: provider_pb2.InvoiceRequest) -> None:
+        """Sign the settlement batch's invoice of this provider's payments if its own claims cover
+        every line; else say why (the batch then pays under those claims)."""
+        reply = provider_pb2.InvoiceReply(invoice_id=request.invoice_id)
+        domain = self.state.claim_domain
+        try:
+            if domain is None:
+                raise InvoiceRefused("the coordinator named no escrow to claim from")
+            lines = [(line.job, _amount(line.amount)) for line in request.lines]
+            reply.signature = self.claims.sign_invoice(domain, lines)
+            log.info("signed invoice %s: %d line(s), %d in all", request.invoice_id[:8], len(lines),
+                     sum(a for _, a in lines))
+        except InvoiceRefused as exc:
+            reply.error = str(exc)
+            log.warning("refused invoice %s: %s", request.invoice_id[:8], exc)
+        if self._outbox is not None:
+            self._outbox.put_nowait(provider_pb2.ProviderMessage(invoice=reply))
 
     def _progress(self, progress: provider_pb2.TaskProgress) -> None:
         if self._outbox is not None:
@@ -277,6 +297,12 @@ class ProviderDaemon:
         total, signature = self.claims.claim(domain, lease.claim_job, cost(self.settings.price_per_hour, seconds))
         result.claim_amount = str(total)
         result.claim_signature = signature
+
+
+def _amount(text: str) -> int:
+    if not text.isdigit():
+        raise InvoiceRefused(f"an invoice amount is a decimal uint256, got {text[:40]!r}")
+    return int(text)
 
 
 def hardware_to_proto(hw: HardwareInfo) -> common_pb2.Hardware:

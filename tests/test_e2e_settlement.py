@@ -246,3 +246,72 @@ def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, t
             again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             assert "is registered" in again.stdout and len(chain.events("ProviderRegistry", "Registered",
                                                                         provider=fresh.address)) == 1
+
+
+def test_a_batch_pays_a_provider_under_its_invoice_and_a_forger_under_its_claims(tmp_path, tiny_model):
+    """Four paid jobs settle in one transaction. Each of two providers, paid twice there, is asked over its
+    session to sign one invoice of its lines: the honest one's signature pays it (one signature on chain for
+    both jobs); a reply under another's invoice id is ignored, and a forged signature is dropped, so the forger
+    is paid under its per-job claims and the batch still goes through."""
+    from eth_account import Account
+
+    from gpumesh.chain import dev_keys, fund_dev_gas
+    from gpumesh.v1 import provider_pb2
+    from tests.scripted import ScriptedProvider
+
+    with LocalNetwork(tmp_path / "net", lease_ttl_s=30, heartbeat_interval_s=0.5) as net:
+        net.start_chain()
+        net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false"})
+        submitter = Wallet.from_hex(dev_keys()[1])
+        with Client.connect(net.target, wallet=submitter) as client:
+            chain = client.chain()
+            domain = chain.claim_domain
+            minimum = int(client.settlement_info().min_stake)
+            providers = []
+            try:
+                for name in ("ivy", "mallory"):
+                    wallet = Wallet.generate()
+                    fund_dev_gas(chain, wallet.address)
+                    chain.register(Account.from_key(wallet.private_key))
+                    chain.mint(Account.from_key(dev_keys()[2]), wallet.address, minimum)
+                    chain.stake(Account.from_key(wallet.private_key), minimum)
+                    providers.append(ScriptedProvider(net.target, name=name, price=PRICE, wallet=wallet, slots=2))
+                ivy, mallory = providers
+                chain.mint(Account.from_key(submitter.private_key), submitter.address, 4 * BUDGET)
+                handles = [client.submit(_spec(client, tiny_model, n=2), budget=BUDGET, wallet=submitter,
+                                         idempotency_key=f"invoiced-{i}") for i in range(4)]
+                leases = {p: [p.next("lease", timeout=60), p.next("lease", timeout=60)] for p in providers}
+                for p, its in leases.items():  # four tasks, four slots: two each, answered together
+                    for lease in its:
+                        p.answer(lease, claim=("5", domain.sign(p.wallet.private_key, lease.claim_job, 5)))
+                for handle in handles:
+                    handle.wait(timeout=60)
+
+                asked = {p: p.next("invoice", timeout=60) for p in providers}
+                for p, request in asked.items():
+                    assert sorted((line.job, line.amount) for line in request.lines) == sorted(
+                        (lease.claim_job, "5") for lease in leases[p])
+                mallory._out.put(provider_pb2.ProviderMessage(invoice=provider_pb2.InvoiceReply(
+                    invoice_id=asked[ivy].invoice_id, signature=b"\1" * 65)))  # not its invoice: ignored
+                lines = [(line.job, int(line.amount)) for line in asked[ivy].lines]
+                ivy._out.put(provider_pb2.ProviderMessage(invoice=provider_pb2.InvoiceReply(
+                    invoice_id=asked[ivy].invoice_id, signature=domain.sign_invoice(ivy.wallet.private_key, lines))))
+                forged = [(line.job, int(line.amount)) for line in asked[mallory].lines]
+                mallory._out.put(provider_pb2.ProviderMessage(invoice=provider_pb2.InvoiceReply(
+                    invoice_id=asked[mallory].invoice_id,
+                    signature=domain.sign_invoice(Wallet.generate().private_key, forged))))
+
+                txs = {_settled(client, h.id).settle_tx for h in handles}
+                assert len(txs) == 1, txs  # one batch
+                tx = chain.web3.eth.get_transaction(txs.pop())
+                _, args = chain.escrow.decode_function_input(tx["input"])
+                invoiced = [args["payees"][invoice["payee"]] for invoice in args["invoices"]]
+                assert invoiced == [ivy.wallet.address]  # mallory's forgery was not sent: its claims pay it
+                # each job: mallory's claim payout or ivy's line
+                assert sorted((len(s["payouts"]), len(s["lines"])) for s in args["settlements"]) == [(0, 1), (0, 1),
+                                                                                                    (1, 0), (1, 0)]
+                assert chain.escrow_balance(ivy.wallet.address) == 10 == chain.escrow_balance(mallory.wallet.address)
+                assert chain.escrow_balance(submitter.address) == 4 * BUDGET - 20
+            finally:
+                for p in providers:
+                    p.close()

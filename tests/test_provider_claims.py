@@ -43,3 +43,61 @@ def test_bad_input_writes_nothing(tmp_path):
     (tmp_path / "claims.json").write_text("{not json")
     with pytest.raises(RuntimeError, match="unreadable"):
         ClaimLedger(tmp_path / "claims.json", Wallet.generate().private_key)
+
+
+def test_an_invoice_is_signed_only_within_the_providers_own_claims(tmp_path):
+    """What a settlement batch asks the provider to sign: each line a job it claimed under this escrow, for
+    no more than its total; anything else is refused naming the line, and nothing is signed."""
+    from provider_node.claims import InvoiceRefused
+
+    wallet = Wallet.generate()
+    domain = ClaimDomain(31337, ESCROW)
+    ledger = ClaimLedger(tmp_path / "claims.json", wallet.private_key)
+    ledger.claim(domain, JOB_A, 40)
+    ledger.claim(domain, JOB_B, 7)
+    lines = [(JOB_A, 40), (JOB_B, 5)]
+    signature = ledger.sign_invoice(domain, lines)
+    assert domain.invoice_signer(wallet.address, lines, signature) == wallet.address.lower()
+    refused = {
+        "line 2: 8 for job 0x0b": [(JOB_A, 40), (JOB_B, 8)],  # above its claim
+        "line 1: 1 for job 0x0c": [(b"\x0c" * 32, 1)],  # a job it never claimed
+        "line 2: job 0x0a": [(JOB_A, 1), (JOB_A, 1)],  # one job twice
+        "line 1: 0 for job": [(JOB_A, 0)],
+        "at least one line": [],
+    }
+    for reason, bad in refused.items():
+        with pytest.raises(InvoiceRefused, match=reason):
+            ledger.sign_invoice(domain, bad)
+    with pytest.raises(InvoiceRefused, match="whose claim is 0"):  # claims under another escrow do not count
+        ledger.sign_invoice(ClaimDomain(31337, "0x" + "ee" * 20), lines)
+
+
+def test_the_daemon_answers_an_invoice_request_on_its_session(tmp_path):
+    """The daemon's own handler: a covered invoice comes back signed, an inflated one refused with the reason."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from gpumesh.v1 import provider_pb2
+    from provider_node.daemon import ProviderDaemon
+
+    wallet = Wallet.generate()
+    domain = ClaimDomain(31337, ESCROW)
+    daemon = ProviderDaemon.__new__(ProviderDaemon)  # just the message handling: no coordinator, no runtime
+    daemon.claims = ClaimLedger(tmp_path / "claims.json", wallet.private_key)
+    daemon.state = SimpleNamespace(claim_domain=domain)
+    daemon._outbox = asyncio.Queue()
+    daemon.claims.claim(domain, JOB_A, 40)
+
+    def ask(amount: str) -> provider_pb2.InvoiceReply:
+        daemon._on_message(provider_pb2.CoordinatorMessage(invoice=provider_pb2.InvoiceRequest(
+            invoice_id="inv-1", lines=[provider_pb2.InvoiceLine(job=JOB_A, amount=amount)])))
+        return daemon._outbox.get_nowait().invoice
+
+    reply = ask("40")
+    assert reply.invoice_id == "inv-1" and not reply.error
+    assert domain.invoice_signer(wallet.address, [(JOB_A, 40)], reply.signature) == wallet.address.lower()
+    for amount, reason in (("41", "whose claim is 40"), ("-1", "decimal uint256"), ("", "decimal uint256")):
+        reply = ask(amount)
+        assert not reply.signature and reason in reply.error
+    daemon.state.claim_domain = None  # a coordinator that does not settle on-chain
+    assert "no escrow" in ask("40").error

@@ -45,8 +45,9 @@ class FakeEscrow:
     def settled_tx(self, key: str) -> str:
         return self.txs.get(key, "")
 
-    def settle(self, batch) -> str:
+    def settle(self, batch, invoices=None) -> str:
         self.calls += 1
+        self.invoices = invoices
         if self.fail_next:
             exc, self.fail_next = self.fail_next, None
             raise exc
@@ -215,3 +216,33 @@ def test_one_job_the_escrow_refuses_does_not_hold_up_the_batch(env):
     assert chain.calls == 4  # the batch, then each job alone
     assert [store.get_job(f"job_{n}").settlement for n in (1, 2, 3)] == [S.SETTLED, S.REFUSED, S.SETTLED]
     assert settler.settle_once() == 0 and chain.calls == 4 and rogue not in chain.paid  # never sent again
+
+
+def test_a_provider_paid_more_than_once_is_asked_for_one_invoice_of_its_lines(env):
+    """Its lines are the batch's payouts to it, in batch order; what the invoicer returns goes to the chain;
+    an invoicer that fails, or a provider paid once (an invoice would save nothing), leaves the claims to pay."""
+    store, chain, settler, clock = env
+    asked = []
+
+    class Invoicer:
+        fail = False
+
+        def collect(self, lines, *, timeout_s):
+            asked.append((lines, timeout_s))
+            if self.fail:
+                raise TimeoutError("no answer")
+            return {a: b"signed " + a.encode() for a in lines}
+
+    settler.invoicer = invoicer = Invoicer()
+    for n in (1, 2, 3):
+        finished_job(store, chain, n)
+    assert settler.settle_once() == 3
+    assert asked == [({PROV.lower(): [(bytes([n]) * 32, 1) for n in (1, 2, 3)]}, 5.0)]
+    assert chain.invoices == {PROV.lower(): b"signed " + PROV.lower().encode()}
+    invoicer.fail = True
+    for n in (4, 5, 6):
+        finished_job(store, chain, n)
+    assert settler.settle_once() == 3 and chain.invoices is None and len(asked) == 2
+    finished_job(store, chain, 7)
+    clock[0] += 61
+    assert settler.settle_once() == 1 and len(asked) == 2  # paid once in its batch: not asked

@@ -80,3 +80,14 @@ def within_claims(payout: JobPayout, claims: Mapping[str, Claim], budget: int) -
         if claim is not None and min(amount, claim.amount) > 0:
             bounded.append((provider, min(amount, claim.amount)))
     return JobPayout(tuple(bounded), budget - sum(a for _, a in bounded))
+
+
+def invoice_lines(batch: Sequence[tuple[str, JobPayout, object]]) -> dict[str, list[tuple[bytes, int]]]:
+    """Each provider's (lower-case address) lines in a batch of ``(escrow key, payout, ...)``: the
+    job key and its amount for each of its payouts, in batch order (what its invoice signs)."""
+    lines: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
+    for key, payout, *_ in batch:
+        raw = bytes.fromhex(key.removeprefix("0x"))
+        for provider, amount in payout.payouts:
+            lines[provider.lower()].append((raw, amount))
+    return dict(lines)

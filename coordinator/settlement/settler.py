@@ -11,6 +11,11 @@ deadline. A job whose deadline is too near or past is not sent (the contract wou
 batch): it goes EXPIRED, and its budget is the submitter's to reclaim. A batch the escrow refuses
 (a revert: nothing changed on chain) is sent again job by job, so one unpayable job (REFUSED, its
 budget left to the submitter's reclaim) cannot hold up the others.
+
+A batch pays each provider under its per-job claims, or under one invoice: before a batch of two or
+more jobs is sent, every provider it pays more than once is asked to sign one invoice of all its
+payments there (``Invoicer``; one signature per payee on chain instead of one per payout). Those
+that do not sign in time are paid under their claims, so invoices never delay a batch for long.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
 from coordinator.models import Job, SettlementState
-from coordinator.settlement.payouts import PAID_STATES, Claim, JobPayout, charge_of, job_payout, within_claims
+from coordinator.settlement.payouts import (
+    PAID_STATES,
+    Claim,
+    JobPayout,
+    charge_of,
+    invoice_lines,
+    job_payout,
+    within_claims,
+)
 from coordinator.store.base import Store
 from gpumesh.chain.errors import ChainRevert
 from gpumesh.errors import GpumeshError
@@ -46,12 +59,22 @@ class SettlementChain(Protocol):
     def settled_tx(self, escrow_key: str) -> str: ...  # the tx that settled it ("" if none is found)
     def is_registered(self, address: str) -> bool: ...  # in the ProviderRegistry (the escrow pays no one else)
     def chain_time(self) -> int: ...  # the latest block's timestamp: what the escrow's deadlines are checked against
-    # each job: (escrow key, payouts, each payee's signed claim by lower-case address); returns the tx hash
-    def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]]) -> str: ...
+    # each job: (escrow key, payouts, each payee's signed claim by lower-case address); a payee in
+    # ``invoices`` (lower-case address -> its signature of payouts.invoice_lines(batch)[address]) is
+    # paid under that invoice instead; returns the tx hash
+    def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]],
+               invoices: Mapping[str, bytes] | None = None) -> str: ...
     def describe(self) -> dict: ...  # chain_url, chain_id, token, escrow, registry
     def account_of(self, address: str) -> tuple[int, int]: ...  # a submitter's prepaid account: (prepaid, spend limit)
     # open the submitter's job (bytes32 id) from its account, within its spend limit; returns the tx hash
     def open_job(self, submitter: str, job_id: bytes, amount: int, deadline: int) -> str: ...
+
+
+class Invoicer(Protocol):
+    """Asks providers to sign their invoices of a batch (adapter: coordinator/settlement/invoicing.py)."""
+
+    # each provider's (lower-case address) signature of its lines, for those that signed in time
+    def collect(self, lines: Mapping[str, Sequence[tuple[bytes, int]]], *, timeout_s: float) -> dict[str, bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,7 @@ class BatchPolicy:
     interval_s: float = 30.0
     deadline_margin_s: float = 60.0  # a deposit this close to its deadline is not sent (it could land too late)
     unchecked_price_bps: int = 5000  # a result delivered unchecked (with consent) is paid this share of its price
+    invoice_timeout_s: float = 5.0  # how long a batch waits for its providers' invoices
 
     def due(self, pending: int, oldest_age_s: float) -> bool:
         return pending >= self.batch_size or (pending > 0 and oldest_age_s >= self.interval_s)
@@ -74,12 +98,14 @@ class Settler:
         *,
         clock: Callable[[], float],
         on_settled: Callable[[str, JobPayout], None] = lambda job_id, payout: None,
+        invoicer: Invoicer | None = None,
     ) -> None:
         self.store = store
         self.chain = chain
         self.policy = policy
         self.clock = clock
         self.on_settled = on_settled
+        self.invoicer = invoicer
 
     def payout_for(self, job: Job) -> tuple[JobPayout, dict[str, Claim]]:
         """Verified tasks, and the verified checks of them, are paid at their lease-time price for
@@ -159,9 +185,10 @@ class Settler:
         to PENDING and raises ChainRevert; another failure leaves them SENT for ``recover``."""
         ids = [j.job_id for j in jobs]
         batch = [(j.escrow_key, *self.payout_for(j)) for j in jobs]
+        invoices = self._invoices(batch)
         self.store.set_settlement(ids, S.PENDING, S.SENT, now=self.clock())
         try:
-            tx = self.chain.settle(batch)
+            tx = self.chain.settle(batch, invoices) if invoices else self.chain.settle(batch)
         except ChainRevert:
             self.store.set_settlement(ids, S.SENT, S.PENDING, now=self.clock())
             raise
@@ -174,6 +201,20 @@ class Settler:
             self.on_settled(job_id, payout)
         log.info("settled %d job(s) in tx %s", len(ids), tx)
         return len(ids)
+
+    def _invoices(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]]) -> dict[str, bytes]:
+        """Invoices of the providers paid more than once in ``batch`` (one line costs as much as its
+        claim); none when there is no invoicer or it fails."""
+        if self.invoicer is None:
+            return {}
+        lines = {a: its for a, its in invoice_lines(batch).items() if len(its) > 1}
+        if not lines:
+            return {}
+        try:
+            return self.invoicer.collect(lines, timeout_s=self.policy.invoice_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - invoices only save gas: the claims still pay everyone
+            log.warning("settlement batch of %d: no invoices (%s); paying under claims", len(batch), exc)
+            return {}
 
     def _payable(self, job: Job, chain_now: int) -> bool:
         """Whether the escrow still takes this job's settlement; if not, it leaves the queue."""

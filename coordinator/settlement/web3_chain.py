@@ -51,17 +51,22 @@ class Web3SettlementChain:
     def chain_time(self) -> int:
         return self.client.block_timestamp()
 
-    def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]]) -> str:
+    def settle(self, batch: Sequence[tuple[str, JobPayout, Mapping[str, Claim]]],
+               invoices: Mapping[str, bytes] | None = None) -> str:
         from gpumesh.chain import Payout, Settlement
 
+        invoiced = {a.lower() for a in invoices or {}}
         settlements = []
         for key, payout, claims in batch:
             payouts = []
             for provider, amount in payout.payouts:  # ordered for the escrow by gpumesh.chain.calldata
-                claim = claims[provider.lower()]
-                payouts.append(Payout(provider, amount, claim.amount, claim.signature))
+                if provider.lower() in invoiced:
+                    payouts.append(Payout(provider, amount))
+                else:
+                    claim = claims[provider.lower()]
+                    payouts.append(Payout(provider, amount, claim.amount, claim.signature))
             settlements.append(Settlement(_key(key), tuple(payouts)))
-        return self.client.settle_batch(self.account, settlements).tx_hash
+        return self.client.settle_batch(self.account, settlements, invoices).tx_hash
 
     # ---- the StakeRegistry port (coordinator.settlement.slasher) ----------------------------
 

@@ -194,19 +194,47 @@ class HardwareCheckReply(_message.Message):
     error: str
     def __init__(self, check_id: _Optional[str] = ..., phase: _Optional[_Union[CheckPhase, str]] = ..., root: _Optional[bytes] = ..., leaves: _Optional[_Iterable[_Union[CheckLeaf, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
 
+class InvoiceLine(_message.Message):
+    __slots__ = ("job", "amount")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    job: bytes
+    amount: str
+    def __init__(self, job: _Optional[bytes] = ..., amount: _Optional[str] = ...) -> None: ...
+
+class InvoiceRequest(_message.Message):
+    __slots__ = ("invoice_id", "lines")
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    invoice_id: str
+    lines: _containers.RepeatedCompositeFieldContainer[InvoiceLine]
+    def __init__(self, invoice_id: _Optional[str] = ..., lines: _Optional[_Iterable[_Union[InvoiceLine, _Mapping]]] = ...) -> None: ...
+
+class InvoiceReply(_message.Message):
+    __slots__ = ("invoice_id", "signature", "error")
+    INVOICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    invoice_id: str
+    signature: bytes
+    error: str
+    def __init__(self, invoice_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
+
 class ProviderMessage(_message.Message):
-    __slots__ = ("heartbeat", "result", "failure", "check", "progress")
+    __slots__ = ("heartbeat", "result", "failure", "check", "progress", "invoice")
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_FIELD_NUMBER: _ClassVar[int]
     heartbeat: Heartbeat
     result: TaskResult
     failure: TaskFailure
     check: HardwareCheckReply
     progress: TaskProgress
-    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., check: _Optional[_Union[HardwareCheckReply, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ...) -> None: ...
+    invoice: InvoiceReply
+    def __init__(self, heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., check: _Optional[_Union[HardwareCheckReply, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., invoice: _Optional[_Union[InvoiceReply, _Mapping]] = ...) -> None: ...
 
 class TaskLease(_message.Message):
     __slots__ = ("lease_id", "task_id", "job_id", "kind", "model_cid", "input_cid", "params_json", "timeout_s", "expires_at", "requirements", "aux_cid", "keys", "output_sealing_key", "claim_job", "adapter_cids", "inline", "inline_output_bytes")
@@ -287,15 +315,17 @@ class CancelLease(_message.Message):
     def __init__(self, lease_id: _Optional[str] = ..., task_id: _Optional[str] = ..., reason: _Optional[str] = ..., deliver: _Optional[bool] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("accepted", "lease", "ack", "cancel", "check")
+    __slots__ = ("accepted", "lease", "ack", "cancel", "check", "invoice")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     LEASE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     CHECK_FIELD_NUMBER: _ClassVar[int]
+    INVOICE_FIELD_NUMBER: _ClassVar[int]
     accepted: SessionAccepted
     lease: TaskLease
     ack: ResultAck
     cancel: CancelLease
     check: HardwareCheck
-    def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., cancel: _Optional[_Union[CancelLease, _Mapping]] = ..., check: _Optional[_Union[HardwareCheck, _Mapping]] = ...) -> None: ...
+    invoice: InvoiceRequest
+    def __init__(self, accepted: _Optional[_Union[SessionAccepted, _Mapping]] = ..., lease: _Optional[_Union[TaskLease, _Mapping]] = ..., ack: _Optional[_Union[ResultAck, _Mapping]] = ..., cancel: _Optional[_Union[CancelLease, _Mapping]] = ..., check: _Optional[_Union[HardwareCheck, _Mapping]] = ..., invoice: _Optional[_Union[InvoiceRequest, _Mapping]] = ...) -> None: ...
