@@ -105,7 +105,8 @@ class Coordinator:
         self.chain = chain
         self.clock = clock
         self.sessions = SessionRegistry()
-        self.invoicer = SessionInvoicer(self.sessions, lambda: self.claim_domain)
+        self.invoicer = SessionInvoicer(self.sessions, lambda: self.claim_domain,
+                                        on_outcome=lambda outcome: self.metrics.invoices.labels(outcome).inc())
         self.settler = (
             Settler(store, chain, BatchPolicy(settings.settle_batch_size, settings.settle_interval_s,
                                               min(60.0, settings.settle_margin_s / 2),

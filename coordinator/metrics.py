@@ -51,6 +51,10 @@ class CoordinatorMetrics:
             "gpumesh_checks_escalated", "Checks no independent open-market provider took in time, by where they went "
             "(centralized capacity, or given up unchecked with the submitter's consent)", ["to"], registry=r)
         self.jobs_settled = Counter("gpumesh_jobs_settled", "Jobs settled on-chain", registry=r)
+        self.invoices = Counter("gpumesh_settlement_invoices",
+                                "Invoices asked of providers for settlement batches, by outcome (signed, refused, "
+                                "unanswered, bad_signature: all but signed are paid under their claims)",
+                                ["outcome"], registry=r)
         self.paid = Counter("gpumesh_paid_base_units", "Token base units settled to providers", registry=r)
         self.refunded = Counter("gpumesh_refunded_base_units", "Token base units refunded to submitters",
                                 registry=r)

@@ -259,9 +259,16 @@ def test_a_batch_pays_a_provider_under_its_invoice_and_a_forger_under_its_claims
     from gpumesh.v1 import provider_pb2
     from tests.scripted import ScriptedProvider
 
+    import urllib.request
+
+    from gpumesh.localnet import free_port
+    from tests.test_metrics import samples
+
+    metrics_port = free_port()
     with LocalNetwork(tmp_path / "net", lease_ttl_s=30, heartbeat_interval_s=0.5) as net:
         net.start_chain()
-        net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false"})
+        net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false",
+                               "GPUMESH_COORDINATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
         submitter = Wallet.from_hex(dev_keys()[1])
         with Client.connect(net.target, wallet=submitter) as client:
             chain = client.chain()
@@ -312,6 +319,10 @@ def test_a_batch_pays_a_provider_under_its_invoice_and_a_forger_under_its_claims
                                                                                                     (1, 0), (1, 0)]
                 assert chain.escrow_balance(ivy.wallet.address) == 10 == chain.escrow_balance(mallory.wallet.address)
                 assert chain.escrow_balance(submitter.address) == 4 * BUDGET - 20
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
+                    got = samples(resp.read().decode())  # what an operator's Prometheus scrapes
+                assert {o: got.get(("gpumesh_settlement_invoices_total", (("outcome", o),)))
+                        for o in ("signed", "bad_signature")} == {"signed": 1, "bad_signature": 1}
             finally:
                 for p in providers:
                     p.close()

@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 class SessionInvoicer:
     """Collects invoice signatures from connected providers (the settler's ``Invoicer``)."""
 
-    def __init__(self, sessions: SessionRegistry, domain: Callable[[], ClaimDomain | None]) -> None:
+    def __init__(self, sessions: SessionRegistry, domain: Callable[[], ClaimDomain | None], *,
+                 on_outcome: Callable[[str], None] = lambda outcome: None) -> None:
         self.sessions = sessions
         self.domain = domain
+        self.on_outcome = on_outcome  # "signed", "refused", "unanswered" or "bad_signature", once per invoice asked
         self.loop: asyncio.AbstractEventLoop | None = None  # the sessions' loop, bound when settlement starts
         self._pending: dict[str, tuple[str, asyncio.Future]] = {}  # invoice id -> (provider id, its reply)
 
@@ -63,20 +65,29 @@ class SessionInvoicer:
                 self._pending.pop(invoice_id, None)
         signed = {}
         for invoice_id, (address, its, reply) in asked.items():
-            if not reply.done():
-                log.info("invoice %s: %s did not answer in %.0fs; paid under its claims", invoice_id[:8], address,
-                         timeout_s)
-                continue
-            answer: provider_pb2.InvoiceReply = reply.result()
-            if answer.error:
-                log.warning("invoice %s: %s refused it (%s); paid under its claims", invoice_id[:8], address,
-                            answer.error)
-            elif domain.invoice_signer(address, its, answer.signature) != address:
-                log.warning("invoice %s: the signature is not %s's over its lines; paid under its claims",
-                            invoice_id[:8], address)
-            else:
-                signed[address] = bytes(answer.signature)
+            outcome = self._outcome(domain, invoice_id, address, its, reply, timeout_s)
+            if outcome == "signed":
+                signed[address] = bytes(reply.result().signature)
+            self.on_outcome(outcome)
         return signed
+
+    @staticmethod
+    def _outcome(domain: ClaimDomain, invoice_id: str, address: str, lines: Sequence[Line], reply: asyncio.Future,
+                 timeout_s: float) -> str:
+        if not reply.done():
+            log.info("invoice %s: %s did not answer in %.0fs; paid under its claims", invoice_id[:8], address,
+                     timeout_s)
+            return "unanswered"
+        answer: provider_pb2.InvoiceReply = reply.result()
+        if answer.error:
+            log.warning("invoice %s: %s refused it (%s); paid under its claims", invoice_id[:8], address,
+                        answer.error)
+            return "refused"
+        if domain.invoice_signer(address, lines, answer.signature) != address:
+            log.warning("invoice %s: the signature is not %s's over its lines; paid under its claims",
+                        invoice_id[:8], address)
+            return "bad_signature"
+        return "signed"
 
     def on_reply(self, session: ProviderSession, reply: provider_pb2.InvoiceReply) -> None:
         """An ``InvoiceReply``: taken only from the provider that was asked, once."""
