@@ -147,7 +147,10 @@ class LocalNetwork:
              "--data-dir", str(self.root / "coordinator"), "--lease-ttl", str(self.lease_ttl_s),
              "--heartbeat-interval", str(self.heartbeat_interval_s),
              *(["--chain-url", self.chain_url, "--deployment", str(self.root / "chain" / "deployment.json"),
-                "--chain-key-file", str(self.root / "chain" / "coordinator.key"), "--settle-interval", "1"]
+                "--chain-key-file", str(self.root / "chain" / "coordinator.key"),
+                # settle within a second, unless the test's settings say otherwise
+                *(["--settle-interval", "1"] if "GPUMESH_COORDINATOR_SETTLE_INTERVAL_S" not in self.coordinator_env
+                  else [])]
                if self.chain_port else [])],
             self.root / "coordinator.log",
             # every node of a local network is this one host: the network is no independence key here

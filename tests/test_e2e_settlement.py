@@ -268,7 +268,10 @@ def test_a_batch_pays_a_provider_under_its_invoice_and_a_forger_under_its_claims
     with LocalNetwork(tmp_path / "net", lease_ttl_s=30, heartbeat_interval_s=0.5) as net:
         net.start_chain()
         net.start_coordinator({"GPUMESH_COORDINATOR_VERIFY": "false",
-                               "GPUMESH_COORDINATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
+                               "GPUMESH_COORDINATOR_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
+                               # the four jobs go in one batch, sent when the fourth is done
+                               "GPUMESH_COORDINATOR_SETTLE_BATCH_SIZE": "4",
+                               "GPUMESH_COORDINATOR_SETTLE_INTERVAL_S": "300"})
         submitter = Wallet.from_hex(dev_keys()[1])
         with Client.connect(net.target, wallet=submitter) as client:
             chain = client.chain()
