@@ -101,3 +101,22 @@ def test_the_daemon_answers_an_invoice_request_on_its_session(tmp_path):
         assert not reply.signature and reason in reply.error
     daemon.state.claim_domain = None  # a coordinator that does not settle on-chain
     assert "no escrow" in ask("40").error
+
+
+def test_a_malleable_twin_of_a_claim_or_invoice_signature_is_no_ones():
+    """(r, n - s) with v flipped recovers the same signer, but the escrow takes only the low-s form: the
+    coordinator refuses the twin of a claim or of an invoice rather than send what the escrow reverts."""
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    wallet = Wallet.generate()
+    domain = ClaimDomain(31337, ESCROW)
+
+    def twin(sig: bytes) -> bytes:
+        s = int.from_bytes(sig[32:64], "big")
+        return sig[:32] + (n - s).to_bytes(32, "big") + bytes([55 - sig[64]])  # 27 <-> 28
+
+    claim = domain.sign(wallet.private_key, JOB_A, 5)
+    assert domain.signer(JOB_A, wallet.address, 5, claim) == wallet.address
+    assert domain.signer(JOB_A, wallet.address, 5, twin(claim)) == ""
+    invoice = domain.sign_invoice(wallet.private_key, [(JOB_A, 5)])
+    assert domain.invoice_signer(wallet.address, [(JOB_A, 5)], invoice) == wallet.address.lower()
+    assert domain.invoice_signer(wallet.address, [(JOB_A, 5)], twin(invoice)) == ""

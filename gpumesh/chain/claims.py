@@ -68,15 +68,8 @@ class ClaimDomain:
             raise InvalidArgument("a job key is 32 bytes", field="claim_job")
         if not 0 <= amount < 2**256:
             raise InvalidArgument("a claim is a uint256", field="claim_amount")
-        return {
-            "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                       {"name": "chainId", "type": "uint256"},
-                                       {"name": "verifyingContract", "type": "address"}], **CLAIM_TYPES},
-            "primaryType": "Claim",
-            "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": self.chain_id,
-                       "verifyingContract": to_checksum_address(self.escrow)},
-            "message": {"job": bytes(key), "provider": to_checksum_address(provider), "amount": int(amount)},
-        }
+        return self._typed("Claim", CLAIM_TYPES, {"job": bytes(key), "provider": to_checksum_address(provider),
+                                                  "amount": int(amount)})
 
     def sign(self, private_key: bytes, key: bytes, amount: int) -> bytes:
         """The 65-byte signature of the claim by the provider holding ``private_key``."""
@@ -89,10 +82,13 @@ class ClaimDomain:
         return bytes(signed.signature)
 
     def signer(self, key: bytes, provider: str, amount: int, signature: bytes) -> str:
-        """Who signed this claim ("" when the signature is malformed)."""
+        """Who signed this claim ("" when the signature is malformed or has a high s, which the
+        escrow refuses)."""
         from eth_account import Account
         from eth_account.messages import encode_typed_data
 
+        if not _low_s(signature):
+            return ""
         try:
             return Account.recover_message(encode_typed_data(full_message=self.typed_data(key, provider, amount)),
                                            signature=bytes(signature))
@@ -105,14 +101,18 @@ class ClaimDomain:
         """The EIP-712 message of ``provider``'s invoice (what a wallet shows and signs)."""
         from eth_utils import to_checksum_address
 
-        return {
-            "types": {"EIP712Domain": _DOMAIN_TYPES, **INVOICE_TYPES},
-            "primaryType": "Invoice",
-            "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": self.chain_id,
-                       "verifyingContract": to_checksum_address(self.escrow)},
-            "message": {"provider": to_checksum_address(provider),
-                        "lines": [{"job": bytes(k), "amount": int(a)} for k, a in _checked(lines)]},
-        }
+        return self._typed("Invoice", INVOICE_TYPES, {
+            "provider": to_checksum_address(provider),
+            "lines": [{"job": bytes(k), "amount": int(a)} for k, a in _checked(lines)]})
+
+    def _typed(self, primary: str, types: dict, message: dict) -> dict[str, Any]:
+        """The EIP-712 typed data of ``message`` under this escrow's domain."""
+        from eth_utils import to_checksum_address
+
+        return {"types": {"EIP712Domain": _DOMAIN_TYPES, **types}, "primaryType": primary,
+                "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": self.chain_id,
+                           "verifyingContract": to_checksum_address(self.escrow)},
+                "message": message}
 
     def invoice_digest(self, provider: str, lines: Sequence[Line]) -> bytes:
         """The EIP-712 digest of ``provider``'s invoice of ``lines`` (as ``JobEscrow.invoiceDigest``),
@@ -135,11 +135,10 @@ class ClaimDomain:
         which the escrow refuses)."""
         from gpumesh.identity import recover_digest
 
-        signature = bytes(signature)
-        if len(signature) != 65 or int.from_bytes(signature[32:64], "big") > _HALF_ORDER:
+        if not _low_s(signature):
             return ""
         try:
-            return recover_digest(self.invoice_digest(provider, lines), signature)
+            return recover_digest(self.invoice_digest(provider, lines), bytes(signature))
         except GpumeshError:
             return ""
 
@@ -154,6 +153,11 @@ def _separator(chain_id: int, escrow: str) -> bytes:
     domain_type = _typehashes()[0]
     return keccak(domain_type + keccak(DOMAIN_NAME.encode()) + keccak(DOMAIN_VERSION.encode())
                   + chain_id.to_bytes(32, "big") + _word_address(escrow))
+
+
+def _low_s(signature: bytes) -> bool:
+    """A 65-byte r||s||v signature in the low-s form the escrow takes (as OpenZeppelin's ECDSA)."""
+    return len(signature) == 65 and int.from_bytes(bytes(signature)[32:64], "big") <= _HALF_ORDER
 
 
 def _word_address(address: str) -> bytes:
