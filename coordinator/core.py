@@ -45,6 +45,7 @@ from coordinator.splitter import parse_prompts, split
 from coordinator.store.base import Store
 from coordinator.verifier import Verifier
 from gpumesh._convert import timestamp
+from gpumesh.amounts import is_uint256
 from gpumesh.artifacts import ArtifactStore, cid_key
 from gpumesh.artifacts.cache import SmallArtifactCache
 from gpumesh.chain.claims import ClaimDomain
@@ -714,7 +715,7 @@ class Coordinator:
         job = self.store.get_job(job_id)
         if not job.escrow_key:
             return None
-        if not res.claim_amount.isdigit() or len(res.claim_amount) > 78 or int(res.claim_amount) >= 2**256:
+        if not is_uint256(res.claim_amount):
             raise InvalidArgument("a paid job's result needs the provider's claim: a decimal uint256 "
                                   f"(got {res.claim_amount[:80]!r})", field="claim_amount")
         amount = int(res.claim_amount)

@@ -7,12 +7,21 @@ from gpumesh.errors import InvalidArgument
 UINT256_MAX = 2**256 - 1
 
 
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 78  # not other scripts' digits ("²", "٥")
+
+
+def is_uint256(text: str) -> bool:
+    """Whether ``text`` is exactly a uint256 in decimal digits: no sign, space or empty string."""
+    return _decimal(text) and int(text) <= UINT256_MAX
+
+
 def parse_amount(text: str, *, field: str) -> int:
     """A non-negative integer amount from its decimal string ("" is 0); errors name ``field``."""
     text = text.strip()
     if not text:
         return 0
-    if not (text.isascii() and text.isdigit()) or len(text) > 78:  # not other scripts' digits
+    if not _decimal(text):
         raise InvalidArgument(f"expected a non-negative decimal integer, got {text[:40]!r}", field=field)
     value = int(text)
     if value > UINT256_MAX:

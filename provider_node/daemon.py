@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc import aio
 
-from gpumesh.amounts import cost
+from gpumesh.amounts import cost, is_uint256
 from gpumesh.chain.claims import ClaimDomain
 from gpumesh.errors import Unauthenticated
 from gpumesh.identity import Wallet
@@ -300,7 +300,7 @@ class ProviderDaemon:
 
 
 def _amount(text: str) -> int:
-    if not text.isdigit():
+    if not is_uint256(text):
         raise InvoiceRefused(f"an invoice amount is a decimal uint256, got {text[:40]!r}")
     return int(text)
 

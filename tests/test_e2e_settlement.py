@@ -221,6 +221,8 @@ def test_a_paid_result_needs_its_providers_claim_and_is_paid_no_more(tmp_path, t
 
                 ack = provider.answer(lease, check=False)
                 assert not ack.accepted and "claim_amount" in ack.reason
+                ack = provider.answer(lease, claim=("٥", domain.sign(wallet.private_key, key, 5)), check=False)
+                assert not ack.accepted and "claim_amount" in ack.reason  # Arabic-Indic 5: not a decimal uint256
                 forged = domain.sign(Wallet.generate().private_key, key, 5)
                 ack = provider.answer(lease, claim=("5", forged), check=False)
                 assert not ack.accepted and "claim_signature" in ack.reason

@@ -96,7 +96,8 @@ def test_the_daemon_answers_an_invoice_request_on_its_session(tmp_path):
     reply = ask("40")
     assert reply.invoice_id == "inv-1" and not reply.error
     assert domain.invoice_signer(wallet.address, [(JOB_A, 40)], reply.signature) == wallet.address.lower()
-    for amount, reason in (("41", "whose claim is 40"), ("-1", "decimal uint256"), ("", "decimal uint256")):
+    for amount, reason in (("41", "whose claim is 40"), ("-1", "decimal uint256"), ("", "decimal uint256"),
+                           ("٤٠", "decimal uint256"), (str(2**256), "decimal uint256")):  # not int()'s to read
         reply = ask(amount)
         assert not reply.signature and reason in reply.error
     daemon.state.claim_domain = None  # a coordinator that does not settle on-chain
