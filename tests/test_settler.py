@@ -242,7 +242,7 @@ def test_a_provider_paid_more_than_once_is_asked_for_one_invoice_of_its_lines(en
     invoicer.fail = True
     for n in (4, 5, 6):
         finished_job(store, chain, n)
-    assert settler.settle_once() == 3 and chain.invoices is None and len(asked) == 2
+    assert settler.settle_once() == 3 and chain.invoices == {} and len(asked) == 2
     finished_job(store, chain, 7)
     clock[0] += 61
     assert settler.settle_once() == 1 and len(asked) == 2  # paid once in its batch: not asked

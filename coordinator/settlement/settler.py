@@ -188,7 +188,7 @@ class Settler:
         invoices = self._invoices(batch)
         self.store.set_settlement(ids, S.PENDING, S.SENT, now=self.clock())
         try:
-            tx = self.chain.settle(batch, invoices) if invoices else self.chain.settle(batch)
+            tx = self.chain.settle(batch, invoices)
         except ChainRevert:
             self.store.set_settlement(ids, S.SENT, S.PENDING, now=self.clock())
             raise
